@@ -18,17 +18,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     }
     let well_known = protoc_bin_vendored::include_path()?;
-    let well_known = well_known.to_str().ok_or("protoc include path is not UTF-8")?;
+    let well_known = well_known
+        .to_str()
+        .ok_or("protoc include path is not UTF-8")?;
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
         .generate_default_stubs(true)
         .include_file("protos.rs")
-        .compile_with_config(
-            config,
-            PROTOS,
-            &["proto", well_known],
-        )?;
+        .compile_with_config(config, PROTOS, &["proto", well_known])?;
     for proto in PROTOS {
         println!("cargo:rerun-if-changed={proto}");
     }

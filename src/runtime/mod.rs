@@ -12,8 +12,6 @@
 //! - Long-lived operations (`wait`, `logs`) are cancel-safe: dropping the future or stream releases
 //!   the connection and changes nothing in the engine.
 
-
-
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
@@ -209,7 +207,10 @@ pub enum ExecInput {
     Stdin(Bytes),
     /// Close the command's stdin.
     CloseStdin,
-    Resize { height: u16, width: u16 },
+    Resize {
+        height: u16,
+        width: u16,
+    },
 }
 
 /// A running `exec` session.
@@ -262,8 +263,18 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     async fn stats(&self, id: &str) -> RuntimeResult<StatsSample>;
 
     /// All containers (running or not) carrying label `key=value`.
-    async fn list(&self, label_key: &str, label_value: &str) -> RuntimeResult<Vec<ContainerSummary>>;
+    async fn list(
+        &self,
+        label_key: &str,
+        label_value: &str,
+    ) -> RuntimeResult<Vec<ContainerSummary>>;
 
     /// Run a command inside the running container as `user`.
-    async fn exec(&self, id: &str, user: &str, argv: Vec<String>, tty: bool) -> RuntimeResult<ExecSession>;
+    async fn exec(
+        &self,
+        id: &str,
+        user: &str,
+        argv: Vec<String>,
+        tty: bool,
+    ) -> RuntimeResult<ExecSession>;
 }

@@ -1,0 +1,229 @@
+//! Pure translations between the runtime port's types and Docker Engine API shapes.
+//!
+//! Nothing here performs I/O, so every rule (limits, security options, log timestamps, stats keys)
+//! is unit-tested without a daemon.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bollard::models::{
+    ContainerCreateBody, ContainerStatsResponse, ContainerUpdateBody, HostConfig,
+    HostConfigLogConfig,
+};
+use bytes::Bytes;
+
+use crate::runtime::{ContainerSpec, ResourceLimits, StatsSample};
+
+/// The log driver of task containers: `local` stores raw bytes (json-file would replace invalid
+/// UTF-8), keeps partial-line metadata, and supports reading back with `docker logs`.
+pub const LOG_DRIVER: &str = "local";
+
+/// Build the `POST /containers/create` body. The container keeps stdin open for exactly one
+/// attach (the launch spec) and never gets a TTY, so stdout and stderr stay apart.
+pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
+    let security = &spec.security;
+    let mut security_opt = Vec::new();
+    if security.no_new_privileges {
+        security_opt.push("no-new-privileges".to_string());
+    }
+    let binds = spec
+        .mounts
+        .iter()
+        .map(|m| {
+            let mode = if m.read_only { "ro" } else { "rw" };
+            format!("{}:{}:{mode}", m.host_path, m.container_path)
+        })
+        .collect::<Vec<_>>();
+    let limits = &spec.limits;
+    let host_config = HostConfig {
+        binds: (!binds.is_empty()).then_some(binds),
+        cap_drop: security.cap_drop_all.then(|| vec!["ALL".to_string()]),
+        security_opt: (!security_opt.is_empty()).then_some(security_opt),
+        pids_limit: (security.pids_limit > 0).then_some(security.pids_limit),
+        readonly_rootfs: Some(security.read_only_rootfs),
+        runtime: security.oci_runtime.clone(),
+        privileged: Some(false),
+        network_mode: spec.network_mode.clone(),
+        log_config: Some(HostConfigLogConfig {
+            typ: Some(LOG_DRIVER.to_string()),
+            config: Some(HashMap::from([
+                ("max-size".to_string(), spec.log_max_size.clone()),
+                ("max-file".to_string(), spec.log_max_files.to_string()),
+            ])),
+        }),
+        memory: positive(limits.memory_bytes),
+        memory_swap: positive(limits.memory_bytes),
+        memory_reservation: positive(limits.memory_reservation_bytes),
+        cpu_shares: positive(limits.cpu_shares),
+        nano_cpus: positive(limits.nano_cpus),
+        cpuset_cpus: (!limits.cpuset_cpus.is_empty()).then(|| limits.cpuset_cpus.clone()),
+        ..Default::default()
+    };
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        user: Some(spec.user.clone()),
+        env: Some(spec.env.clone()),
+        labels: Some(spec.labels.clone().into_iter().collect()),
+        working_dir: spec.work_dir.clone(),
+        attach_stdin: Some(true),
+        attach_stdout: Some(false),
+        attach_stderr: Some(false),
+        open_stdin: Some(true),
+        stdin_once: Some(true),
+        tty: Some(false),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
+}
+
+/// Build the `POST /containers/{id}/update` body. Swap is pinned to the memory limit (no swap) so
+/// raising the limit never trips cgroup v1's "memory must be below memoryswap" rule.
+pub fn update_body(limits: &ResourceLimits) -> ContainerUpdateBody {
+    ContainerUpdateBody {
+        memory: positive(limits.memory_bytes),
+        memory_swap: positive(limits.memory_bytes),
+        memory_reservation: Some(limits.memory_reservation_bytes.max(0)),
+        cpu_shares: positive(limits.cpu_shares),
+        nano_cpus: Some(limits.nano_cpus.max(0)),
+        cpuset_cpus: Some(limits.cpuset_cpus.clone()),
+        ..Default::default()
+    }
+}
+
+fn positive(value: i64) -> Option<i64> {
+    (value > 0).then_some(value)
+}
+
+/// Split a `docker logs --timestamps` frame into its timestamp (ns since the epoch) and payload.
+///
+/// Docker prefixes every frame with an RFC 3339 timestamp with nanoseconds and one space; the
+/// payload after it is returned untouched. `None` when the prefix is missing or unparsable.
+pub fn split_log_timestamp(frame: &Bytes) -> Option<(i128, Bytes)> {
+    let space = frame.iter().take(64).position(|b| *b == b' ')?;
+    let text = std::str::from_utf8(&frame[..space]).ok()?;
+    let nanos = parse_rfc3339_nanos(text)?;
+    Some((nanos, frame.slice(space + 1..)))
+}
+
+/// Parse Docker's RFC 3339 timestamps (`2026-11-27T14:37:54.123456789Z`) into ns since the epoch.
+pub fn parse_rfc3339_nanos(text: &str) -> Option<i128> {
+    let parsed =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(parsed.unix_timestamp_nanos())
+}
+
+/// Docker reports "never" as the Go zero time (`0001-01-01T00:00:00Z`); map that to `None`.
+pub fn parse_docker_time(text: Option<&str>) -> Option<SystemTime> {
+    let nanos = parse_rfc3339_nanos(text?)?;
+    if nanos <= 0 {
+        return None;
+    }
+    let nanos = u64::try_from(nanos).ok()?;
+    Some(UNIX_EPOCH + Duration::from_nanos(nanos))
+}
+
+/// Flatten a stats response into the port's counters (cgroup v1 and v2 alike).
+pub fn stats_sample(stats: &ContainerStatsResponse) -> StatsSample {
+    let cpu = stats.cpu_stats.as_ref();
+    let usage = cpu.and_then(|c| c.cpu_usage.as_ref());
+    let throttling = cpu.and_then(|c| c.throttling_data.as_ref());
+    let memory = stats.memory_stats.as_ref();
+    let online_cpus = cpu
+        .and_then(|c| c.online_cpus)
+        .filter(|n| *n > 0)
+        .or_else(|| {
+            usage
+                .and_then(|u| u.percpu_usage.as_ref())
+                .map(|per_cpu| per_cpu.len() as u32)
+        })
+        .unwrap_or(1);
+    StatsSample {
+        read_at: stats
+            .read
+            .as_deref()
+            .and_then(|t| parse_docker_time(Some(t))),
+        cpu_total_ns: usage.and_then(|u| u.total_usage).unwrap_or(0),
+        cpu_user_ns: usage.and_then(|u| u.usage_in_usermode).unwrap_or(0),
+        cpu_kernel_ns: usage.and_then(|u| u.usage_in_kernelmode).unwrap_or(0),
+        system_cpu_ns: cpu.and_then(|c| c.system_cpu_usage).unwrap_or(0),
+        online_cpus,
+        throttled_periods: throttling.and_then(|t| t.throttled_periods).unwrap_or(0),
+        throttled_time_ns: throttling.and_then(|t| t.throttled_time).unwrap_or(0),
+        memory_usage: memory.and_then(|m| m.usage).unwrap_or(0),
+        memory_max_usage: memory.and_then(|m| m.max_usage).filter(|v| *v > 0),
+        memory_stats: memory
+            .and_then(|m| m.stats.as_ref())
+            .map(|s| s.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_else(BTreeMap::new),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{BindMount, SecurityOptions};
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            name: "t".into(),
+            image: "img".into(),
+            user: "1000:1000".into(),
+            env: vec!["A=b".into()],
+            labels: BTreeMap::from([("io.polydev.managed".into(), "true".into())]),
+            limits: ResourceLimits {
+                memory_bytes: 512 << 20,
+                memory_reservation_bytes: 0,
+                cpu_shares: 500,
+                nano_cpus: 0,
+                cpuset_cpus: String::new(),
+            },
+            mounts: vec![BindMount {
+                host_path: "/h".into(),
+                container_path: "/c".into(),
+                read_only: true,
+            }],
+            security: SecurityOptions::default(),
+            work_dir: Some("/local".into()),
+            network_mode: None,
+            log_max_size: "100m".into(),
+            log_max_files: 3,
+        }
+    }
+
+    #[test]
+    fn create_body_is_hardened_and_keeps_stdin_for_one_attach() {
+        let body = create_body(&spec());
+        let host = body.host_config.unwrap();
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(
+            host.security_opt,
+            Some(vec!["no-new-privileges".to_string()])
+        );
+        assert_eq!(host.pids_limit, Some(512));
+        assert_eq!(host.privileged, Some(false));
+        assert_eq!(host.memory, Some(512 << 20));
+        assert_eq!(host.memory_swap, Some(512 << 20));
+        assert_eq!(host.memory_reservation, None);
+        assert_eq!(host.binds, Some(vec!["/h:/c:ro".to_string()]));
+        assert_eq!(host.log_config.unwrap().typ.as_deref(), Some("local"));
+        assert_eq!(body.open_stdin, Some(true));
+        assert_eq!(body.stdin_once, Some(true));
+        assert_eq!(body.tty, Some(false));
+        assert_eq!(body.user.as_deref(), Some("1000:1000"));
+    }
+
+    #[test]
+    fn timestamps_split_off_exactly() {
+        let frame = Bytes::from_static(b"2026-11-27T14:37:54.123456789Z  two spaces\n");
+        let (nanos, payload) = split_log_timestamp(&frame).unwrap();
+        assert_eq!(payload, Bytes::from_static(b" two spaces\n"));
+        assert_eq!(nanos % 1_000_000_000, 123_456_789);
+        assert!(split_log_timestamp(&Bytes::from_static(b"garbage")).is_none());
+    }
+
+    #[test]
+    fn go_zero_time_is_none() {
+        assert_eq!(parse_docker_time(Some("0001-01-01T00:00:00Z")), None);
+        assert!(parse_docker_time(Some("2026-11-27T14:37:54.1Z")).is_some());
+    }
+}

@@ -1,0 +1,436 @@
+//! The Docker Engine adapter: implements [`ContainerRuntime`] with bollard over the unix socket.
+//!
+//! Invariants:
+//! - The API version is negotiated lazily on first use and again after a failed negotiation, so a
+//!   plugin started while `dockerd` is down recovers when the daemon comes up. Debian's engine
+//!   speaks API 1.41; newer engines refuse old clients, so negotiation is always on.
+//! - Engine errors are classified once, in [`classify`]: 404 → `NotFound`, 409 "not running" →
+//!   `NotRunning`, other 4xx → `Rejected`, transport failures and 5xx → `Unavailable` (retryable).
+//! - No bollard type leaves this module.
+
+mod convert;
+
+pub use convert::{LOG_DRIVER, parse_rfc3339_nanos, split_log_timestamp};
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::errors::Error as BollardError;
+use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::models::ExecConfig;
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    ResizeExecOptions, StatsOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::OnceCell;
+
+use crate::runtime::{
+    ContainerExit, ContainerRuntime, ContainerSpec, ContainerState, ContainerSummary, ExecInput,
+    ExecOutput, ExecSession, LogRecord, LogStream, ResourceLimits, RuntimeError, RuntimeResult,
+    StatsSample,
+};
+
+/// Seconds bollard waits for response headers. Streaming bodies (logs, wait, attach) are not cut.
+const REQUEST_TIMEOUT_SECS: u64 = 120;
+
+/// A Docker engine reached over a unix socket.
+pub struct DockerRuntime {
+    base: Docker,
+    negotiated: OnceCell<Docker>,
+}
+
+impl DockerRuntime {
+    /// Prepare a client for `endpoint` (`unix:///var/run/docker.sock`). Does not touch the daemon.
+    pub fn connect(endpoint: &str) -> RuntimeResult<Self> {
+        let base =
+            Docker::connect_with_unix(endpoint, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+                .map_err(|e| RuntimeError::Rejected(format!("docker endpoint {endpoint}: {e}")))?;
+        Ok(DockerRuntime {
+            base,
+            negotiated: OnceCell::new(),
+        })
+    }
+
+    async fn client(&self) -> RuntimeResult<&Docker> {
+        self.negotiated
+            .get_or_try_init(|| async { self.base.clone().negotiate_version().await })
+            .await
+            .map_err(|e| classify(e, "docker", ""))
+    }
+}
+
+/// Map a bollard error to the port's error, naming the object it concerned.
+fn classify(err: BollardError, kind: &'static str, id: &str) -> RuntimeError {
+    match err {
+        BollardError::DockerResponseServerError {
+            status_code,
+            message,
+        } => match status_code {
+            404 => RuntimeError::NotFound {
+                kind,
+                id: id.to_string(),
+            },
+            409 if message.contains("is not running") => RuntimeError::NotRunning(id.to_string()),
+            400..=499 => RuntimeError::Rejected(message),
+            _ => RuntimeError::Unavailable(format!("{status_code}: {message}")),
+        },
+        other => RuntimeError::Unavailable(other.to_string()),
+    }
+}
+
+#[async_trait]
+impl ContainerRuntime for DockerRuntime {
+    async fn version(&self) -> RuntimeResult<String> {
+        let version = self
+            .client()
+            .await?
+            .version()
+            .await
+            .map_err(|e| classify(e, "docker", ""))?;
+        Ok(version.version.unwrap_or_else(|| "unknown".to_string()))
+    }
+
+    async fn image_exists(&self, image: &str) -> RuntimeResult<bool> {
+        match self.client().await?.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(e) => match classify(e, "image", image) {
+                RuntimeError::NotFound { .. } => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> RuntimeResult<String> {
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&spec.name)
+            .build();
+        let created = self
+            .client()
+            .await?
+            .create_container(Some(options), convert::create_body(spec))
+            .await
+            .map_err(|e| classify(e, "image", &spec.image))?;
+        Ok(created.id)
+    }
+
+    async fn start(&self, id: &str) -> RuntimeResult<()> {
+        self.client()
+            .await?
+            .start_container(id, None)
+            .await
+            .map_err(|e| classify(e, "container", id))
+    }
+
+    async fn update_limits(&self, id: &str, limits: &ResourceLimits) -> RuntimeResult<()> {
+        self.client()
+            .await?
+            .update_container(id, convert::update_body(limits))
+            .await
+            .map_err(|e| classify(e, "container", id))
+    }
+
+    async fn send_launch_spec(&self, id: &str, spec: Vec<u8>) -> RuntimeResult<()> {
+        let options = AttachContainerOptionsBuilder::default()
+            .stdin(true)
+            .stream(true)
+            .stdout(false)
+            .stderr(false)
+            .build();
+        let attached = self
+            .client()
+            .await?
+            .attach_container(id, Some(options))
+            .await
+            .map_err(|e| classify(e, "container", id))?;
+        let mut input = attached.input;
+        let io_error = |e: std::io::Error| {
+            RuntimeError::Unavailable(format!("writing the launch spec to {id}: {e}"))
+        };
+        input.write_all(&spec).await.map_err(io_error)?;
+        input.flush().await.map_err(io_error)?;
+        // Half-close: with StdinOnce the engine then closes the container's stdin, which is the
+        // entrypoint's end-of-spec signal if it never saw `end`.
+        input.shutdown().await.map_err(io_error)?;
+        Ok(())
+    }
+
+    async fn wait(&self, id: &str) -> RuntimeResult<ContainerExit> {
+        let options = WaitContainerOptionsBuilder::default()
+            .condition("not-running")
+            .build();
+        let mut waits = self.client().await?.wait_container(id, Some(options));
+        match waits.next().await {
+            Some(Ok(_)) | Some(Err(BollardError::DockerContainerWaitError { .. })) | None => {}
+            Some(Err(e)) => return Err(classify(e, "container", id)),
+        }
+        let state = self.inspect(id).await?;
+        state.exit.ok_or_else(|| {
+            RuntimeError::Unavailable(format!("container {id} reported stopped but is running"))
+        })
+    }
+
+    async fn inspect(&self, id: &str) -> RuntimeResult<ContainerState> {
+        let inspected = self
+            .client()
+            .await?
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| classify(e, "container", id))?;
+        let state = inspected.state.unwrap_or_default();
+        let running = state.running.unwrap_or(false) || state.restarting.unwrap_or(false);
+        let started_at = convert::parse_docker_time(state.started_at.as_deref());
+        let exit = (!running && started_at.is_some()).then(|| ContainerExit {
+            exit_code: state.exit_code.unwrap_or(0),
+            oom_killed: state.oom_killed.unwrap_or(false),
+        });
+        Ok(ContainerState {
+            id: inspected.id.unwrap_or_else(|| id.to_string()),
+            running,
+            exit,
+            started_at,
+            finished_at: convert::parse_docker_time(state.finished_at.as_deref()),
+            labels: inspected
+                .config
+                .and_then(|c| c.labels)
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+        })
+    }
+
+    async fn kill(&self, id: &str, signal: &str) -> RuntimeResult<()> {
+        let options = KillContainerOptionsBuilder::default()
+            .signal(signal)
+            .build();
+        self.client()
+            .await?
+            .kill_container(id, Some(options))
+            .await
+            .map_err(|e| classify(e, "container", id))
+    }
+
+    async fn remove(&self, id: &str) -> RuntimeResult<()> {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self
+            .client()
+            .await?
+            .remove_container(id, Some(options))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 409,
+                message,
+            }) if message.contains("already in progress") => Ok(()),
+            Err(e) => Err(classify(e, "container", id)),
+        }
+    }
+
+    fn logs(&self, id: &str, since_unix_secs: i64) -> BoxStream<'static, RuntimeResult<LogRecord>> {
+        let id = id.to_string();
+        let since = i32::try_from(since_unix_secs.max(0)).unwrap_or(i32::MAX);
+        let options = LogsOptionsBuilder::default()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .timestamps(true)
+            .since(since)
+            .build();
+        let client = match self.negotiated.get() {
+            Some(client) => client.clone(),
+            None => {
+                let base = self.base.clone();
+                let stream = futures::stream::once(async move {
+                    base.negotiate_version()
+                        .await
+                        .map_err(|e| classify(e, "docker", ""))
+                })
+                .map_ok(move |client| log_records(client, id.clone(), options.clone()))
+                .try_flatten();
+                return stream.boxed();
+            }
+        };
+        log_records(client, id, options)
+    }
+
+    async fn stats(&self, id: &str) -> RuntimeResult<StatsSample> {
+        let options = StatsOptionsBuilder::default()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let mut stats = self.client().await?.stats(id, Some(options));
+        match stats.next().await {
+            Some(Ok(response)) => Ok(convert::stats_sample(&response)),
+            Some(Err(e)) => Err(classify(e, "container", id)),
+            None => Err(RuntimeError::NotRunning(id.to_string())),
+        }
+    }
+
+    async fn list(
+        &self,
+        label_key: &str,
+        label_value: &str,
+    ) -> RuntimeResult<Vec<ContainerSummary>> {
+        let filters = HashMap::from([("label", vec![format!("{label_key}={label_value}")])]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let listed = self
+            .client()
+            .await?
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| classify(e, "docker", ""))?;
+        Ok(listed
+            .into_iter()
+            .map(|c| ContainerSummary {
+                id: c.id.unwrap_or_default(),
+                name: c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .map(|n| n.trim_start_matches('/').to_string())
+                    .unwrap_or_default(),
+                image: c.image.unwrap_or_default(),
+                labels: c.labels.unwrap_or_default().into_iter().collect(),
+                state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                created_at: std::time::UNIX_EPOCH
+                    + std::time::Duration::from_secs(c.created.unwrap_or(0).max(0) as u64),
+            })
+            .collect())
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        user: &str,
+        argv: Vec<String>,
+        tty: bool,
+    ) -> RuntimeResult<ExecSession> {
+        let client = self.client().await?.clone();
+        let config = ExecConfig {
+            cmd: Some(argv),
+            user: Some(user.to_string()),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(tty),
+            ..Default::default()
+        };
+        let exec_id = client
+            .create_exec(id, config)
+            .await
+            .map_err(|e| classify(e, "container", id))?
+            .id;
+        let started = client
+            .start_exec(
+                &exec_id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty,
+                    output_capacity: None,
+                }),
+            )
+            .await
+            .map_err(|e| classify(e, "exec", &exec_id))?;
+        let StartExecResults::Attached { output, mut input } = started else {
+            return Err(RuntimeError::Rejected("exec started detached".to_string()));
+        };
+        let (input_tx, mut input_rx) = tokio::sync::mpsc::channel::<ExecInput>(16);
+        let resize_client = client.clone();
+        let resize_id = exec_id.clone();
+        tokio::spawn(async move {
+            while let Some(message) = input_rx.recv().await {
+                match message {
+                    ExecInput::Stdin(data) => {
+                        if input.write_all(&data).await.is_err() {
+                            break;
+                        }
+                    }
+                    ExecInput::CloseStdin => {
+                        let _ = input.shutdown().await;
+                    }
+                    ExecInput::Resize { height, width } => {
+                        let size = ResizeExecOptions {
+                            h: i32::from(height),
+                            w: i32::from(width),
+                        };
+                        let _ = resize_client.resize_exec(&resize_id, size).await;
+                    }
+                }
+            }
+        });
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let exec_for_output = exec_id.clone();
+        let output = output
+            .map(move |item| match item {
+                Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+                    Some(Ok(ExecOutput::Stdout(message)))
+                }
+                Ok(LogOutput::StdErr { message }) => Some(Ok(ExecOutput::Stderr(message))),
+                Ok(LogOutput::StdIn { .. }) => None,
+                Err(e) => Some(Err(classify(e, "exec", &exec_for_output))),
+            })
+            .chain(futures::stream::once(async move {
+                let _ = done_tx.send(());
+                None
+            }))
+            .filter_map(futures::future::ready)
+            .boxed();
+        let exit_code = async move {
+            let _ = done_rx.await;
+            let inspected = client
+                .inspect_exec(&exec_id)
+                .await
+                .map_err(|e| classify(e, "exec", &exec_id))?;
+            Ok(inspected.exit_code.unwrap_or(-1))
+        }
+        .boxed();
+        Ok(ExecSession {
+            output,
+            input: input_tx,
+            exit_code,
+        })
+    }
+}
+
+fn log_records(
+    client: Docker,
+    id: String,
+    options: bollard::query_parameters::LogsOptions,
+) -> BoxStream<'static, RuntimeResult<LogRecord>> {
+    let id_for_errors = id.clone();
+    client
+        .logs(&id, Some(options))
+        .filter_map(move |item| {
+            let id = id_for_errors.clone();
+            async move {
+                let (stream, frame) = match item {
+                    Ok(LogOutput::StdOut { message }) => (LogStream::Stdout, message),
+                    Ok(LogOutput::StdErr { message }) => (LogStream::Stderr, message),
+                    Ok(_) => return None,
+                    Err(e) => return Some(Err(classify(e, "container", &id))),
+                };
+                Some(match split_log_timestamp(&frame) {
+                    Some((timestamp_nanos, bytes)) => Ok(LogRecord {
+                        stream,
+                        timestamp_nanos,
+                        bytes,
+                    }),
+                    None => Err(RuntimeError::Rejected(format!(
+                        "container {id}: log frame without a timestamp"
+                    ))),
+                })
+            }
+        })
+        .boxed()
+}
