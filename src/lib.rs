@@ -1,5 +1,9 @@
 //! polydev: a Nomad task driver for LLM coding CLIs.
+pub mod config;
+pub mod core;
+pub mod credentials;
 pub mod docker;
+pub mod logs;
 pub mod runtime;
 #[allow(clippy::all, clippy::pedantic, missing_docs, dead_code)]
 pub mod pb {

@@ -135,7 +135,7 @@ impl ContainerRuntime for DockerRuntime {
             .map_err(|e| classify(e, "container", id))
     }
 
-    async fn send_launch_spec(&self, id: &str, spec: Vec<u8>) -> RuntimeResult<()> {
+    async fn send_launch_spec(&self, id: &str, spec: &[u8]) -> RuntimeResult<()> {
         let options = AttachContainerOptionsBuilder::default()
             .stdin(true)
             .stream(true)
@@ -152,7 +152,7 @@ impl ContainerRuntime for DockerRuntime {
         let io_error = |e: std::io::Error| {
             RuntimeError::Unavailable(format!("writing the launch spec to {id}: {e}"))
         };
-        input.write_all(&spec).await.map_err(io_error)?;
+        input.write_all(spec).await.map_err(io_error)?;
         input.flush().await.map_err(io_error)?;
         // Half-close: with StdinOnce the engine then closes the container's stdin, which is the
         // entrypoint's end-of-spec signal if it never saw `end`.

@@ -241,7 +241,7 @@ pub trait ContainerRuntime: Send + Sync + 'static {
 
     /// Attach to the started container's stdin, write `spec` and close stdin. The container must
     /// have been created with stdin open; this is the only way a secret enters a container.
-    async fn send_launch_spec(&self, id: &str, spec: Vec<u8>) -> RuntimeResult<()>;
+    async fn send_launch_spec(&self, id: &str, spec: &[u8]) -> RuntimeResult<()>;
 
     /// Wait for the container to stop and report how it ended. Returns at once if it already has.
     async fn wait(&self, id: &str) -> RuntimeResult<ContainerExit>;

@@ -1,0 +1,118 @@
+//! Turning a task into a container: names, labels, mounts, limits, and the launch spec.
+//!
+//! Invariants:
+//! - Labels live in polydev's own namespace (`io.polydev.*`) — never `com.hashicorp.nomad.*`,
+//!   which Nomad's docker driver garbage-collects — and never carry a user id or a secret.
+//! - The container runs as uid 1000 with every capability dropped and `no-new-privileges`.
+//! - Nomad's alloc layout is bound at the container paths Nomad's env advertises under
+//!   IMAGE isolation: `/alloc`, `/local`, `/secrets`.
+
+use std::collections::BTreeMap;
+
+use crate::config::PluginConfig;
+use crate::runtime::{BindMount, ContainerSpec, SecurityOptions};
+
+use super::task::TaskSpec;
+
+/// Label marking every container polydev manages.
+pub const LABEL_MANAGED: &str = "io.polydev.managed";
+/// Label naming the provider a container was made for.
+pub const LABEL_PROVIDER: &str = "io.polydev.provider";
+/// Label with the Nomad node (or host) that owns the container.
+pub const LABEL_NODE: &str = "io.polydev.node";
+/// uid:gid every task runs as (user `runtime` in the images).
+pub const TASK_USER: &str = "1000:1000";
+
+/// Container name for a task: readable in `docker ps`, unique per (re)start.
+pub fn container_name(task: &TaskSpec) -> String {
+    // Nomad's id is `<alloc>/<task>/<8 random chars>`; the random part keeps restarts distinct.
+    let suffix = task.id.rsplit('/').next().unwrap_or_default();
+    let alloc_prefix: String = task.alloc_id.chars().take(8).collect();
+    let raw = format!("polydev-{}-{}-{}", task.name, alloc_prefix, suffix);
+    sanitize_name(&raw)
+}
+
+/// Docker accepts `[a-zA-Z0-9][a-zA-Z0-9_.-]*`; replace anything else.
+fn sanitize_name(raw: &str) -> String {
+    let cleaned: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    cleaned.trim_end_matches(['-', '_', '.']).chars().take(200).collect()
+}
+
+/// The labels every polydev container carries, plus the task's own extra labels.
+pub fn labels(task: &TaskSpec, node: &str) -> BTreeMap<String, String> {
+    let mut labels = task.config.labels.clone();
+    labels.insert(LABEL_MANAGED.into(), "true".into());
+    labels.insert(LABEL_PROVIDER.into(), task.config.provider.clone());
+    labels.insert(LABEL_NODE.into(), node.to_string());
+    labels
+}
+
+/// Bind mounts of Nomad's alloc layout (none outside Nomad).
+pub fn alloc_mounts(task: &TaskSpec) -> Vec<BindMount> {
+    let Some(alloc_dir) = task.alloc_dir.as_deref() else {
+        return Vec::new();
+    };
+    let task_dir = format!("{alloc_dir}/{}", task.name);
+    vec![
+        BindMount {
+            host_path: format!("{alloc_dir}/alloc"),
+            container_path: "/alloc".into(),
+            read_only: false,
+        },
+        BindMount {
+            host_path: format!("{task_dir}/local"),
+            container_path: "/local".into(),
+            read_only: false,
+        },
+        BindMount {
+            host_path: format!("{task_dir}/secrets"),
+            container_path: "/secrets".into(),
+            read_only: false,
+        },
+    ]
+}
+
+/// The full container spec of a cold-started task.
+pub fn task_container(task: &TaskSpec, plugin: &PluginConfig, node: &str) -> ContainerSpec {
+    let security = &plugin.security;
+    ContainerSpec {
+        name: container_name(task),
+        image: task.config.image.clone(),
+        user: TASK_USER.into(),
+        env: Vec::new(),
+        labels: labels(task, node),
+        limits: task.limits.clone(),
+        mounts: alloc_mounts(task),
+        security: SecurityOptions {
+            cap_drop_all: true,
+            no_new_privileges: true,
+            pids_limit: security.pids_limit,
+            read_only_rootfs: security.read_only_rootfs,
+            oci_runtime: (!security.runtime.is_empty()).then(|| security.runtime.clone()),
+        },
+        work_dir: None,
+        network_mode: (!security.network_mode.is_empty()).then(|| security.network_mode.clone()),
+        log_max_size: plugin.container_log.max_size.clone(),
+        log_max_files: plugin.container_log.max_files,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_docker_safe() {
+        assert_eq!(sanitize_name("polydev-my task/ü-1"), "polydev-my_task__-1");
+        assert_eq!(sanitize_name("polydev-x--"), "polydev-x");
+    }
+}

@@ -1,0 +1,192 @@
+//! The task lifecycle, independent of gRPC and of Docker.
+//!
+//! A task is one one-shot container whose PID 1 is the task's command (design.md §3). [`Core`]
+//! owns the tasks this plugin process knows and implements each Nomad verb in its own file:
+//! `start` (create, start, hand over the launch spec), `supervise` (wait for the exit, pump the
+//! logs), `stop` (signal, escalate to SIGKILL; also SignalTask), `destroy`, `recover`, `stats`,
+//! `exec`, and `health` (fingerprint probe).
+//!
+//! Guarantees:
+//! - StartTask either returns a running task or leaves no container behind.
+//! - Stop, Destroy on unknown or exited tasks succeed (Nomad retries them and compares errors by
+//!   identity, which never matches for external plugins).
+//! - Plugin shutdown (the root token) detaches every task's background work; containers keep
+//!   running and RecoverTask re-attaches them in the next plugin process.
+//! - No credential is kept after the launch spec is sent, except as redaction patterns for the
+//!   task's log pump.
+
+mod container;
+mod events;
+mod exec;
+mod health;
+mod launch;
+mod recover;
+mod start;
+mod stats;
+mod stop;
+mod store;
+mod supervise;
+mod task;
+
+pub use container::{LABEL_MANAGED, LABEL_NODE, LABEL_PROVIDER, TASK_USER};
+pub use events::{EventBus, TaskEvent};
+pub use health::{Health, HealthState};
+pub use exec::ExecResult;
+pub use launch::{LaunchSpec, is_valid_env_name};
+pub use recover::RecoverRequest;
+pub use start::StartedTask;
+pub use stats::{CpuUsage, MemoryUsage, TaskUsage};
+pub use store::{TaskEntry, TaskStore};
+pub use task::{DriverState, ExitOutcome, HANDLE_VERSION, LogPaths, TaskSpec};
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::PluginConfig;
+use crate::credentials::{CredentialError, CredentialSource};
+use crate::runtime::{ContainerRuntime, RuntimeError};
+
+/// What can go wrong in a lifecycle verb. Messages say what was wrong and how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("task {0} is not known to this plugin")]
+    UnknownTask(String),
+    #[error("task {0} was already started by this plugin")]
+    DuplicateTask(String),
+    #[error("task {0} is still running: stop it first, or destroy it with force")]
+    StillRunning(String),
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
+    #[error(
+        "image {image} of provider {provider:?} is not present on this node: build it with \
+         containers/build-images.sh, or point provider \"{provider}\" {{ image = ... }} in the \
+         plugin config at an image that exists"
+    )]
+    ImageMissing { image: String, provider: String },
+    #[error("invalid signal {0:?}: use a signal name such as SIGTERM, SIGHUP or SIGUSR1")]
+    InvalidSignal(String),
+    #[error("the task's driver state is unreadable ({0}); the task cannot be recovered")]
+    BadDriverState(String),
+    #[error("container {container} of task {task} no longer exists")]
+    ContainerGone { task: String, container: String },
+    #[error("task {0} is not running")]
+    NotRunning(String),
+    #[error("container engine: {0}")]
+    Runtime(#[from] RuntimeError),
+}
+
+impl CoreError {
+    /// Whether Nomad should retry the same request (engine down or overloaded).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            CoreError::Runtime(e) => e.is_retryable(),
+            CoreError::Credentials(CredentialError::Unavailable(_)) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Static settings of a [`Core`].
+pub struct CoreSettings {
+    pub config: PluginConfig,
+    /// Name of this node in container labels (Nomad node id, else the host name).
+    pub node: String,
+    /// Directory for log cursors (`<data_dir>/logs`).
+    pub cursor_dir: PathBuf,
+}
+
+/// The lifecycle engine behind the Driver service and the operator CLI.
+pub struct Core {
+    runtime: Arc<dyn ContainerRuntime>,
+    credentials: Arc<dyn CredentialSource>,
+    settings: CoreSettings,
+    tasks: TaskStore,
+    events: EventBus,
+    shutdown: CancellationToken,
+}
+
+impl Core {
+    pub fn new(
+        runtime: Arc<dyn ContainerRuntime>,
+        credentials: Arc<dyn CredentialSource>,
+        settings: CoreSettings,
+        events: EventBus,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Core {
+            runtime,
+            credentials,
+            settings,
+            tasks: TaskStore::default(),
+            events,
+            shutdown,
+        })
+    }
+
+    pub fn config(&self) -> &PluginConfig {
+        &self.settings.config
+    }
+
+    pub fn runtime(&self) -> &Arc<dyn ContainerRuntime> {
+        &self.runtime
+    }
+
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    pub fn tasks(&self) -> &TaskStore {
+        &self.tasks
+    }
+
+    fn task(&self, id: &str) -> Result<Arc<TaskEntry>, CoreError> {
+        self.tasks
+            .get(id)
+            .ok_or_else(|| CoreError::UnknownTask(id.to_string()))
+    }
+
+    fn publish(&self, task: &TaskEntry, message: impl Into<String>) {
+        self.events.publish(TaskEvent {
+            task_id: task.id.clone(),
+            alloc_id: task.alloc_id.clone(),
+            task_name: task.name.clone(),
+            timestamp: SystemTime::now(),
+            message: message.into(),
+            annotations: Default::default(),
+        });
+    }
+
+    /// What InspectTask reports.
+    pub fn inspect_task(&self, id: &str) -> Result<TaskView, CoreError> {
+        let task = self.task(id)?;
+        let exit = task.exit();
+        Ok(TaskView {
+            id: task.id.clone(),
+            name: task.name.clone(),
+            container_id: task.container_id().to_string(),
+            started_at: task.started_at,
+            completed_at: exit.as_ref().map(|(_, at)| *at),
+            exit: exit.map(|(outcome, _)| outcome),
+        })
+    }
+
+    /// Wait for a task's exit (returns at once if it has exited).
+    pub async fn wait_task(&self, id: &str) -> Result<ExitOutcome, CoreError> {
+        let task = self.task(id)?;
+        Ok(task.wait_exit().await.0)
+    }
+}
+
+/// A task as InspectTask shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskView {
+    pub id: String,
+    pub name: String,
+    pub container_id: String,
+    pub started_at: SystemTime,
+    pub completed_at: Option<SystemTime>,
+    pub exit: Option<ExitOutcome>,
+}

@@ -1,0 +1,81 @@
+//! RecoverTask: re-attach a task started by an earlier plugin process.
+//!
+//! Works from `driver_state` alone — after an agent restart Nomad hands back no task config. The
+//! waiter is re-armed (it returns at once if the container already ended) and the log pump resumes
+//! from its persisted cursor, so no output is lost or repeated.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::store::TaskEntry;
+use super::task::DriverState;
+use super::{Core, CoreError};
+use crate::credentials::CredentialKey;
+
+/// Identity of the task being recovered, from Nomad's stored handle.
+pub struct RecoverRequest {
+    pub task_id: String,
+    pub task_name: String,
+    pub alloc_id: String,
+    pub driver_state: Vec<u8>,
+}
+
+impl Core {
+    /// Re-attach to a running (or finished) task container.
+    pub async fn recover_task(self: &Arc<Self>, request: RecoverRequest) -> Result<(), CoreError> {
+        if self.tasks.contains(&request.task_id) {
+            return Ok(());
+        }
+        let state = DriverState::decode(&request.driver_state)
+            .map_err(|e| CoreError::BadDriverState(e.to_string()))?;
+        match self.runtime.inspect(&state.container_id).await {
+            Ok(_) => {}
+            Err(err) if err.is_not_found() => {
+                return Err(CoreError::ContainerGone {
+                    task: request.task_id,
+                    container: state.container_id,
+                });
+            }
+            Err(err) => return Err(err.into()),
+        }
+        let secrets = self.redaction_secrets(&state);
+        let started_at = UNIX_EPOCH
+            + Duration::from_nanos(u64::try_from(state.started_at_unix_nanos).unwrap_or(0));
+        let container_id = state.container_id.clone();
+        let entry = TaskEntry::new(
+            request.task_id.clone(),
+            request.task_name,
+            request.alloc_id,
+            state,
+            started_at.max(UNIX_EPOCH),
+            &self.shutdown,
+        );
+        match self.tasks.insert(entry) {
+            Ok(entry) => self.spawn_supervisor(entry, secrets),
+            // A concurrent RecoverTask got there first; that one supervises the task.
+            Err(_) => return Ok(()),
+        }
+        tracing::info!(task_id = %request.task_id, container_id = %container_id, "task recovered");
+        Ok(())
+    }
+
+    /// The values to redact from a recovered task's output: looked up again from the credential
+    /// source, since no secret is ever persisted. A lookup failure only loses redaction.
+    fn redaction_secrets(&self, state: &DriverState) -> Vec<secrecy::SecretString> {
+        if state.redacted_variables.is_empty() {
+            return Vec::new();
+        }
+        let key = CredentialKey {
+            namespace: state.namespace.clone(),
+            user_id: state.user_id.clone(),
+            provider: state.provider.clone(),
+        };
+        match self.credentials.resolve(&key, &[], &state.redacted_variables) {
+            Ok(found) => found.into_iter().map(|(_, value)| value).collect(),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot look up credentials to redact a recovered task's output");
+                Vec::new()
+            }
+        }
+    }
+}

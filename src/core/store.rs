@@ -1,0 +1,179 @@
+//! The registry of tasks this plugin process knows, keyed by Nomad's task id.
+//!
+//! Invariants:
+//! - An id is inserted once (StartTask or RecoverTask) and removed only by DestroyTask.
+//! - A task's exit is published exactly once through a `watch` channel, so any number of WaitTask
+//!   calls — before, during or after the exit, concurrently — see the same [`ExitOutcome`].
+//! - The lock is never held across an `.await`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::task::{DriverState, ExitOutcome};
+
+/// One known task.
+pub struct TaskEntry {
+    pub id: String,
+    pub name: String,
+    pub alloc_id: String,
+    pub state: DriverState,
+    pub started_at: SystemTime,
+    /// Cancels this task's background work (waiter, log pump) without touching the container.
+    pub background: CancellationToken,
+    exit: watch::Sender<Option<(ExitOutcome, SystemTime)>>,
+}
+
+impl TaskEntry {
+    pub fn new(
+        id: String,
+        name: String,
+        alloc_id: String,
+        state: DriverState,
+        started_at: SystemTime,
+        parent: &CancellationToken,
+    ) -> Self {
+        TaskEntry {
+            id,
+            name,
+            alloc_id,
+            state,
+            started_at,
+            background: parent.child_token(),
+            exit: watch::Sender::new(None),
+        }
+    }
+
+    pub fn container_id(&self) -> &str {
+        &self.state.container_id
+    }
+
+    /// Record the exit; later calls are ignored (the first observation wins).
+    pub fn publish_exit(&self, outcome: ExitOutcome) {
+        self.exit.send_if_modified(|slot| {
+            if slot.is_some() {
+                return false;
+            }
+            *slot = Some((outcome, SystemTime::now()));
+            true
+        });
+    }
+
+    /// The exit and when it was observed, if the task has ended.
+    pub fn exit(&self) -> Option<(ExitOutcome, SystemTime)> {
+        self.exit.borrow().clone()
+    }
+
+    /// Wait until the task has ended.
+    pub async fn wait_exit(&self) -> (ExitOutcome, SystemTime) {
+        let mut rx = self.exit.subscribe();
+        loop {
+            if let Some(exit) = rx.borrow_and_update().clone() {
+                return exit;
+            }
+            if rx.changed().await.is_err() {
+                // The sender lives in `self`, so this cannot happen while we borrow `self`.
+                unreachable!("exit sender dropped while its entry is alive");
+            }
+        }
+    }
+}
+
+/// Thread-safe map of task id → entry.
+#[derive(Default, Clone)]
+pub struct TaskStore {
+    inner: Arc<Mutex<HashMap<String, Arc<TaskEntry>>>>,
+}
+
+impl TaskStore {
+    /// Insert a new entry; returns the existing one instead if the id is already known.
+    pub fn insert(&self, entry: TaskEntry) -> Result<Arc<TaskEntry>, Arc<TaskEntry>> {
+        let mut map = self.lock();
+        if let Some(existing) = map.get(&entry.id) {
+            return Err(existing.clone());
+        }
+        let entry = Arc::new(entry);
+        map.insert(entry.id.clone(), entry.clone());
+        Ok(entry)
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<TaskEntry>> {
+        self.lock().get(id).cloned()
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.lock().contains_key(id)
+    }
+
+    pub fn remove(&self, id: &str) -> Option<Arc<TaskEntry>> {
+        self.lock().remove(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Container ids of every known task.
+    pub fn container_ids(&self) -> Vec<String> {
+        self.lock()
+            .values()
+            .map(|e| e.container_id().to_string())
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<TaskEntry>>> {
+        // A panic while holding this lock cannot leave the map half-updated (single inserts and
+        // removes), so a poisoned lock is still safe to use.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, root: &CancellationToken) -> TaskEntry {
+        TaskEntry::new(
+            id.into(),
+            "t".into(),
+            "a".into(),
+            DriverState {
+                container_id: format!("c-{id}"),
+                provider: "openai".into(),
+                namespace: "default".into(),
+                user_id: None,
+                started_at_unix_nanos: 0,
+                logs: None,
+                redacted_variables: vec![],
+            },
+            SystemTime::now(),
+            root,
+        )
+    }
+
+    #[tokio::test]
+    async fn waiters_before_and_after_exit_see_the_first_outcome() {
+        let root = CancellationToken::new();
+        let store = TaskStore::default();
+        let task = store.insert(entry("a/t/1", &root)).ok().unwrap();
+        assert!(store.insert(entry("a/t/1", &root)).is_err());
+        let early = {
+            let task = task.clone();
+            tokio::spawn(async move { task.wait_exit().await.0 })
+        };
+        task.publish_exit(ExitOutcome::from_container(3, false));
+        task.publish_exit(ExitOutcome::from_container(0, false));
+        assert_eq!(early.await.unwrap().exit_code, 3);
+        assert_eq!(task.wait_exit().await.0.exit_code, 3);
+        assert_eq!(store.container_ids(), vec!["c-a/t/1".to_string()]);
+        assert!(store.remove("a/t/1").is_some());
+        assert!(store.is_empty());
+    }
+}

@@ -1,0 +1,115 @@
+//! A task's background work: wait for its container to end and pump its output to Nomad.
+//!
+//! Guarantees:
+//! - The exit is published only after the log pump has delivered everything the container wrote
+//!   (bounded by [`PUMP_DRAIN_LIMIT`]), so when WaitTask returns, the logs are complete.
+//! - Cancelling `TaskEntry::background` (plugin shutdown, DestroyTask) stops the work without
+//!   touching the container; the pump's cursor lets the next plugin process resume exactly.
+//! - Engine hiccups while waiting are retried with backoff; a container that disappears ends the
+//!   task with an error instead of hanging WaitTask forever.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use tokio::task::JoinHandle;
+
+use super::store::TaskEntry;
+use super::task::{ExitOutcome, LogPaths};
+use super::{Core, CoreError};
+use crate::logs::{CursorFile, LogSinks, PumpEnd, Redactor, run_pump};
+
+/// How long the exit waits for the log pump to finish after the container ended.
+const PUMP_DRAIN_LIMIT: Duration = Duration::from_secs(30);
+/// Backoff bounds while the engine cannot answer `wait`.
+const WAIT_RETRY_MIN: Duration = Duration::from_millis(200);
+const WAIT_RETRY_MAX: Duration = Duration::from_secs(5);
+
+impl Core {
+    /// Spawn the waiter (and the log pump, unless log collection is off) of a started task.
+    pub(super) fn spawn_supervisor(self: &Arc<Self>, task: Arc<TaskEntry>, secrets: Vec<SecretString>) {
+        let core = self.clone();
+        tokio::spawn(async move {
+            let pump = task
+                .state
+                .logs
+                .clone()
+                .map(|paths| core.spawn_log_pump(&task, paths, secrets));
+            let outcome = tokio::select! {
+                _ = task.background.cancelled() => {
+                    tracing::debug!(task_id = %task.id, "task supervisor detached");
+                    return;
+                }
+                outcome = core.wait_for_container(&task) => outcome,
+            };
+            if let Some(pump) = pump {
+                core.finish_pump(&task, pump).await;
+            }
+            tracing::info!(task_id = %task.id, exit_code = outcome.exit_code, oom_killed = outcome.oom_killed, "task exited");
+            task.publish_exit(outcome);
+        });
+    }
+
+    fn spawn_log_pump(
+        &self,
+        task: &TaskEntry,
+        paths: LogPaths,
+        secrets: Vec<SecretString>,
+    ) -> JoinHandle<Result<PumpEnd, crate::logs::LogError>> {
+        let cursor = CursorFile::new(&self.settings.cursor_dir, task.container_id());
+        let sinks = LogSinks::new(paths.stdout.into(), paths.stderr.into());
+        let redactor = Redactor::new(&secrets);
+        tokio::spawn(run_pump(
+            self.runtime.clone(),
+            task.container_id().to_string(),
+            sinks,
+            cursor,
+            redactor,
+            task.background.clone(),
+        ))
+    }
+
+    async fn finish_pump(
+        &self,
+        task: &TaskEntry,
+        mut pump: JoinHandle<Result<PumpEnd, crate::logs::LogError>>,
+    ) {
+        match tokio::time::timeout(PUMP_DRAIN_LIMIT, &mut pump).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(err))) => {
+                tracing::warn!(task_id = %task.id, error = %err, "log pump failed");
+                self.publish(task, format!("log forwarding failed: {err}"));
+            }
+            Ok(Err(join_err)) => {
+                tracing::error!(task_id = %task.id, error = %join_err, "log pump panicked");
+            }
+            Err(_) => {
+                pump.abort();
+                tracing::warn!(task_id = %task.id, "log pump did not drain in time");
+                self.publish(task, "log forwarding stopped: Nomad's log reader did not keep up");
+            }
+        }
+    }
+
+    /// Wait for the task's container to end, riding out engine outages.
+    async fn wait_for_container(&self, task: &TaskEntry) -> ExitOutcome {
+        let mut backoff = WAIT_RETRY_MIN;
+        loop {
+            match self.runtime.wait(task.container_id()).await {
+                Ok(exit) => return ExitOutcome::from_container(exit.exit_code, exit.oom_killed),
+                Err(err) if err.is_not_found() => {
+                    let err = CoreError::ContainerGone {
+                        task: task.id.clone(),
+                        container: task.container_id().to_string(),
+                    };
+                    return ExitOutcome::failed(err.to_string());
+                }
+                Err(err) => {
+                    tracing::warn!(task_id = %task.id, error = %err, retry_in = ?backoff, "waiting for the container failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(WAIT_RETRY_MAX);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Translations between Nomad's protobuf messages and the core's domain types.
+//!
+//! Pure functions only; every rule Nomad imposes on a message (timestamps always set, measured
+//! fields listed, attribute keys and units) lives here and is unit-tested.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::{PluginConfig, TaskConfig as PolydevTaskConfig};
+use crate::core::{ExitOutcome, Health, HealthState, LogPaths, TaskEvent, TaskSpec, TaskUsage};
+use crate::pb::hashicorp::nomad::plugins::drivers::proto as nomad;
+use crate::pb::hashicorp::nomad::plugins::shared::structs::{Attribute, attribute};
+use crate::runtime::ResourceLimits;
+
+/// Go's zero time, which Nomad's client accepts where a timestamp is "unset".
+const GO_ZERO_TIME_SECS: i64 = -62_135_596_800;
+
+const MIB: i64 = 1024 * 1024;
+
+/// Build the core's task from Nomad's TaskConfig and the decoded driver config.
+pub fn task_spec(task: &nomad::TaskConfig, config: PolydevTaskConfig, plugin: &PluginConfig) -> TaskSpec {
+    let logs = (!plugin.disable_log_collection)
+        .then(|| LogPaths {
+            stdout: task.stdout_path.clone(),
+            stderr: task.stderr_path.clone(),
+        })
+        .filter(|paths| {
+            let unset = |p: &str| p.is_empty() || p == "/dev/null";
+            !(unset(&paths.stdout) && unset(&paths.stderr))
+        });
+    TaskSpec {
+        id: task.id.clone(),
+        name: task.name.clone(),
+        alloc_id: task.alloc_id.clone(),
+        job_name: task.job_name.clone(),
+        namespace: if task.namespace.is_empty() {
+            "default".to_string()
+        } else {
+            task.namespace.clone()
+        },
+        env: task.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        limits: limits(task.resources.as_ref()),
+        alloc_dir: (!task.alloc_dir.is_empty()).then(|| task.alloc_dir.clone()),
+        logs,
+        config,
+    }
+}
+
+/// Nomad's allocated resources as cgroup limits: `memory_max` (when set) is the hard limit and
+/// `memory` the soft reservation, as in Nomad's docker driver.
+pub fn limits(resources: Option<&nomad::Resources>) -> ResourceLimits {
+    let mut limits = ResourceLimits::default();
+    let Some(resources) = resources else {
+        return limits;
+    };
+    if let Some(linux) = &resources.linux_resources {
+        limits.memory_bytes = linux.memory_limit_bytes;
+        limits.cpu_shares = linux.cpu_shares;
+        limits.cpuset_cpus = linux.cpuset_cpus.clone();
+    }
+    if let Some(allocated) = &resources.allocated_resources {
+        if let Some(memory) = &allocated.memory {
+            if memory.memory_max_mb > 0 {
+                limits.memory_bytes = memory.memory_max_mb * MIB;
+                limits.memory_reservation_bytes = memory.memory_mb * MIB;
+            } else if memory.memory_mb > 0 {
+                limits.memory_bytes = memory.memory_mb * MIB;
+            }
+        }
+        if let Some(cpu) = &allocated.cpu
+            && limits.cpu_shares == 0
+        {
+            limits.cpu_shares = cpu.cpu_shares;
+        }
+    }
+    limits
+}
+
+pub fn exit_result(outcome: &ExitOutcome) -> nomad::ExitResult {
+    nomad::ExitResult {
+        exit_code: outcome.exit_code,
+        signal: outcome.signal,
+        oom_killed: outcome.oom_killed,
+    }
+}
+
+pub fn timestamp(at: SystemTime) -> prost_types::Timestamp {
+    match at.duration_since(UNIX_EPOCH) {
+        Ok(since) => prost_types::Timestamp {
+            seconds: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+            nanos: i32::try_from(since.subsec_nanos()).unwrap_or(0),
+        },
+        Err(_) => zero_timestamp(),
+    }
+}
+
+pub fn zero_timestamp() -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: GO_ZERO_TIME_SECS,
+        nanos: 0,
+    }
+}
+
+pub fn task_stats(id: &str, usage: &TaskUsage) -> nomad::TaskStatsResponse {
+    use nomad::cpu_usage::Fields as CpuField;
+    use nomad::memory_usage::Fields as MemField;
+    let cpu = &usage.cpu;
+    let mut cpu_fields = Vec::new();
+    let mut measured_f64 = |value: Option<f64>, field: CpuField| {
+        value.map(|v| {
+            cpu_fields.push(field as i32);
+            v
+        })
+    };
+    let percent = measured_f64(cpu.percent, CpuField::Percent).unwrap_or(0.0);
+    let system_mode = measured_f64(cpu.system_mode, CpuField::SystemMode).unwrap_or(0.0);
+    let user_mode = measured_f64(cpu.user_mode, CpuField::UserMode).unwrap_or(0.0);
+    let total_ticks = measured_f64(cpu.total_ticks, CpuField::TotalTicks).unwrap_or(0.0);
+    if cpu.throttled_periods.is_some() {
+        cpu_fields.push(CpuField::ThrottledPeriods as i32);
+    }
+    if cpu.throttled_time.is_some() {
+        cpu_fields.push(CpuField::ThrottledTime as i32);
+    }
+    let memory = &usage.memory;
+    let mut memory_fields = Vec::new();
+    let mut measured_u64 = |value: Option<u64>, field: MemField| {
+        value.map(|v| {
+            memory_fields.push(field as i32);
+            v
+        })
+    };
+    let memory = nomad::MemoryUsage {
+        rss: measured_u64(memory.rss, MemField::Rss).unwrap_or(0),
+        cache: measured_u64(memory.cache, MemField::Cache).unwrap_or(0),
+        swap: measured_u64(memory.swap, MemField::Swap).unwrap_or(0),
+        usage: measured_u64(memory.usage, MemField::Usage).unwrap_or(0),
+        max_usage: measured_u64(memory.max_usage, MemField::MaxUsage).unwrap_or(0),
+        kernel_usage: 0,
+        kernel_max_usage: 0,
+        measured_fields: memory_fields,
+    };
+    nomad::TaskStatsResponse {
+        stats: Some(nomad::TaskStats {
+            id: id.to_string(),
+            timestamp: Some(timestamp(usage.timestamp)),
+            agg_resource_usage: Some(nomad::TaskResourceUsage {
+                cpu: Some(nomad::CpuUsage {
+                    system_mode,
+                    user_mode,
+                    total_ticks,
+                    throttled_periods: cpu.throttled_periods.unwrap_or(0),
+                    throttled_time: cpu.throttled_time.unwrap_or(0),
+                    percent,
+                    measured_fields: cpu_fields,
+                }),
+                memory: Some(memory),
+            }),
+            resource_usage_by_pid: HashMap::new(),
+        }),
+    }
+}
+
+pub fn task_event(event: TaskEvent) -> nomad::DriverTaskEvent {
+    nomad::DriverTaskEvent {
+        task_id: event.task_id,
+        alloc_id: event.alloc_id,
+        task_name: event.task_name,
+        timestamp: Some(timestamp(event.timestamp)),
+        message: event.message,
+        annotations: event.annotations.into_iter().collect(),
+    }
+}
+
+fn string_attr(value: impl Into<String>) -> Attribute {
+    Attribute {
+        unit: String::new(),
+        value: Some(attribute::Value::StringVal(value.into())),
+    }
+}
+
+fn bool_attr(value: bool) -> Attribute {
+    Attribute {
+        unit: String::new(),
+        value: Some(attribute::Value::BoolVal(value)),
+    }
+}
+
+/// Fingerprint of one health observation: `driver.polydev.*` attributes and the health state.
+pub fn fingerprint(health: &Health) -> nomad::FingerprintResponse {
+    use nomad::fingerprint_response::HealthState as Proto;
+    let mut attributes = HashMap::new();
+    attributes.insert(
+        "driver.polydev.version".to_string(),
+        string_attr(env!("CARGO_PKG_VERSION")),
+    );
+    if let Some(version) = &health.docker_version {
+        attributes.insert("driver.polydev.docker.version".to_string(), string_attr(version));
+    }
+    for (provider, present) in &health.images_present {
+        attributes.insert(
+            format!("driver.polydev.provider.{provider}.image_present"),
+            bool_attr(*present),
+        );
+    }
+    let health_state = match health.state {
+        HealthState::Undetected => Proto::Undetected,
+        HealthState::Unhealthy => Proto::Unhealthy,
+        HealthState::Healthy => Proto::Healthy,
+    };
+    nomad::FingerprintResponse {
+        attributes,
+        health: health_state as i32,
+        health_description: health.description.clone(),
+        err: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_max_becomes_the_hard_limit() {
+        let resources = nomad::Resources {
+            allocated_resources: Some(nomad::AllocatedTaskResources {
+                cpu: Some(nomad::AllocatedCpuResources { cpu_shares: 500 }),
+                memory: Some(nomad::AllocatedMemoryResources {
+                    memory_mb: 256,
+                    memory_max_mb: 1024,
+                }),
+                networks: vec![],
+            }),
+            linux_resources: Some(nomad::LinuxResources {
+                memory_limit_bytes: 1024 * MIB,
+                cpu_shares: 500,
+                cpuset_cpus: "0,1".into(),
+                ..Default::default()
+            }),
+            ports: vec![],
+        };
+        let limits = limits(Some(&resources));
+        assert_eq!(limits.memory_bytes, 1024 * MIB);
+        assert_eq!(limits.memory_reservation_bytes, 256 * MIB);
+        assert_eq!(limits.cpu_shares, 500);
+        assert_eq!(limits.cpuset_cpus, "0,1");
+    }
+
+    #[test]
+    fn unset_times_are_go_zero_time() {
+        assert_eq!(zero_timestamp().seconds, GO_ZERO_TIME_SECS);
+        assert_eq!(timestamp(UNIX_EPOCH).seconds, 0);
+    }
+
+    #[test]
+    fn stats_always_have_timestamp_and_aggregate_usage() {
+        let usage = TaskUsage {
+            timestamp: SystemTime::now(),
+            cpu: Default::default(),
+            memory: Default::default(),
+        };
+        let stats = task_stats("t", &usage).stats.unwrap();
+        assert!(stats.timestamp.is_some());
+        let agg = stats.agg_resource_usage.unwrap();
+        assert!(agg.cpu.is_some() && agg.memory.is_some());
+    }
+}

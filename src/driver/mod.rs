@@ -1,0 +1,159 @@
+//! The gRPC adapter: Nomad's `BasePlugin` and `Driver` services over the core.
+//!
+//! This layer only translates — protobuf in, domain call, protobuf out — plus the plugin-level
+//! state Nomad drives: the configuration set by `SetConfig` (which creates the [`Core`]) and the
+//! long-lived `Fingerprint` and `TaskEvents` streams.
+//!
+//! Invariants:
+//! - `SetConfig` is idempotent: the same bytes again change nothing. Different bytes while tasks
+//!   run are refused (Nomad never sends them within one plugin process).
+//! - Long-lived streams never end on their own; they end when Nomad hangs up or the plugin shuts
+//!   down (`shutdown` token).
+
+mod base;
+mod convert;
+mod exec;
+mod service;
+pub mod status;
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::PluginConfig;
+use crate::core::{Core, CoreSettings, EventBus};
+use crate::credentials::{CredentialSource, EnvSource, NoSource};
+use crate::pb::hashicorp::nomad::plugins::base::proto::base_plugin_server::BasePluginServer;
+use crate::pb::hashicorp::nomad::plugins::drivers::proto::driver_server::DriverServer;
+use crate::runtime::ContainerRuntime;
+
+/// The name Nomad knows this driver by (`driver = "polydev"`); equals the binary's file name.
+pub const PLUGIN_NAME: &str = "polydev";
+
+/// Makes the container runtime for a configuration (Docker in production, a fake in tests).
+pub type RuntimeFactory =
+    Box<dyn Fn(&PluginConfig) -> Result<Arc<dyn ContainerRuntime>, String> + Send + Sync>;
+
+/// How the driver reaches the outside world.
+pub struct Wiring {
+    pub runtime: RuntimeFactory,
+    /// Environment the env credential source reads (the plugin's own, captured at startup).
+    pub environment: Vec<(String, String)>,
+    /// Node name for container labels.
+    pub node: String,
+}
+
+impl Wiring {
+    /// Production wiring: Docker at the configured endpoint, the process environment.
+    pub fn production() -> Self {
+        Wiring {
+            runtime: Box::new(|config: &PluginConfig| {
+                crate::docker::DockerRuntime::connect(&config.docker_endpoint)
+                    .map(|docker| Arc::new(docker) as Arc<dyn ContainerRuntime>)
+                    .map_err(|e| e.to_string())
+            }),
+            environment: std::env::vars().collect(),
+            node: host_name(),
+        }
+    }
+}
+
+/// The BasePlugin + Driver service implementation. Cheap to clone.
+#[derive(Clone)]
+pub struct PolydevDriver {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    wiring: Wiring,
+    events: EventBus,
+    shutdown: CancellationToken,
+    configured: RwLock<Option<Configured>>,
+}
+
+struct Configured {
+    msgpack: Vec<u8>,
+    core: Arc<Core>,
+}
+
+impl PolydevDriver {
+    pub fn new(wiring: Wiring, shutdown: CancellationToken) -> Self {
+        PolydevDriver {
+            inner: Arc::new(Inner {
+                wiring,
+                events: EventBus::default(),
+                shutdown,
+                configured: RwLock::new(None),
+            }),
+        }
+    }
+
+    /// The gRPC routes to serve: `BasePlugin` and `Driver`.
+    pub fn routes(self) -> tonic::service::Routes {
+        tonic::service::Routes::new(BasePluginServer::new(self.clone()))
+            .add_service(DriverServer::new(self))
+    }
+
+    /// The core, once SetConfig has run.
+    fn core(&self) -> Result<Arc<Core>, tonic::Status> {
+        self.inner
+            .configured
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|c| c.core.clone())
+            .ok_or_else(status::not_configured)
+    }
+
+    /// Apply a plugin configuration (SetConfig).
+    fn configure(&self, msgpack: &[u8], config: PluginConfig) -> Result<(), tonic::Status> {
+        let mut configured = self
+            .inner
+            .configured
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(current) = configured.as_ref() {
+            if current.msgpack == msgpack {
+                return Ok(());
+            }
+            if !current.core.tasks().is_empty() {
+                return Err(tonic::Status::failed_precondition(
+                    "the plugin configuration cannot change while tasks run: restart the Nomad agent",
+                ));
+            }
+        }
+        let runtime = (self.inner.wiring.runtime)(&config).map_err(tonic::Status::invalid_argument)?;
+        let credentials: Arc<dyn CredentialSource> = if config.credentials_from_env {
+            Arc::new(EnvSource::from_pairs(self.inner.wiring.environment.clone()))
+        } else {
+            Arc::new(NoSource)
+        };
+        let settings = CoreSettings {
+            cursor_dir: PathBuf::from(&config.data_dir).join("logs"),
+            node: self.inner.wiring.node.clone(),
+            config,
+        };
+        let core = Core::new(
+            runtime,
+            credentials,
+            settings,
+            self.inner.events.clone(),
+            self.inner.shutdown.clone(),
+        );
+        *configured = Some(Configured {
+            msgpack: msgpack.to_vec(),
+            core,
+        });
+        Ok(())
+    }
+}
+
+/// This machine's host name (for container labels), `unknown` if unreadable.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}

@@ -1,0 +1,151 @@
+//! Shared helpers of the integration tests: cty-msgpack payloads as Nomad encodes them, gRPC
+//! clients over a unix socket, and the in-process server harness.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use polydev::pb::hashicorp::nomad::plugins::base::proto::base_plugin_client::BasePluginClient;
+use polydev::pb::hashicorp::nomad::plugins::drivers::proto::driver_client::DriverClient;
+use polydev::pb::hashicorp::nomad::plugins::drivers::proto as nomad;
+use rmpv::Value;
+use tonic::transport::Channel;
+
+/// A cty object: every key present, sorted bytewise, nil for absent (go-cty's encoding).
+pub fn cty_object(mut fields: Vec<(&str, Value)>) -> Value {
+    fields.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    Value::Map(
+        fields
+            .into_iter()
+            .map(|(k, v)| (Value::from(k), v))
+            .collect(),
+    )
+}
+
+pub fn encode(value: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, value).unwrap();
+    out
+}
+
+pub fn str_list(items: &[&str]) -> Value {
+    Value::Array(items.iter().map(|s| Value::from(*s)).collect())
+}
+
+/// Options of a task's `config {}` block.
+#[derive(Clone, Default)]
+pub struct TaskOptions {
+    pub provider: String,
+    pub command: Option<String>,
+    pub args: Vec<String>,
+    pub user_id: Option<String>,
+    pub work_dir: Option<String>,
+}
+
+impl TaskOptions {
+    pub fn new(provider: &str, command: &str, args: &[&str]) -> Self {
+        TaskOptions {
+            provider: provider.into(),
+            command: Some(command.into()),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            user_id: None,
+            work_dir: Some("/tmp".into()),
+        }
+    }
+
+    pub fn msgpack(&self) -> Vec<u8> {
+        let opt = |v: &Option<String>| v.as_deref().map(Value::from).unwrap_or(Value::Nil);
+        encode(&cty_object(vec![
+            ("args", Value::Array(self.args.iter().map(|a| Value::from(a.as_str())).collect())),
+            ("command", opt(&self.command)),
+            ("debug", Value::Nil),
+            ("image", Value::Nil),
+            ("labels", Value::Array(vec![])),
+            ("provider", Value::from(self.provider.as_str())),
+            ("user_id", opt(&self.user_id)),
+            ("work_dir", opt(&self.work_dir)),
+        ]))
+    }
+}
+
+/// The agent's `plugin "polydev" { config {} }` with every provider pointed at `image`.
+pub fn plugin_config(image: &str, data_dir: &Path) -> Vec<u8> {
+    let provider = |credentials: &[&str]| {
+        cty_object(vec![
+            ("command", Value::Nil),
+            ("credentials", str_list(credentials)),
+            ("image", Value::from(image)),
+            ("optional_credentials", Value::Nil),
+        ])
+    };
+    encode(&cty_object(vec![
+        ("container_log", Value::Nil),
+        ("credentials_from_env", Value::Boolean(true)),
+        ("data_dir", Value::from(data_dir.to_str().unwrap())),
+        ("disable_log_collection", Value::Nil),
+        ("docker_endpoint", Value::Nil),
+        (
+            "provider",
+            Value::Map(vec![
+                (Value::from("anthropic"), provider(&["ANTHROPIC_API_KEY"])),
+                (Value::from("openai"), provider(&["OPENAI_API_KEY"])),
+            ]),
+        ),
+        ("security", Value::Nil),
+    ]))
+}
+
+/// Connect gRPC clients to a unix socket.
+pub async fn connect(socket: &Path) -> (BasePluginClient<Channel>, DriverClient<Channel>) {
+    let uri = format!("unix://{}", socket.display());
+    let channel = tonic::transport::Endpoint::from_shared(uri)
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect to the plugin socket");
+    (BasePluginClient::new(channel.clone()), DriverClient::new(channel))
+}
+
+/// A TaskConfig as Nomad's client builds it.
+pub fn task_config(id: &str, alloc_dir: Option<&Path>, options: &TaskOptions) -> nomad::TaskConfig {
+    let mut parts = id.split('/');
+    let alloc_id = parts.next().unwrap_or_default().to_string();
+    let name = parts.next().unwrap_or("task").to_string();
+    let (stdout_path, stderr_path) = match alloc_dir {
+        Some(dir) => (
+            dir.join(format!("alloc/logs/.{name}.stdout.fifo")),
+            dir.join(format!("alloc/logs/.{name}.stderr.fifo")),
+        ),
+        None => (PathBuf::from("/dev/null"), PathBuf::from("/dev/null")),
+    };
+    nomad::TaskConfig {
+        id: id.to_string(),
+        name,
+        alloc_id,
+        job_name: "job".into(),
+        namespace: "default".into(),
+        msgpack_driver_config: options.msgpack(),
+        env: [("NOMAD_TASK_NAME".to_string(), "task".to_string())].into(),
+        resources: Some(nomad::Resources {
+            allocated_resources: Some(nomad::AllocatedTaskResources {
+                cpu: Some(nomad::AllocatedCpuResources { cpu_shares: 100 }),
+                memory: Some(nomad::AllocatedMemoryResources {
+                    memory_mb: 128,
+                    memory_max_mb: 0,
+                }),
+                networks: vec![],
+            }),
+            linux_resources: None,
+            ports: vec![],
+        }),
+        alloc_dir: alloc_dir
+            .map(|d| d.to_str().unwrap().to_string())
+            .unwrap_or_default(),
+        stdout_path: stdout_path.to_str().unwrap().into(),
+        stderr_path: stderr_path.to_str().unwrap().into(),
+        ..Default::default()
+    }
+}
+
+pub fn duration(d: std::time::Duration) -> prost_types::Duration {
+    prost_types::Duration::try_from(d).unwrap()
+}
