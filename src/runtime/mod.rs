@@ -12,6 +12,8 @@
 //! - Long-lived operations (`wait`, `logs`) are cancel-safe: dropping the future or stream releases
 //!   the connection and changes nothing in the engine.
 
+pub mod fake;
+
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
