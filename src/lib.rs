@@ -1,8 +1,10 @@
 //! polydev: a Nomad task driver for LLM coding CLIs.
+pub mod cli;
 pub mod config;
 pub mod core;
 pub mod credentials;
 pub mod docker;
+pub mod driver;
 pub mod logs;
 pub mod runtime;
 #[allow(clippy::all, clippy::pedantic, missing_docs, dead_code)]

@@ -39,12 +39,10 @@ impl Drop for Harness {
 }
 
 async fn serve(fake: &FakeRuntime, dir: &std::path::Path, name: &str) -> (BasePluginClient<Channel>, DriverClient<Channel>, CancellationToken) {
-    let engine = fake.clone();
-    let wiring = Wiring {
-        runtime: Box::new(move |_| Ok(Arc::new(engine.clone()))),
-        environment: vec![("OPENAI_API_KEY".into(), KEY.into())],
-        node: "test-node".into(),
-    };
+    let wiring = Wiring::in_process(
+        Arc::new(fake.clone()),
+        vec![("OPENAI_API_KEY".into(), KEY.into())],
+    );
     let shutdown = CancellationToken::new();
     let routes = PolydevDriver::new(wiring, shutdown.clone()).routes();
     let socket = dir.join(name);

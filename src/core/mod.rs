@@ -39,7 +39,6 @@ pub use stats::{CpuUsage, MemoryUsage, TaskUsage};
 pub use store::{TaskEntry, TaskStore};
 pub use task::{DriverState, ExitOutcome, HANDLE_VERSION, LogPaths, TaskSpec};
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -47,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::PluginConfig;
 use crate::credentials::{CredentialError, CredentialSource};
+use crate::logs::forward::LogForwarder;
 use crate::runtime::{ContainerRuntime, RuntimeError};
 
 /// What can go wrong in a lifecycle verb. Messages say what was wrong and how to fix it.
@@ -94,14 +94,13 @@ pub struct CoreSettings {
     pub config: PluginConfig,
     /// Name of this node in container labels (Nomad node id, else the host name).
     pub node: String,
-    /// Directory for log cursors (`<data_dir>/logs`).
-    pub cursor_dir: PathBuf,
 }
 
 /// The lifecycle engine behind the Driver service and the operator CLI.
 pub struct Core {
     runtime: Arc<dyn ContainerRuntime>,
     credentials: Arc<dyn CredentialSource>,
+    forwarder: Arc<dyn LogForwarder>,
     settings: CoreSettings,
     tasks: TaskStore,
     events: EventBus,
@@ -112,6 +111,7 @@ impl Core {
     pub fn new(
         runtime: Arc<dyn ContainerRuntime>,
         credentials: Arc<dyn CredentialSource>,
+        forwarder: Arc<dyn LogForwarder>,
         settings: CoreSettings,
         events: EventBus,
         shutdown: CancellationToken,
@@ -119,6 +119,7 @@ impl Core {
         Arc::new(Core {
             runtime,
             credentials,
+            forwarder,
             settings,
             tasks: TaskStore::default(),
             events,

@@ -113,7 +113,7 @@ impl Core {
             Err(err) if err.is_not_found() => {}
             Err(err) => return Err(err.into()),
         }
-        crate::logs::CursorFile::new(&self.settings.cursor_dir, task.container_id()).remove();
+        self.forwarder.discard(task.container_id()).await;
         self.tasks.remove(id);
         tracing::info!(task_id = %id, container_id = %task.container_id(), "task destroyed");
         Ok(())

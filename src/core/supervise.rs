@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use super::store::TaskEntry;
 use super::task::{ExitOutcome, LogPaths};
 use super::{Core, CoreError};
-use crate::logs::{CursorFile, LogSinks, PumpEnd, Redactor, run_pump};
+use crate::logs::forward::{ForwardEnd, ForwardJob};
 
 /// How long the exit waits for the log pump to finish after the container ended.
 const PUMP_DRAIN_LIMIT: Duration = Duration::from_secs(30);
@@ -55,38 +55,32 @@ impl Core {
         task: &TaskEntry,
         paths: LogPaths,
         secrets: Vec<SecretString>,
-    ) -> JoinHandle<Result<PumpEnd, crate::logs::LogError>> {
-        let cursor = CursorFile::new(&self.settings.cursor_dir, task.container_id());
-        let sinks = LogSinks::new(paths.stdout.into(), paths.stderr.into());
-        let redactor = Redactor::new(&secrets);
-        tokio::spawn(run_pump(
-            self.runtime.clone(),
-            task.container_id().to_string(),
-            sinks,
-            cursor,
-            redactor,
-            task.background.clone(),
-        ))
+    ) -> JoinHandle<Result<ForwardEnd, String>> {
+        let forwarder = self.forwarder.clone();
+        let job = ForwardJob {
+            container_id: task.container_id().to_string(),
+            stdout: paths.stdout.into(),
+            stderr: paths.stderr.into(),
+            secrets,
+        };
+        let cancel = task.background.clone();
+        tokio::spawn(async move { forwarder.forward(job, cancel).await })
     }
 
-    async fn finish_pump(
-        &self,
-        task: &TaskEntry,
-        mut pump: JoinHandle<Result<PumpEnd, crate::logs::LogError>>,
-    ) {
+    async fn finish_pump(&self, task: &TaskEntry, mut pump: JoinHandle<Result<ForwardEnd, String>>) {
         match tokio::time::timeout(PUMP_DRAIN_LIMIT, &mut pump).await {
             Ok(Ok(Ok(_))) => {}
             Ok(Ok(Err(err))) => {
-                tracing::warn!(task_id = %task.id, error = %err, "log pump failed");
+                tracing::warn!(task_id = %task.id, error = %err, "log forwarding failed");
                 self.publish(task, format!("log forwarding failed: {err}"));
             }
             Ok(Err(join_err)) => {
-                tracing::error!(task_id = %task.id, error = %join_err, "log pump panicked");
+                tracing::error!(task_id = %task.id, error = %join_err, "log forwarding panicked");
             }
             Err(_) => {
                 pump.abort();
-                tracing::warn!(task_id = %task.id, "log pump did not drain in time");
-                self.publish(task, "log forwarding stopped: Nomad's log reader did not keep up");
+                tracing::warn!(task_id = %task.id, "log forwarding did not drain in time");
+                self.publish(task, "log forwarding stopped waiting: Nomad's log reader did not keep up");
             }
         }
     }

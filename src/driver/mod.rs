@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::PluginConfig;
 use crate::core::{Core, CoreSettings, EventBus};
 use crate::credentials::{CredentialSource, EnvSource, NoSource};
+use crate::logs::forward::{InProcessForwarder, LogForwarder, ProcessForwarder};
 use crate::pb::hashicorp::nomad::plugins::base::proto::base_plugin_server::BasePluginServer;
 use crate::pb::hashicorp::nomad::plugins::drivers::proto::driver_server::DriverServer;
 use crate::runtime::ContainerRuntime;
@@ -35,9 +36,14 @@ pub const PLUGIN_NAME: &str = "polydev";
 pub type RuntimeFactory =
     Box<dyn Fn(&PluginConfig) -> Result<Arc<dyn ContainerRuntime>, String> + Send + Sync>;
 
+/// Makes the log forwarder for a configuration and its runtime.
+pub type ForwarderFactory =
+    Box<dyn Fn(&PluginConfig, Arc<dyn ContainerRuntime>) -> Arc<dyn LogForwarder> + Send + Sync>;
+
 /// How the driver reaches the outside world.
 pub struct Wiring {
     pub runtime: RuntimeFactory,
+    pub forwarder: ForwarderFactory,
     /// Environment the env credential source reads (the plugin's own, captured at startup).
     pub environment: Vec<(String, String)>,
     /// Node name for container labels.
@@ -53,10 +59,41 @@ impl Wiring {
                     .map(|docker| Arc::new(docker) as Arc<dyn ContainerRuntime>)
                     .map_err(|e| e.to_string())
             }),
+            forwarder: Box::new(|config: &PluginConfig, runtime| {
+                match std::env::current_exe() {
+                    Ok(executable) => Arc::new(ProcessForwarder::new(
+                        executable,
+                        config.docker_endpoint.clone(),
+                        log_state_dir(config),
+                    )) as Arc<dyn LogForwarder>,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot find this binary; log forwarding runs in the plugin and will not survive a plugin crash");
+                        Arc::new(InProcessForwarder::new(runtime, log_state_dir(config)))
+                    }
+                }
+            }),
             environment: std::env::vars().collect(),
             node: host_name(),
         }
     }
+
+    /// Wiring for tests: the given runtime, log pumps inside this process.
+    pub fn in_process(runtime: Arc<dyn ContainerRuntime>, environment: Vec<(String, String)>) -> Self {
+        let for_runtime = runtime.clone();
+        Wiring {
+            runtime: Box::new(move |_| Ok(for_runtime.clone())),
+            forwarder: Box::new(|config: &PluginConfig, runtime| {
+                Arc::new(InProcessForwarder::new(runtime, log_state_dir(config)))
+            }),
+            environment,
+            node: host_name(),
+        }
+    }
+}
+
+/// Where log cursors and forwarder files live: `<data_dir>/logs`.
+pub fn log_state_dir(config: &PluginConfig) -> PathBuf {
+    PathBuf::from(&config.data_dir).join("logs")
 }
 
 /// The BasePlugin + Driver service implementation. Cheap to clone.
@@ -129,14 +166,15 @@ impl PolydevDriver {
         } else {
             Arc::new(NoSource)
         };
+        let forwarder = (self.inner.wiring.forwarder)(&config, runtime.clone());
         let settings = CoreSettings {
-            cursor_dir: PathBuf::from(&config.data_dir).join("logs"),
             node: self.inner.wiring.node.clone(),
             config,
         };
         let core = Core::new(
             runtime,
             credentials,
+            forwarder,
             settings,
             self.inner.events.clone(),
             self.inner.shutdown.clone(),

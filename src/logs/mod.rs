@@ -19,6 +19,7 @@
 
 pub mod cursor;
 pub mod fifo;
+pub mod forward;
 pub mod pump;
 pub mod redact;
 

@@ -560,7 +560,7 @@ impl ContainerRuntime for FakeRuntime {
         Ok(())
     }
 
-    async fn send_launch_spec(&self, id: &str, spec: Vec<u8>) -> RuntimeResult<()> {
+    async fn send_launch_spec(&self, id: &str, spec: &[u8]) -> RuntimeResult<()> {
         let mut engine = self.engine();
         let call = FakeCall::SendLaunchSpec {
             id: id.to_string(),
@@ -576,7 +576,7 @@ impl ContainerRuntime for FakeRuntime {
                 "stdin of container {id} is already closed"
             )));
         }
-        c.launch_spec = Some(spec);
+        c.launch_spec = Some(spec.to_vec());
         Ok(())
     }
 

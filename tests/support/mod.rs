@@ -2,6 +2,8 @@
 //! clients over a unix socket, and the in-process server harness.
 #![allow(dead_code)]
 
+pub mod real;
+
 use std::path::{Path, PathBuf};
 
 use polydev::pb::hashicorp::nomad::plugins::base::proto::base_plugin_client::BasePluginClient;

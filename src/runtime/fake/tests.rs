@@ -62,13 +62,13 @@ async fn create_start_inspect_and_call_log() {
 async fn launch_spec_is_stored_once_and_logged_by_length_only() {
     let fake = FakeRuntime::new();
     let id = fake.create(&spec("a")).await.unwrap();
-    let err = fake.send_launch_spec(&id, b"x".to_vec()).await.unwrap_err();
+    let err = fake.send_launch_spec(&id, b"x").await.unwrap_err();
     assert!(
         matches!(err, RuntimeError::NotRunning(_)),
         "stdin needs a started container"
     );
     fake.start(&id).await.unwrap();
-    fake.send_launch_spec(&id, b"{\"argv\":[\"codex\"]}".to_vec())
+    fake.send_launch_spec(&id, b"{\"argv\":[\"codex\"]}")
         .await
         .unwrap();
     assert_eq!(fake.launch_spec(&id).unwrap(), b"{\"argv\":[\"codex\"]}");
@@ -76,7 +76,7 @@ async fn launch_spec_is_stored_once_and_logged_by_length_only() {
         id: id.clone(),
         len: 18
     }));
-    assert!(fake.send_launch_spec(&id, b"again".to_vec()).await.is_err());
+    assert!(fake.send_launch_spec(&id, b"again").await.is_err());
     assert!(
         fake.inspect(&id).await.unwrap().running,
         "the spec alone does not end the container"

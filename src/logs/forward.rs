@@ -1,0 +1,363 @@
+//! Who runs a task's log pump: this process, or a small process of its own.
+//!
+//! Why a process of its own in production: Nomad's logmon reads each FIFO until end-of-file and
+//! then stops for good (`client/logmon/logmon.go`); it only reopens when the task restarts. If the
+//! pump lived inside the plugin, a plugin crash would close the FIFOs' write ends and every line
+//! the task printed afterwards would be lost, even though RecoverTask re-attaches the task. So,
+//! like Nomad's docker driver with its `docker_logger`, each task gets a forwarder process
+//! (`polydev forward-logs`, in its own process group) that holds the FIFOs open and survives the
+//! plugin. A new plugin process adopts a live forwarder (found by its pid file) or, if it died
+//! too, starts a new one that resumes from the persisted cursor.
+//!
+//! Invariants:
+//! - A forwarder process never sees a secret in its argv or environment (its environment is
+//!   cleared); the redaction values arrive on its stdin, which is then closed.
+//! - `forward` returns once every byte the container wrote has been delivered (or forwarding
+//!   failed), or at once with `Detached` when `cancel` fires (plugin shutdown).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+use super::{CursorFile, LogError, LogSinks, PumpEnd, Redactor, SinkOptions, run_pump};
+use crate::runtime::ContainerRuntime;
+
+/// The subcommand a forwarder process runs.
+pub const FORWARD_SUBCOMMAND: &str = "forward-logs";
+
+/// How often an adopted forwarder process is checked for liveness.
+const ADOPTED_POLL: Duration = Duration::from_millis(250);
+
+/// One task's log forwarding.
+pub struct ForwardJob {
+    pub container_id: String,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+    /// Values to redact from the output.
+    pub secrets: Vec<SecretString>,
+}
+
+/// How forwarding ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardEnd {
+    /// All output was delivered and the FIFOs are closed.
+    Completed,
+    /// The caller stopped waiting; forwarding resumes from the cursor later.
+    Detached,
+}
+
+/// Runs log pumps.
+#[async_trait]
+pub trait LogForwarder: Send + Sync + 'static {
+    /// Deliver the container's output until it has all been written, or `cancel` fires.
+    async fn forward(&self, job: ForwardJob, cancel: CancellationToken) -> Result<ForwardEnd, String>;
+
+    /// The task is being destroyed: stop forwarding and delete what was kept for it.
+    async fn discard(&self, container_id: &str);
+}
+
+/// Runs the pump as a task of this process (tests, the operator CLI).
+pub struct InProcessForwarder {
+    runtime: Arc<dyn ContainerRuntime>,
+    state_dir: PathBuf,
+    sink_options: SinkOptions,
+}
+
+impl InProcessForwarder {
+    pub fn new(runtime: Arc<dyn ContainerRuntime>, state_dir: PathBuf) -> Self {
+        InProcessForwarder {
+            runtime,
+            state_dir,
+            sink_options: SinkOptions::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl LogForwarder for InProcessForwarder {
+    async fn forward(&self, job: ForwardJob, cancel: CancellationToken) -> Result<ForwardEnd, String> {
+        pump_once(
+            self.runtime.clone(),
+            &self.state_dir,
+            &self.sink_options,
+            job,
+            cancel,
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    async fn discard(&self, container_id: &str) {
+        if let Err(err) = CursorFile::remove_for(&self.state_dir, container_id) {
+            tracing::warn!(container_id, error = %err, "cannot remove log cursor");
+        }
+    }
+}
+
+/// Open the sinks and run the pump, unless the cursor says it already completed.
+async fn pump_once(
+    runtime: Arc<dyn ContainerRuntime>,
+    state_dir: &Path,
+    sink_options: &SinkOptions,
+    job: ForwardJob,
+    cancel: CancellationToken,
+) -> Result<ForwardEnd, LogError> {
+    let cursor = CursorFile::open(state_dir, &job.container_id)?;
+    if cursor.cursor().finished {
+        return Ok(ForwardEnd::Completed);
+    }
+    let sinks = tokio::select! {
+        () = cancel.cancelled() => return Ok(ForwardEnd::Detached),
+        sinks = LogSinks::open(&job.stdout, &job.stderr, sink_options) => sinks?,
+    };
+    let redactor = Redactor::new(job.secrets.iter().map(|s| s.expose_secret().as_bytes().to_vec()));
+    let end = run_pump(runtime, job.container_id, sinks, cursor, redactor, cancel).await?;
+    Ok(match end {
+        PumpEnd::Completed => ForwardEnd::Completed,
+        PumpEnd::Cancelled => ForwardEnd::Detached,
+    })
+}
+
+/// Runs each task's pump in a `polydev forward-logs` process that outlives the plugin.
+pub struct ProcessForwarder {
+    executable: PathBuf,
+    docker_endpoint: String,
+    state_dir: PathBuf,
+}
+
+impl ProcessForwarder {
+    pub fn new(executable: PathBuf, docker_endpoint: String, state_dir: PathBuf) -> Self {
+        ProcessForwarder {
+            executable,
+            docker_endpoint,
+            state_dir,
+        }
+    }
+
+    fn file(&self, container_id: &str, extension: &str) -> PathBuf {
+        self.state_dir.join(format!("{container_id}.{extension}"))
+    }
+
+    /// The pid of this container's forwarder, if one is alive.
+    fn live_forwarder(&self, container_id: &str) -> Option<u32> {
+        let pid: u32 = std::fs::read_to_string(self.file(container_id, "pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        is_forwarder_of(pid, container_id).then_some(pid)
+    }
+
+    fn outcome(&self, container_id: &str) -> Result<ForwardEnd, String> {
+        match std::fs::read_to_string(self.file(container_id, "done")) {
+            Ok(text) if text.trim() == "ok" => Ok(ForwardEnd::Completed),
+            Ok(text) => Err(text.trim().to_string()),
+            Err(_) => Err(format!(
+                "the log forwarder exited without a result; see {}",
+                self.file(container_id, "forwarder.log").display()
+            )),
+        }
+    }
+
+    async fn spawn(&self, job: &ForwardJob) -> Result<tokio::process::Child, String> {
+        std::fs::create_dir_all(&self.state_dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.state_dir.display()))?;
+        let log_path = self.file(&job.container_id, "forwarder.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
+        let _ = std::fs::remove_file(self.file(&job.container_id, "done"));
+        let mut command = tokio::process::Command::new(&self.executable);
+        command
+            .arg(FORWARD_SUBCOMMAND)
+            .arg(&job.container_id)
+            .arg(&job.stdout)
+            .arg(&job.stderr)
+            .arg(&self.state_dir)
+            .arg(&self.docker_endpoint)
+            .env_clear()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .process_group(0);
+        if let Ok(filter) = std::env::var("POLYDEV_LOG") {
+            command.env("POLYDEV_LOG", filter);
+        }
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot start the log forwarder {}: {e}", self.executable.display()))?;
+        if let Some(pid) = child.id() {
+            let _ = std::fs::write(self.file(&job.container_id, "pid"), pid.to_string());
+        }
+        let mut stdin = child.stdin.take().ok_or("the log forwarder has no stdin")?;
+        let mut secrets = zeroize::Zeroizing::new(Vec::new());
+        for secret in &job.secrets {
+            secrets.extend_from_slice(STANDARD.encode(secret.expose_secret()).as_bytes());
+            secrets.push(b'\n');
+        }
+        stdin
+            .write_all(&secrets)
+            .await
+            .map_err(|e| format!("cannot hand redaction values to the log forwarder: {e}"))?;
+        drop(stdin);
+        Ok(child)
+    }
+}
+
+#[async_trait]
+impl LogForwarder for ProcessForwarder {
+    async fn forward(&self, job: ForwardJob, cancel: CancellationToken) -> Result<ForwardEnd, String> {
+        if let Some(pid) = self.live_forwarder(&job.container_id) {
+            tracing::debug!(container_id = %job.container_id, pid, "adopting the running log forwarder");
+            while is_forwarder_of(pid, &job.container_id) {
+                tokio::select! {
+                    () = cancel.cancelled() => return Ok(ForwardEnd::Detached),
+                    () = tokio::time::sleep(ADOPTED_POLL) => {}
+                }
+            }
+            return self.outcome(&job.container_id);
+        }
+        if let Ok(cursor) = CursorFile::open(&self.state_dir, &job.container_id)
+            && cursor.cursor().finished
+        {
+            return Ok(ForwardEnd::Completed);
+        }
+        let mut child = self.spawn(&job).await?;
+        tokio::select! {
+            () = cancel.cancelled() => Ok(ForwardEnd::Detached),
+            status = child.wait() => match status {
+                Ok(_) => self.outcome(&job.container_id),
+                Err(e) => Err(format!("waiting for the log forwarder failed: {e}")),
+            },
+        }
+    }
+
+    async fn discard(&self, container_id: &str) {
+        // The container is gone, so a live forwarder ends by itself within moments.
+        for _ in 0..20 {
+            if self.live_forwarder(container_id).is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if let Some(pid) = self.live_forwarder(container_id) {
+            tracing::warn!(container_id, pid, "log forwarder did not end; terminating it");
+            terminate(pid);
+        }
+        for extension in ["pid", "done", "forwarder.log"] {
+            let _ = std::fs::remove_file(self.file(container_id, extension));
+        }
+        if let Err(err) = CursorFile::remove_for(&self.state_dir, container_id) {
+            tracing::warn!(container_id, error = %err, "cannot remove log cursor");
+        }
+    }
+}
+
+/// Whether `pid` is a live `forward-logs` process for `container_id` (guards against pid reuse).
+fn is_forwarder_of(pid: u32, container_id: &str) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let mut args = cmdline.split(|b| *b == 0);
+    let _exe = args.next();
+    args.next() == Some(FORWARD_SUBCOMMAND.as_bytes())
+        && args.next() == Some(container_id.as_bytes())
+        && !is_zombie(pid)
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let after_name = stat.rsplit_once(')')?.1;
+            after_name.split_whitespace().next().map(|state| state == "Z")
+        })
+        .unwrap_or(false)
+}
+
+fn terminate(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+}
+
+/// The `forward-logs` process: `forward-logs <container> <stdout> <stderr> <state-dir>
+/// <docker-endpoint>`, redaction values (base64, one per line) on stdin. Returns the exit code.
+pub fn forwarder_main(args: &[String]) -> i32 {
+    let [container_id, stdout, stderr, state_dir, endpoint] = args else {
+        eprintln_safe("usage: polydev forward-logs <container> <stdout> <stderr> <state-dir> <docker-endpoint> (internal: started by the plugin)");
+        return 2;
+    };
+    let secrets = read_secrets_from_stdin();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln_safe(&format!("cannot start the async runtime: {e}"));
+            return 1;
+        }
+    };
+    let state_dir = PathBuf::from(state_dir);
+    let done_path = state_dir.join(format!("{container_id}.done"));
+    let result = runtime.block_on(async {
+        let docker = crate::docker::DockerRuntime::connect(endpoint).map_err(|e| e.to_string())?;
+        let cancel = CancellationToken::new();
+        let on_term = cancel.clone();
+        tokio::spawn(async move {
+            if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                term.recv().await;
+                on_term.cancel();
+            }
+        });
+        let job = ForwardJob {
+            container_id: container_id.clone(),
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+            secrets,
+        };
+        pump_once(Arc::new(docker), &state_dir, &SinkOptions::default(), job, cancel)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(ForwardEnd::Completed) => {
+            let _ = std::fs::write(&done_path, "ok");
+            0
+        }
+        Ok(ForwardEnd::Detached) => 0,
+        Err(message) => {
+            eprintln_safe(&format!("log forwarding for {container_id} failed: {message}"));
+            let _ = std::fs::write(&done_path, &message);
+            1
+        }
+    }
+}
+
+fn read_secrets_from_stdin() -> Vec<SecretString> {
+    use std::io::Read;
+    let mut input = zeroize::Zeroizing::new(String::new());
+    if std::io::stdin().read_to_string(&mut input).is_err() {
+        return Vec::new();
+    }
+    input
+        .lines()
+        .filter_map(|line| STANDARD.decode(line.trim()).ok())
+        .filter_map(|bytes| String::from_utf8(bytes).ok())
+        .map(SecretString::from)
+        .collect()
+}
+
+/// Write a line to stderr, ignoring failures (the pipe may be gone).
+fn eprintln_safe(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{message}");
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite, from a clean checkout on a Debian machine with a Rust toolchain:
+# sets up Docker and the images the tests need, checks formatting and lints, runs every test.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+command -v cargo >/dev/null 2>&1 || {
+  echo "tests/run.sh: cargo not found: install a Rust toolchain >= 1.88 (https://rustup.rs)" >&2
+  exit 1
+}
+
+containers/setup-host.sh --test-only
+
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo test --locked --no-fail-fast

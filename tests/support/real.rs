@@ -1,0 +1,209 @@
+//! Helpers for tests against the real binary and a real Docker engine.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use polydev::pb::hashicorp::nomad::plugins::base::proto::base_plugin_client::BasePluginClient;
+use polydev::pb::hashicorp::nomad::plugins::drivers::proto::driver_client::DriverClient;
+use tonic::transport::Channel;
+
+pub const COOKIE: &str = "e4327c2e01eabfd75a8a67adb114fb34a757d57eee7728d857a8cec6e91a7255";
+pub const TEST_IMAGE: &str = "polydev-test-runtime:latest";
+
+/// Build the tiny test image once per test binary (the script skips it when unchanged).
+pub fn ensure_test_image() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("containers/build-images.sh");
+        let status = Command::new("bash")
+            .arg(script)
+            .arg("--test-only")
+            .status()
+            .expect("run containers/build-images.sh");
+        assert!(status.success(), "building the test image failed");
+    });
+}
+
+/// `docker` CLI output (stdout) of a command, for checks from outside polydev.
+pub fn docker(args: &[&str]) -> String {
+    let output = Command::new("docker").args(args).output().expect("run docker");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr)
+}
+
+/// Whether a container with this id still exists.
+pub fn container_exists(id: &str) -> bool {
+    Command::new("docker")
+        .args(["inspect", "--type", "container", id])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// The plugin binary, started the way Nomad's go-plugin client starts it.
+pub struct Plugin {
+    child: Child,
+    pub socket: PathBuf,
+    stderr: Arc<Mutex<String>>,
+    stderr_thread: Option<JoinHandle<()>>,
+}
+
+impl Plugin {
+    pub fn spawn(env: &[(&str, &str)]) -> Plugin {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_polydev"))
+            .env("NOMAD_PLUGIN_MAGIC_COOKIE", COOKIE)
+            .env("PLUGIN_PROTOCOL_VERSIONS", "2")
+            .env("PLUGIN_MIN_PORT", "10000")
+            .env("PLUGIN_MAX_PORT", "25000")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the polydev binary");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let pipe = child.stderr.take().unwrap();
+        let stderr_thread = std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut all = sink.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read the handshake line");
+        // go-plugin keeps draining stdout; so do we.
+        std::thread::spawn(move || {
+            let mut rest = Vec::new();
+            let _ = stdout.read_to_end(&mut rest);
+        });
+        let fields: Vec<&str> = line.trim().split('|').collect();
+        assert!(fields.len() >= 5, "bad handshake line {line:?}");
+        assert_eq!(&fields[..3], &["1", "2", "unix"], "handshake {line:?}");
+        Plugin {
+            child,
+            socket: PathBuf::from(fields[3]),
+            stderr,
+            stderr_thread: Some(stderr_thread),
+        }
+    }
+
+    pub async fn clients(&self) -> (BasePluginClient<Channel>, DriverClient<Channel>) {
+        super::connect(&self.socket).await
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `kill -9`, as an OOM killer or a crash would.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Everything the plugin wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Wait for the process to exit (after Shutdown); returns its exit status.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                if let Some(thread) = self.stderr_thread.take() {
+                    let _ = thread.join();
+                }
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Nomad allocation directory with logmon-like FIFO readers.
+pub struct AllocDir {
+    pub root: tempfile::TempDir,
+    pub task: String,
+}
+
+impl AllocDir {
+    pub fn new(task: &str) -> AllocDir {
+        let root = tempfile::Builder::new().prefix("polydev-alloc").tempdir().unwrap();
+        for dir in ["alloc/logs", &format!("{task}/local"), &format!("{task}/secrets")] {
+            let path = root.path().join(dir);
+            std::fs::create_dir_all(&path).unwrap();
+            set_mode(&path, 0o777);
+        }
+        set_mode(&root.path().join("alloc"), 0o777);
+        AllocDir {
+            root,
+            task: task.to_string(),
+        }
+    }
+
+    pub fn fifo(&self, stream: &str) -> PathBuf {
+        self.root
+            .path()
+            .join(format!("alloc/logs/.{}.{stream}.fifo", self.task))
+    }
+
+    /// Create both FIFOs and start readers that behave like logmon: open once, read to EOF.
+    pub fn start_readers(&self) -> (FifoReader, FifoReader) {
+        (FifoReader::start(&self.fifo("stdout")), FifoReader::start(&self.fifo("stderr")))
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Reads one FIFO until EOF on a thread, as Nomad's logmon does.
+pub struct FifoReader {
+    thread: Option<JoinHandle<Vec<u8>>>,
+}
+
+impl FifoReader {
+    pub fn start(path: &Path) -> FifoReader {
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path; the result is checked.
+        let rc = unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) };
+        assert_eq!(rc, 0, "mkfifo {}", path.display());
+        let path = path.to_path_buf();
+        let thread = std::thread::spawn(move || {
+            let mut file = std::fs::File::open(&path).expect("open FIFO for reading");
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes).expect("read FIFO");
+            bytes
+        });
+        FifoReader {
+            thread: Some(thread),
+        }
+    }
+
+    /// Wait for EOF (the writer closed) and return everything read.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
