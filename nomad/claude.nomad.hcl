@@ -1,0 +1,46 @@
+# A user sends a request, a CLI runs for them: the Nomad-native form is a parameterized batch job.
+#
+#   nomad job run nomad/claude.nomad.hcl
+#   nomad job dispatch -meta user_id=user_123 -meta prompt="Write a hello world function" claude
+#   nomad job status claude                      # find the dispatched job, then:
+#   nomad alloc logs <alloc-id> claude           # the CLI's output
+#
+# polydev injects the anthropic credentials of (this job's namespace, user_id) itself; nothing secret
+# is written here. The task runs as uid 1000 in a one-shot container whose PID 1 is `claude`.
+job "claude" {
+  type = "batch"
+
+  parameterized {
+    meta_required = ["user_id", "prompt"]
+  }
+
+  group "cli" {
+    # One attempt per request: a failed run is reported, not repeated behind the user's back.
+    restart {
+      attempts = 0
+      mode     = "fail"
+    }
+    reschedule {
+      attempts  = 0
+      unlimited = false
+    }
+
+    task "claude" {
+      driver = "polydev"
+
+      config {
+        provider = "anthropic"
+        user_id  = "${NOMAD_META_user_id}"
+        command  = "claude"
+        args     = ["--print", "${NOMAD_META_prompt}"]
+      }
+
+      resources {
+        cpu    = 500
+        memory = 512
+      }
+
+      kill_timeout = "30s"
+    }
+  }
+}
