@@ -1,4 +1,5 @@
 //! polydev: a Nomad task driver for LLM coding CLIs.
+pub mod config;
 pub mod runtime;
 #[allow(clippy::all, clippy::pedantic, missing_docs, dead_code)]
 pub mod pb {
