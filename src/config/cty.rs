@@ -9,7 +9,8 @@
 //! operator or job author which field to fix. The walk also sees extensions directly (rmp-serde
 //! turns them into an opaque newtype). The semantics are those of the serde route:
 //! - nil or absent → `None` for scalars and lists ([`Obj::strings`]), so the caller applies its
-//!   default; [`Obj::labelled_objects`] returns empty (the `null_as_default` rule);
+//!   default; [`Obj::labelled_objects`] and [`Obj::string_maps`] return empty (the
+//!   `null_as_default` rule);
 //! - a number is accepted as any int width (signed or unsigned), float64/float32, or a decimal
 //!   string, and must be a whole number where an integer is wanted;
 //! - every other type mismatch, invalid UTF-8, a null list element and an unknown value is an
@@ -272,6 +273,39 @@ impl<'v> Obj<'v> {
             })
             .collect()
     }
+
+    /// A `list(map(string))` attribute: one `(key, value)` list per element, in order; empty
+    /// when null. Null elements and null values are errors.
+    pub(crate) fn string_maps(&self, key: &str) -> Result<Vec<Vec<(String, String)>>, ConfigError> {
+        let Some(v) = self.get(key)? else {
+            return Ok(Vec::new());
+        };
+        let field = self.field(key);
+        let Value::Array(items) = v else {
+            return Err(wrong_type(&field, "a list of maps of strings", v));
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let item_field = format!("{field}[{i}]");
+            let item = present(item, &item_field, "remove the null element from the list")?;
+            let Value::Map(entries) = item else {
+                return Err(wrong_type(&item_field, "a map of strings", item));
+            };
+            let mut map = Vec::with_capacity(entries.len());
+            for (k, v) in entries {
+                let k = as_string(k, &format!("{item_field} key"))?;
+                let value_field = format!("{item_field}.{k}");
+                let v = present(
+                    v,
+                    &value_field,
+                    "give the entry a string value or remove it",
+                )?;
+                map.push((k, as_string(v, &value_field)?));
+            }
+            out.push(map);
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
@@ -410,6 +444,7 @@ mod tests {
             ("l", strs(&["a"])),
             ("nl", Value::Array(vec![s("a"), Value::Nil])),
             ("u", unknown()),
+            ("m", Value::Array(vec![map(vec![("k", Value::Nil)])])),
             (
                 "x",
                 Value::String(rmpv::Utf8String::from(
@@ -432,6 +467,7 @@ mod tests {
         assert!(
             matches!(o.string("u"), Err(ConfigError::UnknownValue { ref field, ext_type: 0 }) if field == "test config: u")
         );
+        assert!(msg(o.string_maps("m").unwrap_err()).starts_with("test config: m[0].k: is null"));
         assert!(msg(o.labelled_objects("l").unwrap_err()).contains("expected a map of blocks"));
     }
 
@@ -472,6 +508,8 @@ mod tests {
         let o = root(&v);
         assert_eq!(o.strings("a").unwrap(), None);
         assert!(o.labelled_objects("m").unwrap().is_empty());
+        assert!(o.string_maps("l").unwrap().is_empty());
+        assert!(o.string_maps("absent").unwrap().is_empty());
         assert_eq!(o.bool("a").unwrap(), None);
         assert_eq!(o.integer("a").unwrap(), None);
         assert!(o.object("a").unwrap().is_none());
