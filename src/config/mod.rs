@@ -1,0 +1,25 @@
+//! Plugin (agent) and task (jobspec) configuration: the hclspec schemas polydev hands Nomad, and
+//! the decoders that turn Nomad's cty-msgpack payloads into typed, validated values.
+//!
+//! Invariants:
+//! - Schema and decoder live side by side per config ([`plugin`], [`task`]); tests check that
+//!   every schema key is read by its decoder and that the schemas are well formed for Nomad
+//!   (named attrs under defaults, whitelisted HCL types).
+//! - Decoding is pure and deterministic: the same bytes always give the same value or the same
+//!   error, so repeated `SetConfig` calls are idempotent.
+//! - Decoders never panic on any input; every rejection is a [`ConfigError`] naming the field and
+//!   the fix.
+//! - Nothing here holds a secret: configs carry credential *names*, never values.
+
+mod cty;
+mod error;
+pub mod hclspec;
+pub mod plugin;
+pub mod task;
+
+pub use error::ConfigError;
+pub use plugin::{
+    ContainerLogConfig, DockerEndpoint, NetworkMode, PluginConfig, ProviderConfig, SecurityConfig,
+    decode_plugin_config, plugin_config_schema,
+};
+pub use task::{TaskConfig, decode_task_config, task_config_schema};
