@@ -188,7 +188,7 @@ async fn run_task(options: RunOptions) -> Result<i32, String> {
     let plugin = options.plugin_config()?;
     let task_config = options.task_config(&plugin)?;
     let docker: Arc<dyn ContainerRuntime> =
-        Arc::new(DockerRuntime::connect(&plugin.docker_endpoint).map_err(|e| e.to_string())?);
+        Arc::new(DockerRuntime::connect(&plugin.docker_endpoint.to_string()).map_err(|e| e.to_string())?);
     let state_dir = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
     let shutdown = CancellationToken::new();
     let core = Core::new(

@@ -68,7 +68,8 @@ fn rand_suffix() -> u32 {
 
 struct Started {
     id: String,
-    alloc: AllocDir,
+    /// Kept so the alloc dir lives as long as the task.
+    _alloc: AllocDir,
     handle: nomad::TaskHandle,
     container: String,
     stdout: support::real::FifoReader,
@@ -99,7 +100,7 @@ async fn start(driver: &mut DriverClient<Channel>, task: &str, options: TaskOpti
     let state = polydev::core::DriverState::decode(&handle.driver_state).unwrap();
     Started {
         id,
-        alloc,
+        _alloc: alloc,
         handle,
         container: state.container_id,
         stdout,

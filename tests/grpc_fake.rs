@@ -89,6 +89,11 @@ impl Harness {
     fn alloc_dir(&self, name: &str) -> std::path::PathBuf {
         let dir = self.dir.path().join(name);
         std::fs::create_dir_all(dir.join("alloc/logs")).unwrap();
+        // Nomad's logmon creates the log paths before StartTask; regular files stand in here.
+        for stream in ["stdout", "stderr"] {
+            let path = dir.join(format!("alloc/logs/.t.{stream}.fifo"));
+            std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+        }
         dir
     }
 

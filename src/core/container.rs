@@ -97,10 +97,10 @@ pub fn task_container(task: &TaskSpec, plugin: &PluginConfig, node: &str) -> Con
             no_new_privileges: true,
             pids_limit: security.pids_limit,
             read_only_rootfs: security.read_only_rootfs,
-            oci_runtime: (!security.runtime.is_empty()).then(|| security.runtime.clone()),
+            oci_runtime: security.runtime.clone(),
         },
         work_dir: None,
-        network_mode: (!security.network_mode.is_empty()).then(|| security.network_mode.clone()),
+        network_mode: security.network_mode.map(|mode| mode.as_str().to_string()),
         log_max_size: plugin.container_log.max_size.clone(),
         log_max_files: plugin.container_log.max_files,
     }

@@ -23,7 +23,7 @@ impl Core {
     /// Start `argv` inside the task's container and stream its I/O.
     pub async fn exec_streaming(&self, id: &str, argv: Vec<String>, tty: bool) -> Result<ExecSession, CoreError> {
         let task = self.task(id)?;
-        if task.exit().is_some() {
+        if task.container_has_stopped() {
             return Err(CoreError::NotRunning(id.to_string()));
         }
         Ok(self

@@ -36,7 +36,7 @@ impl Core {
         };
         let credentials = self.credentials.resolve(
             &key,
-            &task.config.required_credentials,
+            &task.config.credentials,
             &task.config.optional_credentials,
         )?;
 
@@ -132,7 +132,7 @@ fn launch_spec(task: &TaskSpec, credentials: Vec<(String, SecretString)>) -> Lau
         argv: task.config.argv.clone(),
         env,
         work_dir: Some(task.config.work_dir.clone()),
-        required: task.config.required_credentials.clone(),
+        required: task.config.credentials.clone(),
         secret_env: credentials,
     }
 }

@@ -126,7 +126,7 @@ impl Core {
         interval: Duration,
     ) -> Result<BoxStream<'static, TaskUsage>, CoreError> {
         let task = self.task(id)?;
-        if task.exit().is_some() {
+        if task.container_has_stopped() {
             return Err(CoreError::NotRunning(id.to_string()));
         }
         let interval = interval.max(Duration::from_millis(100));
@@ -135,7 +135,7 @@ impl Core {
             if !first {
                 tokio::select! {
                     _ = tokio::time::sleep(interval) => {}
-                    _ = task.wait_exit() => return None,
+                    _ = task.wait_container_stopped() => return None,
                 }
             }
             let sample = core.sample(&task).await?;
@@ -149,7 +149,7 @@ impl Core {
     async fn sample(&self, task: &TaskEntry) -> Option<StatsSample> {
         let mut backoff = Duration::from_millis(100);
         loop {
-            if task.exit().is_some() {
+            if task.container_has_stopped() {
                 return None;
             }
             match self.runtime.stats(task.container_id()).await {

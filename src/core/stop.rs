@@ -51,7 +51,7 @@ impl Core {
         let Some(task) = self.tasks.get(id) else {
             return Ok(());
         };
-        if task.exit().is_some() {
+        if task.container_has_stopped() {
             return Ok(());
         }
         let signal = if signal.is_empty() {
@@ -60,7 +60,7 @@ impl Core {
             normalize_signal(signal)?
         };
         ignore_gone(self.runtime.kill(task.container_id(), &signal).await)?;
-        if tokio::time::timeout(timeout, task.wait_exit()).await.is_ok() {
+        if tokio::time::timeout(timeout, task.wait_container_stopped()).await.is_ok() {
             return Ok(());
         }
         tracing::info!(task_id = %id, ?timeout, "task ignored {signal}; sending SIGKILL");
@@ -69,7 +69,7 @@ impl Core {
             format!("task did not exit within {timeout:?} of {signal}; sent SIGKILL"),
         );
         ignore_gone(self.runtime.kill(task.container_id(), "SIGKILL").await)?;
-        let _ = tokio::time::timeout(KILL_GRACE, task.wait_exit()).await;
+        let _ = tokio::time::timeout(KILL_GRACE, task.wait_container_stopped()).await;
         Ok(())
     }
 
@@ -102,7 +102,7 @@ impl Core {
             }
             if running {
                 ignore_gone(self.runtime.kill(task.container_id(), "SIGKILL").await)?;
-                let _ = tokio::time::timeout(DESTROY_EXIT_GRACE, task.wait_exit()).await;
+                let _ = tokio::time::timeout(DESTROY_EXIT_GRACE, task.wait_container_stopped()).await;
             }
         }
         task.background.cancel();

@@ -24,6 +24,8 @@ pub struct TaskEntry {
     pub started_at: SystemTime,
     /// Cancels this task's background work (waiter, log pump) without touching the container.
     pub background: CancellationToken,
+    /// Set when the container has stopped (the exit may still wait for the log pump).
+    container_stopped: watch::Sender<bool>,
     exit: watch::Sender<Option<(ExitOutcome, SystemTime)>>,
 }
 
@@ -43,6 +45,7 @@ impl TaskEntry {
             state,
             started_at,
             background: parent.child_token(),
+            container_stopped: watch::Sender::new(false),
             exit: watch::Sender::new(None),
         }
     }
@@ -51,8 +54,25 @@ impl TaskEntry {
         &self.state.container_id
     }
 
+    /// Record that the container has stopped (before its output is fully forwarded).
+    pub fn mark_container_stopped(&self) {
+        self.container_stopped.send_replace(true);
+    }
+
+    pub fn container_has_stopped(&self) -> bool {
+        *self.container_stopped.borrow()
+    }
+
+    /// Wait until the container has stopped — what StopTask's timeout is about.
+    pub async fn wait_container_stopped(&self) {
+        let mut rx = self.container_stopped.subscribe();
+        // The sender lives in `self`, so `wait_for` cannot fail while we borrow `self`.
+        let _ = rx.wait_for(|stopped| *stopped).await;
+    }
+
     /// Record the exit; later calls are ignored (the first observation wins).
     pub fn publish_exit(&self, outcome: ExitOutcome) {
+        self.mark_container_stopped();
         self.exit.send_if_modified(|slot| {
             if slot.is_some() {
                 return false;

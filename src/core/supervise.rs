@@ -42,6 +42,7 @@ impl Core {
                 }
                 outcome = core.wait_for_container(&task) => outcome,
             };
+            task.mark_container_stopped();
             if let Some(pump) = pump {
                 core.finish_pump(&task, pump).await;
             }

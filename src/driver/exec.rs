@@ -85,14 +85,18 @@ pub async fn bridge(
     });
 
     let exit_code = session.exit_code;
-    let chunks = session.output.map_while(|chunk| match chunk {
-        Ok(ExecOutput::Stdout(bytes)) => Some(Ok(output(data(bytes), None))),
-        Ok(ExecOutput::Stderr(bytes)) => Some(Ok(output(None, data(bytes)))),
-        Err(err) => {
-            tracing::warn!(error = %err, "exec output stream failed");
-            None
-        }
-    });
+    let chunks = session
+        .output
+        .map(|chunk| match chunk {
+            Ok(ExecOutput::Stdout(bytes)) => Some(Ok(output(data(bytes), None))),
+            Ok(ExecOutput::Stderr(bytes)) => Some(Ok(output(None, data(bytes)))),
+            Err(err) => {
+                tracing::warn!(error = %err, "exec output stream failed");
+                None
+            }
+        })
+        .take_while(|chunk| futures::future::ready(chunk.is_some()))
+        .filter_map(futures::future::ready);
     let finish = futures::stream::iter([
         Ok(output(closed(), None)),
         Ok(output(None, closed())),

@@ -55,7 +55,7 @@ impl Wiring {
     pub fn production() -> Self {
         Wiring {
             runtime: Box::new(|config: &PluginConfig| {
-                crate::docker::DockerRuntime::connect(&config.docker_endpoint)
+                crate::docker::DockerRuntime::connect(&config.docker_endpoint.to_string())
                     .map(|docker| Arc::new(docker) as Arc<dyn ContainerRuntime>)
                     .map_err(|e| e.to_string())
             }),
@@ -63,7 +63,7 @@ impl Wiring {
                 match std::env::current_exe() {
                     Ok(executable) => Arc::new(ProcessForwarder::new(
                         executable,
-                        config.docker_endpoint.clone(),
+                        config.docker_endpoint.to_string(),
                         log_state_dir(config),
                     )) as Arc<dyn LogForwarder>,
                     Err(err) => {

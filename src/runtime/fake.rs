@@ -507,6 +507,13 @@ impl ContainerRuntime for FakeRuntime {
                 spec: Box::new(spec.clone()),
             },
         )?;
+        if !engine.images.contains(&spec.image) {
+            // Docker answers 404 "No such image" for a create with a missing image.
+            return Err(RuntimeError::NotFound {
+                kind: "image",
+                id: spec.image.clone(),
+            });
+        }
         if engine.containers.values().any(|c| c.spec.name == spec.name) {
             return Err(RuntimeError::Rejected(format!(
                 "container name {} already in use",

@@ -30,6 +30,7 @@ fn spec() -> ContainerSpec {
 
 async fn started() -> (FakeRuntime, String) {
     let fake = FakeRuntime::new();
+    fake.add_image(&spec().image);
     let id = fake.create(&spec()).await.unwrap();
     fake.start(&id).await.unwrap();
     (fake, id)

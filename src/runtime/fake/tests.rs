@@ -6,6 +6,13 @@ use futures::StreamExt;
 
 use super::*;
 
+/// An engine that has the image `spec()` uses.
+fn fake_with_image() -> FakeRuntime {
+    let fake = FakeRuntime::new();
+    fake.add_image("polydev/test:1");
+    fake
+}
+
 fn spec(name: &str) -> ContainerSpec {
     ContainerSpec {
         name: name.to_string(),
@@ -34,7 +41,7 @@ async fn started(fake: &FakeRuntime, name: &str) -> String {
 
 #[tokio::test]
 async fn create_start_inspect_and_call_log() {
-    let fake = FakeRuntime::new();
+    let fake = fake_with_image();
     let a = fake.create(&spec("a")).await.unwrap();
     let b = fake.create(&spec("b")).await.unwrap();
     assert_eq!((a.as_str(), b.as_str()), ("fake-1", "fake-2"));
@@ -60,7 +67,7 @@ async fn create_start_inspect_and_call_log() {
 
 #[tokio::test]
 async fn launch_spec_is_stored_once_and_logged_by_length_only() {
-    let fake = FakeRuntime::new();
+    let fake = fake_with_image();
     let id = fake.create(&spec("a")).await.unwrap();
     let err = fake.send_launch_spec(&id, b"x").await.unwrap_err();
     assert!(
@@ -85,7 +92,7 @@ async fn launch_spec_is_stored_once_and_logged_by_length_only() {
 
 #[tokio::test]
 async fn wait_resolves_before_and_after_exit_for_many_callers() {
-    let fake = FakeRuntime::new();
+    let fake = fake_with_image();
     let id = started(&fake, "a").await;
     let early: Vec<_> = (0..3)
         .map(|_| {
@@ -110,7 +117,7 @@ async fn wait_resolves_before_and_after_exit_for_many_callers() {
 
 #[tokio::test]
 async fn sigkill_exits_137_other_signals_only_when_scripted() {
-    let fake = FakeRuntime::new();
+    let fake = fake_with_image();
     let a = started(&fake, "a").await;
     let b = started(&fake, "b").await;
     fake.kill(&a, "SIGTERM").await.unwrap();
@@ -152,7 +159,7 @@ async fn sigkill_exits_137_other_signals_only_when_scripted() {
 
 #[tokio::test]
 async fn logs_replay_since_then_follow_until_exit() {
-    let fake = FakeRuntime::new();
+    let fake = fake_with_image();
     fake.set_clock_step(Duration::from_millis(600));
     let id = started(&fake, "a").await;
     let t1 = fake.emit(&id, LogStream::Stdout, "one\n").unwrap();
@@ -198,7 +205,7 @@ async fn logs_replay_since_then_follow_until_exit() {
 
 #[tokio::test]
 async fn forced_timestamps_may_repeat_and_the_clock_moves_past_them() {
-    let fake = FakeRuntime::new();
+    let fake = fake_with_image();
     let id = started(&fake, "a").await;
     let t = FAKE_EPOCH_NANOS + 5_000_000_000;
     fake.emit_at(&id, LogStream::Stdout, "a", t).unwrap();
@@ -215,7 +222,7 @@ async fn forced_timestamps_may_repeat_and_the_clock_moves_past_them() {
 
 #[tokio::test]
 async fn emit_needs_a_running_container() {
-    let fake = FakeRuntime::new();
+    let fake = fake_with_image();
     let id = fake.create(&spec("a")).await.unwrap();
     assert!(matches!(
         fake.emit(&id, LogStream::Stdout, "x"),
@@ -230,7 +237,7 @@ async fn emit_needs_a_running_container() {
 
 #[tokio::test]
 async fn interrupt_logs_fails_open_streams_only() {
-    let fake = FakeRuntime::new();
+    let fake = fake_with_image();
     let id = started(&fake, "a").await;
     fake.emit(&id, LogStream::Stdout, "before\n").unwrap();
     let mut open = fake.logs(&id, 0);
@@ -244,7 +251,7 @@ async fn interrupt_logs_fails_open_streams_only() {
 
 #[tokio::test]
 async fn remove_makes_everything_not_found_and_wakes_followers() {
-    let fake = FakeRuntime::new();
+    let fake = fake_with_image();
     let id = started(&fake, "a").await;
     let waiter = {
         let (fake, id) = (fake.clone(), id.clone());
@@ -270,7 +277,7 @@ async fn remove_makes_everything_not_found_and_wakes_followers() {
 
 #[tokio::test]
 async fn list_by_label_with_state_words() {
-    let fake = FakeRuntime::new();
+    let fake = fake_with_image();
     let a = started(&fake, "a").await;
     let _b = fake.create(&spec("b")).await.unwrap();
     let mut other = spec("c");
@@ -289,7 +296,7 @@ async fn list_by_label_with_state_words() {
 
 #[tokio::test]
 async fn images_version_stats_and_limits_are_configurable() {
-    let fake = FakeRuntime::new();
+    let fake = fake_with_image();
     fake.set_version("99.0");
     assert_eq!(fake.version().await.unwrap(), "99.0");
     assert!(!fake.image_exists("img:1").await.unwrap());
@@ -318,7 +325,7 @@ async fn images_version_stats_and_limits_are_configurable() {
 
 #[tokio::test]
 async fn fault_injection_once_per_queued_error_and_global_outage() {
-    let fake = FakeRuntime::new();
+    let fake = fake_with_image();
     fake.fail_next(
         FakeOp::Create,
         RuntimeError::Unavailable("boom".to_string()),
@@ -351,7 +358,7 @@ async fn fault_injection_once_per_queued_error_and_global_outage() {
 
 #[tokio::test]
 async fn exec_is_rejected_unless_scripted() {
-    let fake = FakeRuntime::new();
+    let fake = fake_with_image();
     let id = started(&fake, "a").await;
     let argv = vec!["sh".to_string(), "-c".to_string(), "id".to_string()];
     let err = fake
