@@ -15,7 +15,8 @@
 //!   gone and every write fails with EPIPE ([`IgnoreErrors`]). Nothing here uses `eprintln!`.
 //! - A panic is logged at error level through the same path ([`install_panic_hook`]).
 //! - The filter comes from [`LOG_ENV`] (`EnvFilter` syntax); plugin mode defaults to `debug`
-//!   (the agent filters again by its own level), the CLI to `warn`.
+//!   (the agent filters again by its own level) minus frame-level transport chatter
+//!   ([`PLUGIN_DEFAULT_FILTER`]), the CLI to `warn`.
 
 use std::fmt::{self, Write as _};
 use std::io::{self, IsTerminal, Write};
@@ -35,8 +36,10 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 /// Environment variable holding the log filter (`EnvFilter` syntax, e.g. `info,polydev=trace`).
 pub const LOG_ENV: &str = "POLYDEV_LOG";
-/// Default filter in plugin mode.
-pub const PLUGIN_DEFAULT_FILTER: &str = "debug";
+/// Default filter in plugin mode: `debug`, except for the HTTP/2 transport crates, which at
+/// debug log every frame (about six lines per RPC) and would flood an agent running at DEBUG
+/// (`nomad agent -dev` does). `POLYDEV_LOG=debug` brings them back.
+pub const PLUGIN_DEFAULT_FILTER: &str = "debug,h2=info,hyper=info,hyper_util=info,tower=info";
 /// Longest line written, newline included; go-plugin splits lines at 64 KiB.
 pub const MAX_LINE_BYTES: usize = 32 * 1024;
 /// Longest `@message`, in bytes before JSON escaping (escaping at most sextuples it).
@@ -497,6 +500,13 @@ mod tests {
             "{\"@level\":\"info\",\"@message\":\"hi\",\"@module\":\"m\",\
              \"@timestamp\":\"1970-01-01T00:00:00.000000Z\"}\n"
         );
+    }
+
+    #[test]
+    fn default_filters_parse() {
+        for spec in [PLUGIN_DEFAULT_FILTER, "warn", "debug"] {
+            EnvFilter::try_new(spec).unwrap();
+        }
     }
 
     #[test]

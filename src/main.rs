@@ -78,7 +78,7 @@ fn run_cli() -> ExitCode {
          CLI     run by an operator without that variable; the operator commands are not\n          \
          available in this build yet.\n\
          \n\
-         Logging: POLYDEV_LOG takes an EnvFilter directive (plugin default: debug).\n",
+         Logging: POLYDEV_LOG takes an EnvFilter directive (plugin default: debug, HTTP/2 crates at info).\n",
         version = env!("CARGO_PKG_VERSION"),
     );
     let _ = std::io::stdout().lock().write_all(help.as_bytes());

@@ -286,6 +286,11 @@ async fn handshake_health_stdio_and_shutdown() {
         String::from_utf8_lossy(&rest)
     );
     assert!(!stderr.is_empty());
+    // The default filter keeps per-frame HTTP/2 logging out of the agent's log.
+    assert!(
+        !stderr.iter().any(|l| l.contains("\"@module\":\"h2::")),
+        "{stderr:#?}"
+    );
     assert_hclog_lines(&stderr);
     assert!(
         stderr.iter().any(|l| l.contains("GRPCController.Shutdown")),
