@@ -100,12 +100,10 @@ async fn run<W: Write + Send>(
         );
     }
     let signal_task = signals::install(shutdown.clone()).map_err(PluginError::Signals)?;
-    let mut socket = PluginSocket::bind(env.socket_dir.as_deref(), env.socket_group.as_deref())?;
+    let socket = PluginSocket::bind(env.socket_dir.as_deref(), env.socket_group.as_deref())?;
+    let (listener, cleanup) = socket.split();
     let result = async {
-        let line = HandshakeLine::unix(socket.path())?;
-        let listener = socket
-            .take_listener()
-            .expect("the listener is taken exactly once, here");
+        let line = HandshakeLine::unix(cleanup.path())?;
         let router = Server::builder()
             .add_routes(driver_routes)
             .add_service(health_server().await)
@@ -138,8 +136,8 @@ async fn run<W: Write + Send>(
     .await;
     shutdown.cancel();
     signal_task.abort();
-    let path = socket.path().to_path_buf();
-    if let Err(e) = socket.close() {
+    let path = cleanup.path().to_path_buf();
+    if let Err(e) = cleanup.close() {
         tracing::warn!(path = %path.display(), error = %e, "could not remove the plugin socket");
     }
     tracing::info!("plugin stopped");

@@ -8,7 +8,7 @@
 //! - The listener is bound before anyone learns the path, so the handshake line never names a
 //!   path that does not accept connections yet.
 //! - The socket path is checked against `sun_path`'s limit before `bind(2)` is tried.
-//! - [`PluginSocket::close`] (or drop) removes the socket file and, if the directory was a
+//! - [`SocketCleanup::close`] (or drop) removes the socket file and, if the directory was a
 //!   private one, the directory; a configured directory is never removed.
 //! - With a group set, the socket becomes `0660` and group-owned by it, as go-plugin's
 //!   `setGroupWritable` does; a private directory additionally becomes `0710` and group-owned
@@ -64,7 +64,13 @@ pub enum SocketError {
 /// A bound plugin socket and the files to remove when done.
 #[derive(Debug)]
 pub struct PluginSocket {
-    listener: Option<UnixListener>,
+    listener: UnixListener,
+    cleanup: SocketCleanup,
+}
+
+/// The socket file and (if private) its directory, removed on [`SocketCleanup::close`] or drop.
+#[derive(Debug)]
+pub struct SocketCleanup {
     // Drop order matters: the socket file goes before its directory.
     path: TempPath,
     dir: SocketDir,
@@ -102,26 +108,31 @@ impl PluginSocket {
                 source,
             })?;
         let (listener, path) = named.into_parts();
-        let socket = Self {
-            listener: Some(listener),
-            path,
-            dir,
-        };
+        let cleanup = SocketCleanup { path, dir };
         if let (Some(group), Some(gid)) = (group, gid) {
-            socket.give_to_group(group, gid)?;
+            cleanup.give_to_group(group, gid)?;
         }
-        Ok(socket)
+        Ok(Self { listener, cleanup })
     }
 
     /// The socket's absolute path.
     #[must_use]
     pub fn path(&self) -> &Path {
-        &self.path
+        self.cleanup.path()
     }
 
-    /// Takes the listener out (once) to hand it to the server.
-    pub fn take_listener(&mut self) -> Option<UnixListener> {
-        self.listener.take()
+    /// Splits into the listener, for the server, and the cleanup guard.
+    #[must_use]
+    pub fn split(self) -> (UnixListener, SocketCleanup) {
+        (self.listener, self.cleanup)
+    }
+}
+
+impl SocketCleanup {
+    /// The socket's absolute path.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Removes the socket file, then the directory if it is private.
@@ -129,7 +140,6 @@ impl PluginSocket {
     /// # Errors
     /// A removal failed; both are still attempted.
     pub fn close(self) -> io::Result<()> {
-        drop(self.listener);
         let file = self.path.close();
         let dir = self.dir.close();
         file.and(dir)
@@ -214,7 +224,7 @@ mod tests {
 
     #[tokio::test]
     async fn private_dir_socket_is_bound_and_cleaned_up() {
-        let mut socket = PluginSocket::bind(None, None).unwrap();
+        let socket = PluginSocket::bind(None, None).unwrap();
         let path = socket.path().to_path_buf();
         let dir = path.parent().unwrap().to_path_buf();
         assert!(path.is_absolute());
@@ -222,11 +232,11 @@ mod tests {
         assert!(name.starts_with("plugin") && name.len() == 12, "{name}");
         assert!(std::fs::metadata(&path).unwrap().file_type().is_socket());
         // Accepts connections before anything is printed.
-        let listener = socket.take_listener().unwrap();
+        let (listener, cleanup) = socket.split();
         let _client = tokio::net::UnixStream::connect(&path).await.unwrap();
         listener.accept().await.unwrap();
         drop(listener);
-        socket.close().unwrap();
+        cleanup.close().unwrap();
         assert!(!path.exists());
         assert!(!dir.exists());
     }
@@ -241,7 +251,7 @@ mod tests {
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!(meta.gid(), gid);
         assert_eq!(meta.mode() & 0o777, 0o660);
-        socket.close().unwrap();
+        socket.split().1.close().unwrap();
         assert!(!path.exists());
         assert!(dir.path().exists());
     }
