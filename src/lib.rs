@@ -1,12 +1,39 @@
-//! polydev: a Nomad task driver for LLM coding CLIs.
+//! polydev: a HashiCorp Nomad task driver that runs LLM coding CLIs (OpenAI Codex, Anthropic
+//! Claude Code, Google Gemini CLI) as PID 1 of one-shot, non-root Docker containers, and injects
+//! each user's provider credentials itself.
+//!
+//! # Layout
+//!
+//! Dependencies point inward: `plugin → driver → core ← docker`; `core`, `logs` and
+//! `credentials` never name tonic or bollard types.
+//!
+//! - [`plugin`]: the go-plugin server side — magic cookie, unix socket, handshake line,
+//!   `GRPCController/Shutdown`, health `plugin`, signals.
+//! - [`driver`]: Nomad's `BasePlugin` and `Driver` gRPC services; protobuf ⇄ domain, the one
+//!   error → `Status` mapping, the Fingerprint and TaskEvents streams.
+//! - [`core`]: the task lifecycle (start, supervise, stop, destroy, recover, stats, exec).
+//! - [`config`]: hclspec schemas and cty-msgpack decoding of the plugin and task configuration.
+//! - [`credentials`]: where a task's provider credentials come from.
+//! - [`logs`]: the log pump — container output → Nomad's FIFOs, resumable, redacted — and the
+//!   forwarder process that keeps it running across plugin restarts.
+//! - [`runtime`]: the container-engine port (trait) and its in-memory fake.
+//! - [`docker`]: the port implemented with bollard against a real Docker engine.
+//! - [`cli`]: the operator CLI (`polydev run`, `polydev version`).
+//! - [`logging`]: hclog-shaped JSON on stderr, which Nomad's agent understands.
+//! - [`pb`]: code generated from the vendored protos (`proto/`).
+
 pub mod cli;
 pub mod config;
 pub mod core;
 pub mod credentials;
 pub mod docker;
 pub mod driver;
+pub mod logging;
 pub mod logs;
+pub mod plugin;
 pub mod runtime;
+
+/// Generated protobuf and gRPC code (Nomad v2.0.5 and go-plugin v1.8.0 protos).
 #[allow(clippy::all, clippy::pedantic, missing_docs, dead_code)]
 pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/protos.rs"));
