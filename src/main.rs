@@ -65,8 +65,10 @@ fn driver_routes(shutdown: CancellationToken) -> Routes {
 fn run_cli() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = if args.first().map(String::as_str) == Some(FORWARD_SUBCOMMAND) {
+        polydev::logging::init_plugin_logging();
         polydev::logs::forward::forwarder_main(&args[1..])
     } else {
+        polydev::logging::init_cli_logging(std::env::var_os("POLYDEV_VERBOSE").is_some());
         polydev::cli::main(args)
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
