@@ -30,6 +30,10 @@
 
 set -euo pipefail
 
+# The whole script is one brace group: bash parses it completely before running any of it, so
+# editing this file while a (long) build runs cannot change what the running build executes.
+{
+
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 entrypoint="$here/entrypoint.sh"
 
@@ -156,11 +160,11 @@ cleanup() {
     done
 }
 trap cleanup EXIT
+# new_workdir: a fresh scratch directory in $WORKDIR, removed on exit. (Not printed: a
+# command substitution would run it in a subshell, and the cleanup list would lose it.)
 new_workdir() {
-    local d
-    d=$(mktemp -d /var/tmp/polydev-build.XXXXXX)
-    workdirs+=("$d")
-    printf '%s\n' "$d"
+    WORKDIR=$(mktemp -d /var/tmp/polydev-build.XXXXXX)
+    workdirs+=("$WORKDIR")
 }
 
 # ------------------------------------------------------------------ test image
@@ -176,7 +180,8 @@ build_test_image() {
         return
     fi
     log "building $TEST_TAG (busybox $bb_version)"
-    d=$(new_workdir)
+    new_workdir
+    d=$WORKDIR
     root=$d/rootfs
     mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,usr/local/bin,etc,tmp,root,home/runtime,proc,sys,dev}
     install -m 0755 "$BUSYBOX" "$root/bin/busybox"
@@ -229,7 +234,8 @@ build_base_image() {
     fi
     log "building $BASE_TAG: debootstrap $DEBIAN_SUITE from $DEBIAN_MIRROR (takes a few minutes)"
     local d root node_version
-    d=$(new_workdir)
+    new_workdir
+    d=$WORKDIR
     root=$d/rootfs
     debootstrap --variant=minbase --include=ca-certificates "$DEBIAN_SUITE" "$root" "$DEBIAN_MIRROR" \
         >"$d/debootstrap.log" 2>&1 || {
@@ -304,13 +310,27 @@ build_provider_image() {
     log "$tag: ${CLI_NAME[$provider]} --version prints: $out"
 }
 
+# take_lock NAME: serialize concurrent runs of this script (parallel tests, several worktrees)
+# per image family, so a quick --test-only never waits behind an npm build. Held until exit.
+take_lock() {
+    local dir=/run/lock fd
+    [ -d "$dir" ] || dir=/tmp
+    exec {fd}>"$dir/polydev-build-images.$1.lock"
+    if ! flock -n "$fd"; then
+        log "another build-images.sh is building the $1 image(s); waiting for it"
+        flock "$fd"
+    fi
+}
+
 # ------------------------------------------------------------------ main
 built=()
 if [ -n "$build_test" ]; then
+    take_lock test
     build_test_image
     built+=("$TEST_TAG")
 fi
 if [ "${#providers[@]}" -gt 0 ]; then
+    take_lock node
     build_base_image
     built+=("$BASE_TAG")
     for p in "${providers[@]}"; do
@@ -324,3 +344,5 @@ for t in "${built[@]}"; do
     size=$("$DOCKER_ANY" image inspect -f '{{.Size}}' "$t")
     printf '    %-38s %6d MB  %s\n' "$t" $((size / 1000000)) "$(image_id "$t" | cut -c8-19)" >&2
 done
+exit 0
+}
