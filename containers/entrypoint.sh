@@ -187,13 +187,7 @@ while :; do
     esac
     case $_pd_kw in
     arg | env | cwd | require) ;;
-    *)
-        # Echo the keyword only when it looks like one (it could be a stray value).
-        case $_pd_kw in
-        '' | *[!a-z]* | ?????????????????*) _pd_malformed "unrecognized line $_pd_lineno" ;;
-        *) _pd_malformed "unknown keyword '$_pd_kw' on line $_pd_lineno" ;;
-        esac
-        ;;
+    *) _pd_malformed "unknown keyword on line $_pd_lineno (want arg, env, cwd, require or end)" ;;
     esac
     if [ "$_pd_line" != "$_pd_kw $_pd_val" ]; then _pd_malformed "line $_pd_lineno ($_pd_kw) is not '<keyword> <base64>'"; fi
     _pd_valid_b64 "$_pd_val" || _pd_malformed "line $_pd_lineno ($_pd_kw): value is not valid base64"
