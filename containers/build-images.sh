@@ -6,7 +6,9 @@
 #   (no option)         base image, test image and all three provider images
 #   --test-only         only polydev-test-runtime:latest (busybox, seconds to build)
 #   --provider NAME     only the named provider image(s) (and the base they need); repeatable
-#   --force             rebuild even when the inputs are unchanged (the base image included)
+#   --force             rebuild the test/provider images even when their inputs are unchanged
+#   --rebuild-base      debootstrap the base image again even though its tag exists (slow; changes
+#                       its id, so the provider images are rebuilt too)
 #
 # Images:
 #   polydev-node-base:20           debootstrap'd Debian (trixie: Node 20) + nodejs, npm, ca-certificates
@@ -23,7 +25,7 @@
 #
 # Idempotent: every image carries a label io.polydev.inputs-hash, a hash of everything it is
 # built from (Dockerfile, entrypoint, build args, base image id). An image whose label matches
-# is not rebuilt. The base image is built only when its tag is absent (or with --force).
+# is not rebuilt. The base image is built only when its tag is absent (or with --rebuild-base).
 #
 # Requires root (debootstrap, chown) and a running Docker daemon. Installs debootstrap and
 # busybox-static with apt-get when they are missing.
@@ -57,11 +59,13 @@ die() { printf 'build-images.sh: error: %s\n' "$*" >&2; exit 1; }
 # ------------------------------------------------------------------ arguments
 test_only=
 force=
+rebuild_base=
 providers=()
 while [ "$#" -gt 0 ]; do
     case $1 in
     --test-only) test_only=1 ;;
     --force) force=1 ;;
+    --rebuild-base) rebuild_base=1 ;;
     --provider)
         [ "$#" -ge 2 ] || die "--provider needs a value (openai, anthropic or google)"
         [ -n "${CLI_PACKAGE[$2]:-}" ] || die "unknown provider '$2' (want openai, anthropic or google)"
@@ -97,6 +101,9 @@ dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed'
     need_pkgs+=(busybox-static)
 if [ "${#providers[@]}" -gt 0 ]; then
     command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
+fi
+if [ "${#providers[@]}" -gt 0 ]; then
+    [ -r "$CA_BUNDLE" ] && [ -s "$CA_BUNDLE" ] || die "CA_BUNDLE $CA_BUNDLE is not a readable, non-empty file"
 fi
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     log "installing ${need_pkgs[*]}"
@@ -228,8 +235,8 @@ EOF
 
 # ------------------------------------------------------------------ base image
 build_base_image() {
-    if [ -z "$force" ] && [ -n "$(image_id "$BASE_TAG")" ]; then
-        log "$BASE_TAG exists; not rebuilding it (--force to rebuild)"
+    if [ -z "$rebuild_base" ] && [ -n "$(image_id "$BASE_TAG")" ]; then
+        log "$BASE_TAG exists; not rebuilding it (--rebuild-base to rebuild)"
         return
     fi
     log "building $BASE_TAG: debootstrap $DEBIAN_SUITE from $DEBIAN_MIRROR (takes a few minutes)"
@@ -291,7 +298,6 @@ build_provider_image() {
         log "$tag is up to date"
         return
     fi
-    [ -r "$CA_BUNDLE" ] || die "CA_BUNDLE $CA_BUNDLE is not readable"
     [ -n "$DOCKER_BK" ] || pick_buildkit_cli
     log "building $tag (${CLI_PACKAGE[$provider]}@$version on $BASE_TAG)"
     # The build context is containers/ so every image copies the one shared entrypoint.sh.
