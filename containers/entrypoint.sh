@@ -24,6 +24,7 @@
 #   78  a required credential is missing or empty
 #   126 the command exists but cannot be executed
 #   127 the command was not found
+#   143 SIGTERM (130 SIGINT, 129 SIGHUP) arrived before the exec
 #
 # Output: nothing is ever written to stdout before the exec. On stderr, after a
 # valid spec, the exact line "polydev-entrypoint: launch" separates the banner
@@ -134,6 +135,13 @@ fi
 # ---------------------------------------------------------------- read the spec
 # Values are kept base64-encoded (space-separated lists are safe: base64 has no
 # spaces) until "end" has arrived; decoding happens once the spec is complete.
+
+# As PID 1 the shell would ignore SIGTERM/SIGINT/SIGHUP (the kernel drops signals init has no
+# handler for), and `docker stop` of an idle pool container would wait for its SIGKILL. Exit
+# promptly instead. exec resets these handlers, so the command gets default dispositions.
+trap '_pd_say "stopped by SIGTERM while waiting for the launch spec"; exit 143' TERM
+trap '_pd_say "stopped by SIGINT while waiting for the launch spec"; exit 130' INT
+trap '_pd_say "stopped by SIGHUP while waiting for the launch spec"; exit 129' HUP
 
 _pd_timeout=${POLYDEV_SPEC_TIMEOUT:-60}
 case $_pd_timeout in

@@ -638,6 +638,31 @@ fn warm_pool_waits_idle_then_launches() {
     assert_eq!(out.stdout_str(), "warm 1\n");
 }
 
+#[test]
+fn idle_container_stops_promptly_on_sigterm() {
+    let mut r = start(test_image(), &["-e", "WARM_POOL=true"], &[]);
+    r.send(b"", false);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !r.is_running() {
+        assert!(Instant::now() < deadline, "container never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let started = Instant::now();
+    let stop = Command::new(docker_cli())
+        .args(["stop", "-t", "30", &r.name.0])
+        .output()
+        .expect("docker stop");
+    assert!(stop.status.success(), "{stop:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "PID 1 ignored SIGTERM: stop took {:?}",
+        started.elapsed()
+    );
+    let out = r.wait();
+    out.assert_code(143);
+    assert!(out.stderr.contains("SIGTERM"), "{}", out.stderr);
+}
+
 // ------------------------------------------------------------------ credentials
 
 #[test]
