@@ -397,6 +397,70 @@ fn args_arrive_byte_exact() {
     assert_eq!(out.stdout, nul_joined(&args), "stderr={}", out.stderr);
 }
 
+/// Deterministic pseudo-random byte strings (xorshift), never containing NUL (which no argv
+/// or environment string can hold), including invalid UTF-8 and every byte the shell treats
+/// specially.
+fn random_values(seed: u64, count: usize, max_len: usize) -> Vec<Vec<u8>> {
+    let mut state = seed;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    (0..count)
+        .map(|_| {
+            let len = (next() % (max_len as u64 + 1)) as usize;
+            (0..len).map(|_| (next() % 255 + 1) as u8).collect()
+        })
+        .collect()
+}
+
+/// Many random args and env values through one container: `image`'s shell (busybox ash in the
+/// test image, bash in the provider images) must pass every byte through.
+fn check_random_bytes_roundtrip(image: &str, extra_env: &[(&str, &str)]) {
+    let args = random_values(0x9e37_79b9_7f4a_7c15, 200, 40);
+    let values = random_values(0xdead_beef_cafe_f00d, 50, 40);
+    let mut spec = Spec::new()
+        .args(["sh", "-c", "printf '%s\\0' \"$@\"", "sh"])
+        .args(&args);
+    for (i, v) in values.iter().enumerate() {
+        spec = spec.env(&format!("RND_{i}"), v);
+    }
+    for (k, v) in extra_env {
+        spec = spec.env(k, v);
+    }
+    let out = run_spec_on(image, &[], &spec.bytes());
+    out.assert_code(0);
+    assert!(
+        out.stdout == nul_joined(&args),
+        "random args changed in transit"
+    );
+
+    // Read the env values back one by one through `printenv`-like shell expansion.
+    let script: String = (0..values.len())
+        .map(|i| format!("printf '%s\\0' \"$RND_{i}\";"))
+        .collect();
+    let mut spec = Spec::new().args(["sh", "-c", &script]);
+    for (i, v) in values.iter().enumerate() {
+        spec = spec.env(&format!("RND_{i}"), v);
+    }
+    for (k, v) in extra_env {
+        spec = spec.env(k, v);
+    }
+    let out = run_spec_on(image, &[], &spec.bytes());
+    out.assert_code(0);
+    assert!(
+        out.stdout == nul_joined(&values),
+        "random env values changed in transit"
+    );
+}
+
+#[test]
+fn random_bytes_arrive_byte_exact() {
+    check_random_bytes_roundtrip(test_image(), &[]);
+}
+
 #[test]
 fn env_values_arrive_byte_exact() {
     let spec = sh("printf '%s\\0' \"${EMPTY-unset}\" \"$MULTI\" \"$EQ\" \"$UNI\" \"$_pd_line\"")
@@ -843,7 +907,7 @@ fn args_mode_execs_directly() {
 
 // ------------------------------------------------------------------ provider images
 
-/// `(provider, cli, required credential)`
+/// `(cli, required credential)` of a provider image.
 fn provider_info(provider: &str) -> (&'static str, &'static str) {
     match provider {
         "openai" => ("codex", "OPENAI_API_KEY"),
@@ -914,6 +978,8 @@ fn check_uid_and_bash_path(provider: &'static str) {
     want.extend(nul_joined(&args));
     assert_eq!(out.stdout, want, "stderr={}", out.stderr);
     out.assert_not_leaked(SECRET);
+
+    check_random_bytes_roundtrip(&image, &[(key, SECRET)]);
 }
 
 fn check_missing_credential(provider: &'static str) {
