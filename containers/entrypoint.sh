@@ -40,7 +40,8 @@
 #   DEBUG=true             also honoured from the spec's env: print argv, cwd and env NAMES
 #
 # With arguments (`docker run IMAGE codex --version`) the spec is skipped and
-# the arguments are executed directly, without any credential check.
+# the arguments are executed directly, without any credential check (the banner
+# and the launch line are still printed to stderr).
 #
 # Shell: the script runs under bash (provider images) or busybox ash (the test
 # image); both have `read -t`. Debian's /bin/sh is dash, which has no `read -t`,
@@ -80,8 +81,9 @@ _pd_valid_b64() {
     return 0
 }
 
-# _pd_decode B64: decoded bytes in $_pd_out ("-" decodes to the empty string). Command substitution strips
-# trailing newlines, so append an "x" after the data and strip it again.
+# _pd_decode B64: decoded bytes in $_pd_out ("-" decodes to the empty string).
+# Command substitution strips trailing newlines, so append an "x" after the
+# data and strip it again.
 _pd_decode() {
     if [ "$1" = - ]; then _pd_out=; return 0; fi
     _pd_out=$(printf '%s' "$1" | base64 -d 2>/dev/null && printf x) || return 1
@@ -107,6 +109,7 @@ _pd_resolve() {
         ;;
     esac
     _pd_denied=
+    _pd_last=
     _pd_rest=$2
     while :; do
         case $_pd_rest in
@@ -118,9 +121,8 @@ _pd_resolve() {
             if [ -x "$_pd_dir/$1" ]; then return 0; fi
             _pd_denied="$_pd_dir/$1"
         fi
-        if [ -n "${_pd_last:-}" ]; then break; fi
+        if [ -n "$_pd_last" ]; then break; fi
     done
-    unset _pd_last
     if [ -n "$_pd_denied" ]; then _pd_die 126 "cannot execute $_pd_denied: permission denied"; fi
     _pd_die 127 "command not found: $1 (searched PATH)"
 }
@@ -189,15 +191,16 @@ while :; do
     if [ "$_pd_rc" -ne 0 ] && [ -z "$_pd_line" ]; then break; fi
     _pd_lineno=$((_pd_lineno + 1))
     if [ "$_pd_line" = end ]; then _pd_ended=1; break; fi
+    # "<keyword> <base64>"; a bare keyword counts as an empty value. Any extra space
+    # lands in the value and fails the base64 check.
     case $_pd_line in
     *' '*) _pd_kw=${_pd_line%% *}; _pd_val=${_pd_line#* } ;;
-    *) _pd_kw=$_pd_line; _pd_val= ; _pd_line="$_pd_line " ;;
+    *) _pd_kw=$_pd_line; _pd_val= ;;
     esac
     case $_pd_kw in
     arg | env | cwd | require) ;;
     *) _pd_malformed "unknown keyword on line $_pd_lineno (want arg, env, cwd, require or end)" ;;
     esac
-    if [ "$_pd_line" != "$_pd_kw $_pd_val" ]; then _pd_malformed "line $_pd_lineno ($_pd_kw) is not '<keyword> <base64>'"; fi
     _pd_valid_b64 "$_pd_val" || _pd_malformed "line $_pd_lineno ($_pd_kw): value is not valid base64"
     case $_pd_kw in
     arg) _pd_args="$_pd_args ${_pd_val:--}" ;; # "-" stands for an empty argument
