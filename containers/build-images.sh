@@ -158,6 +158,7 @@ up_to_date() {
 }
 
 workdirs=()
+# shellcheck disable=SC2317 # invoked by the EXIT trap
 cleanup() {
     local d
     for d in "${workdirs[@]}"; do
@@ -167,6 +168,9 @@ cleanup() {
     done
 }
 trap cleanup EXIT
+# Turn signals into a normal exit so the EXIT trap unmounts and removes scratch trees.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 # new_workdir: a fresh scratch directory in $WORKDIR, removed on exit. (Not printed: a
 # command substitution would run it in a subshell, and the cleanup list would lose it.)
 new_workdir() {

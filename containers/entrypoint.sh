@@ -160,6 +160,7 @@ if [ "${WARM_POOL:-}" = true ]; then
     _pd_rc=$?
 else
     _pd_t0=$(date +%s)
+    # shellcheck disable=SC3045 # read -t: not POSIX, but bash and busybox ash have it
     IFS= read -r -t "$_pd_timeout" _pd_line
     _pd_rc=$?
     if [ "$_pd_rc" -ne 0 ] && [ -z "$_pd_line" ]; then

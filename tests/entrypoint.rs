@@ -89,6 +89,26 @@ fn provider_image(provider: &'static str) -> String {
     format!("polydev-{provider}-runtime:latest")
 }
 
+fn image_id(image: &str) -> String {
+    let out = Command::new(docker_cli())
+        .args(["image", "inspect", "-f", "{{.Id}}", image])
+        .output()
+        .expect("docker image inspect");
+    assert!(out.status.success(), "no image {image}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn build_script_skips_an_unchanged_image() {
+    let before = image_id(test_image());
+    run_build_script(&["--test-only"]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        image_id(TEST_IMAGE),
+        before,
+        "rebuilt although nothing changed"
+    );
+}
+
 // ------------------------------------------------------------------ launch specs
 
 fn b64(data: &[u8]) -> String {
