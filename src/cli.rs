@@ -54,7 +54,10 @@ pub fn main(args: Vec<String>) -> i32 {
             if args.is_empty() { 2 } else { 0 }
         }
         Some("version" | "--version" | "-V") => {
-            println!("polydev {} (Nomad driver API 0.1.0)", env!("CARGO_PKG_VERSION"));
+            println!(
+                "polydev {} (Nomad driver API 0.1.0)",
+                env!("CARGO_PKG_VERSION")
+            );
             0
         }
         Some("run") => match RunOptions::parse(&args[1..]) {
@@ -110,14 +113,19 @@ impl RunOptions {
                 "--docker-endpoint" => options.docker_endpoint = Some(value("--docker-endpoint")?),
                 "--memory" => {
                     let text = value("--memory")?;
-                    options.memory_mb = text
-                        .parse()
-                        .ok()
-                        .filter(|mb| *mb >= 6)
-                        .ok_or_else(|| format!("--memory takes a whole number of MB (at least 6), not {text:?}"))?;
+                    options.memory_mb =
+                        text.parse().ok().filter(|mb| *mb >= 6).ok_or_else(|| {
+                            format!(
+                                "--memory takes a whole number of MB (at least 6), not {text:?}"
+                            )
+                        })?;
                 }
                 "--debug" => options.debug = true,
-                other => return Err(format!("unknown option {other:?}; put the command after `--`")),
+                other => {
+                    return Err(format!(
+                        "unknown option {other:?}; put the command after `--`"
+                    ));
+                }
             }
         }
         if options.provider.is_empty() {
@@ -133,12 +141,18 @@ impl RunOptions {
     fn plugin_config(&self) -> Result<PluginConfig, String> {
         let mut fields = vec![];
         if let Some(endpoint) = &self.docker_endpoint {
-            fields.push((Value::from("docker_endpoint"), Value::from(endpoint.as_str())));
+            fields.push((
+                Value::from("docker_endpoint"),
+                Value::from(endpoint.as_str()),
+            ));
         }
         if self.image.is_some() {
             fields.push((
                 Value::from("security"),
-                Value::Map(vec![(Value::from("allow_image_override"), Value::Boolean(true))]),
+                Value::Map(vec![(
+                    Value::from("allow_image_override"),
+                    Value::Boolean(true),
+                )]),
             ));
         }
         config::decode_plugin_config(&encode(Value::Map(fields))).map_err(|e| e.to_string())
@@ -148,7 +162,15 @@ impl RunOptions {
     fn task_config(&self, plugin: &PluginConfig) -> Result<config::TaskConfig, String> {
         let text = |v: &Option<String>| v.as_deref().map(Value::from).unwrap_or(Value::Nil);
         let object = Value::Map(vec![
-            (Value::from("args"), Value::Array(self.argv[1..].iter().map(|a| Value::from(a.as_str())).collect())),
+            (
+                Value::from("args"),
+                Value::Array(
+                    self.argv[1..]
+                        .iter()
+                        .map(|a| Value::from(a.as_str()))
+                        .collect(),
+                ),
+            ),
             (Value::from("command"), Value::from(self.argv[0].as_str())),
             (Value::from("debug"), Value::Boolean(self.debug)),
             (Value::from("image"), text(&self.image)),
@@ -187,14 +209,18 @@ fn run(options: RunOptions) -> i32 {
 async fn run_task(options: RunOptions) -> Result<i32, String> {
     let plugin = options.plugin_config()?;
     let task_config = options.task_config(&plugin)?;
-    let docker: Arc<dyn ContainerRuntime> =
-        Arc::new(DockerRuntime::connect(&plugin.docker_endpoint.to_string()).map_err(|e| e.to_string())?);
+    let docker: Arc<dyn ContainerRuntime> = Arc::new(
+        DockerRuntime::connect(&plugin.docker_endpoint.to_string()).map_err(|e| e.to_string())?,
+    );
     let state_dir = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
     let shutdown = CancellationToken::new();
     let core = Core::new(
         docker.clone(),
         Arc::new(EnvSource::from_process_env()),
-        Arc::new(InProcessForwarder::new(docker, state_dir.path().to_path_buf())),
+        Arc::new(InProcessForwarder::new(
+            docker,
+            state_dir.path().to_path_buf(),
+        )),
         CoreSettings {
             config: plugin,
             node: crate::driver::host_name(),
@@ -231,12 +257,21 @@ async fn run_task(options: RunOptions) -> Result<i32, String> {
             core.wait_task(&id).await.map_err(|e| e.to_string())?
         }
     };
-    core.destroy_task(&id, true).await.map_err(|e| e.to_string())?;
+    core.destroy_task(&id, true)
+        .await
+        .map_err(|e| e.to_string())?;
     shutdown.cancel();
     if outcome.oom_killed {
-        eprintln!("polydev run: the task was killed for using more than {} MB", options.memory_mb);
+        eprintln!(
+            "polydev run: the task was killed for using more than {} MB",
+            options.memory_mb
+        );
     }
-    Ok(if outcome.exit_code < 0 { 1 } else { outcome.exit_code })
+    Ok(if outcome.exit_code < 0 {
+        1
+    } else {
+        outcome.exit_code
+    })
 }
 
 #[cfg(test)]
@@ -249,7 +284,10 @@ mod tests {
 
     #[test]
     fn parses_run_options() {
-        let options = RunOptions::parse(&args("--provider openai --user u1 --memory 256 -- codex --version")).unwrap();
+        let options = RunOptions::parse(&args(
+            "--provider openai --user u1 --memory 256 -- codex --version",
+        ))
+        .unwrap();
         assert_eq!(options.provider, "openai");
         assert_eq!(options.user.as_deref(), Some("u1"));
         assert_eq!(options.memory_mb, 256);
@@ -258,10 +296,26 @@ mod tests {
 
     #[test]
     fn rejects_bad_run_options_with_a_fix() {
-        assert!(RunOptions::parse(&args("-- codex")).unwrap_err().contains("--provider"));
-        assert!(RunOptions::parse(&args("--provider openai")).unwrap_err().contains("after `--`"));
-        assert!(RunOptions::parse(&args("--provider openai --memory lots -- x")).unwrap_err().contains("--memory"));
-        assert!(RunOptions::parse(&args("--provider openai --bogus -- x")).unwrap_err().contains("--bogus"));
+        assert!(
+            RunOptions::parse(&args("-- codex"))
+                .unwrap_err()
+                .contains("--provider")
+        );
+        assert!(
+            RunOptions::parse(&args("--provider openai"))
+                .unwrap_err()
+                .contains("after `--`")
+        );
+        assert!(
+            RunOptions::parse(&args("--provider openai --memory lots -- x"))
+                .unwrap_err()
+                .contains("--memory")
+        );
+        assert!(
+            RunOptions::parse(&args("--provider openai --bogus -- x"))
+                .unwrap_err()
+                .contains("--bogus")
+        );
     }
 
     #[test]

@@ -9,10 +9,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use polydev::plugin::handshake::MAGIC_COOKIE_KEY;
-use tokio_util::sync::CancellationToken;
 use polydev::driver::{PolydevDriver, Wiring};
 use polydev::logs::forward::FORWARD_SUBCOMMAND;
+use polydev::plugin::handshake::MAGIC_COOKIE_KEY;
+use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
 /// How long the runtime may take to stop leftover tasks after the server has returned.

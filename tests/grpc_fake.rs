@@ -12,7 +12,9 @@ use polydev::pb::hashicorp::nomad::plugins::base::proto::{
     ConfigSchemaRequest, PluginInfoRequest, PluginType, SetConfigRequest,
     base_plugin_client::BasePluginClient,
 };
-use polydev::pb::hashicorp::nomad::plugins::drivers::proto::{self as nomad, driver_client::DriverClient};
+use polydev::pb::hashicorp::nomad::plugins::drivers::proto::{
+    self as nomad, driver_client::DriverClient,
+};
 use polydev::runtime::fake::{FakeCall, FakeExecResult, FakeOp, FakeRuntime, SignalTarget};
 use polydev::runtime::{LogStream, RuntimeError, StatsSample};
 use support::{TaskOptions, connect, duration, plugin_config, task_config};
@@ -38,7 +40,15 @@ impl Drop for Harness {
     }
 }
 
-async fn serve(fake: &FakeRuntime, dir: &std::path::Path, name: &str) -> (BasePluginClient<Channel>, DriverClient<Channel>, CancellationToken) {
+async fn serve(
+    fake: &FakeRuntime,
+    dir: &std::path::Path,
+    name: &str,
+) -> (
+    BasePluginClient<Channel>,
+    DriverClient<Channel>,
+    CancellationToken,
+) {
     let wiring = Wiring::in_process(
         Arc::new(fake.clone()),
         vec![("OPENAI_API_KEY".into(), KEY.into())],
@@ -92,12 +102,20 @@ impl Harness {
         // Nomad's logmon creates the log paths before StartTask; regular files stand in here.
         for stream in ["stdout", "stderr"] {
             let path = dir.join(format!("alloc/logs/.t.{stream}.fifo"));
-            std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap();
         }
         dir
     }
 
-    async fn start(&mut self, id: &str, options: &TaskOptions) -> Result<nomad::StartTaskResponse, tonic::Status> {
+    async fn start(
+        &mut self,
+        id: &str,
+        options: &TaskOptions,
+    ) -> Result<nomad::StartTaskResponse, tonic::Status> {
         let alloc = self.alloc_dir(id.split('/').next().unwrap());
         self.driver
             .start_task(nomad::StartTaskRequest {
@@ -128,7 +146,12 @@ impl Harness {
     fn log_file(&self, id: &str, stream: &str) -> Vec<u8> {
         let alloc = id.split('/').next().unwrap();
         let name = id.split('/').nth(1).unwrap();
-        std::fs::read(self.dir.path().join(format!("{alloc}/alloc/logs/.{name}.{stream}.fifo"))).unwrap_or_default()
+        std::fs::read(
+            self.dir
+                .path()
+                .join(format!("{alloc}/alloc/logs/.{name}.{stream}.fifo")),
+        )
+        .unwrap_or_default()
     }
 }
 
@@ -139,17 +162,45 @@ fn sh(args: &[&str]) -> TaskOptions {
 #[tokio::test]
 async fn plugin_info_schemas_and_capabilities() {
     let mut h = harness().await;
-    let info = h.base.plugin_info(PluginInfoRequest {}).await.unwrap().into_inner();
+    let info = h
+        .base
+        .plugin_info(PluginInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(info.r#type, PluginType::Driver as i32);
     assert_eq!(info.name, "polydev");
     assert_eq!(info.plugin_api_versions, vec!["0.1.0".to_string()]);
     assert_eq!(info.plugin_version, env!("CARGO_PKG_VERSION"));
-    assert!(h.base.config_schema(ConfigSchemaRequest {}).await.unwrap().into_inner().spec.is_some());
-    let schema = h.driver.task_config_schema(nomad::TaskConfigSchemaRequest {}).await.unwrap().into_inner();
+    assert!(
+        h.base
+            .config_schema(ConfigSchemaRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .spec
+            .is_some()
+    );
+    let schema = h
+        .driver
+        .task_config_schema(nomad::TaskConfigSchemaRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert!(schema.spec.is_some());
-    let caps = h.driver.capabilities(nomad::CapabilitiesRequest {}).await.unwrap().into_inner().capabilities.unwrap();
+    let caps = h
+        .driver
+        .capabilities(nomad::CapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .capabilities
+        .unwrap();
     assert!(caps.send_signals && caps.exec);
-    assert_eq!(caps.fs_isolation, nomad::driver_capabilities::FsIsolation::Image as i32);
+    assert_eq!(
+        caps.fs_isolation,
+        nomad::driver_capabilities::FsIsolation::Image as i32
+    );
     h.driver.init(nomad::InitRequest {}).await.unwrap();
     h.driver.shutdown(nomad::ShutdownRequest {}).await.unwrap();
 }
@@ -220,13 +271,25 @@ async fn start_runs_a_task_and_wait_reports_its_exit_to_every_waiter() {
     for _ in 0..3 {
         let mut client = h.driver.clone();
         waiters.push(tokio::spawn(async move {
-            client.wait_task(nomad::WaitTaskRequest { task_id: "a1/t/1".into() }).await.unwrap().into_inner()
+            client
+                .wait_task(nomad::WaitTaskRequest {
+                    task_id: "a1/t/1".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
         }));
     }
-    h.fake.emit(&container, LogStream::Stderr, "banner\n").unwrap();
-    h.fake.emit(&container, LogStream::Stderr, SENTINEL).unwrap();
+    h.fake
+        .emit(&container, LogStream::Stderr, "banner\n")
+        .unwrap();
+    h.fake
+        .emit(&container, LogStream::Stderr, SENTINEL)
+        .unwrap();
     h.fake.emit(&container, LogStream::Stdout, "out\n").unwrap();
-    h.fake.emit(&container, LogStream::Stderr, format!("key is {KEY}\n")).unwrap();
+    h.fake
+        .emit(&container, LogStream::Stderr, format!("key is {KEY}\n"))
+        .unwrap();
     h.fake.exit(&container, 3, false).unwrap();
     for waiter in waiters {
         let result = waiter.await.unwrap();
@@ -239,32 +302,93 @@ async fn start_runs_a_task_and_wait_reports_its_exit_to_every_waiter() {
     assert_eq!(h.log_file("a1/t/1", "stdout"), b"out\n");
     assert_eq!(h.log_file("a1/t/1", "stderr"), b"key is [REDACTED]\n");
 
-    let inspected = h.driver.inspect_task(nomad::InspectTaskRequest { task_id: "a1/t/1".into() }).await.unwrap().into_inner();
+    let inspected = h
+        .driver
+        .inspect_task(nomad::InspectTaskRequest {
+            task_id: "a1/t/1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let status = inspected.task.unwrap();
     assert_eq!(status.state, nomad::TaskState::Exited as i32);
     assert!(status.started_at.is_some() && status.completed_at.is_some());
 
-    h.driver.destroy_task(nomad::DestroyTaskRequest { task_id: "a1/t/1".into(), force: false }).await.unwrap();
+    h.driver
+        .destroy_task(nomad::DestroyTaskRequest {
+            task_id: "a1/t/1".into(),
+            force: false,
+        })
+        .await
+        .unwrap();
     assert!(h.fake.container_ids().is_empty());
-    h.driver.destroy_task(nomad::DestroyTaskRequest { task_id: "a1/t/1".into(), force: true }).await.unwrap();
+    h.driver
+        .destroy_task(nomad::DestroyTaskRequest {
+            task_id: "a1/t/1".into(),
+            force: true,
+        })
+        .await
+        .unwrap();
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD.decode(text).unwrap()
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap()
 }
 
 #[tokio::test]
 async fn unknown_tasks_stop_and_destroy_ok_other_rpcs_not_found() {
     let mut h = harness().await;
     let id = "nope/t/1".to_string();
-    h.driver.stop_task(nomad::StopTaskRequest { task_id: id.clone(), timeout: None, signal: String::new() }).await.unwrap();
-    h.driver.destroy_task(nomad::DestroyTaskRequest { task_id: id.clone(), force: true }).await.unwrap();
+    h.driver
+        .stop_task(nomad::StopTaskRequest {
+            task_id: id.clone(),
+            timeout: None,
+            signal: String::new(),
+        })
+        .await
+        .unwrap();
+    h.driver
+        .destroy_task(nomad::DestroyTaskRequest {
+            task_id: id.clone(),
+            force: true,
+        })
+        .await
+        .unwrap();
     let codes = [
-        h.driver.wait_task(nomad::WaitTaskRequest { task_id: id.clone() }).await.unwrap_err().code(),
-        h.driver.inspect_task(nomad::InspectTaskRequest { task_id: id.clone() }).await.unwrap_err().code(),
-        h.driver.signal_task(nomad::SignalTaskRequest { task_id: id.clone(), signal: "SIGHUP".into() }).await.unwrap_err().code(),
-        h.driver.task_stats(nomad::TaskStatsRequest { task_id: id.clone(), collection_interval: None }).await.err().unwrap().code(),
+        h.driver
+            .wait_task(nomad::WaitTaskRequest {
+                task_id: id.clone(),
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        h.driver
+            .inspect_task(nomad::InspectTaskRequest {
+                task_id: id.clone(),
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        h.driver
+            .signal_task(nomad::SignalTaskRequest {
+                task_id: id.clone(),
+                signal: "SIGHUP".into(),
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        h.driver
+            .task_stats(nomad::TaskStatsRequest {
+                task_id: id.clone(),
+                collection_interval: None,
+            })
+            .await
+            .err()
+            .unwrap()
+            .code(),
     ];
     assert_eq!(codes, [Code::NotFound; 4]);
 }
@@ -276,7 +400,10 @@ async fn double_start_is_refused_and_bad_task_configs_name_the_field() {
     let err = h.start("d/t/1", &sh(&["-c", "sleep 1"])).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
 
-    let err = h.start("d/t/2", &TaskOptions::new("opnai", "sh", &[])).await.unwrap_err();
+    let err = h
+        .start("d/t/2", &TaskOptions::new("opnai", "sh", &[]))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("provider"), "{}", err.message());
     let mut bad_user = sh(&[]);
@@ -290,9 +417,19 @@ async fn double_start_is_refused_and_bad_task_configs_name_the_field() {
 #[tokio::test]
 async fn missing_credential_fails_without_a_container_and_names_the_variable() {
     let mut h = harness().await;
-    let err = h.start("m/t/1", &TaskOptions::new("anthropic", "claude", &["--version"])).await.unwrap_err();
+    let err = h
+        .start(
+            "m/t/1",
+            &TaskOptions::new("anthropic", "claude", &["--version"]),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
-    assert!(err.message().contains("ANTHROPIC_API_KEY"), "{}", err.message());
+    assert!(
+        err.message().contains("ANTHROPIC_API_KEY"),
+        "{}",
+        err.message()
+    );
     assert_eq!(recoverable_detail(&err), None);
     assert!(h.fake.container_ids().is_empty());
 }
@@ -300,17 +437,29 @@ async fn missing_credential_fails_without_a_container_and_names_the_variable() {
 #[tokio::test]
 async fn engine_outage_is_retryable_and_leaks_nothing() {
     let mut h = harness().await;
-    h.fake.fail_next(FakeOp::Create, RuntimeError::Unavailable("daemon down".into()));
+    h.fake.fail_next(
+        FakeOp::Create,
+        RuntimeError::Unavailable("daemon down".into()),
+    );
     let err = h.start("o/t/1", &sh(&[])).await.unwrap_err();
     assert_eq!(recoverable_detail(&err), Some(true));
     assert_ne!(err.code(), Code::Unavailable);
 
-    h.fake.fail_next(FakeOp::SendLaunchSpec, RuntimeError::Unavailable("attach broke".into()));
+    h.fake.fail_next(
+        FakeOp::SendLaunchSpec,
+        RuntimeError::Unavailable("attach broke".into()),
+    );
     let err = h.start("o/t/2", &sh(&[])).await.unwrap_err();
     assert_eq!(recoverable_detail(&err), Some(true));
-    assert!(h.fake.container_ids().is_empty(), "the half-started container was removed");
+    assert!(
+        h.fake.container_ids().is_empty(),
+        "the half-started container was removed"
+    );
 
-    h.fake.fail_next(FakeOp::Start, RuntimeError::Unavailable("start failed".into()));
+    h.fake.fail_next(
+        FakeOp::Start,
+        RuntimeError::Unavailable("start failed".into()),
+    );
     h.start("o/t/3", &sh(&[])).await.unwrap_err();
     assert!(h.fake.container_ids().is_empty());
 
@@ -325,7 +474,12 @@ async fn stop_sends_the_signal_then_sigkill_after_the_timeout() {
     let mut h = harness().await;
     h.start("s/t/1", &sh(&[])).await.unwrap();
     let container = h.container_of("s/t/1").await;
-    let mut events = h.driver.task_events(nomad::TaskEventsRequest {}).await.unwrap().into_inner();
+    let mut events = h
+        .driver
+        .task_events(nomad::TaskEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     h.driver
         .stop_task(nomad::StopTaskRequest {
             task_id: "s/t/1".into(),
@@ -345,7 +499,11 @@ async fn stop_sends_the_signal_then_sigkill_after_the_timeout() {
         .collect();
     assert_eq!(kills, vec!["SIGINT".to_string(), "SIGKILL".to_string()]);
     assert_eq!(h.wait("s/t/1").await.result.unwrap().exit_code, 137);
-    let event = tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap().unwrap().unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert!(event.message.contains("SIGKILL"), "{}", event.message);
     assert_eq!(event.alloc_id, "s");
     assert!(event.timestamp.is_some());
@@ -355,29 +513,69 @@ async fn stop_sends_the_signal_then_sigkill_after_the_timeout() {
     h.start("s/t/2", &sh(&[])).await.unwrap();
     h.fake.clear_calls();
     h.driver
-        .stop_task(nomad::StopTaskRequest { task_id: "s/t/2".into(), timeout: Some(duration(Duration::from_secs(5))), signal: String::new() })
+        .stop_task(nomad::StopTaskRequest {
+            task_id: "s/t/2".into(),
+            timeout: Some(duration(Duration::from_secs(5))),
+            signal: String::new(),
+        })
         .await
         .unwrap();
-    assert!(!h.fake.calls().iter().any(|c| matches!(c, FakeCall::Kill { signal, .. } if signal == "SIGKILL")));
+    assert!(
+        !h.fake
+            .calls()
+            .iter()
+            .any(|c| matches!(c, FakeCall::Kill { signal, .. } if signal == "SIGKILL"))
+    );
     assert_eq!(h.wait("s/t/2").await.result.unwrap().exit_code, 143);
     // Stopping an exited task is fine.
-    h.driver.stop_task(nomad::StopTaskRequest { task_id: "s/t/2".into(), timeout: None, signal: String::new() }).await.unwrap();
+    h.driver
+        .stop_task(nomad::StopTaskRequest {
+            task_id: "s/t/2".into(),
+            timeout: None,
+            signal: String::new(),
+        })
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn destroy_refuses_a_running_task_without_force() {
     let mut h = harness().await;
     h.start("x/t/1", &sh(&[])).await.unwrap();
-    let err = h.driver.destroy_task(nomad::DestroyTaskRequest { task_id: "x/t/1".into(), force: false }).await.unwrap_err();
+    let err = h
+        .driver
+        .destroy_task(nomad::DestroyTaskRequest {
+            task_id: "x/t/1".into(),
+            force: false,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     let waiter = {
         let mut client = h.driver.clone();
-        tokio::spawn(async move { client.wait_task(nomad::WaitTaskRequest { task_id: "x/t/1".into() }).await })
+        tokio::spawn(async move {
+            client
+                .wait_task(nomad::WaitTaskRequest {
+                    task_id: "x/t/1".into(),
+                })
+                .await
+        })
     };
-    h.driver.destroy_task(nomad::DestroyTaskRequest { task_id: "x/t/1".into(), force: true }).await.unwrap();
+    h.driver
+        .destroy_task(nomad::DestroyTaskRequest {
+            task_id: "x/t/1".into(),
+            force: true,
+        })
+        .await
+        .unwrap();
     assert!(h.fake.container_ids().is_empty());
     // A WaitTask that was blocked returns instead of hanging.
-    let result = tokio::time::timeout(Duration::from_secs(10), waiter).await.unwrap().unwrap().unwrap().into_inner();
+    let result = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .into_inner();
     assert!(result.result.is_some());
 }
 
@@ -386,9 +584,25 @@ async fn signal_task_delivers_named_signals_and_rejects_unknown_ones() {
     let mut h = harness().await;
     h.start("g/t/1", &sh(&[])).await.unwrap();
     let container = h.container_of("g/t/1").await;
-    h.driver.signal_task(nomad::SignalTaskRequest { task_id: "g/t/1".into(), signal: "hup".into() }).await.unwrap();
-    assert!(h.fake.calls().contains(&FakeCall::Kill { id: container, signal: "SIGHUP".into() }));
-    let err = h.driver.signal_task(nomad::SignalTaskRequest { task_id: "g/t/1".into(), signal: "SIGBOGUS".into() }).await.unwrap_err();
+    h.driver
+        .signal_task(nomad::SignalTaskRequest {
+            task_id: "g/t/1".into(),
+            signal: "hup".into(),
+        })
+        .await
+        .unwrap();
+    assert!(h.fake.calls().contains(&FakeCall::Kill {
+        id: container,
+        signal: "SIGHUP".into()
+    }));
+    let err = h
+        .driver
+        .signal_task(nomad::SignalTaskRequest {
+            task_id: "g/t/1".into(),
+            signal: "SIGBOGUS".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 }
 
@@ -397,13 +611,19 @@ async fn recover_in_a_new_plugin_process_resumes_wait_and_logs() {
     let mut h = harness().await;
     let started = h.start("r/t/1", &sh(&[])).await.unwrap();
     let container = h.container_of("r/t/1").await;
-    h.fake.emit(&container, LogStream::Stderr, SENTINEL).unwrap();
-    h.fake.emit(&container, LogStream::Stdout, "before\n").unwrap();
+    h.fake
+        .emit(&container, LogStream::Stderr, SENTINEL)
+        .unwrap();
+    h.fake
+        .emit(&container, LogStream::Stdout, "before\n")
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The old plugin process goes away; its tasks keep running.
     h.shutdown.cancel();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    h.fake.emit(&container, LogStream::Stdout, "while away\n").unwrap();
+    h.fake
+        .emit(&container, LogStream::Stdout, "while away\n")
+        .unwrap();
 
     let (mut base, mut driver, shutdown) = serve(&h.fake, h.dir.path(), "second.sock").await;
     base.set_config(SetConfigRequest {
@@ -415,18 +635,52 @@ async fn recover_in_a_new_plugin_process_resumes_wait_and_logs() {
     .unwrap();
     let mut handle = started.handle.unwrap();
     // After an agent restart Nomad no longer has the msgpack config.
-    handle.config.as_mut().unwrap().msgpack_driver_config.clear();
-    driver.recover_task(nomad::RecoverTaskRequest { task_id: String::new(), handle: Some(handle.clone()) }).await.unwrap();
-    driver.recover_task(nomad::RecoverTaskRequest { task_id: String::new(), handle: Some(handle) }).await.unwrap();
-    h.fake.emit(&container, LogStream::Stdout, "after\n").unwrap();
+    handle
+        .config
+        .as_mut()
+        .unwrap()
+        .msgpack_driver_config
+        .clear();
+    driver
+        .recover_task(nomad::RecoverTaskRequest {
+            task_id: String::new(),
+            handle: Some(handle.clone()),
+        })
+        .await
+        .unwrap();
+    driver
+        .recover_task(nomad::RecoverTaskRequest {
+            task_id: String::new(),
+            handle: Some(handle),
+        })
+        .await
+        .unwrap();
+    h.fake
+        .emit(&container, LogStream::Stdout, "after\n")
+        .unwrap();
     h.fake.exit(&container, 0, false).unwrap();
-    let result = driver.wait_task(nomad::WaitTaskRequest { task_id: "r/t/1".into() }).await.unwrap().into_inner();
+    let result = driver
+        .wait_task(nomad::WaitTaskRequest {
+            task_id: "r/t/1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(result.result.unwrap().exit_code, 0);
     assert_eq!(result.err, "");
-    assert_eq!(h.log_file("r/t/1", "stdout"), b"before\nwhile away\nafter\n");
+    assert_eq!(
+        h.log_file("r/t/1", "stdout"),
+        b"before\nwhile away\nafter\n"
+    );
 
     // A handle whose container is gone cannot be recovered.
-    driver.destroy_task(nomad::DestroyTaskRequest { task_id: "r/t/1".into(), force: true }).await.unwrap();
+    driver
+        .destroy_task(nomad::DestroyTaskRequest {
+            task_id: "r/t/1".into(),
+            force: true,
+        })
+        .await
+        .unwrap();
     let err = driver
         .recover_task(nomad::RecoverTaskRequest {
             task_id: String::new(),
@@ -452,7 +706,12 @@ async fn recover_in_a_new_plugin_process_resumes_wait_and_logs() {
     let err = driver
         .recover_task(nomad::RecoverTaskRequest {
             task_id: String::new(),
-            handle: Some(nomad::TaskHandle { version: 1, config: Some(task_config("r/t/4", None, &sh(&[]))), state: 1, driver_state: vec![1, 2, 3] }),
+            handle: Some(nomad::TaskHandle {
+                version: 1,
+                config: Some(task_config("r/t/4", None, &sh(&[]))),
+                state: 1,
+                driver_state: vec![1, 2, 3],
+            }),
         })
         .await
         .unwrap_err();
@@ -475,7 +734,10 @@ async fn stats_stream_one_sample_per_interval_until_exit() {
     let container = h.container_of("t/t/1").await;
     let mut stats = h
         .driver
-        .task_stats(nomad::TaskStatsRequest { task_id: "t/t/1".into(), collection_interval: Some(duration(Duration::from_millis(100))) })
+        .task_stats(nomad::TaskStatsRequest {
+            task_id: "t/t/1".into(),
+            collection_interval: Some(duration(Duration::from_millis(100))),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -485,51 +747,108 @@ async fn stats_stream_one_sample_per_interval_until_exit() {
         let usage = sample.agg_resource_usage.unwrap();
         let memory = usage.memory.unwrap();
         assert_eq!((memory.rss, memory.cache, memory.usage), (1024, 2048, 4096));
-        assert!(usage.cpu.unwrap().measured_fields.contains(&(nomad::cpu_usage::Fields::Percent as i32)));
+        assert!(
+            usage
+                .cpu
+                .unwrap()
+                .measured_fields
+                .contains(&(nomad::cpu_usage::Fields::Percent as i32))
+        );
     }
     h.fake.exit(&container, 0, false).unwrap();
-    let ended = tokio::time::timeout(Duration::from_secs(5), async { while stats.next().await.is_some() {} }).await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while stats.next().await.is_some() {}
+    })
+    .await;
     assert!(ended.is_ok(), "the stats stream ends when the task exits");
-    let err = h.driver.task_stats(nomad::TaskStatsRequest { task_id: "t/t/1".into(), collection_interval: None }).await.err().unwrap();
+    let err = h
+        .driver
+        .task_stats(nomad::TaskStatsRequest {
+            task_id: "t/t/1".into(),
+            collection_interval: None,
+        })
+        .await
+        .err()
+        .unwrap();
     assert_eq!(recoverable_detail(&err), Some(false));
 }
 
 #[tokio::test]
 async fn exec_task_returns_output_and_exit_code() {
     let mut h = harness().await;
-    h.fake.set_exec_handler(Arc::new(|_, argv: &[String]| FakeExecResult {
-        stdout: argv.join(" ").into_bytes(),
-        stderr: b"err".to_vec(),
-        exit_code: 7,
-    }));
+    h.fake
+        .set_exec_handler(Arc::new(|_, argv: &[String]| FakeExecResult {
+            stdout: argv.join(" ").into_bytes(),
+            stderr: b"err".to_vec(),
+            exit_code: 7,
+        }));
     h.start("e/t/1", &sh(&[])).await.unwrap();
     let response = h
         .driver
-        .exec_task(nomad::ExecTaskRequest { task_id: "e/t/1".into(), command: vec!["echo".into(), "x".into()], timeout: Some(duration(Duration::from_secs(5))) })
+        .exec_task(nomad::ExecTaskRequest {
+            task_id: "e/t/1".into(),
+            command: vec!["echo".into(), "x".into()],
+            timeout: Some(duration(Duration::from_secs(5))),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(response.stdout, b"echo x");
     assert_eq!(response.stderr, b"err");
     assert_eq!(response.result.unwrap().exit_code, 7);
-    let err = h.driver.exec_task(nomad::ExecTaskRequest { task_id: "e/t/1".into(), command: vec![], timeout: None }).await.unwrap_err();
+    let err = h
+        .driver
+        .exec_task(nomad::ExecTaskRequest {
+            task_id: "e/t/1".into(),
+            command: vec![],
+            timeout: None,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 }
 
 #[tokio::test]
 async fn fingerprint_reports_health_and_attributes_then_follows_the_engine() {
     let mut h = harness().await;
-    let mut fingerprints = h.driver.fingerprint(nomad::FingerprintRequest {}).await.unwrap().into_inner();
+    let mut fingerprints = h
+        .driver
+        .fingerprint(nomad::FingerprintRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     let first = fingerprints.next().await.unwrap().unwrap();
-    assert_eq!(first.health, nomad::fingerprint_response::HealthState::Healthy as i32);
+    assert_eq!(
+        first.health,
+        nomad::fingerprint_response::HealthState::Healthy as i32
+    );
     assert_eq!(first.health_description, "Healthy");
-    let attr = |fp: &nomad::FingerprintResponse, key: &str| fp.attributes.get(key).and_then(|a| a.value.clone());
+    let attr = |fp: &nomad::FingerprintResponse, key: &str| {
+        fp.attributes.get(key).and_then(|a| a.value.clone())
+    };
     use polydev::pb::hashicorp::nomad::plugins::shared::structs::attribute::Value;
-    assert_eq!(attr(&first, "driver.polydev.docker.version"), Some(Value::StringVal("20.10.24-fake".into())));
-    assert_eq!(attr(&first, "driver.polydev.provider.openai.image_present"), Some(Value::BoolVal(true)));
+    assert_eq!(
+        attr(&first, "driver.polydev.docker.version"),
+        Some(Value::StringVal("20.10.24-fake".into()))
+    );
+    assert_eq!(
+        attr(&first, "driver.polydev.provider.openai.image_present"),
+        Some(Value::BoolVal(true))
+    );
     assert!(attr(&first, "driver.polydev.version").is_some());
     h.fake.set_unavailable(true);
-    let next = tokio::time::timeout(Duration::from_secs(15), fingerprints.next()).await.unwrap().unwrap().unwrap();
-    assert_eq!(next.health, nomad::fingerprint_response::HealthState::Unhealthy as i32);
-    assert!(next.health_description.contains("unreachable"), "{}", next.health_description);
+    let next = tokio::time::timeout(Duration::from_secs(15), fingerprints.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        next.health,
+        nomad::fingerprint_response::HealthState::Unhealthy as i32
+    );
+    assert!(
+        next.health_description.contains("unreachable"),
+        "{}",
+        next.health_description
+    );
 }

@@ -44,7 +44,11 @@ fn sanitize_name(raw: &str) -> String {
             }
         })
         .collect();
-    cleaned.trim_end_matches(['-', '_', '.']).chars().take(200).collect()
+    cleaned
+        .trim_end_matches(['-', '_', '.'])
+        .chars()
+        .take(200)
+        .collect()
 }
 
 /// The labels every polydev container carries, plus the task's own extra labels.

@@ -21,7 +21,12 @@ pub struct ExecResult {
 
 impl Core {
     /// Start `argv` inside the task's container and stream its I/O.
-    pub async fn exec_streaming(&self, id: &str, argv: Vec<String>, tty: bool) -> Result<ExecSession, CoreError> {
+    pub async fn exec_streaming(
+        &self,
+        id: &str,
+        argv: Vec<String>,
+        tty: bool,
+    ) -> Result<ExecSession, CoreError> {
         let task = self.task(id)?;
         if task.container_has_stopped() {
             return Err(CoreError::NotRunning(id.to_string()));
@@ -33,9 +38,17 @@ impl Core {
     }
 
     /// Run `argv` to completion (script checks); output past `timeout` is abandoned.
-    pub async fn exec_collect(&self, id: &str, argv: Vec<String>, timeout: Duration) -> Result<ExecResult, CoreError> {
+    pub async fn exec_collect(
+        &self,
+        id: &str,
+        argv: Vec<String>,
+        timeout: Duration,
+    ) -> Result<ExecResult, CoreError> {
         let session = self.exec_streaming(id, argv, false).await?;
-        let _ = session.input.send(crate::runtime::ExecInput::CloseStdin).await;
+        let _ = session
+            .input
+            .send(crate::runtime::ExecInput::CloseStdin)
+            .await;
         let run = async move {
             let mut output = session.output;
             let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
@@ -46,13 +59,19 @@ impl Core {
                 }
             }
             let exit_code = session.exit_code.await?;
-            Ok::<_, CoreError>(ExecResult { stdout, stderr, exit_code })
+            Ok::<_, CoreError>(ExecResult {
+                stdout,
+                stderr,
+                exit_code,
+            })
         };
         match tokio::time::timeout(timeout, run).await {
             Ok(result) => result,
-            Err(_) => Err(CoreError::Runtime(crate::runtime::RuntimeError::Unavailable(format!(
-                "command did not finish within {timeout:?}"
-            )))),
+            Err(_) => Err(CoreError::Runtime(
+                crate::runtime::RuntimeError::Unavailable(format!(
+                    "command did not finish within {timeout:?}"
+                )),
+            )),
         }
     }
 }

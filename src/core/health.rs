@@ -46,7 +46,11 @@ impl Core {
         };
         let mut images_present = BTreeMap::new();
         for (provider, settings) in &self.settings.config.providers {
-            let present = self.runtime.image_exists(&settings.image).await.unwrap_or(false);
+            let present = self
+                .runtime
+                .image_exists(&settings.image)
+                .await
+                .unwrap_or(false);
             images_present.insert(provider.clone(), present);
         }
         Health {

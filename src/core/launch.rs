@@ -112,7 +112,12 @@ mod tests {
     #[test]
     fn encodes_every_part_and_ends_with_end() {
         let spec = LaunchSpec {
-            argv: vec!["codex".into(), "exec".into(), "a b\n\"c\"".into(), String::new()],
+            argv: vec![
+                "codex".into(),
+                "exec".into(),
+                "a b\n\"c\"".into(),
+                String::new(),
+            ],
             env: vec![("EMPTY".into(), String::new())],
             secret_env: vec![("OPENAI_API_KEY".into(), SecretString::from("sk-123"))],
             work_dir: Some("/local".into()),
@@ -122,7 +127,10 @@ mod tests {
         assert!(bytes.ends_with(b"end\n"));
         let (argv, env, cwd, req) = decode(&bytes);
         assert_eq!(argv, spec.argv);
-        assert_eq!(env, vec!["EMPTY=".to_string(), "OPENAI_API_KEY=sk-123".to_string()]);
+        assert_eq!(
+            env,
+            vec!["EMPTY=".to_string(), "OPENAI_API_KEY=sk-123".to_string()]
+        );
         assert_eq!(cwd.as_deref(), Some("/local"));
         assert_eq!(req, vec!["OPENAI_API_KEY".to_string()]);
         // The secret never appears in clear text in the encoded spec.

@@ -30,8 +30,8 @@ mod task;
 
 pub use container::{LABEL_MANAGED, LABEL_NODE, LABEL_PROVIDER, TASK_USER};
 pub use events::{EventBus, TaskEvent};
-pub use health::{Health, HealthState};
 pub use exec::ExecResult;
+pub use health::{Health, HealthState};
 pub use launch::{LaunchSpec, is_valid_env_name};
 pub use recover::RecoverRequest;
 pub use start::StartedTask;

@@ -70,7 +70,10 @@ impl Core {
             user_id: state.user_id.clone(),
             provider: state.provider.clone(),
         };
-        match self.credentials.resolve(&key, &[], &state.redacted_variables) {
+        match self
+            .credentials
+            .resolve(&key, &[], &state.redacted_variables)
+        {
             Ok(found) => found.into_iter().map(|(_, value)| value).collect(),
             Err(err) => {
                 tracing::warn!(error = %err, "cannot look up credentials to redact a recovered task's output");

@@ -9,8 +9,8 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use futures::stream::BoxStream;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 
 use super::store::TaskEntry;
 use super::{Core, CoreError};
@@ -131,18 +131,20 @@ impl Core {
         }
         let interval = interval.max(Duration::from_millis(100));
         let state = (self.clone(), task, None::<StatsSample>, true);
-        Ok(futures::stream::unfold(state, move |(core, task, previous, first)| async move {
-            if !first {
-                tokio::select! {
-                    _ = tokio::time::sleep(interval) => {}
-                    _ = task.wait_container_stopped() => return None,
+        Ok(
+            futures::stream::unfold(state, move |(core, task, previous, first)| async move {
+                if !first {
+                    tokio::select! {
+                        _ = tokio::time::sleep(interval) => {}
+                        _ = task.wait_container_stopped() => return None,
+                    }
                 }
-            }
-            let sample = core.sample(&task).await?;
-            let usage = usage(&sample, previous.as_ref(), host_total_mhz());
-            Some((usage, (core, task, Some(sample), false)))
-        })
-        .boxed())
+                let sample = core.sample(&task).await?;
+                let usage = usage(&sample, previous.as_ref(), host_total_mhz());
+                Some((usage, (core, task, Some(sample), false)))
+            })
+            .boxed(),
+        )
     }
 
     /// One stats sample; `None` once the container is gone or stopped.
@@ -154,7 +156,9 @@ impl Core {
             }
             match self.runtime.stats(task.container_id()).await {
                 Ok(sample) => return Some(sample),
-                Err(RuntimeError::NotRunning(_)) | Err(RuntimeError::NotFound { .. }) => return None,
+                Err(RuntimeError::NotRunning(_)) | Err(RuntimeError::NotFound { .. }) => {
+                    return None;
+                }
                 Err(err) => {
                     tracing::debug!(task_id = %task.id, error = %err, "stats sample failed; retrying");
                     tokio::time::sleep(backoff).await;
@@ -192,7 +196,11 @@ mod tests {
     #[test]
     fn cpu_percent_matches_docker_formula() {
         // 0.5 s of container CPU over 2 s of host time on 2 cores: 50 % of one core.
-        let usage = usage(&sample(1_500_000_000, 4_000_000_000), Some(&sample(1_000_000_000, 2_000_000_000)), 4000.0);
+        let usage = usage(
+            &sample(1_500_000_000, 4_000_000_000),
+            Some(&sample(1_000_000_000, 2_000_000_000)),
+            4000.0,
+        );
         assert!((usage.cpu.percent.unwrap() - 50.0).abs() < 1e-9);
         assert!((usage.cpu.total_ticks.unwrap() - 1000.0).abs() < 1e-9);
         assert_eq!(usage.memory.rss, Some(60));
@@ -205,7 +213,10 @@ mod tests {
         current.memory_stats = BTreeMap::from([("anon".to_string(), 7), ("file".to_string(), 9)]);
         current.memory_max_usage = None;
         let usage = usage(&current, None, 0.0);
-        assert_eq!((usage.memory.rss, usage.memory.cache, usage.memory.swap), (Some(7), Some(9), None));
+        assert_eq!(
+            (usage.memory.rss, usage.memory.cache, usage.memory.swap),
+            (Some(7), Some(9), None)
+        );
         assert_eq!(usage.memory.max_usage, None);
         assert_eq!(usage.cpu.total_ticks, None);
         assert_eq!(usage.cpu.percent, Some(0.0));

@@ -16,10 +16,36 @@ const DESTROY_EXIT_GRACE: Duration = Duration::from_secs(5);
 
 /// Signals a task may be sent, by their conventional names.
 const SIGNALS: &[&str] = &[
-    "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE", "SIGKILL",
-    "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGCHLD", "SIGCONT",
-    "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU", "SIGXFSZ", "SIGVTALRM",
-    "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+    "SIGHUP",
+    "SIGINT",
+    "SIGQUIT",
+    "SIGILL",
+    "SIGTRAP",
+    "SIGABRT",
+    "SIGBUS",
+    "SIGFPE",
+    "SIGKILL",
+    "SIGUSR1",
+    "SIGSEGV",
+    "SIGUSR2",
+    "SIGPIPE",
+    "SIGALRM",
+    "SIGTERM",
+    "SIGCHLD",
+    "SIGCONT",
+    "SIGSTOP",
+    "SIGTSTP",
+    "SIGTTIN",
+    "SIGTTOU",
+    "SIGURG",
+    "SIGXCPU",
+    "SIGXFSZ",
+    "SIGVTALRM",
+    "SIGPROF",
+    "SIGWINCH",
+    "SIGIO",
+    "SIGPWR",
+    "SIGSYS",
 ];
 
 /// Normalise a signal name (`hup`, `SIGHUP`, `HUP`) to `SIGHUP`, or reject it.
@@ -47,7 +73,12 @@ fn ignore_gone(result: Result<(), RuntimeError>) -> Result<(), CoreError> {
 
 impl Core {
     /// Stop a task: `signal` (default SIGTERM), then SIGKILL after `timeout`.
-    pub async fn stop_task(&self, id: &str, timeout: Duration, signal: &str) -> Result<(), CoreError> {
+    pub async fn stop_task(
+        &self,
+        id: &str,
+        timeout: Duration,
+        signal: &str,
+    ) -> Result<(), CoreError> {
         let Some(task) = self.tasks.get(id) else {
             return Ok(());
         };
@@ -60,7 +91,10 @@ impl Core {
             normalize_signal(signal)?
         };
         ignore_gone(self.runtime.kill(task.container_id(), &signal).await)?;
-        if tokio::time::timeout(timeout, task.wait_container_stopped()).await.is_ok() {
+        if tokio::time::timeout(timeout, task.wait_container_stopped())
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         tracing::info!(task_id = %id, ?timeout, "task ignored {signal}; sending SIGKILL");
@@ -102,12 +136,15 @@ impl Core {
             }
             if running {
                 ignore_gone(self.runtime.kill(task.container_id(), "SIGKILL").await)?;
-                let _ = tokio::time::timeout(DESTROY_EXIT_GRACE, task.wait_container_stopped()).await;
+                let _ =
+                    tokio::time::timeout(DESTROY_EXIT_GRACE, task.wait_container_stopped()).await;
             }
         }
         task.background.cancel();
         // Any WaitTask still blocked on this task must return.
-        task.publish_exit(super::ExitOutcome::failed("task was destroyed before it exited"));
+        task.publish_exit(super::ExitOutcome::failed(
+            "task was destroyed before it exited",
+        ));
         match self.runtime.remove(task.container_id()).await {
             Ok(()) => {}
             Err(err) if err.is_not_found() => {}

@@ -27,7 +27,11 @@ const WAIT_RETRY_MAX: Duration = Duration::from_secs(5);
 
 impl Core {
     /// Spawn the waiter (and the log pump, unless log collection is off) of a started task.
-    pub(super) fn spawn_supervisor(self: &Arc<Self>, task: Arc<TaskEntry>, secrets: Vec<SecretString>) {
+    pub(super) fn spawn_supervisor(
+        self: &Arc<Self>,
+        task: Arc<TaskEntry>,
+        secrets: Vec<SecretString>,
+    ) {
         let core = self.clone();
         tokio::spawn(async move {
             let pump = task
@@ -68,7 +72,11 @@ impl Core {
         tokio::spawn(async move { forwarder.forward(job, cancel).await })
     }
 
-    async fn finish_pump(&self, task: &TaskEntry, mut pump: JoinHandle<Result<ForwardEnd, String>>) {
+    async fn finish_pump(
+        &self,
+        task: &TaskEntry,
+        mut pump: JoinHandle<Result<ForwardEnd, String>>,
+    ) {
         match tokio::time::timeout(PUMP_DRAIN_LIMIT, &mut pump).await {
             Ok(Ok(Ok(_))) => {}
             Ok(Ok(Err(err))) => {
@@ -81,7 +89,10 @@ impl Core {
             Err(_) => {
                 pump.abort();
                 tracing::warn!(task_id = %task.id, "log forwarding did not drain in time");
-                self.publish(task, "log forwarding stopped waiting: Nomad's log reader did not keep up");
+                self.publish(
+                    task,
+                    "log forwarding stopped waiting: Nomad's log reader did not keep up",
+                );
             }
         }
     }

@@ -55,7 +55,9 @@ impl ExitOutcome {
         let err = if oom_killed {
             Some("OOM Killed".to_string())
         } else if exit_code != 0 {
-            Some(format!("container exited with non-zero exit code: {exit_code}"))
+            Some(format!(
+                "container exited with non-zero exit code: {exit_code}"
+            ))
         } else {
             None
         };
@@ -117,7 +119,12 @@ mod tests {
     #[test]
     fn exit_outcomes_match_docker_driver() {
         assert_eq!(ExitOutcome::from_container(0, false).err, None);
-        assert!(ExitOutcome::from_container(3, false).err.unwrap().contains('3'));
+        assert!(
+            ExitOutcome::from_container(3, false)
+                .err
+                .unwrap()
+                .contains('3')
+        );
         let oom = ExitOutcome::from_container(137, true);
         assert!(oom.oom_killed);
         assert_eq!(oom.err.as_deref(), Some("OOM Killed"));

@@ -40,7 +40,10 @@ pub enum CredentialError {
         "missing credential {variable} for {key}: set {variable} in the Nomad agent's environment \
          (the polydev plugin inherits it), or register it for this user"
     )]
-    Missing { key: CredentialKey, variable: String },
+    Missing {
+        key: CredentialKey,
+        variable: String,
+    },
     #[error("credential source unavailable: {0}")]
     Unavailable(String),
 }
@@ -150,7 +153,11 @@ mod tests {
             ("EMPTY".to_string(), String::new()),
         ]);
         let found = source
-            .resolve(&key(), &["OPENAI_API_KEY".into()], &["EMPTY".into(), "NOPE".into()])
+            .resolve(
+                &key(),
+                &["OPENAI_API_KEY".into()],
+                &["EMPTY".into(), "NOPE".into()],
+            )
             .unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].0, "OPENAI_API_KEY");

@@ -3,7 +3,7 @@
 //! Nothing here performs I/O, so every rule (limits, security options, log timestamps, stats keys)
 //! is unit-tested without a daemon.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::models::{
@@ -154,7 +154,7 @@ pub fn stats_sample(stats: &ContainerStatsResponse) -> StatsSample {
         memory_stats: memory
             .and_then(|m| m.stats.as_ref())
             .map(|s| s.iter().map(|(k, v)| (k.clone(), *v)).collect())
-            .unwrap_or_else(BTreeMap::new),
+            .unwrap_or_default(),
     }
 }
 
@@ -169,7 +169,10 @@ mod tests {
             image: "img".into(),
             user: "1000:1000".into(),
             env: vec!["A=b".into()],
-            labels: BTreeMap::from([("io.polydev.managed".into(), "true".into())]),
+            labels: std::collections::BTreeMap::from([(
+                "io.polydev.managed".into(),
+                "true".into(),
+            )]),
             limits: ResourceLimits {
                 memory_bytes: 512 << 20,
                 memory_reservation_bytes: 0,

@@ -18,7 +18,11 @@ const GO_ZERO_TIME_SECS: i64 = -62_135_596_800;
 const MIB: i64 = 1024 * 1024;
 
 /// Build the core's task from Nomad's TaskConfig and the decoded driver config.
-pub fn task_spec(task: &nomad::TaskConfig, config: PolydevTaskConfig, plugin: &PluginConfig) -> TaskSpec {
+pub fn task_spec(
+    task: &nomad::TaskConfig,
+    config: PolydevTaskConfig,
+    plugin: &PluginConfig,
+) -> TaskSpec {
     let logs = (!plugin.disable_log_collection)
         .then(|| LogPaths {
             stdout: task.stdout_path.clone(),
@@ -38,7 +42,11 @@ pub fn task_spec(task: &nomad::TaskConfig, config: PolydevTaskConfig, plugin: &P
         } else {
             task.namespace.clone()
         },
-        env: task.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        env: task
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         limits: limits(task.resources.as_ref()),
         alloc_dir: (!task.alloc_dir.is_empty()).then(|| task.alloc_dir.clone()),
         logs,
@@ -106,12 +114,8 @@ pub fn task_stats(id: &str, usage: &TaskUsage) -> nomad::TaskStatsResponse {
     use nomad::memory_usage::Fields as MemField;
     let cpu = &usage.cpu;
     let mut cpu_fields = Vec::new();
-    let mut measured_f64 = |value: Option<f64>, field: CpuField| {
-        value.map(|v| {
-            cpu_fields.push(field as i32);
-            v
-        })
-    };
+    let mut measured_f64 =
+        |value: Option<f64>, field: CpuField| value.inspect(|_| cpu_fields.push(field as i32));
     let percent = measured_f64(cpu.percent, CpuField::Percent).unwrap_or(0.0);
     let system_mode = measured_f64(cpu.system_mode, CpuField::SystemMode).unwrap_or(0.0);
     let user_mode = measured_f64(cpu.user_mode, CpuField::UserMode).unwrap_or(0.0);
@@ -124,12 +128,8 @@ pub fn task_stats(id: &str, usage: &TaskUsage) -> nomad::TaskStatsResponse {
     }
     let memory = &usage.memory;
     let mut memory_fields = Vec::new();
-    let mut measured_u64 = |value: Option<u64>, field: MemField| {
-        value.map(|v| {
-            memory_fields.push(field as i32);
-            v
-        })
-    };
+    let mut measured_u64 =
+        |value: Option<u64>, field: MemField| value.inspect(|_| memory_fields.push(field as i32));
     let memory = nomad::MemoryUsage {
         rss: measured_u64(memory.rss, MemField::Rss).unwrap_or(0),
         cache: measured_u64(memory.cache, MemField::Cache).unwrap_or(0),
@@ -195,7 +195,10 @@ pub fn fingerprint(health: &Health) -> nomad::FingerprintResponse {
         string_attr(env!("CARGO_PKG_VERSION")),
     );
     if let Some(version) = &health.docker_version {
-        attributes.insert("driver.polydev.docker.version".to_string(), string_attr(version));
+        attributes.insert(
+            "driver.polydev.docker.version".to_string(),
+            string_attr(version),
+        );
     }
     for (provider, present) in &health.images_present {
         attributes.insert(

@@ -67,13 +67,20 @@ pub async fn bridge(
             if let Some(size) = request.tty_size {
                 let height = u16::try_from(size.height.max(0)).unwrap_or(u16::MAX);
                 let width = u16::try_from(size.width.max(0)).unwrap_or(u16::MAX);
-                if input.send(ExecInput::Resize { height, width }).await.is_err() {
+                if input
+                    .send(ExecInput::Resize { height, width })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
             if let Some(stdin) = request.stdin {
                 if !stdin.data.is_empty()
-                    && input.send(ExecInput::Stdin(stdin.data.into())).await.is_err()
+                    && input
+                        .send(ExecInput::Stdin(stdin.data.into()))
+                        .await
+                        .is_err()
                 {
                     return;
                 }
@@ -97,28 +104,25 @@ pub async fn bridge(
         })
         .take_while(|chunk| futures::future::ready(chunk.is_some()))
         .filter_map(futures::future::ready);
-    let finish = futures::stream::iter([
-        Ok(output(closed(), None)),
-        Ok(output(None, closed())),
-    ])
-    .chain(futures::stream::once(async move {
-        let exit_code = match exit_code.await {
-            Ok(code) => i32::try_from(code).unwrap_or(-1),
-            Err(err) => {
-                tracing::warn!(error = %err, "exec exit code unavailable");
-                -1
-            }
-        };
-        Ok(ExecTaskStreamingResponse {
-            stdout: None,
-            stderr: None,
-            exited: true,
-            result: Some(ExitResult {
-                exit_code,
-                signal: 0,
-                oom_killed: false,
-            }),
-        })
-    }));
+    let finish = futures::stream::iter([Ok(output(closed(), None)), Ok(output(None, closed()))])
+        .chain(futures::stream::once(async move {
+            let exit_code = match exit_code.await {
+                Ok(code) => i32::try_from(code).unwrap_or(-1),
+                Err(err) => {
+                    tracing::warn!(error = %err, "exec exit code unavailable");
+                    -1
+                }
+            };
+            Ok(ExecTaskStreamingResponse {
+                stdout: None,
+                stderr: None,
+                exited: true,
+                result: Some(ExitResult {
+                    exit_code,
+                    signal: 0,
+                    oom_killed: false,
+                }),
+            })
+        }));
     Ok(chunks.chain(finish).boxed())
 }

@@ -59,8 +59,8 @@ impl Wiring {
                     .map(|docker| Arc::new(docker) as Arc<dyn ContainerRuntime>)
                     .map_err(|e| e.to_string())
             }),
-            forwarder: Box::new(|config: &PluginConfig, runtime| {
-                match std::env::current_exe() {
+            forwarder: Box::new(
+                |config: &PluginConfig, runtime| match std::env::current_exe() {
                     Ok(executable) => Arc::new(ProcessForwarder::new(
                         executable,
                         config.docker_endpoint.to_string(),
@@ -70,15 +70,18 @@ impl Wiring {
                         tracing::warn!(error = %err, "cannot find this binary; log forwarding runs in the plugin and will not survive a plugin crash");
                         Arc::new(InProcessForwarder::new(runtime, log_state_dir(config)))
                     }
-                }
-            }),
+                },
+            ),
             environment: std::env::vars().collect(),
             node: host_name(),
         }
     }
 
     /// Wiring for tests: the given runtime, log pumps inside this process.
-    pub fn in_process(runtime: Arc<dyn ContainerRuntime>, environment: Vec<(String, String)>) -> Self {
+    pub fn in_process(
+        runtime: Arc<dyn ContainerRuntime>,
+        environment: Vec<(String, String)>,
+    ) -> Self {
         let for_runtime = runtime.clone();
         Wiring {
             runtime: Box::new(move |_| Ok(for_runtime.clone())),
@@ -160,7 +163,8 @@ impl PolydevDriver {
                 ));
             }
         }
-        let runtime = (self.inner.wiring.runtime)(&config).map_err(tonic::Status::invalid_argument)?;
+        let runtime =
+            (self.inner.wiring.runtime)(&config).map_err(tonic::Status::invalid_argument)?;
         let credentials: Arc<dyn CredentialSource> = if config.credentials_from_env {
             Arc::new(EnvSource::from_pairs(self.inner.wiring.environment.clone()))
         } else {

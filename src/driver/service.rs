@@ -26,7 +26,10 @@ fn duration(proto: Option<prost_types::Duration>, default: Duration) -> Duration
 
 #[tonic::async_trait]
 impl Driver for PolydevDriver {
-    async fn init(&self, _: Request<nomad::InitRequest>) -> Result<Response<nomad::InitResponse>, Status> {
+    async fn init(
+        &self,
+        _: Request<nomad::InitRequest>,
+    ) -> Result<Response<nomad::InitResponse>, Status> {
         Ok(Response::new(nomad::InitResponse {}))
     }
 
@@ -109,10 +112,14 @@ impl Driver for PolydevDriver {
         let handle = request
             .handle
             .ok_or_else(|| Status::invalid_argument("RecoverTask needs a task handle"))?;
-        let task = handle
-            .config
-            .ok_or_else(|| Status::invalid_argument("RecoverTask needs the handle's task config"))?;
-        let task_id = if task.id.is_empty() { request.task_id } else { task.id };
+        let task = handle.config.ok_or_else(|| {
+            Status::invalid_argument("RecoverTask needs the handle's task config")
+        })?;
+        let task_id = if task.id.is_empty() {
+            request.task_id
+        } else {
+            task.id
+        };
         self.core()?
             .recover_task(RecoverRequest {
                 task_id,

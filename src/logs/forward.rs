@@ -57,7 +57,11 @@ pub enum ForwardEnd {
 #[async_trait]
 pub trait LogForwarder: Send + Sync + 'static {
     /// Deliver the container's output until it has all been written, or `cancel` fires.
-    async fn forward(&self, job: ForwardJob, cancel: CancellationToken) -> Result<ForwardEnd, String>;
+    async fn forward(
+        &self,
+        job: ForwardJob,
+        cancel: CancellationToken,
+    ) -> Result<ForwardEnd, String>;
 
     /// The task is being destroyed: stop forwarding and delete what was kept for it.
     async fn discard(&self, container_id: &str);
@@ -82,7 +86,11 @@ impl InProcessForwarder {
 
 #[async_trait]
 impl LogForwarder for InProcessForwarder {
-    async fn forward(&self, job: ForwardJob, cancel: CancellationToken) -> Result<ForwardEnd, String> {
+    async fn forward(
+        &self,
+        job: ForwardJob,
+        cancel: CancellationToken,
+    ) -> Result<ForwardEnd, String> {
         pump_once(
             self.runtime.clone(),
             &self.state_dir,
@@ -117,7 +125,11 @@ async fn pump_once(
         () = cancel.cancelled() => return Ok(ForwardEnd::Detached),
         sinks = LogSinks::open(&job.stdout, &job.stderr, sink_options) => sinks?,
     };
-    let redactor = Redactor::new(job.secrets.iter().map(|s| s.expose_secret().as_bytes().to_vec()));
+    let redactor = Redactor::new(
+        job.secrets
+            .iter()
+            .map(|s| s.expose_secret().as_bytes().to_vec()),
+    );
     let end = run_pump(runtime, job.container_id, sinks, cursor, redactor, cancel).await?;
     Ok(match end {
         PumpEnd::Completed => ForwardEnd::Completed,
@@ -192,9 +204,12 @@ impl ProcessForwarder {
         if let Ok(filter) = std::env::var("POLYDEV_LOG") {
             command.env("POLYDEV_LOG", filter);
         }
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("cannot start the log forwarder {}: {e}", self.executable.display()))?;
+        let mut child = command.spawn().map_err(|e| {
+            format!(
+                "cannot start the log forwarder {}: {e}",
+                self.executable.display()
+            )
+        })?;
         if let Some(pid) = child.id() {
             let _ = std::fs::write(self.file(&job.container_id, "pid"), pid.to_string());
         }
@@ -215,7 +230,11 @@ impl ProcessForwarder {
 
 #[async_trait]
 impl LogForwarder for ProcessForwarder {
-    async fn forward(&self, job: ForwardJob, cancel: CancellationToken) -> Result<ForwardEnd, String> {
+    async fn forward(
+        &self,
+        job: ForwardJob,
+        cancel: CancellationToken,
+    ) -> Result<ForwardEnd, String> {
         if let Some(pid) = self.live_forwarder(&job.container_id) {
             tracing::debug!(container_id = %job.container_id, pid, "adopting the running log forwarder");
             while is_forwarder_of(pid, &job.container_id) {
@@ -250,7 +269,11 @@ impl LogForwarder for ProcessForwarder {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         if let Some(pid) = self.live_forwarder(container_id) {
-            tracing::warn!(container_id, pid, "log forwarder did not end; terminating it");
+            tracing::warn!(
+                container_id,
+                pid,
+                "log forwarder did not end; terminating it"
+            );
             terminate(pid);
         }
         for extension in ["pid", "done", "forwarder.log"] {
@@ -279,7 +302,10 @@ fn is_zombie(pid: u32) -> bool {
         .ok()
         .and_then(|stat| {
             let after_name = stat.rsplit_once(')')?.1;
-            after_name.split_whitespace().next().map(|state| state == "Z")
+            after_name
+                .split_whitespace()
+                .next()
+                .map(|state| state == "Z")
         })
         .unwrap_or(false)
 }
@@ -295,11 +321,16 @@ fn terminate(pid: u32) {
 /// <docker-endpoint>`, redaction values (base64, one per line) on stdin. Returns the exit code.
 pub fn forwarder_main(args: &[String]) -> i32 {
     let [container_id, stdout, stderr, state_dir, endpoint] = args else {
-        eprintln_safe("usage: polydev forward-logs <container> <stdout> <stderr> <state-dir> <docker-endpoint> (internal: started by the plugin)");
+        eprintln_safe(
+            "usage: polydev forward-logs <container> <stdout> <stderr> <state-dir> <docker-endpoint> (internal: started by the plugin)",
+        );
         return 2;
     };
     let secrets = read_secrets_from_stdin();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln_safe(&format!("cannot start the async runtime: {e}"));
@@ -313,7 +344,9 @@ pub fn forwarder_main(args: &[String]) -> i32 {
         let cancel = CancellationToken::new();
         let on_term = cancel.clone();
         tokio::spawn(async move {
-            if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            if let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            {
                 term.recv().await;
                 on_term.cancel();
             }
@@ -324,9 +357,15 @@ pub fn forwarder_main(args: &[String]) -> i32 {
             stderr: stderr.into(),
             secrets,
         };
-        pump_once(Arc::new(docker), &state_dir, &SinkOptions::default(), job, cancel)
-            .await
-            .map_err(|e| e.to_string())
+        pump_once(
+            Arc::new(docker),
+            &state_dir,
+            &SinkOptions::default(),
+            job,
+            cancel,
+        )
+        .await
+        .map_err(|e| e.to_string())
     });
     match result {
         Ok(ForwardEnd::Completed) => {
@@ -335,7 +374,9 @@ pub fn forwarder_main(args: &[String]) -> i32 {
         }
         Ok(ForwardEnd::Detached) => 0,
         Err(message) => {
-            eprintln_safe(&format!("log forwarding for {container_id} failed: {message}"));
+            eprintln_safe(&format!(
+                "log forwarding for {container_id} failed: {message}"
+            ));
             let _ = std::fs::write(&done_path, &message);
             1
         }

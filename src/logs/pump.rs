@@ -234,6 +234,11 @@ impl Pump {
             return self.close_sinks().await;
         }
         let mut backoff = BACKOFF_START;
+        // Docker 20.10's `local` log driver can end a follow at container exit before it has
+        // sent the last partial (newline-less) records; a second read of the stopped container
+        // returns them. So finishing takes one more pass after the container has stopped (the
+        // cursor makes the pass skip everything already forwarded).
+        let mut final_pass = false;
         loop {
             let since = self.since();
             tracing::debug!(container = %self.id, since, "following container logs");
@@ -261,8 +266,12 @@ impl Pump {
                     self.classify(err)?
                 }
             };
-            if stopped {
+            if stopped && final_pass {
                 return self.finish().await;
+            }
+            if stopped {
+                final_pass = true;
+                continue;
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);

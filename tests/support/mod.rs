@@ -7,8 +7,8 @@ pub mod real;
 use std::path::{Path, PathBuf};
 
 use polydev::pb::hashicorp::nomad::plugins::base::proto::base_plugin_client::BasePluginClient;
-use polydev::pb::hashicorp::nomad::plugins::drivers::proto::driver_client::DriverClient;
 use polydev::pb::hashicorp::nomad::plugins::drivers::proto as nomad;
+use polydev::pb::hashicorp::nomad::plugins::drivers::proto::driver_client::DriverClient;
 use rmpv::Value;
 use tonic::transport::Channel;
 
@@ -57,7 +57,10 @@ impl TaskOptions {
     pub fn msgpack(&self) -> Vec<u8> {
         let opt = |v: &Option<String>| v.as_deref().map(Value::from).unwrap_or(Value::Nil);
         encode(&cty_object(vec![
-            ("args", Value::Array(self.args.iter().map(|a| Value::from(a.as_str())).collect())),
+            (
+                "args",
+                Value::Array(self.args.iter().map(|a| Value::from(a.as_str())).collect()),
+            ),
             ("command", opt(&self.command)),
             ("debug", Value::Nil),
             ("image", Value::Nil),
@@ -104,7 +107,10 @@ pub async fn connect(socket: &Path) -> (BasePluginClient<Channel>, DriverClient<
         .connect()
         .await
         .expect("connect to the plugin socket");
-    (BasePluginClient::new(channel.clone()), DriverClient::new(channel))
+    (
+        BasePluginClient::new(channel.clone()),
+        DriverClient::new(channel),
+    )
 }
 
 /// A TaskConfig as Nomad's client builds it.

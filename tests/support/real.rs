@@ -31,9 +31,11 @@ pub fn ensure_test_image() {
 
 /// `docker` CLI output (stdout) of a command, for checks from outside polydev.
 pub fn docker(args: &[&str]) -> String {
-    let output = Command::new("docker").args(args).output().expect("run docker");
-    String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr)
+    let output = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
+    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
 }
 
 /// Whether a container with this id still exists.
@@ -80,7 +82,9 @@ impl Plugin {
         });
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        stdout.read_line(&mut line).expect("read the handshake line");
+        stdout
+            .read_line(&mut line)
+            .expect("read the handshake line");
         // go-plugin keeps draining stdout; so do we.
         std::thread::spawn(move || {
             let mut rest = Vec::new();
@@ -149,8 +153,15 @@ pub struct AllocDir {
 
 impl AllocDir {
     pub fn new(task: &str) -> AllocDir {
-        let root = tempfile::Builder::new().prefix("polydev-alloc").tempdir().unwrap();
-        for dir in ["alloc/logs", &format!("{task}/local"), &format!("{task}/secrets")] {
+        let root = tempfile::Builder::new()
+            .prefix("polydev-alloc")
+            .tempdir()
+            .unwrap();
+        for dir in [
+            "alloc/logs",
+            &format!("{task}/local"),
+            &format!("{task}/secrets"),
+        ] {
             let path = root.path().join(dir);
             std::fs::create_dir_all(&path).unwrap();
             set_mode(&path, 0o777);
@@ -170,7 +181,10 @@ impl AllocDir {
 
     /// Create both FIFOs and start readers that behave like logmon: open once, read to EOF.
     pub fn start_readers(&self) -> (FifoReader, FifoReader) {
-        (FifoReader::start(&self.fifo("stdout")), FifoReader::start(&self.fifo("stderr")))
+        (
+            FifoReader::start(&self.fifo("stdout")),
+            FifoReader::start(&self.fifo("stderr")),
+        )
     }
 }
 
