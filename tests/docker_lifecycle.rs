@@ -593,3 +593,44 @@ async fn fingerprint_is_healthy_with_docker_attributes() {
         .and_then(|a| a.value.clone());
     assert_eq!(present, Some(Value::BoolVal(true)));
 }
+
+#[test]
+fn operator_cli_runs_a_task_and_passes_its_exit_code_through() {
+    ensure_test_image();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_polydev"))
+        .args(["run", "--provider", "openai", "--image", TEST_IMAGE, "--"])
+        .args([
+            "sh",
+            "-c",
+            "echo \"hello from $PROVIDER\"; echo oops >&2; exit 3",
+        ])
+        .env("OPENAI_API_KEY", test_key())
+        .env_remove("NOMAD_PLUGIN_MAGIC_COOKIE")
+        .output()
+        .expect("run polydev run");
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.stdout, b"hello from openai\n");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("oops"));
+
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_polydev"))
+        .args([
+            "run",
+            "--provider",
+            "openai",
+            "--image",
+            TEST_IMAGE,
+            "--",
+            "true",
+        ])
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("NOMAD_PLUGIN_MAGIC_COOKIE")
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("OPENAI_API_KEY"));
+}

@@ -809,6 +809,86 @@ async fn exec_task_returns_output_and_exit_code() {
 }
 
 #[tokio::test]
+async fn dev_null_log_paths_run_without_log_forwarding() {
+    let mut h = harness().await;
+    // `logs { disabled = true }` gives /dev/null for both paths.
+    let task = task_config("n/t/1", None, &sh(&["-c", "true"]));
+    assert_eq!(task.stdout_path, "/dev/null");
+    h.driver
+        .start_task(nomad::StartTaskRequest { task: Some(task) })
+        .await
+        .unwrap();
+    let container = h.container_of("n/t/1").await;
+    h.fake
+        .emit(&container, LogStream::Stdout, "ignored\n")
+        .unwrap();
+    h.fake.exit(&container, 0, false).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(5), h.wait("n/t/1"))
+        .await
+        .unwrap();
+    assert_eq!(result.result.unwrap().exit_code, 0);
+    assert!(
+        !h.fake
+            .calls()
+            .iter()
+            .any(|c| matches!(c, FakeCall::Logs { .. })),
+        "no pump ran"
+    );
+}
+
+#[tokio::test]
+async fn exec_streaming_sends_output_then_closes_then_the_exit_code() {
+    let mut h = harness().await;
+    h.fake
+        .set_exec_handler(Arc::new(|_, argv: &[String]| FakeExecResult {
+            stdout: format!("ran {}", argv.join(" ")).into_bytes(),
+            stderr: b"warn".to_vec(),
+            exit_code: 3,
+        }));
+    h.start("x/t/9", &sh(&[])).await.unwrap();
+    let setup = nomad::ExecTaskStreamingRequest {
+        setup: Some(nomad::exec_task_streaming_request::Setup {
+            task_id: "x/t/9".into(),
+            command: vec!["ls".into()],
+            tty: false,
+        }),
+        tty_size: None,
+        stdin: None,
+    };
+    let heartbeat = nomad::ExecTaskStreamingRequest::default();
+    let requests = futures::stream::iter(vec![setup, heartbeat]).chain(futures::stream::pending());
+    let mut responses = h
+        .driver
+        .exec_task_streaming(requests)
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut stdout, mut stderr, mut closed, mut exit) = (Vec::new(), Vec::new(), 0, None);
+    while let Some(message) = tokio::time::timeout(Duration::from_secs(5), responses.next())
+        .await
+        .unwrap()
+    {
+        let message = message.unwrap();
+        for (io, sink) in [(message.stdout, &mut stdout), (message.stderr, &mut stderr)] {
+            if let Some(io) = io {
+                sink.extend_from_slice(&io.data);
+                closed += usize::from(io.close);
+            }
+        }
+        if message.exited {
+            exit = message.result.map(|r| r.exit_code);
+            break;
+        }
+    }
+    assert_eq!(
+        (stdout.as_slice(), stderr.as_slice()),
+        (&b"ran ls"[..], &b"warn"[..])
+    );
+    assert_eq!(closed, 2, "both streams are closed before the exit frame");
+    assert_eq!(exit, Some(3));
+}
+
+#[tokio::test]
 async fn fingerprint_reports_health_and_attributes_then_follows_the_engine() {
     let mut h = harness().await;
     let mut fingerprints = h

@@ -179,8 +179,7 @@ impl ProcessForwarder {
     }
 
     async fn spawn(&self, job: &ForwardJob) -> Result<tokio::process::Child, String> {
-        std::fs::create_dir_all(&self.state_dir)
-            .map_err(|e| format!("cannot create {}: {e}", self.state_dir.display()))?;
+        create_private_dir(&self.state_dir)?;
         let log_path = self.file(&job.container_id, "forwarder.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -283,6 +282,17 @@ impl LogForwarder for ProcessForwarder {
             tracing::warn!(container_id, error = %err, "cannot remove log cursor");
         }
     }
+}
+
+/// Create `dir` (and missing parents) readable by its owner only: it describes every task.
+fn create_private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))
 }
 
 /// Whether `pid` is a live `forward-logs` process for `container_id` (guards against pid reuse).
