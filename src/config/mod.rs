@@ -15,6 +15,7 @@ mod cty;
 mod error;
 pub mod hclspec;
 pub mod plugin;
+pub mod pool;
 pub mod task;
 
 pub use error::ConfigError;
@@ -22,4 +23,5 @@ pub use plugin::{
     ContainerLogConfig, DockerEndpoint, NetworkMode, PluginConfig, ProviderConfig, SecurityConfig,
     decode_plugin_config, plugin_config_schema,
 };
+pub use pool::{PoolConfig, WhenEmpty};
 pub use task::{TaskConfig, decode_task_config, task_config_schema};

@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use super::ConfigError;
 use super::cty::{self, Obj};
 use super::hclspec::{Spec, attr, block, block_map, default, hcl_string, literal, object};
+use super::pool::{PoolConfig, pool_schema, pools};
 
 const WHAT: &str = "plugin config";
 
@@ -60,6 +61,10 @@ pub struct PluginConfig {
     pub disable_log_collection: bool,
     /// Read each provider's credential variables from the plugin's own environment.
     pub credentials_from_env: bool,
+    /// Read per-user credentials from the encrypted store in `<data_dir>/credentials`.
+    pub credentials_from_store: bool,
+    /// Warm pool settings, one per provider.
+    pub pools: BTreeMap<String, PoolConfig>,
 }
 
 /// A Docker engine endpoint. Only unix sockets for now.
@@ -155,6 +160,11 @@ impl Default for PluginConfig {
             container_log: ContainerLogConfig::default(),
             disable_log_collection: false,
             credentials_from_env: true,
+            credentials_from_store: true,
+            pools: builtin_providers()
+                .into_keys()
+                .map(|name| (name, PoolConfig::default()))
+                .collect(),
         }
     }
 }
@@ -259,6 +269,8 @@ pub fn plugin_config_schema() -> Spec {
         ),
         with_default("disable_log_collection", "bool", "false".into()),
         with_default("credentials_from_env", "bool", "true".into()),
+        with_default("credentials_from_store", "bool", "true".into()),
+        ("pool", block_map("pool", &["provider"], pool_schema())),
     ])
 }
 
@@ -274,6 +286,8 @@ pub fn decode_plugin_config(msgpack: &[u8]) -> Result<PluginConfig, ConfigError>
     }
     let root = Obj::new(&value, WHAT, format!("{WHAT}: "))?;
     let defaults = PluginConfig::default();
+    let providers = providers(&root)?;
+    let pools = pools(&root, WHAT, providers.keys().cloned())?;
     Ok(PluginConfig {
         docker_endpoint: match root.string("docker_endpoint")? {
             None => defaults.docker_endpoint,
@@ -283,7 +297,8 @@ pub fn decode_plugin_config(msgpack: &[u8]) -> Result<PluginConfig, ConfigError>
             None => defaults.data_dir,
             Some(s) => data_dir(&s, &root.field("data_dir"))?,
         },
-        providers: providers(&root)?,
+        providers,
+        pools,
         security: match root.object("security")? {
             None => defaults.security,
             Some(o) => security(&o)?,
@@ -298,6 +313,9 @@ pub fn decode_plugin_config(msgpack: &[u8]) -> Result<PluginConfig, ConfigError>
         credentials_from_env: root
             .bool("credentials_from_env")?
             .unwrap_or(defaults.credentials_from_env),
+        credentials_from_store: root
+            .bool("credentials_from_store")?
+            .unwrap_or(defaults.credentials_from_store),
     })
 }
 
@@ -567,9 +585,11 @@ mod tests {
         vec![
             ("container_log", Value::Nil),
             ("credentials_from_env", Value::Boolean(true)),
+            ("credentials_from_store", Value::Boolean(true)),
             ("data_dir", s(DEFAULT_DATA_DIR)),
             ("disable_log_collection", Value::Boolean(false)),
             ("docker_endpoint", s(DEFAULT_DOCKER_ENDPOINT)),
+            ("pool", map(vec![])),
             ("provider", map(vec![])),
             ("security", Value::Nil),
         ]

@@ -1,0 +1,244 @@
+//! The warm pool's settings: `pool "<provider>" { … }` blocks of the plugin config.
+//!
+//! Every configured provider has a pool; a block overrides the defaults for its provider.
+//! `target = 0` turns a provider's pool off (every task then starts cold).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rmpv::Value;
+
+use super::ConfigError;
+use super::cty::Obj;
+use super::hclspec::{Spec, attr, default, hcl_string, literal, object};
+
+/// Idle containers kept ready per provider.
+pub const DEFAULT_TARGET: u32 = 2;
+/// Upper bound on a provider's containers on the node (idle + running tasks).
+pub const DEFAULT_MAX: u32 = 32;
+/// Idle containers older than this are replaced.
+pub const DEFAULT_MAX_IDLE_AGE: &str = "1h";
+/// Containers created at once while refilling.
+pub const DEFAULT_REFILL_PARALLELISM: u32 = 2;
+/// CPU of an idle container, in cores.
+pub const DEFAULT_IDLE_CPUS: f64 = 0.1;
+/// Memory of an idle container, in MB.
+pub const DEFAULT_IDLE_MEMORY_MB: i64 = 256;
+/// How long a claim waits for an idle container under `when_empty = "wait"`.
+pub const DEFAULT_WAIT_TIMEOUT: &str = "30s";
+
+/// What a StartTask does when its provider's pool has no idle container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenEmpty {
+    /// Create a container on the spot (the default).
+    Cold,
+    /// Wait up to the timeout for the refill, then fail with a retryable error.
+    Wait(Duration),
+    /// Fail at once with a retryable error (Nomad retries the task later).
+    Fail,
+}
+
+/// One provider's pool settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    pub target: u32,
+    pub max: u32,
+    pub max_idle_age: Duration,
+    pub refill_parallelism: u32,
+    /// CPU quota of an idle container, in 1e-9 CPUs (Docker `NanoCpus`).
+    pub idle_nano_cpus: i64,
+    pub idle_memory_bytes: i64,
+    pub when_empty: WhenEmpty,
+}
+
+impl Eq for PoolConfig {}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            target: DEFAULT_TARGET,
+            max: DEFAULT_MAX,
+            max_idle_age: parse_duration(DEFAULT_MAX_IDLE_AGE).expect("valid default"),
+            refill_parallelism: DEFAULT_REFILL_PARALLELISM,
+            idle_nano_cpus: (DEFAULT_IDLE_CPUS * 1e9) as i64,
+            idle_memory_bytes: DEFAULT_IDLE_MEMORY_MB << 20,
+            when_empty: WhenEmpty::Cold,
+        }
+    }
+}
+
+/// The object inside a `pool "<provider>" {}` block.
+pub fn pool_schema() -> Spec {
+    fn with_default<'a>(name: &'a str, ty: &str, value: String) -> (&'a str, Spec) {
+        (name, default(attr(name, ty, false), literal(&value)))
+    }
+    object([
+        with_default("target", "number", DEFAULT_TARGET.to_string()),
+        with_default("max", "number", DEFAULT_MAX.to_string()),
+        with_default("max_idle_age", "string", hcl_string(DEFAULT_MAX_IDLE_AGE)),
+        with_default(
+            "refill_parallelism",
+            "number",
+            DEFAULT_REFILL_PARALLELISM.to_string(),
+        ),
+        with_default("idle_cpus", "number", DEFAULT_IDLE_CPUS.to_string()),
+        with_default("idle_memory", "number", DEFAULT_IDLE_MEMORY_MB.to_string()),
+        with_default("when_empty", "string", hcl_string("cold")),
+        with_default("wait_timeout", "string", hcl_string(DEFAULT_WAIT_TIMEOUT)),
+    ])
+}
+
+/// Pool settings for every provider: the defaults, overridden by the `pool` blocks.
+pub(crate) fn pools(
+    root: &Obj<'_>,
+    what: &str,
+    providers: impl IntoIterator<Item = String>,
+) -> Result<BTreeMap<String, PoolConfig>, ConfigError> {
+    let mut pools: BTreeMap<String, PoolConfig> = providers
+        .into_iter()
+        .map(|name| (name, PoolConfig::default()))
+        .collect();
+    for (name, value) in root.labelled_objects("pool")? {
+        let field = format!("{what}: pool {name:?}");
+        if !pools.contains_key(&name) {
+            let known: Vec<&str> = pools.keys().map(String::as_str).collect();
+            return Err(ConfigError::invalid(
+                &field,
+                "no provider of that name is configured",
+                format!(
+                    "name one of the providers ({}) or add a provider block for it",
+                    known.join(", ")
+                ),
+            ));
+        }
+        let obj = Obj::new(value, &field, format!("{field}."))?;
+        pools.insert(name, pool(&obj)?);
+    }
+    Ok(pools)
+}
+
+fn pool(obj: &Obj<'_>) -> Result<PoolConfig, ConfigError> {
+    let d = PoolConfig::default();
+    let count = |key: &str, fallback: u32, min: u32| -> Result<u32, ConfigError> {
+        match obj.integer(key)? {
+            None => Ok(fallback),
+            Some(n) => u32::try_from(n).ok().filter(|n| *n >= min).ok_or_else(|| {
+                ConfigError::invalid(
+                    obj.field(key),
+                    format!("{n} is out of range"),
+                    format!("use a whole number of at least {min}"),
+                )
+            }),
+        }
+    };
+    let target = count("target", d.target, 0)?;
+    let max = count("max", d.max, 1)?;
+    if target > max {
+        return Err(ConfigError::invalid(
+            obj.field("target"),
+            format!("{target} idle containers cannot fit under max = {max}"),
+            "lower target or raise max",
+        ));
+    }
+    let duration =
+        |key: &str, fallback: &str| -> Result<Duration, ConfigError> {
+            let text = obj.string(key)?.unwrap_or_else(|| fallback.to_string());
+            parse_duration(&text).filter(|d| !d.is_zero()).ok_or_else(|| {
+            ConfigError::invalid(
+                obj.field(key),
+                format!("{text:?} is not a duration"),
+                "write a positive number with a unit: ms, s, m or h, such as \"30s\" or \"1h\"",
+            )
+        })
+        };
+    let idle_cpus = match obj.get("idle_cpus")? {
+        None | Some(Value::Nil) => DEFAULT_IDLE_CPUS,
+        Some(v) => v
+            .as_f64()
+            .or_else(|| v.as_i64().map(|n| n as f64))
+            .or_else(|| v.as_u64().map(|n| n as f64))
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .filter(|c| c.is_finite() && *c >= 0.01)
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    obj.field("idle_cpus"),
+                    "not a usable CPU amount",
+                    "give cores as a number of at least 0.01, such as 0.1",
+                )
+            })?,
+    };
+    let idle_memory_mb = match obj.integer("idle_memory")? {
+        None => DEFAULT_IDLE_MEMORY_MB,
+        Some(mb) if mb >= 6 => mb,
+        Some(mb) => {
+            return Err(ConfigError::invalid(
+                obj.field("idle_memory"),
+                format!("{mb} MB is below Docker's 6 MB minimum"),
+                format!("give MB, at least 6, such as {DEFAULT_IDLE_MEMORY_MB}"),
+            ));
+        }
+    };
+    let when_empty = match obj.string("when_empty")?.as_deref() {
+        None | Some("cold") => WhenEmpty::Cold,
+        Some("fail") => WhenEmpty::Fail,
+        Some("wait") => WhenEmpty::Wait(duration("wait_timeout", DEFAULT_WAIT_TIMEOUT)?),
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                obj.field("when_empty"),
+                format!("{other:?} is not a policy"),
+                "use \"cold\" (start a container on the spot), \"wait\" (up to wait_timeout) or \
+                 \"fail\" (a retryable error)",
+            ));
+        }
+    };
+    Ok(PoolConfig {
+        target,
+        max,
+        max_idle_age: duration("max_idle_age", DEFAULT_MAX_IDLE_AGE)?,
+        refill_parallelism: count("refill_parallelism", d.refill_parallelism, 1)?,
+        idle_nano_cpus: (idle_cpus * 1e9).round() as i64,
+        idle_memory_bytes: idle_memory_mb << 20,
+        when_empty,
+    })
+}
+
+/// Parse `250ms`, `30s`, `5m`, `1h` (one number, one unit).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let millis = match unit {
+        "ms" => number,
+        "s" => number.checked_mul(1_000)?,
+        "m" => number.checked_mul(60_000)?,
+        "h" => number.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        for bad in ["", "5", "s", "1.5s", "-1s", "1d", "1 s"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_documented_seed_figures() {
+        let d = PoolConfig::default();
+        assert_eq!(d.idle_nano_cpus, 100_000_000);
+        assert_eq!(d.idle_memory_bytes, 256 << 20);
+        assert_eq!(d.when_empty, WhenEmpty::Cold);
+        assert_eq!(d.max_idle_age, Duration::from_secs(3600));
+    }
+}
