@@ -31,6 +31,7 @@ pub mod driver;
 pub mod logging;
 pub mod logs;
 pub mod plugin;
+pub mod pool;
 pub mod runtime;
 
 /// Generated protobuf and gRPC code (Nomad v2.0.5 and go-plugin v1.8.0 protos).

@@ -696,6 +696,7 @@ async fn recover_in_a_new_plugin_process_resumes_wait_and_logs() {
                     started_at_unix_nanos: 0,
                     logs: None,
                     redacted_variables: vec![],
+                    slot: None,
                 }
                 .encode(),
             }),

@@ -224,7 +224,9 @@ async fn run_task(options: RunOptions) -> Result<i32, String> {
         CoreSettings {
             config: plugin,
             node: crate::driver::host_name(),
+            orphan_grace: Duration::from_secs(600),
         },
+        None,
         EventBus::default(),
         shutdown.clone(),
     );

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use super::ConfigError;
 use super::cty::{self, Obj};
 use super::hclspec::{Spec, attr, block, block_map, default, hcl_string, literal, object};
-use super::pool::{PoolConfig, pool_schema, pools};
+use super::pool::{PoolConfig, parse_duration, pool_schema, pools};
 
 const WHAT: &str = "plugin config";
 
@@ -43,6 +43,8 @@ pub const DEFAULT_PIDS_LIMIT: i64 = 512;
 pub const DEFAULT_LOG_MAX_SIZE: &str = "100m";
 /// Default for `container_log.max_files`.
 pub const DEFAULT_LOG_MAX_FILES: u32 = 3;
+/// How long a task container no task claims back survives a restart.
+pub const DEFAULT_ORPHAN_GRACE: &str = "10m";
 
 /// The decoded, validated plugin configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +67,8 @@ pub struct PluginConfig {
     pub credentials_from_store: bool,
     /// Warm pool settings, one per provider.
     pub pools: BTreeMap<String, PoolConfig>,
+    /// Task containers no task claims back (after a restart) are removed after this long.
+    pub orphan_grace: std::time::Duration,
 }
 
 /// A Docker engine endpoint. Only unix sockets for now.
@@ -161,6 +165,7 @@ impl Default for PluginConfig {
             disable_log_collection: false,
             credentials_from_env: true,
             credentials_from_store: true,
+            orphan_grace: parse_duration(DEFAULT_ORPHAN_GRACE).expect("valid default"),
             pools: builtin_providers()
                 .into_keys()
                 .map(|name| (name, PoolConfig::default()))
@@ -270,6 +275,7 @@ pub fn plugin_config_schema() -> Spec {
         with_default("disable_log_collection", "bool", "false".into()),
         with_default("credentials_from_env", "bool", "true".into()),
         with_default("credentials_from_store", "bool", "true".into()),
+        with_default("orphan_grace", "string", hcl_string(DEFAULT_ORPHAN_GRACE)),
         ("pool", block_map("pool", &["provider"], pool_schema())),
     ])
 }
@@ -316,6 +322,16 @@ pub fn decode_plugin_config(msgpack: &[u8]) -> Result<PluginConfig, ConfigError>
         credentials_from_store: root
             .bool("credentials_from_store")?
             .unwrap_or(defaults.credentials_from_store),
+        orphan_grace: match root.string("orphan_grace")? {
+            None => defaults.orphan_grace,
+            Some(text) => parse_duration(&text).filter(|d| !d.is_zero()).ok_or_else(|| {
+                ConfigError::invalid(
+                    root.field("orphan_grace"),
+                    format!("{text:?} is not a duration"),
+                    "write a positive number with a unit: ms, s, m or h, such as \"10m\"",
+                )
+            })?,
+        },
     })
 }
 
@@ -589,6 +605,7 @@ mod tests {
             ("data_dir", s(DEFAULT_DATA_DIR)),
             ("disable_log_collection", Value::Boolean(false)),
             ("docker_endpoint", s(DEFAULT_DOCKER_ENDPOINT)),
+            ("orphan_grace", s(DEFAULT_ORPHAN_GRACE)),
             ("pool", map(vec![])),
             ("provider", map(vec![])),
             ("security", Value::Nil),

@@ -20,6 +20,9 @@ pub const LABEL_MANAGED: &str = "io.polydev.managed";
 pub const LABEL_PROVIDER: &str = "io.polydev.provider";
 /// Label with the Nomad node (or host) that owns the container.
 pub const LABEL_NODE: &str = "io.polydev.node";
+/// Label with the owning plugin's `data_dir`: with the node, it says which plugin instance
+/// manages the container (reconciliation and the orphan sweep touch only their own).
+pub const LABEL_DATA_DIR: &str = "io.polydev.data-dir";
 /// uid:gid every task runs as (user `runtime` in the images).
 pub const TASK_USER: &str = "1000:1000";
 
@@ -52,11 +55,12 @@ fn sanitize_name(raw: &str) -> String {
 }
 
 /// The labels every polydev container carries, plus the task's own extra labels.
-pub fn labels(task: &TaskSpec, node: &str) -> BTreeMap<String, String> {
+pub fn labels(task: &TaskSpec, node: &str, data_dir: &str) -> BTreeMap<String, String> {
     let mut labels = task.config.labels.clone();
     labels.insert(LABEL_MANAGED.into(), "true".into());
     labels.insert(LABEL_PROVIDER.into(), task.config.provider.clone());
     labels.insert(LABEL_NODE.into(), node.to_string());
+    labels.insert(LABEL_DATA_DIR.into(), data_dir.to_string());
     labels
 }
 
@@ -71,16 +75,19 @@ pub fn alloc_mounts(task: &TaskSpec) -> Vec<BindMount> {
             host_path: format!("{alloc_dir}/alloc"),
             container_path: "/alloc".into(),
             read_only: false,
+            receives_host_mounts: false,
         },
         BindMount {
             host_path: format!("{task_dir}/local"),
             container_path: "/local".into(),
             read_only: false,
+            receives_host_mounts: false,
         },
         BindMount {
             host_path: format!("{task_dir}/secrets"),
             container_path: "/secrets".into(),
             read_only: false,
+            receives_host_mounts: false,
         },
     ]
 }
@@ -93,7 +100,7 @@ pub fn task_container(task: &TaskSpec, plugin: &PluginConfig, node: &str) -> Con
         image: task.config.image.clone(),
         user: TASK_USER.into(),
         env: Vec::new(),
-        labels: labels(task, node),
+        labels: labels(task, node, &plugin.data_dir.to_string_lossy()),
         limits: task.limits.clone(),
         mounts: alloc_mounts(task),
         security: SecurityOptions {

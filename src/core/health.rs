@@ -23,6 +23,8 @@ pub struct Health {
     pub docker_version: Option<String>,
     /// Provider name → whether its image exists locally.
     pub images_present: BTreeMap<String, bool>,
+    /// Provider name → its warm pool's state (empty outside the plugin).
+    pub pools: BTreeMap<String, crate::pool::PoolStatus>,
 }
 
 impl Core {
@@ -41,16 +43,13 @@ impl Core {
                     description: format!("Docker is unreachable: {err}"),
                     docker_version: None,
                     images_present: BTreeMap::new(),
+                    pools: self.pool_status(),
                 };
             }
         };
         let mut images_present = BTreeMap::new();
         for (provider, settings) in &self.settings.config.providers {
-            let present = self
-                .runtime
-                .image_exists(&settings.image)
-                .await
-                .unwrap_or(false);
+            let present = matches!(self.runtime.image_id(&settings.image).await, Ok(Some(_)));
             images_present.insert(provider.clone(), present);
         }
         Health {
@@ -58,6 +57,11 @@ impl Core {
             description: "Healthy".to_string(),
             docker_version: Some(version),
             images_present,
+            pools: self.pool_status(),
         }
+    }
+
+    fn pool_status(&self) -> BTreeMap<String, crate::pool::PoolStatus> {
+        self.pool.as_ref().map(|p| p.status()).unwrap_or_default()
     }
 }

@@ -20,6 +20,7 @@ mod events;
 mod exec;
 mod health;
 mod launch;
+mod orphans;
 mod recover;
 mod start;
 mod stats;
@@ -28,7 +29,7 @@ mod store;
 mod supervise;
 mod task;
 
-pub use container::{LABEL_MANAGED, LABEL_NODE, LABEL_PROVIDER, TASK_USER};
+pub use container::{LABEL_DATA_DIR, LABEL_MANAGED, LABEL_NODE, LABEL_PROVIDER, TASK_USER};
 pub use events::{EventBus, TaskEvent};
 pub use exec::ExecResult;
 pub use health::{Health, HealthState};
@@ -47,6 +48,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::PluginConfig;
 use crate::credentials::{CredentialError, CredentialSource};
 use crate::logs::forward::LogForwarder;
+use crate::pool::slots::SlotError;
+use crate::pool::{PoolError, WarmPool};
 use crate::runtime::{ContainerRuntime, RuntimeError};
 
 /// What can go wrong in a lifecycle verb. Messages say what was wrong and how to fix it.
@@ -76,6 +79,10 @@ pub enum CoreError {
     NotRunning(String),
     #[error("container engine: {0}")]
     Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error(transparent)]
+    Slot(#[from] SlotError),
 }
 
 impl CoreError {
@@ -84,6 +91,7 @@ impl CoreError {
         match self {
             CoreError::Runtime(e) => e.is_retryable(),
             CoreError::Credentials(CredentialError::Unavailable(_)) => true,
+            CoreError::Pool(_) => true,
             _ => false,
         }
     }
@@ -94,6 +102,8 @@ pub struct CoreSettings {
     pub config: PluginConfig,
     /// Name of this node in container labels (Nomad node id, else the host name).
     pub node: String,
+    /// Tasks' containers that no task claims back for this long are removed.
+    pub orphan_grace: std::time::Duration,
 }
 
 /// The lifecycle engine behind the Driver service and the operator CLI.
@@ -102,6 +112,9 @@ pub struct Core {
     credentials: Arc<dyn CredentialSource>,
     forwarder: Arc<dyn LogForwarder>,
     settings: CoreSettings,
+    /// `None` outside the plugin (the operator CLI starts every task cold).
+    pool: Option<Arc<WarmPool>>,
+    background_started: std::sync::atomic::AtomicBool,
     tasks: TaskStore,
     events: EventBus,
     shutdown: CancellationToken,
@@ -113,6 +126,7 @@ impl Core {
         credentials: Arc<dyn CredentialSource>,
         forwarder: Arc<dyn LogForwarder>,
         settings: CoreSettings,
+        pool: Option<Arc<WarmPool>>,
         events: EventBus,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
@@ -121,6 +135,8 @@ impl Core {
             credentials,
             forwarder,
             settings,
+            pool,
+            background_started: std::sync::atomic::AtomicBool::new(false),
             tasks: TaskStore::default(),
             events,
             shutdown,
@@ -150,14 +166,47 @@ impl Core {
     }
 
     fn publish(&self, task: &TaskEntry, message: impl Into<String>) {
+        self.publish_for(&task.id, &task.alloc_id, &task.name, message);
+    }
+
+    fn publish_for(&self, task_id: &str, alloc_id: &str, task_name: &str, message: impl Into<String>) {
         self.events.publish(TaskEvent {
-            task_id: task.id.clone(),
-            alloc_id: task.alloc_id.clone(),
-            task_name: task.name.clone(),
+            task_id: task_id.to_string(),
+            alloc_id: alloc_id.to_string(),
+            task_name: task_name.to_string(),
             timestamp: SystemTime::now(),
             message: message.into(),
             annotations: Default::default(),
         });
+    }
+
+    pub fn pool(&self) -> Option<&Arc<WarmPool>> {
+        self.pool.as_ref()
+    }
+
+    /// Start the plugin's background work once: prepare the warm pool's slots, reconcile the
+    /// pool with Docker, start the refillers and the orphan sweep. Called by the long-lived
+    /// plugin instance only (Nomad's validation launch must not touch containers).
+    pub fn start_background(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if self.background_started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Some(pool) = self.pool.clone() {
+            let shutdown = self.shutdown.clone();
+            tokio::spawn(async move {
+                if let Err(err) = pool.slots().prepare() {
+                    tracing::error!(error = %err, "the warm pool is off: its slot directory cannot be prepared");
+                    pool.disable(&err.to_string());
+                    return;
+                }
+                if let Err(err) = pool.reconcile().await {
+                    tracing::warn!(error = %err, "cannot reconcile the warm pool with Docker yet");
+                }
+                pool.spawn_refillers(&shutdown);
+            });
+        }
+        self.spawn_orphan_sweep();
     }
 
     /// What InspectTask reports.

@@ -42,6 +42,7 @@ impl Core {
         let started_at = UNIX_EPOCH
             + Duration::from_nanos(u64::try_from(state.started_at_unix_nanos).unwrap_or(0));
         let container_id = state.container_id.clone();
+        let state_provider = state.provider.clone();
         let entry = TaskEntry::new(
             request.task_id.clone(),
             request.task_name,
@@ -50,8 +51,14 @@ impl Core {
             started_at.max(UNIX_EPOCH),
             &self.shutdown,
         );
+        let provider = state_provider;
         match self.tasks.insert(entry) {
-            Ok(entry) => self.spawn_supervisor(entry, secrets),
+            Ok(entry) => {
+                if let Some(pool) = &self.pool {
+                    pool.task_started(&provider);
+                }
+                self.spawn_supervisor(entry, secrets)
+            }
             // A concurrent RecoverTask got there first; that one supervises the task.
             Err(_) => return Ok(()),
         }

@@ -13,7 +13,9 @@ use super::launch::LaunchSpec;
 use super::store::TaskEntry;
 use super::task::{DriverState, TaskSpec};
 use super::{Core, CoreError};
+use crate::config::WhenEmpty;
 use crate::credentials::CredentialKey;
+use crate::pool::{IdleContainer, PoolError, WarmPool};
 use crate::runtime::RuntimeError;
 
 /// What StartTask hands back to Nomad.
@@ -40,7 +42,7 @@ impl Core {
             &task.config.optional_credentials,
         )?;
 
-        let container_id = self.create_started_container(&task).await?;
+        let (container_id, slot) = self.acquire_container(&task).await?;
         let launch = launch_spec(&task, credentials.clone());
         if let Err(err) = self
             .runtime
@@ -48,6 +50,7 @@ impl Core {
             .await
         {
             self.discard_container(&container_id).await;
+            self.release_slot(slot.as_deref());
             return Err(err.into());
         }
 
@@ -60,6 +63,7 @@ impl Core {
             started_at_unix_nanos: unix_nanos(started_at),
             logs: task.logs.clone(),
             redacted_variables: credentials.iter().map(|(name, _)| name.clone()).collect(),
+            slot: slot.clone(),
         };
         let entry = TaskEntry::new(
             task.id.clone(),
@@ -74,9 +78,13 @@ impl Core {
             Err(_) => {
                 // A concurrent StartTask with the same id won the race.
                 self.discard_container(&container_id).await;
+                self.release_slot(slot.as_deref());
                 return Err(CoreError::DuplicateTask(task.id));
             }
         };
+        if let Some(pool) = &self.pool {
+            pool.task_started(&task.config.provider);
+        }
         let secrets = credentials.into_iter().map(|(_, value)| value).collect();
         self.spawn_supervisor(entry, secrets);
         tracing::info!(task_id = %task.id, container_id = %container_id, provider = %task.config.provider, "task started");
@@ -86,7 +94,74 @@ impl Core {
         })
     }
 
-    /// Create and start the task's container (cold start). The warm pool slots in here.
+    /// A started container waiting for this task's launch spec: a claimed warm one when the
+    /// provider's pool has one, else per the pool's `when_empty` policy, else a cold start.
+    /// Returns the container id and, for warm containers, the slot holding the task's dirs.
+    async fn acquire_container(&self, task: &TaskSpec) -> Result<(String, Option<String>), CoreError> {
+        let provider = &task.config.provider;
+        let Some(pool) = self.pool.as_ref().filter(|p| p.is_enabled(provider) && self.warm_eligible(task)) else {
+            return Ok((self.create_started_container(task).await?, None));
+        };
+        loop {
+            let idle = match pool.take_idle(provider) {
+                Some(idle) => idle,
+                None => match pool.when_empty(provider) {
+                    WhenEmpty::Cold => break,
+                    WhenEmpty::Fail => {
+                        return Err(PoolError::Empty { provider: provider.clone() }.into());
+                    }
+                    WhenEmpty::Wait(limit) => pool.wait_idle(provider, limit).await?,
+                },
+            };
+            match self.claim(pool, &idle, task).await {
+                Ok(()) => {
+                    let short: String = idle.id.chars().take(12).collect();
+                    self.publish_for(&task.id, &task.alloc_id, &task.name, format!("claimed warm container {short}"));
+                    return Ok((idle.id, Some(idle.slot)));
+                }
+                Err(CoreError::Runtime(err)) if err.is_not_found() || matches!(err, RuntimeError::NotRunning(_)) => {
+                    tracing::warn!(container_id = %idle.id, "a warm container was gone when claimed; trying the next");
+                    pool.discard(idle);
+                }
+                Err(err) => {
+                    pool.discard(idle);
+                    return Err(err);
+                }
+            }
+        }
+        self.publish_for(&task.id, &task.alloc_id, &task.name, "pool empty: cold start");
+        Ok((self.create_started_container(task).await?, None))
+    }
+
+    /// Tasks that set their own labels or image need a container made for them.
+    fn warm_eligible(&self, task: &TaskSpec) -> bool {
+        let provider_image = self
+            .settings
+            .config
+            .providers
+            .get(&task.config.provider)
+            .map(|p| p.image.as_str());
+        task.config.labels.is_empty() && provider_image == Some(task.config.image.as_str())
+    }
+
+    /// Turn an idle container into this task's: its limits, then its directories.
+    async fn claim(&self, pool: &WarmPool, idle: &IdleContainer, task: &TaskSpec) -> Result<(), CoreError> {
+        self.runtime.update_limits(&idle.id, &task.limits).await?;
+        match task.alloc_dir.as_deref() {
+            Some(alloc_dir) => pool.slots().attach(&idle.slot, alloc_dir, &task.name)?,
+            None => pool.slots().mark_claimed(&idle.slot)?,
+        }
+        Ok(())
+    }
+
+    /// Unmount and delete a warm task's slot.
+    pub(super) fn release_slot(&self, slot: Option<&str>) {
+        if let (Some(pool), Some(slot)) = (&self.pool, slot) {
+            pool.slots().release(slot);
+        }
+    }
+
+    /// Create and start the task's container (cold start).
     async fn create_started_container(&self, task: &TaskSpec) -> Result<String, CoreError> {
         let spec = task_container(task, &self.settings.config, &self.settings.node);
         let container_id = self.runtime.create(&spec).await.map_err(|err| match err {

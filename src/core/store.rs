@@ -172,6 +172,7 @@ mod tests {
                 started_at_unix_nanos: 0,
                 logs: None,
                 redacted_variables: vec![],
+                slot: None,
             },
             SystemTime::now(),
             root,

@@ -99,6 +99,9 @@ pub struct DriverState {
     /// Credential variables whose values are redacted from the task's output.
     #[serde(default)]
     pub redacted_variables: Vec<String>,
+    /// The warm-pool slot the task's directories are mounted into (warm starts only).
+    #[serde(default)]
+    pub slot: Option<String>,
 }
 
 impl DriverState {
@@ -141,6 +144,7 @@ mod tests {
                 started_at_unix_nanos: nanos,
                 logs: Some(LogPaths { stdout: "/a/.t.stdout.fifo".into(), stderr: "/a/.t.stderr.fifo".into() }),
                 redacted_variables: vars,
+                slot: Some("0123abcd".into()),
             };
             prop_assert_eq!(DriverState::decode(&state.encode()).unwrap(), state);
         }

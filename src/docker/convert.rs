@@ -31,7 +31,8 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         .iter()
         .map(|m| {
             let mode = if m.read_only { "ro" } else { "rw" };
-            format!("{}:{}:{mode}", m.host_path, m.container_path)
+            let propagation = if m.receives_host_mounts { ",rslave" } else { "" };
+            format!("{}:{}:{mode}{propagation}", m.host_path, m.container_path)
         })
         .collect::<Vec<_>>();
     let limits = &spec.limits;
@@ -184,6 +185,7 @@ mod tests {
                 host_path: "/h".into(),
                 container_path: "/c".into(),
                 read_only: true,
+                receives_host_mounts: false,
             }],
             security: SecurityOptions::default(),
             work_dir: Some("/local".into()),

@@ -96,11 +96,11 @@ impl ContainerRuntime for DockerRuntime {
         Ok(version.version.unwrap_or_else(|| "unknown".to_string()))
     }
 
-    async fn image_exists(&self, image: &str) -> RuntimeResult<bool> {
+    async fn image_id(&self, image: &str) -> RuntimeResult<Option<String>> {
         match self.client().await?.inspect_image(image).await {
-            Ok(_) => Ok(true),
+            Ok(inspected) => Ok(Some(inspected.id.unwrap_or_else(|| image.to_string()))),
             Err(e) => match classify(e, "image", image) {
-                RuntimeError::NotFound { .. } => Ok(false),
+                RuntimeError::NotFound { .. } => Ok(None),
                 other => Err(other),
             },
         }

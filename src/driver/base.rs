@@ -42,8 +42,13 @@ impl BasePlugin for PolydevDriver {
         let request = request.into_inner();
         let config =
             config::decode_plugin_config(&request.msgpack_config).map_err(status::from_config)?;
-        // The validation launch (no nomad_config) only checks the config; it must not start work.
         self.configure(&request.msgpack_config, config)?;
+        // Nomad's validation launch sends no nomad_config and is killed right after: it must not
+        // touch containers. The long-lived instance sends it (and opens Fingerprint, which also
+        // starts the background work, for agents that do not).
+        if request.nomad_config.is_some() {
+            self.core()?.start_background();
+        }
         tracing::info!(
             api_version = %request.plugin_api_version,
             validation_only = request.nomad_config.is_none(),

@@ -3,12 +3,13 @@
 //! Pure functions only; every rule Nomad imposes on a message (timestamps always set, measured
 //! fields listed, attribute keys and units) lives here and is unit-tested.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::{PluginConfig, TaskConfig as PolydevTaskConfig};
 use crate::core::{ExitOutcome, Health, HealthState, LogPaths, TaskEvent, TaskSpec, TaskUsage};
 use crate::pb::hashicorp::nomad::plugins::drivers::proto as nomad;
+use crate::pool::PoolStatus;
 use crate::pb::hashicorp::nomad::plugins::shared::structs::{Attribute, attribute};
 use crate::runtime::ResourceLimits;
 
@@ -186,8 +187,36 @@ fn bool_attr(value: bool) -> Attribute {
     }
 }
 
+/// Idle counts as the fingerprint reports them: a provider's count changes only once two probes
+/// in a row agree, so a claim followed by its refill between probes sends no node update.
+#[derive(Debug, Default)]
+pub struct StableIdle {
+    last_probe: BTreeMap<String, usize>,
+    reported: BTreeMap<String, usize>,
+}
+
+impl StableIdle {
+    pub fn observe(&mut self, pools: &BTreeMap<String, PoolStatus>) -> BTreeMap<String, usize> {
+        for (provider, status) in pools {
+            let agreed = self.last_probe.get(provider) == Some(&status.idle);
+            if agreed || !self.reported.contains_key(provider) {
+                self.reported.insert(provider.clone(), status.idle);
+            }
+            self.last_probe.insert(provider.clone(), status.idle);
+        }
+        self.reported.clone()
+    }
+}
+
+fn int_attr(value: i64) -> Attribute {
+    Attribute {
+        unit: String::new(),
+        value: Some(attribute::Value::IntVal(value)),
+    }
+}
+
 /// Fingerprint of one health observation: `driver.polydev.*` attributes and the health state.
-pub fn fingerprint(health: &Health) -> nomad::FingerprintResponse {
+pub fn fingerprint(health: &Health, idle: BTreeMap<String, usize>) -> nomad::FingerprintResponse {
     use nomad::fingerprint_response::HealthState as Proto;
     let mut attributes = HashMap::new();
     attributes.insert(
@@ -205,6 +234,14 @@ pub fn fingerprint(health: &Health) -> nomad::FingerprintResponse {
             format!("driver.polydev.provider.{provider}.image_present"),
             bool_attr(*present),
         );
+    }
+    for (provider, status) in &health.pools {
+        let key = |suffix: &str| format!("driver.polydev.pool.{provider}.{suffix}");
+        let reported = idle.get(provider).copied().unwrap_or(status.idle);
+        attributes.insert(key("idle"), int_attr(reported as i64));
+        attributes.insert(key("target"), int_attr(i64::from(status.target)));
+        // An empty value deletes the attribute from the node once the error is gone.
+        attributes.insert(key("error"), string_attr(status.last_error.clone().unwrap_or_default()));
     }
     let health_state = match health.state {
         HealthState::Undetected => Proto::Undetected,
@@ -247,6 +284,19 @@ mod tests {
         assert_eq!(limits.memory_reservation_bytes, 256 * MIB);
         assert_eq!(limits.cpu_shares, 500);
         assert_eq!(limits.cpuset_cpus, "0,1");
+    }
+
+    #[test]
+    fn idle_counts_change_only_when_two_probes_agree() {
+        let status = |idle| BTreeMap::from([("openai".to_string(), PoolStatus { idle, target: 2, ..Default::default() })]);
+        let mut stable = StableIdle::default();
+        assert_eq!(stable.observe(&status(2))["openai"], 2);
+        // A claim seen by one probe, refilled before the next: nothing changes.
+        assert_eq!(stable.observe(&status(1))["openai"], 2);
+        assert_eq!(stable.observe(&status(2))["openai"], 2);
+        // A lasting change is reported on its second sighting.
+        assert_eq!(stable.observe(&status(0))["openai"], 2);
+        assert_eq!(stable.observe(&status(0))["openai"], 0);
     }
 
     #[test]

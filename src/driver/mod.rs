@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::PluginConfig;
 use crate::core::{Core, CoreSettings, EventBus};
 use crate::credentials::{CredentialSource, EnvSource, NoSource};
+use crate::pool::WarmPool;
 use crate::logs::forward::{InProcessForwarder, LogForwarder, ProcessForwarder};
 use crate::pb::hashicorp::nomad::plugins::base::proto::base_plugin_server::BasePluginServer;
 use crate::pb::hashicorp::nomad::plugins::drivers::proto::driver_server::DriverServer;
@@ -171,8 +172,10 @@ impl PolydevDriver {
             Arc::new(NoSource)
         };
         let forwarder = (self.inner.wiring.forwarder)(&config, runtime.clone());
+        let pool = WarmPool::new(runtime.clone(), &config, &self.inner.wiring.node);
         let settings = CoreSettings {
             node: self.inner.wiring.node.clone(),
+            orphan_grace: config.orphan_grace,
             config,
         };
         let core = Core::new(
@@ -180,6 +183,7 @@ impl PolydevDriver {
             credentials,
             forwarder,
             settings,
+            Some(pool),
             self.inner.events.clone(),
             self.inner.shutdown.clone(),
         );

@@ -71,15 +71,17 @@ impl Driver for PolydevDriver {
         _: Request<nomad::FingerprintRequest>,
     ) -> Result<Response<BoxStream<nomad::FingerprintResponse>>, Status> {
         let core = self.core()?;
+        core.start_background();
         let shutdown = self.inner.shutdown.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(async move {
             let mut detected = false;
             let mut last_sent: Option<(nomad::FingerprintResponse, tokio::time::Instant)> = None;
+            let mut idle = convert::StableIdle::default();
             loop {
                 let health = core.probe_health(detected).await;
                 detected |= health.docker_version.is_some();
-                let response = convert::fingerprint(&health);
+                let response = convert::fingerprint(&health, idle.observe(&health.pools));
                 let due = match &last_sent {
                     None => true,
                     Some((previous, at)) => {

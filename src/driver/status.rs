@@ -55,7 +55,8 @@ pub fn from_core(err: CoreError) -> Status {
         | CoreError::NotRunning(_)
         | CoreError::Credentials(_)
         | CoreError::ImageMissing { .. } => Code::FailedPrecondition,
-        CoreError::Runtime(_) => Code::Internal,
+        CoreError::Runtime(_) | CoreError::Slot(_) => Code::Internal,
+        CoreError::Pool(_) => Code::FailedPrecondition,
     };
     Status::new(code, err.to_string())
 }

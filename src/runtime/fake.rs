@@ -488,7 +488,7 @@ impl ContainerRuntime for FakeRuntime {
         Ok(engine.version.clone())
     }
 
-    async fn image_exists(&self, image: &str) -> RuntimeResult<bool> {
+    async fn image_id(&self, image: &str) -> RuntimeResult<Option<String>> {
         let mut engine = self.engine();
         engine.enter(
             FakeOp::ImageExists,
@@ -496,7 +496,10 @@ impl ContainerRuntime for FakeRuntime {
                 image: image.to_string(),
             },
         )?;
-        Ok(engine.images.contains(image))
+        Ok(engine
+            .images
+            .contains(image)
+            .then(|| format!("sha256:fake-{image}")))
     }
 
     async fn create(&self, spec: &ContainerSpec) -> RuntimeResult<String> {

@@ -98,6 +98,9 @@ pub struct BindMount {
     pub host_path: String,
     pub container_path: String,
     pub read_only: bool,
+    /// `rslave` propagation: mounts made later under `host_path` on the host appear in the
+    /// container (how the warm pool hands a task's alloc dirs to an already-running container).
+    pub receives_host_mounts: bool,
 }
 
 /// Isolation settings; the defaults are the hardened ones.
@@ -229,8 +232,8 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// Engine version string (e.g. `20.10.24+dfsg1`); doubles as the health probe.
     async fn version(&self) -> RuntimeResult<String>;
 
-    /// Whether an image with this reference exists locally.
-    async fn image_exists(&self, image: &str) -> RuntimeResult<bool>;
+    /// The id (`sha256:…`) of the local image with this reference, `None` if there is none.
+    async fn image_id(&self, image: &str) -> RuntimeResult<Option<String>>;
 
     /// Create (but do not start) a container; returns its id.
     async fn create(&self, spec: &ContainerSpec) -> RuntimeResult<String>;

@@ -299,9 +299,9 @@ async fn images_version_stats_and_limits_are_configurable() {
     let fake = fake_with_image();
     fake.set_version("99.0");
     assert_eq!(fake.version().await.unwrap(), "99.0");
-    assert!(!fake.image_exists("img:1").await.unwrap());
+    assert_eq!(fake.image_id("img:1").await.unwrap(), None);
     fake.add_image("img:1");
-    assert!(fake.image_exists("img:1").await.unwrap());
+    assert!(fake.image_id("img:1").await.unwrap().is_some());
     let id = started(&fake, "a").await;
     fake.set_stats(StatsSample {
         memory_usage: 42,

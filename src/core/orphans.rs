@@ -1,0 +1,83 @@
+//! The orphan sweep: task containers that no task of this plugin claims are removed after a grace
+//! period.
+//!
+//! After a plugin or agent restart, Nomad calls RecoverTask for the tasks it still knows; a task
+//! container it never asks about (its allocation was stopped while the agent was down, or the
+//! client state was lost) would otherwise run and hold resources forever. Every
+//! [`SWEEP_PERIOD`], containers of this node carrying polydev's labels that are task containers
+//! (a cold-started container, or a pool container whose slot is claimed) and belong to no known
+//! task are noted; one still unclaimed after `orphan_grace` is removed with its slot and log
+//! forwarder files. Idle pool containers are the pool's business, not the sweep's.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Core, LABEL_DATA_DIR, LABEL_MANAGED, LABEL_NODE};
+use crate::pool::LABEL_SLOT;
+
+/// How often the sweep looks.
+const SWEEP_PERIOD: Duration = Duration::from_secs(30);
+
+impl Core {
+    pub(super) fn spawn_orphan_sweep(self: &Arc<Self>) {
+        let core = self.clone();
+        tokio::spawn(async move {
+            let mut first_seen: HashMap<String, Instant> = HashMap::new();
+            loop {
+                tokio::select! {
+                    _ = core.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(SWEEP_PERIOD) => {}
+                }
+                core.sweep_orphans(&mut first_seen).await;
+            }
+        });
+    }
+
+    /// One pass of the sweep; `first_seen` remembers when each orphan was first noticed.
+    pub(super) async fn sweep_orphans(&self, first_seen: &mut HashMap<String, Instant>) {
+        let Ok(containers) = self.runtime.list(LABEL_MANAGED, "true").await else {
+            return;
+        };
+        let known: std::collections::HashSet<String> =
+            self.tasks.container_ids().into_iter().collect();
+        let mut orphans = Vec::new();
+        for container in containers {
+            let ours = container.labels.get(LABEL_NODE) == Some(&self.settings.node)
+                && container.labels.get(LABEL_DATA_DIR).map(String::as_str)
+                    == Some(&*self.settings.config.data_dir.to_string_lossy());
+            if !ours || known.contains(&container.id) {
+                continue;
+            }
+            let slot = container.labels.get(LABEL_SLOT).cloned();
+            let is_task = match (&slot, &self.pool) {
+                (Some(slot), Some(pool)) => pool.slots().is_claimed(slot),
+                (Some(_), None) => false,
+                (None, _) => true,
+            };
+            if is_task {
+                orphans.push((container.id, slot));
+            }
+        }
+        let now = Instant::now();
+        first_seen.retain(|id, _| orphans.iter().any(|(o, _)| o == id));
+        for (id, slot) in orphans {
+            let since = *first_seen.entry(id.clone()).or_insert(now);
+            if now.duration_since(since) < self.settings.orphan_grace {
+                continue;
+            }
+            tracing::warn!(container_id = %id, "removing a task container no task claimed back");
+            if let Err(err) = self.runtime.remove(&id).await
+                && !err.is_not_found()
+            {
+                tracing::warn!(container_id = %id, error = %err, "cannot remove an orphaned container");
+                continue;
+            }
+            self.forwarder.discard(&id).await;
+            self.release_slot(slot.as_deref());
+            first_seen.remove(&id);
+        }
+    }
+}

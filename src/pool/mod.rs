@@ -1,0 +1,319 @@
+//! The warm pool: per provider, idle containers started ahead of time so StartTask only has to
+//! claim one, raise its limits, hand over the task's directories and send the launch spec.
+//!
+//! An idle container is exactly what a cold start creates, minus the task: the provider's image,
+//! uid 1000, the hardened settings, small idle limits (`idle_cpus`, `idle_memory`), stdin open,
+//! `WARM_POOL=true` (its entrypoint waits for a launch spec forever at ~0 % CPU), no credential
+//! and no user id — plus three empty slot binds (see [`slots`]) through which it receives the
+//! task's directories when claimed.
+//!
+//! Guarantees:
+//! - Claims are first-come and atomic: an idle container is popped under a lock, so two
+//!   StartTasks never get the same one. Containers are one-shot: a claimed container is never
+//!   returned to the pool.
+//! - Every claim wakes the refiller; refill failures back off (1 s doubling to 60 s) and are
+//!   reported in [`PoolStatus::last_error`], never retried in a hot loop.
+//! - Idle containers older than `max_idle_age`, of another image, or made with other settings
+//!   (the *pool key*) are replaced; see [`reconcile`] for what happens at plugin start.
+//! - The pool never holds more than `max` containers of a provider (idle + running tasks).
+
+pub mod reconcile;
+mod refill;
+pub mod slots;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Notify;
+
+use crate::config::{PluginConfig, PoolConfig, WhenEmpty};
+use crate::core::{LABEL_DATA_DIR, LABEL_MANAGED, LABEL_NODE, LABEL_PROVIDER, TASK_USER};
+use crate::runtime::{ContainerRuntime, ContainerSpec, ResourceLimits, SecurityOptions};
+use slots::SlotRoot;
+
+/// Label carrying a pool container's slot id.
+pub const LABEL_SLOT: &str = "io.polydev.slot";
+/// Label carrying the pool key the container was made for.
+pub const LABEL_POOL_KEY: &str = "io.polydev.pool-key";
+
+/// An idle, started container waiting for a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdleContainer {
+    pub id: String,
+    pub slot: String,
+    pub created_at: SystemTime,
+    /// The pool key it was made for (`None`: unknown, replace it).
+    pub pool_key: Option<String>,
+}
+
+/// A pool's state, for the fingerprint and `polydev pool status`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PoolStatus {
+    pub idle: usize,
+    pub target: u32,
+    pub creating: usize,
+    pub in_use: usize,
+    pub last_error: Option<String>,
+}
+
+/// What a claim that found nothing does, and what it was told.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error(
+        "the warm pool of provider {provider:?} is empty and when_empty = \"fail\": retry later, \
+         or raise pool \"{provider}\" {{ target = ... }}"
+    )]
+    Empty { provider: String },
+    #[error(
+        "no warm container of provider {provider:?} became free within {waited:?} \
+         (when_empty = \"wait\"): raise the pool's target or wait_timeout"
+    )]
+    WaitTimedOut { provider: String, waited: Duration },
+}
+
+/// One provider's pool.
+struct ProviderPool {
+    provider: String,
+    image: String,
+    settings: PoolConfig,
+    state: Mutex<PoolState>,
+    /// Signalled when an idle container is added (for `when_empty = "wait"`).
+    idle_added: Notify,
+    /// Signalled when the refiller should look again (claims, releases).
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct PoolState {
+    idle: VecDeque<IdleContainer>,
+    creating: usize,
+    in_use: usize,
+    last_error: Option<String>,
+    /// Pool key of the current image and settings; `None` until the image was found.
+    key: Option<String>,
+}
+
+/// All providers' pools.
+pub struct WarmPool {
+    runtime: Arc<dyn ContainerRuntime>,
+    slots: SlotRoot,
+    node: String,
+    data_dir: String,
+    security: SecurityOptions,
+    network_mode: Option<String>,
+    log_max_size: String,
+    log_max_files: u32,
+    pools: BTreeMap<String, Arc<ProviderPool>>,
+    /// Set when the pool cannot work on this host at all (e.g. slots cannot be mounted).
+    disabled: Mutex<Option<String>>,
+}
+
+impl WarmPool {
+    pub fn new(runtime: Arc<dyn ContainerRuntime>, config: &PluginConfig, node: &str) -> Arc<Self> {
+        let pools = config
+            .providers
+            .iter()
+            .map(|(name, provider)| {
+                let settings = config.pools.get(name).cloned().unwrap_or_default();
+                let pool = ProviderPool {
+                    provider: name.clone(),
+                    image: provider.image.clone(),
+                    settings,
+                    state: Mutex::new(PoolState::default()),
+                    idle_added: Notify::new(),
+                    wake: Notify::new(),
+                };
+                (name.clone(), Arc::new(pool))
+            })
+            .collect();
+        let security = &config.security;
+        Arc::new(WarmPool {
+            runtime,
+            slots: SlotRoot::new(&config.data_dir),
+            node: node.to_string(),
+            data_dir: config.data_dir.to_string_lossy().into_owned(),
+            security: SecurityOptions {
+                cap_drop_all: true,
+                no_new_privileges: true,
+                pids_limit: security.pids_limit,
+                read_only_rootfs: security.read_only_rootfs,
+                oci_runtime: security.runtime.clone(),
+            },
+            network_mode: security.network_mode.map(|m| m.as_str().to_string()),
+            log_max_size: config.container_log.max_size.clone(),
+            log_max_files: config.container_log.max_files,
+            pools,
+            disabled: Mutex::new(None),
+        })
+    }
+
+    pub fn slots(&self) -> &SlotRoot {
+        &self.slots
+    }
+
+    /// Whether a container with these labels belongs to this plugin instance.
+    pub fn owns(&self, labels: &BTreeMap<String, String>) -> bool {
+        labels.get(LABEL_NODE) == Some(&self.node) && labels.get(LABEL_DATA_DIR) == Some(&self.data_dir)
+    }
+
+    /// Whether `provider` keeps warm containers at all.
+    pub fn is_enabled(&self, provider: &str) -> bool {
+        self.disabled_reason().is_none()
+            && self
+                .pools
+                .get(provider)
+                .is_some_and(|p| p.settings.target > 0)
+    }
+
+    /// Turn every pool off (every task then starts cold), reporting why.
+    pub fn disable(&self, reason: &str) {
+        *self.disabled.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
+    }
+
+    fn disabled_reason(&self) -> Option<String> {
+        self.disabled.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The empty-pool policy of `provider`.
+    pub fn when_empty(&self, provider: &str) -> WhenEmpty {
+        self.pools
+            .get(provider)
+            .map(|p| p.settings.when_empty)
+            .unwrap_or(WhenEmpty::Cold)
+    }
+
+    /// Pop an idle container of `provider` (first come, first served), waking the refiller.
+    pub fn take_idle(&self, provider: &str) -> Option<IdleContainer> {
+        let pool = self.pools.get(provider)?;
+        let taken = lock(&pool.state).idle.pop_front();
+        pool.wake.notify_one();
+        taken
+    }
+
+    /// Wait up to `limit` for an idle container of `provider`.
+    pub async fn wait_idle(&self, provider: &str, limit: Duration) -> Result<IdleContainer, PoolError> {
+        let Some(pool) = self.pools.get(provider) else {
+            return Err(PoolError::Empty {
+                provider: provider.to_string(),
+            });
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let added = pool.idle_added.notified();
+            if let Some(idle) = self.take_idle(provider) {
+                return Ok(idle);
+            }
+            if tokio::time::timeout_at(deadline, added).await.is_err() {
+                return Err(PoolError::WaitTimedOut {
+                    provider: provider.to_string(),
+                    waited: limit,
+                });
+            }
+        }
+    }
+
+    /// A task of `provider` started (warm or cold) or was recovered: it counts towards `max`.
+    pub fn task_started(&self, provider: &str) {
+        if let Some(pool) = self.pools.get(provider) {
+            lock(&pool.state).in_use += 1;
+        }
+    }
+
+    /// A task of `provider` was destroyed: room for the refiller again.
+    pub fn task_released(&self, provider: &str) {
+        if let Some(pool) = self.pools.get(provider) {
+            let mut state = lock(&pool.state);
+            state.in_use = state.in_use.saturating_sub(1);
+            drop(state);
+            pool.wake.notify_one();
+        }
+    }
+
+    /// Every pool's state.
+    pub fn status(&self) -> BTreeMap<String, PoolStatus> {
+        self.pools
+            .iter()
+            .map(|(name, pool)| {
+                let state = lock(&pool.state);
+                let status = PoolStatus {
+                    idle: state.idle.len(),
+                    target: pool.settings.target,
+                    creating: state.creating,
+                    in_use: state.in_use,
+                    last_error: self.disabled_reason().or_else(|| state.last_error.clone()),
+                };
+                (name.clone(), status)
+            })
+            .collect()
+    }
+
+    /// The spec of a new idle container of `pool` in `slot`.
+    fn idle_spec(&self, pool: &ProviderPool, key: &str, slot: &str) -> Result<ContainerSpec, slots::SlotError> {
+        let mounts = self.slots.create(slot)?;
+        let labels = BTreeMap::from([
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+            (LABEL_PROVIDER.to_string(), pool.provider.clone()),
+            (LABEL_NODE.to_string(), self.node.clone()),
+            (LABEL_DATA_DIR.to_string(), self.data_dir.clone()),
+            (LABEL_SLOT.to_string(), slot.to_string()),
+            (LABEL_POOL_KEY.to_string(), key.to_string()),
+        ]);
+        Ok(ContainerSpec {
+            name: format!("polydev-pool-{}-{slot}", pool.provider),
+            image: pool.image.clone(),
+            user: TASK_USER.to_string(),
+            env: vec!["WARM_POOL=true".to_string()],
+            labels,
+            limits: ResourceLimits {
+                memory_bytes: pool.settings.idle_memory_bytes,
+                nano_cpus: pool.settings.idle_nano_cpus,
+                ..Default::default()
+            },
+            mounts,
+            security: self.security.clone(),
+            work_dir: None,
+            network_mode: self.network_mode.clone(),
+            log_max_size: self.log_max_size.clone(),
+            log_max_files: self.log_max_files,
+        })
+    }
+
+    /// The pool key: what an idle container must match to be adopted after a restart.
+    fn key_for(&self, pool: &ProviderPool, image_id: &str) -> String {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (
+            image_id,
+            &pool.provider,
+            &self.node,
+            pool.settings.idle_nano_cpus,
+            pool.settings.idle_memory_bytes,
+            format!("{:?}", self.security),
+            &self.network_mode,
+            &self.log_max_size,
+            self.log_max_files,
+            self.slots.path(""),
+        )
+            .hash(&mut hasher);
+        format!("{:016x}", hasher.finish())
+    }
+}
+
+fn lock(state: &Mutex<PoolState>) -> std::sync::MutexGuard<'_, PoolState> {
+    // Every critical section is a few field updates: a panic cannot leave it half-done.
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A new random slot id (16 hex digits).
+pub fn new_slot_id() -> String {
+    use std::hash::BuildHasher;
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    format!("{:016x}", hasher.finish())
+}

@@ -1,0 +1,184 @@
+//! The refiller: one background loop per enabled pool.
+//!
+//! Each pass: look up the image (a rebuilt image changes the pool key, and idle containers of the
+//! old key are replaced), retire idle containers older than `max_idle_age`, then start up to
+//! `refill_parallelism` creations towards `target`, never above `max` containers of the provider.
+//! A pass runs on every claim or release, when a creation ends, and every few seconds.
+//! Failures are recorded in the pool status and delay the next creation (1 s doubling to 60 s).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{IdleContainer, ProviderPool, WarmPool, lock, new_slot_id};
+
+const PASS_PERIOD: Duration = Duration::from_secs(5);
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+impl WarmPool {
+    /// Start one refiller per enabled pool; they stop when `shutdown` is cancelled (idle
+    /// containers stay, and the next plugin process adopts them).
+    pub fn spawn_refillers(self: &Arc<Self>, shutdown: &CancellationToken) {
+        for pool in self.pools.values().filter(|p| p.settings.target > 0) {
+            tokio::spawn(self.clone().refill_loop(pool.clone(), shutdown.clone()));
+        }
+    }
+
+    async fn refill_loop(self: Arc<Self>, pool: Arc<ProviderPool>, shutdown: CancellationToken) {
+        let mut creations: JoinSet<Result<IdleContainer, String>> = JoinSet::new();
+        let mut backoff = BACKOFF_MIN;
+        let mut not_before = tokio::time::Instant::now();
+        loop {
+            if tokio::time::Instant::now() >= not_before {
+                match self.refresh_key(&pool).await {
+                    Ok(key) => {
+                        self.retire_stale(&pool, &key);
+                        self.start_creations(&pool, &key, &mut creations);
+                    }
+                    Err(message) => {
+                        lock(&pool.state).last_error = Some(message);
+                        not_before = tokio::time::Instant::now() + backoff;
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    }
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    creations.abort_all();
+                    return;
+                }
+                _ = pool.wake.notified() => {}
+                _ = tokio::time::sleep(PASS_PERIOD) => {}
+                Some(done) = creations.join_next(), if !creations.is_empty() => {
+                    let mut state = lock(&pool.state);
+                    state.creating = state.creating.saturating_sub(1);
+                    match done {
+                        Ok(Ok(idle)) => {
+                            state.idle.push_back(idle);
+                            state.last_error = None;
+                            backoff = BACKOFF_MIN;
+                            drop(state);
+                            pool.idle_added.notify_waiters();
+                        }
+                        Ok(Err(message)) => {
+                            tracing::warn!(provider = %pool.provider, error = %message, retry_in = ?backoff, "warm pool refill failed");
+                            state.last_error = Some(message);
+                            not_before = tokio::time::Instant::now() + backoff;
+                            backoff = (backoff * 2).min(BACKOFF_MAX);
+                        }
+                        Err(join_error) => {
+                            state.last_error = Some(format!("refill task failed: {join_error}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The pool key for the image as it is now; stores it in the pool state.
+    async fn refresh_key(&self, pool: &ProviderPool) -> Result<String, String> {
+        let image_id = self
+            .runtime
+            .image_id(&pool.image)
+            .await
+            .map_err(|e| format!("cannot inspect image {}: {e}", pool.image))?
+            .ok_or_else(|| {
+                format!(
+                    "image {} is not present on this node: build it with containers/build-images.sh",
+                    pool.image
+                )
+            })?;
+        let key = self.key_for(pool, &image_id);
+        lock(&pool.state).key = Some(key.clone());
+        Ok(key)
+    }
+
+    /// Remove idle containers that are too old or were made for another key.
+    fn retire_stale(&self, pool: &ProviderPool, key: &str) {
+        let max_age = pool.settings.max_idle_age;
+        let now = SystemTime::now();
+        let stale: Vec<IdleContainer> = {
+            let mut state = lock(&pool.state);
+            let (keep, stale): (Vec<_>, Vec<_>) = state.idle.drain(..).partition(|idle| {
+                let young = now
+                    .duration_since(idle.created_at)
+                    .map(|age| age < max_age)
+                    .unwrap_or(true);
+                young && idle.pool_key.as_deref() == Some(key)
+            });
+            state.idle = keep.into();
+            stale
+        };
+        for idle in stale {
+            tracing::info!(provider = %pool.provider, container_id = %idle.id, "retiring an idle container (too old or outdated)");
+            self.discard(idle);
+        }
+    }
+
+    fn start_creations(
+        self: &Arc<Self>,
+        pool: &Arc<ProviderPool>,
+        key: &str,
+        creations: &mut JoinSet<Result<IdleContainer, String>>,
+    ) {
+        let settings = &pool.settings;
+        let mut state = lock(&pool.state);
+        let have = state.idle.len() + state.creating;
+        let wanted = (settings.target as usize).saturating_sub(have);
+        let room = (settings.max as usize).saturating_sub(have + state.in_use);
+        let lanes = (settings.refill_parallelism as usize).saturating_sub(state.creating);
+        let count = wanted.min(room).min(lanes);
+        state.creating += count;
+        drop(state);
+        for _ in 0..count {
+            let this = self.clone();
+            let pool = pool.clone();
+            let key = key.to_string();
+            creations.spawn(async move { this.create_idle(&pool, &key).await });
+        }
+    }
+
+    /// Create and start one idle container; on failure, leave nothing behind.
+    async fn create_idle(&self, pool: &ProviderPool, key: &str) -> Result<IdleContainer, String> {
+        let slot = new_slot_id();
+        let spec = self
+            .idle_spec(pool, key, &slot)
+            .map_err(|e| e.to_string())?;
+        let id = match self.runtime.create(&spec).await {
+            Ok(id) => id,
+            Err(err) => {
+                self.slots.release(&slot);
+                return Err(format!("creating a warm container: {err}"));
+            }
+        };
+        if let Err(err) = self.runtime.start(&id).await {
+            let _ = self.runtime.remove(&id).await;
+            self.slots.release(&slot);
+            return Err(format!("starting a warm container: {err}"));
+        }
+        tracing::debug!(provider = %pool.provider, container_id = %id, "warm container ready");
+        Ok(IdleContainer {
+            id,
+            slot,
+            created_at: SystemTime::now(),
+            pool_key: Some(key.to_string()),
+        })
+    }
+
+    /// Remove an idle container that will never run a task (in the background).
+    pub fn discard(&self, idle: IdleContainer) {
+        let runtime = self.runtime.clone();
+        let slots = self.slots.clone();
+        tokio::spawn(async move {
+            if let Err(err) = runtime.remove(&idle.id).await
+                && !err.is_not_found()
+            {
+                tracing::warn!(container_id = %idle.id, error = %err, "cannot remove a warm container");
+            }
+            slots.release(&idle.slot);
+        });
+    }
+}

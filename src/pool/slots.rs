@@ -1,0 +1,256 @@
+//! Slots: how a container started before its task is known still gets the task's directories.
+//!
+//! Docker cannot add a bind mount to a running container, yet Nomad's `/alloc`, `/local` and
+//! `/secrets` are only known at StartTask. So every pool container is created with three binds
+//! from an empty per-container *slot* directory on the host (`<data_dir>/slots/<id>/{alloc,local,
+//! secrets}`) with `rslave` propagation. At claim, polydev bind-mounts the task's real
+//! directories onto the slot's on the host, and the mounts propagate into the container.
+//!
+//! For propagation to work the slots root must be a *shared* mount: [`SlotRoot::prepare`] bind-
+//! mounts it onto itself and marks it `rshared` (once; it stays so across plugin restarts).
+//!
+//! Invariants:
+//! - A slot's `claimed` marker is written before any task directory is mounted into it, so after
+//!   a crash a slot with task data is never mistaken for an idle one.
+//! - [`SlotRoot::release`] detaches every mount of a slot before deleting its directory; it never
+//!   follows a mount into the task's directories.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+
+use crate::runtime::BindMount;
+
+/// The three directories Nomad gives a task under IMAGE isolation, as (slot subdir, container path).
+const TASK_DIRS: [(&str, &str); 3] = [
+    ("alloc", "/alloc"),
+    ("local", "/local"),
+    ("secrets", "/secrets"),
+];
+
+/// Marker file of a slot whose container belongs to a task.
+const CLAIMED: &str = "claimed";
+
+/// Errors preparing or using slots.
+#[derive(Debug, thiserror::Error)]
+pub enum SlotError {
+    #[error("slot directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot {action} {path}: {source} (the plugin must run as root to hand task directories \
+         to warm containers)"
+    )]
+    Mount {
+        action: &'static str,
+        path: PathBuf,
+        source: nix::Error,
+    },
+}
+
+/// `<data_dir>/slots`.
+#[derive(Debug, Clone)]
+pub struct SlotRoot {
+    root: PathBuf,
+}
+
+impl SlotRoot {
+    pub fn new(data_dir: &Path) -> Self {
+        SlotRoot {
+            root: data_dir.join("slots"),
+        }
+    }
+
+    /// Create the root and make it a shared mount (idempotent).
+    pub fn prepare(&self) -> Result<(), SlotError> {
+        std::fs::create_dir_all(&self.root).map_err(|source| SlotError::Io {
+            path: self.root.clone(),
+            source,
+        })?;
+        if is_shared_mount_point(&self.root) {
+            return Ok(());
+        }
+        mount(
+            Some(&self.root),
+            &self.root,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|source| SlotError::Mount {
+            action: "bind-mount",
+            path: self.root.clone(),
+            source,
+        })?;
+        mount(
+            None::<&str>,
+            &self.root,
+            None::<&str>,
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|source| SlotError::Mount {
+            action: "make shared",
+            path: self.root.clone(),
+            source,
+        })
+    }
+
+    pub fn path(&self, slot: &str) -> PathBuf {
+        self.root.join(slot)
+    }
+
+    /// Create an empty slot and return the binds its container is created with.
+    pub fn create(&self, slot: &str) -> Result<Vec<BindMount>, SlotError> {
+        let dir = self.path(slot);
+        let mut binds = Vec::with_capacity(TASK_DIRS.len());
+        for (sub, container_path) in TASK_DIRS {
+            let path = dir.join(sub);
+            std::fs::create_dir_all(&path).map_err(|source| SlotError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            binds.push(BindMount {
+                host_path: path.to_string_lossy().into_owned(),
+                container_path: container_path.to_string(),
+                read_only: false,
+                receives_host_mounts: true,
+            });
+        }
+        Ok(binds)
+    }
+
+    /// Whether the slot holds (or held) a task.
+    pub fn is_claimed(&self, slot: &str) -> bool {
+        self.path(slot).join(CLAIMED).exists()
+    }
+
+    /// Whether the slot's directory exists at all.
+    pub fn exists(&self, slot: &str) -> bool {
+        self.path(slot).is_dir()
+    }
+
+    /// Mark the slot claimed, then mount the task's directories into it.
+    pub fn attach(&self, slot: &str, alloc_dir: &str, task_name: &str) -> Result<(), SlotError> {
+        let dir = self.path(slot);
+        std::fs::write(dir.join(CLAIMED), task_name).map_err(|source| SlotError::Io {
+            path: dir.join(CLAIMED),
+            source,
+        })?;
+        for (sub, _) in TASK_DIRS {
+            let source_dir = match sub {
+                "alloc" => format!("{alloc_dir}/alloc"),
+                other => format!("{alloc_dir}/{task_name}/{other}"),
+            };
+            let target = dir.join(sub);
+            mount(
+                Some(source_dir.as_str()),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|source| SlotError::Mount {
+                action: "bind-mount the task directory onto",
+                path: target,
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Mark the slot claimed without mounting anything (tasks outside Nomad).
+    pub fn mark_claimed(&self, slot: &str) -> Result<(), SlotError> {
+        let marker = self.path(slot).join(CLAIMED);
+        std::fs::write(&marker, "").map_err(|source| SlotError::Io {
+            path: marker,
+            source,
+        })
+    }
+
+    /// Unmount the task's directories (if mounted) and delete the slot. Idempotent.
+    pub fn release(&self, slot: &str) {
+        let dir = self.path(slot);
+        for (sub, _) in TASK_DIRS {
+            let target = dir.join(sub);
+            // Detach until nothing is mounted there any more (a mount may be stacked).
+            while umount2(&target, MntFlags::MNT_DETACH).is_ok() {}
+            let _ = std::fs::remove_dir(&target);
+        }
+        let _ = std::fs::remove_file(dir.join(CLAIMED));
+        if let Err(err) = std::fs::remove_dir(&dir)
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(slot = %dir.display(), error = %err, "cannot remove slot directory");
+        }
+    }
+
+    /// Every slot id present on disk.
+    pub fn list(&self) -> Vec<String> {
+        std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+/// Whether `path` is a mount point with shared propagation (per /proc/self/mountinfo).
+fn is_shared_mount_point(path: &Path) -> bool {
+    let Ok(canonical) = path.canonicalize() else {
+        return false;
+    };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.lines().any(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        // 5th field: mount point; optional fields follow the 6th until " - ".
+        fields.len() > 6
+            && Path::new(&unescape(fields[4])) == canonical
+            && fields[6..]
+                .iter()
+                .take_while(|f| **f != "-")
+                .any(|f| f.starts_with("shared:"))
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape(field: &str) -> String {
+    field
+        .replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_created_marked_and_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = SlotRoot::new(dir.path());
+        let binds = root.create("s1").unwrap();
+        assert_eq!(binds.len(), 3);
+        assert!(binds.iter().all(|b| b.receives_host_mounts && !b.read_only));
+        assert_eq!(binds[1].container_path, "/local");
+        assert!(!root.is_claimed("s1"));
+        root.mark_claimed("s1").unwrap();
+        assert!(root.is_claimed("s1"));
+        assert_eq!(root.list(), vec!["s1".to_string()]);
+        root.release("s1");
+        assert!(!root.exists("s1"));
+        root.release("s1");
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape("/a\\040b"), "/a b");
+    }
+}
