@@ -6,6 +6,8 @@
 //! - `polydev version` prints the version.
 //! - `polydev help` explains both modes.
 
+mod pool;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +44,8 @@ Two modes:
         --memory MB           memory limit (default 512)
         --docker-endpoint E   Docker socket (default unix:///var/run/docker.sock)
         --debug               the container entrypoint prints what it launches
+    polydev pool status [--data-dir DIR] [--docker-endpoint E]
+                              idle warm containers and running tasks per provider
     polydev version           print the version
     polydev help              this text
 ";
@@ -60,6 +64,7 @@ pub fn main(args: Vec<String>) -> i32 {
             );
             0
         }
+        Some("pool") => pool::main(&args[1..]),
         Some("run") => match RunOptions::parse(&args[1..]) {
             Ok(options) => run(options),
             Err(message) => {

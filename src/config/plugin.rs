@@ -324,13 +324,15 @@ pub fn decode_plugin_config(msgpack: &[u8]) -> Result<PluginConfig, ConfigError>
             .unwrap_or(defaults.credentials_from_store),
         orphan_grace: match root.string("orphan_grace")? {
             None => defaults.orphan_grace,
-            Some(text) => parse_duration(&text).filter(|d| !d.is_zero()).ok_or_else(|| {
-                ConfigError::invalid(
-                    root.field("orphan_grace"),
-                    format!("{text:?} is not a duration"),
-                    "write a positive number with a unit: ms, s, m or h, such as \"10m\"",
-                )
-            })?,
+            Some(text) => parse_duration(&text)
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    ConfigError::invalid(
+                        root.field("orphan_grace"),
+                        format!("{text:?} is not a duration"),
+                        "write a positive number with a unit: ms, s, m or h, such as \"10m\"",
+                    )
+                })?,
         },
     })
 }

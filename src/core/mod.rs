@@ -169,7 +169,13 @@ impl Core {
         self.publish_for(&task.id, &task.alloc_id, &task.name, message);
     }
 
-    fn publish_for(&self, task_id: &str, alloc_id: &str, task_name: &str, message: impl Into<String>) {
+    fn publish_for(
+        &self,
+        task_id: &str,
+        alloc_id: &str,
+        task_name: &str,
+        message: impl Into<String>,
+    ) {
         self.events.publish(TaskEvent {
             task_id: task_id.to_string(),
             alloc_id: alloc_id.to_string(),
@@ -192,7 +198,7 @@ impl Core {
         if self.background_started.swap(true, Ordering::SeqCst) {
             return;
         }
-        if let Some(pool) = self.pool.clone() {
+        if let Some(pool) = self.pool.clone().filter(|p| p.any_enabled()) {
             let shutdown = self.shutdown.clone();
             tokio::spawn(async move {
                 if let Err(err) = pool.slots().prepare() {

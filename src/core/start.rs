@@ -50,7 +50,7 @@ impl Core {
             .await
         {
             self.discard_container(&container_id).await;
-            self.release_slot(slot.as_deref());
+            self.forget_claim(&task.config.provider, slot.as_deref());
             return Err(err.into());
         }
 
@@ -78,11 +78,12 @@ impl Core {
             Err(_) => {
                 // A concurrent StartTask with the same id won the race.
                 self.discard_container(&container_id).await;
-                self.release_slot(slot.as_deref());
+                self.forget_claim(&task.config.provider, slot.as_deref());
                 return Err(CoreError::DuplicateTask(task.id));
             }
         };
-        if let Some(pool) = &self.pool {
+        if let (Some(pool), None) = (&self.pool, &slot) {
+            // Warm containers were counted when they were taken from the pool.
             pool.task_started(&task.config.provider);
         }
         let secrets = credentials.into_iter().map(|(_, value)| value).collect();
@@ -97,9 +98,16 @@ impl Core {
     /// A started container waiting for this task's launch spec: a claimed warm one when the
     /// provider's pool has one, else per the pool's `when_empty` policy, else a cold start.
     /// Returns the container id and, for warm containers, the slot holding the task's dirs.
-    async fn acquire_container(&self, task: &TaskSpec) -> Result<(String, Option<String>), CoreError> {
+    async fn acquire_container(
+        &self,
+        task: &TaskSpec,
+    ) -> Result<(String, Option<String>), CoreError> {
         let provider = &task.config.provider;
-        let Some(pool) = self.pool.as_ref().filter(|p| p.is_enabled(provider) && self.warm_eligible(task)) else {
+        let Some(pool) = self
+            .pool
+            .as_ref()
+            .filter(|p| p.is_enabled(provider) && self.warm_eligible(task))
+        else {
             return Ok((self.create_started_container(task).await?, None));
         };
         loop {
@@ -108,7 +116,10 @@ impl Core {
                 None => match pool.when_empty(provider) {
                     WhenEmpty::Cold => break,
                     WhenEmpty::Fail => {
-                        return Err(PoolError::Empty { provider: provider.clone() }.into());
+                        return Err(PoolError::Empty {
+                            provider: provider.clone(),
+                        }
+                        .into());
                     }
                     WhenEmpty::Wait(limit) => pool.wait_idle(provider, limit).await?,
                 },
@@ -116,20 +127,34 @@ impl Core {
             match self.claim(pool, &idle, task).await {
                 Ok(()) => {
                     let short: String = idle.id.chars().take(12).collect();
-                    self.publish_for(&task.id, &task.alloc_id, &task.name, format!("claimed warm container {short}"));
+                    self.publish_for(
+                        &task.id,
+                        &task.alloc_id,
+                        &task.name,
+                        format!("claimed warm container {short}"),
+                    );
                     return Ok((idle.id, Some(idle.slot)));
                 }
-                Err(CoreError::Runtime(err)) if err.is_not_found() || matches!(err, RuntimeError::NotRunning(_)) => {
+                Err(CoreError::Runtime(err))
+                    if err.is_not_found() || matches!(err, RuntimeError::NotRunning(_)) =>
+                {
                     tracing::warn!(container_id = %idle.id, "a warm container was gone when claimed; trying the next");
                     pool.discard(idle);
+                    pool.task_released(provider);
                 }
                 Err(err) => {
                     pool.discard(idle);
+                    pool.task_released(provider);
                     return Err(err);
                 }
             }
         }
-        self.publish_for(&task.id, &task.alloc_id, &task.name, "pool empty: cold start");
+        self.publish_for(
+            &task.id,
+            &task.alloc_id,
+            &task.name,
+            "pool empty: cold start",
+        );
         Ok((self.create_started_container(task).await?, None))
     }
 
@@ -145,13 +170,26 @@ impl Core {
     }
 
     /// Turn an idle container into this task's: its limits, then its directories.
-    async fn claim(&self, pool: &WarmPool, idle: &IdleContainer, task: &TaskSpec) -> Result<(), CoreError> {
+    async fn claim(
+        &self,
+        pool: &WarmPool,
+        idle: &IdleContainer,
+        task: &TaskSpec,
+    ) -> Result<(), CoreError> {
         self.runtime.update_limits(&idle.id, &task.limits).await?;
         match task.alloc_dir.as_deref() {
             Some(alloc_dir) => pool.slots().attach(&idle.slot, alloc_dir, &task.name)?,
             None => pool.slots().mark_claimed(&idle.slot)?,
         }
         Ok(())
+    }
+
+    /// Undo a warm claim that did not become a task: its slot, and its count in the pool.
+    fn forget_claim(&self, provider: &str, slot: Option<&str>) {
+        if let (Some(pool), Some(_)) = (&self.pool, slot) {
+            self.release_slot(slot);
+            pool.task_released(provider);
+        }
     }
 
     /// Unmount and delete a warm task's slot.

@@ -31,7 +31,11 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         .iter()
         .map(|m| {
             let mode = if m.read_only { "ro" } else { "rw" };
-            let propagation = if m.receives_host_mounts { ",rslave" } else { "" };
+            let propagation = if m.receives_host_mounts {
+                ",rslave"
+            } else {
+                ""
+            };
             format!("{}:{}:{mode}{propagation}", m.host_path, m.container_path)
         })
         .collect::<Vec<_>>();

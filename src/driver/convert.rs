@@ -9,8 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::config::{PluginConfig, TaskConfig as PolydevTaskConfig};
 use crate::core::{ExitOutcome, Health, HealthState, LogPaths, TaskEvent, TaskSpec, TaskUsage};
 use crate::pb::hashicorp::nomad::plugins::drivers::proto as nomad;
-use crate::pool::PoolStatus;
 use crate::pb::hashicorp::nomad::plugins::shared::structs::{Attribute, attribute};
+use crate::pool::PoolStatus;
 use crate::runtime::ResourceLimits;
 
 /// Go's zero time, which Nomad's client accepts where a timestamp is "unset".
@@ -241,7 +241,10 @@ pub fn fingerprint(health: &Health, idle: BTreeMap<String, usize>) -> nomad::Fin
         attributes.insert(key("idle"), int_attr(reported as i64));
         attributes.insert(key("target"), int_attr(i64::from(status.target)));
         // An empty value deletes the attribute from the node once the error is gone.
-        attributes.insert(key("error"), string_attr(status.last_error.clone().unwrap_or_default()));
+        attributes.insert(
+            key("error"),
+            string_attr(status.last_error.clone().unwrap_or_default()),
+        );
     }
     let health_state = match health.state {
         HealthState::Undetected => Proto::Undetected,
@@ -288,7 +291,16 @@ mod tests {
 
     #[test]
     fn idle_counts_change_only_when_two_probes_agree() {
-        let status = |idle| BTreeMap::from([("openai".to_string(), PoolStatus { idle, target: 2, ..Default::default() })]);
+        let status = |idle| {
+            BTreeMap::from([(
+                "openai".to_string(),
+                PoolStatus {
+                    idle,
+                    target: 2,
+                    ..Default::default()
+                },
+            )])
+        };
         let mut stable = StableIdle::default();
         assert_eq!(stable.observe(&status(2))["openai"], 2);
         // A claim seen by one probe, refilled before the next: nothing changes.

@@ -24,10 +24,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::PluginConfig;
 use crate::core::{Core, CoreSettings, EventBus};
 use crate::credentials::{CredentialSource, EnvSource, NoSource};
-use crate::pool::WarmPool;
 use crate::logs::forward::{InProcessForwarder, LogForwarder, ProcessForwarder};
 use crate::pb::hashicorp::nomad::plugins::base::proto::base_plugin_server::BasePluginServer;
 use crate::pb::hashicorp::nomad::plugins::drivers::proto::driver_server::DriverServer;
+use crate::pool::WarmPool;
 use crate::runtime::ContainerRuntime;
 
 /// The name Nomad knows this driver by (`driver = "polydev"`); equals the binary's file name.

@@ -155,7 +155,8 @@ impl WarmPool {
 
     /// Whether a container with these labels belongs to this plugin instance.
     pub fn owns(&self, labels: &BTreeMap<String, String>) -> bool {
-        labels.get(LABEL_NODE) == Some(&self.node) && labels.get(LABEL_DATA_DIR) == Some(&self.data_dir)
+        labels.get(LABEL_NODE) == Some(&self.node)
+            && labels.get(LABEL_DATA_DIR) == Some(&self.data_dir)
     }
 
     /// Whether `provider` keeps warm containers at all.
@@ -167,13 +168,21 @@ impl WarmPool {
                 .is_some_and(|p| p.settings.target > 0)
     }
 
+    /// Whether any provider keeps warm containers.
+    pub fn any_enabled(&self) -> bool {
+        self.pools.values().any(|p| p.settings.target > 0)
+    }
+
     /// Turn every pool off (every task then starts cold), reporting why.
     pub fn disable(&self, reason: &str) {
         *self.disabled.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
     }
 
     fn disabled_reason(&self) -> Option<String> {
-        self.disabled.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.disabled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The empty-pool policy of `provider`.
@@ -185,15 +194,28 @@ impl WarmPool {
     }
 
     /// Pop an idle container of `provider` (first come, first served), waking the refiller.
+    /// The container counts as in use from here on: call [`WarmPool::task_released`] if the
+    /// claim fails.
     pub fn take_idle(&self, provider: &str) -> Option<IdleContainer> {
         let pool = self.pools.get(provider)?;
-        let taken = lock(&pool.state).idle.pop_front();
+        let taken = {
+            let mut state = lock(&pool.state);
+            let taken = state.idle.pop_front();
+            if taken.is_some() {
+                state.in_use += 1;
+            }
+            taken
+        };
         pool.wake.notify_one();
         taken
     }
 
     /// Wait up to `limit` for an idle container of `provider`.
-    pub async fn wait_idle(&self, provider: &str, limit: Duration) -> Result<IdleContainer, PoolError> {
+    pub async fn wait_idle(
+        &self,
+        provider: &str,
+        limit: Duration,
+    ) -> Result<IdleContainer, PoolError> {
         let Some(pool) = self.pools.get(provider) else {
             return Err(PoolError::Empty {
                 provider: provider.to_string(),
@@ -214,7 +236,7 @@ impl WarmPool {
         }
     }
 
-    /// A task of `provider` started (warm or cold) or was recovered: it counts towards `max`.
+    /// A task of `provider` started cold or was recovered: it counts towards `max`.
     pub fn task_started(&self, provider: &str) {
         if let Some(pool) = self.pools.get(provider) {
             lock(&pool.state).in_use += 1;
@@ -250,7 +272,12 @@ impl WarmPool {
     }
 
     /// The spec of a new idle container of `pool` in `slot`.
-    fn idle_spec(&self, pool: &ProviderPool, key: &str, slot: &str) -> Result<ContainerSpec, slots::SlotError> {
+    fn idle_spec(
+        &self,
+        pool: &ProviderPool,
+        key: &str,
+        slot: &str,
+    ) -> Result<ContainerSpec, slots::SlotError> {
         let mounts = self.slots.create(slot)?;
         let labels = BTreeMap::from([
             (LABEL_MANAGED.to_string(), "true".to_string()),

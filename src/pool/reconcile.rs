@@ -42,7 +42,11 @@ impl WarmPool {
                 report.left_for_recovery += 1;
                 continue;
             }
-            let provider = container.labels.get(LABEL_PROVIDER).cloned().unwrap_or_default();
+            let provider = container
+                .labels
+                .get(LABEL_PROVIDER)
+                .cloned()
+                .unwrap_or_default();
             // The key is checked by the refiller's first pass, which retires outdated ones.
             let adoptable = self
                 .pools
@@ -83,7 +87,12 @@ impl WarmPool {
                 self.slots.release(&slot);
             }
         }
-        tracing::info!(adopted = report.adopted, removed = report.removed, left = report.left_for_recovery, "warm pool reconciled");
+        tracing::info!(
+            adopted = report.adopted,
+            removed = report.removed,
+            left = report.left_for_recovery,
+            "warm pool reconciled"
+        );
         Ok(report)
     }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod real;
+pub mod tasks;
 
 use std::path::{Path, PathBuf};
 
@@ -72,8 +73,49 @@ impl TaskOptions {
     }
 }
 
-/// The agent's `plugin "polydev" { config {} }` with every provider pointed at `image`.
+/// Warm pool settings of the test plugin config (applied to `openai`; the others are off).
+#[derive(Clone, Debug)]
+pub struct PoolOptions {
+    pub target: u32,
+    pub max: u32,
+    pub max_idle_age: &'static str,
+    pub when_empty: &'static str,
+    pub wait_timeout: &'static str,
+}
+
+impl PoolOptions {
+    pub fn target(target: u32) -> Self {
+        PoolOptions {
+            target,
+            max: 32,
+            max_idle_age: "1h",
+            when_empty: "cold",
+            wait_timeout: "30s",
+        }
+    }
+
+    fn value(&self) -> Value {
+        cty_object(vec![
+            ("idle_cpus", Value::Nil),
+            ("idle_memory", Value::Nil),
+            ("max", Value::from(self.max)),
+            ("max_idle_age", Value::from(self.max_idle_age)),
+            ("refill_parallelism", Value::Nil),
+            ("target", Value::from(self.target)),
+            ("wait_timeout", Value::from(self.wait_timeout)),
+            ("when_empty", Value::from(self.when_empty)),
+        ])
+    }
+}
+
+/// The agent's `plugin "polydev" { config {} }` with every provider pointed at `image` and the
+/// warm pool off.
 pub fn plugin_config(image: &str, data_dir: &Path) -> Vec<u8> {
+    plugin_config_with_pool(image, data_dir, &PoolOptions::target(0))
+}
+
+/// Like [`plugin_config`], with `pool` for provider `openai`.
+pub fn plugin_config_with_pool(image: &str, data_dir: &Path, pool: &PoolOptions) -> Vec<u8> {
     let provider = |credentials: &[&str]| {
         cty_object(vec![
             ("command", Value::Nil),
@@ -88,6 +130,15 @@ pub fn plugin_config(image: &str, data_dir: &Path) -> Vec<u8> {
         ("data_dir", Value::from(data_dir.to_str().unwrap())),
         ("disable_log_collection", Value::Nil),
         ("docker_endpoint", Value::Nil),
+        ("orphan_grace", Value::Nil),
+        (
+            "pool",
+            Value::Map(vec![
+                (Value::from("anthropic"), PoolOptions::target(0).value()),
+                (Value::from("google"), PoolOptions::target(0).value()),
+                (Value::from("openai"), pool.value()),
+            ]),
+        ),
         (
             "provider",
             Value::Map(vec![

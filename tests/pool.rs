@@ -1,0 +1,332 @@
+//! The warm pool against real Docker, through the real binary: filling, claiming, refilling,
+//! the three empty-pool policies, idle age-out, adoption after `kill -9`, and no leaks.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use polydev::driver::status::recoverable_detail;
+use polydev::pb::hashicorp::nomad::plugins::drivers::proto as nomad;
+use support::PoolOptions;
+use support::real::{AllocDir, Plugin, container_exists};
+use support::task_config;
+use support::tasks::*;
+
+/// Running pool containers of this plugin (by name; task containers keep the pool name too,
+/// so only count before claims or after destroys).
+fn pool_containers(setup: &Setup) -> Vec<String> {
+    let filter = format!(
+        "label=io.polydev.data-dir={}",
+        setup.data_dir.path().to_string_lossy()
+    );
+    support::real::docker(&[
+        "ps",
+        "--no-trunc",
+        "--format",
+        "{{.ID}} {{.Names}}",
+        "--filter",
+        &filter,
+        "--filter",
+        "status=running",
+    ])
+    .lines()
+    .filter_map(|line| line.split_once(' '))
+    .filter(|(_, name)| name.starts_with("polydev-pool-openai-"))
+    .map(|(id, _)| id.to_string())
+    .collect()
+}
+
+/// Wait until the plugin has exactly `count` containers.
+async fn wait_for_containers(setup: &Setup, count: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = pool_containers(setup);
+        if now.len() == count {
+            // Running, and handed to the pool a moment after `start` returned.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {count} containers, have {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fills_claims_with_an_event_refills_and_hands_over_the_task_dirs() {
+    let mut s = setup_with_pool(&PoolOptions::target(2)).await;
+    let idle = wait_for_containers(&s, 2).await;
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_polydev"))
+        .args(["pool", "status", "--data-dir"])
+        .arg(s.data_dir.path())
+        .env_remove("NOMAD_PLUGIN_MAGIC_COOKIE")
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&status.stdout);
+    let openai: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with("openai"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        openai.get(1),
+        Some(&"2"),
+        "polydev pool status shows 2 idle:\n{table}"
+    );
+    let mut events = s
+        .driver
+        .task_events(nomad::TaskEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+
+    let task = start(
+        &mut s.driver,
+        "warm",
+        script("echo \"hi from $PROVIDER\" > /local/proof; cat /local/proof; id -u"),
+        128,
+    )
+    .await;
+    assert!(
+        idle.contains(&task.container),
+        "the task got one of the idle containers: {}",
+        s.plugin
+            .stderr()
+            .lines()
+            .filter(|l| l.contains("pool")
+                || l.contains("warm")
+                || l.contains("WARN")
+                || l.contains("warn"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let event = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        event.message.starts_with("claimed warm container "),
+        "{}",
+        event.message
+    );
+    assert!(
+        task.container
+            .starts_with(event.message.trim_start_matches("claimed warm container "))
+    );
+
+    let result = wait(&mut s.driver, &task.id).await;
+    assert_eq!(result.result.unwrap().exit_code, 0);
+    assert_eq!(finish(task.stdout).await, b"hi from openai\n1000\n");
+    // The file the task wrote through the slot landed in Nomad's task dir on the host.
+    let proof = task._alloc.root.path().join("warm/local/proof");
+    assert_eq!(std::fs::read_to_string(proof).unwrap(), "hi from openai\n");
+    // The claimed container had the task's memory limit, not the idle one.
+    let memory =
+        support::real::docker(&["inspect", "-f", "{{.HostConfig.Memory}}", &task.container]);
+    assert_eq!(memory.trim(), (128u64 << 20).to_string());
+
+    destroy(&mut s.driver, &task.id, &task.container).await;
+    // Refilled back to the target, with new containers (one-shot: the claimed one is gone).
+    let refilled = wait_for_containers(&s, 2).await;
+    assert!(!refilled.contains(&task.container));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_pool_follows_its_policy() {
+    // max = 1: once the one container is claimed nothing refills, so the pool stays empty.
+    let cold = PoolOptions {
+        max: 1,
+        ..PoolOptions::target(1)
+    };
+    let mut s = setup_with_pool(&cold).await;
+    wait_for_containers(&s, 1).await;
+    let mut events = s
+        .driver
+        .task_events(nomad::TaskEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let first = start(&mut s.driver, "first", script("sleep 30"), 64).await;
+    let second = start(&mut s.driver, "second", script("sleep 30"), 64).await;
+    let mut messages = Vec::new();
+    while let Ok(Some(Ok(event))) =
+        tokio::time::timeout(Duration::from_secs(2), events.next()).await
+    {
+        messages.push(event.message);
+    }
+    assert!(
+        messages[0].starts_with("claimed warm container"),
+        "{messages:?}"
+    );
+    assert_eq!(messages[1], "pool empty: cold start", "{messages:?}");
+    assert!(container_exists(&second.container));
+    destroy(&mut s.driver, &first.id, &first.container).await;
+    destroy(&mut s.driver, &second.id, &second.container).await;
+    drop(s);
+
+    let fail = PoolOptions {
+        max: 1,
+        when_empty: "fail",
+        ..PoolOptions::target(1)
+    };
+    let mut s = setup_with_pool(&fail).await;
+    wait_for_containers(&s, 1).await;
+    let first = start(&mut s.driver, "first", script("sleep 30"), 64).await;
+    let alloc = AllocDir::new("second");
+    let err = s
+        .driver
+        .start_task(nomad::StartTaskRequest {
+            task: Some(task_config(
+                &unique_id("second"),
+                Some(alloc.root.path()),
+                &script("true"),
+            )),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        recoverable_detail(&err),
+        Some(true),
+        "Nomad retries the task: {}",
+        err.message()
+    );
+    assert!(err.message().contains("empty"), "{}", err.message());
+    destroy(&mut s.driver, &first.id, &first.container).await;
+    drop(s);
+
+    // wait: the second StartTask waits for the refill that the first task's destroy allows.
+    let wait_policy = PoolOptions {
+        max: 1,
+        when_empty: "wait",
+        wait_timeout: "20s",
+        ..PoolOptions::target(1)
+    };
+    let mut s = setup_with_pool(&wait_policy).await;
+    wait_for_containers(&s, 1).await;
+    let first = start(&mut s.driver, "first", script("sleep 30"), 64).await;
+    let mut driver = s.driver.clone();
+    let (first_id, first_container) = (first.id.clone(), first.container.clone());
+    let releaser = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        destroy(&mut driver, &first_id, &first_container).await;
+    });
+    let began = Instant::now();
+    let second = start(&mut s.driver, "second", script("true"), 64).await;
+    assert!(
+        began.elapsed() >= Duration::from_millis(400),
+        "the claim waited for the refill"
+    );
+    releaser.await.unwrap();
+    wait(&mut s.driver, &second.id).await;
+    destroy(&mut s.driver, &second.id, &second.container).await;
+
+    // ... and gives up with a retryable error when nothing comes in time.
+    drop(s);
+    let short = PoolOptions {
+        max: 1,
+        when_empty: "wait",
+        wait_timeout: "300ms",
+        ..PoolOptions::target(1)
+    };
+    let mut s = setup_with_pool(&short).await;
+    wait_for_containers(&s, 1).await;
+    let first = start(&mut s.driver, "first", script("sleep 30"), 64).await;
+    let alloc = AllocDir::new("late");
+    let err = s
+        .driver
+        .start_task(nomad::StartTaskRequest {
+            task: Some(task_config(
+                &unique_id("late"),
+                Some(alloc.root.path()),
+                &script("true"),
+            )),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(recoverable_detail(&err), Some(true));
+    assert!(err.message().contains("wait_timeout"), "{}", err.message());
+    destroy(&mut s.driver, &first.id, &first.container).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_containers_older_than_the_idle_age_are_replaced() {
+    let aging = PoolOptions {
+        max_idle_age: "2s",
+        ..PoolOptions::target(1)
+    };
+    let s = setup_with_pool(&aging).await;
+    let before = wait_for_containers(&s, 1).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = pool_containers(&s);
+        if now.len() == 1 && now != before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the idle container was never replaced"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_then_restart_adopts_idle_containers_and_leaks_nothing() {
+    let mut s = setup_with_pool(&PoolOptions::target(2)).await;
+    let idle = wait_for_containers(&s, 2).await;
+    s.plugin.kill9();
+    // The next plugin process (same data dir) adopts them instead of making new ones.
+    let plugin = Plugin::spawn(&[("OPENAI_API_KEY", s.key.as_str())]);
+    let (mut base, mut driver) = plugin.clients().await;
+    configure_with_pool(&mut base, s.data_dir.path(), &PoolOptions::target(2)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut after = pool_containers(&s);
+    let mut before = idle.clone();
+    after.sort();
+    before.sort();
+    assert_eq!(
+        after, before,
+        "the idle containers were adopted, none added or lost"
+    );
+    let task = start(&mut driver, "adopted", script("true"), 64).await;
+    assert!(
+        idle.contains(&task.container),
+        "an adopted container serves a task"
+    );
+    wait(&mut driver, &task.id).await;
+    destroy(&mut driver, &task.id, &task.container).await;
+    wait_for_containers(&s, 2).await;
+    drop(plugin);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_tasks_in_a_row_leave_only_the_pool() {
+    let mut s = setup_with_pool(&PoolOptions::target(2)).await;
+    wait_for_containers(&s, 2).await;
+    let began = Instant::now();
+    for i in 0..200 {
+        let task = start(&mut s.driver, &format!("t{i}"), script("true"), 64).await;
+        let result = wait(&mut s.driver, &task.id).await;
+        assert_eq!(result.result.unwrap().exit_code, 0);
+        destroy(&mut s.driver, &task.id, &task.container).await;
+    }
+    println!(
+        "200 tasks started, run and destroyed in {:?}",
+        began.elapsed()
+    );
+    let left = wait_for_containers(&s, 2).await;
+    assert_eq!(
+        containers_of(s.data_dir.path()).len(),
+        left.len(),
+        "nothing but the idle pool is left"
+    );
+    let slots = std::fs::read_dir(s.data_dir.path().join("slots"))
+        .unwrap()
+        .count();
+    assert_eq!(slots, 2, "one slot directory per idle container, no more");
+}

@@ -1,0 +1,255 @@
+//! Task-level helpers for the real-Docker tests: a configured plugin process, starting a task
+//! with logmon-like FIFO readers, waiting, destroying, and guards that leave nothing behind.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use polydev::pb::hashicorp::nomad::plugins::base::proto::SetConfigRequest;
+use polydev::pb::hashicorp::nomad::plugins::drivers::proto::{
+    self as nomad, driver_client::DriverClient,
+};
+use tonic::transport::Channel;
+
+use super::real::{
+    AllocDir, FifoReader, Plugin, TEST_IMAGE, container_exists, docker, ensure_test_image,
+};
+use super::{PoolOptions, TaskOptions, plugin_config_with_pool, task_config};
+
+/// A credential value unique to this test run, so a search for it cannot hit anything else.
+pub fn test_key() -> String {
+    format!(
+        "sk-polydev-test-{}-{:x}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos() ^ 0x5eed_5eed
+    )
+}
+
+pub struct Setup {
+    pub plugin: Plugin,
+    pub driver: DriverClient<Channel>,
+    pub data_dir: tempfile::TempDir,
+    pub key: String,
+}
+
+pub async fn setup() -> Setup {
+    setup_with_pool(&PoolOptions::target(0)).await
+}
+
+/// A plugin configured as Nomad's long-lived instance (with `nomad_config`, so its background
+/// work — the warm pool of provider `openai` — starts).
+pub async fn setup_with_pool(pool: &PoolOptions) -> Setup {
+    ensure_test_image();
+    let key = test_key();
+    let data_dir = tempfile::tempdir().unwrap();
+    let plugin = Plugin::spawn(&[("OPENAI_API_KEY", key.as_str()), ("POLYDEV_LOG", "debug")]);
+    let (mut base, driver) = plugin.clients().await;
+    configure_with_pool(&mut base, data_dir.path(), pool).await;
+    Setup {
+        plugin,
+        driver,
+        data_dir,
+        key,
+    }
+}
+
+impl Drop for Setup {
+    /// Leave nothing behind: this plugin's containers (idle pool ones included) and the slots
+    /// mount under its data dir.
+    fn drop(&mut self) {
+        self.plugin.kill9();
+        let dir = self.data_dir.path().to_string_lossy().into_owned();
+        remove_containers_of(&dir);
+        let slots = self.data_dir.path().join("slots");
+        let _ = std::process::Command::new("umount")
+            .arg("-R")
+            .arg("-l")
+            .arg(&slots)
+            .output();
+    }
+}
+
+/// Remove every container a plugin with this data dir made.
+pub fn remove_containers_of(data_dir: &str) {
+    let filter = format!("label=io.polydev.data-dir={data_dir}");
+    let ids = docker(&["ps", "-aq", "--filter", &filter]);
+    for id in ids.split_whitespace() {
+        let _ = docker(&["rm", "-f", id]);
+    }
+}
+
+/// Ids of this plugin's containers, by pool role: (idle pool containers, all containers).
+pub fn containers_of(data_dir: &std::path::Path) -> Vec<(String, String)> {
+    let filter = format!("label=io.polydev.data-dir={}", data_dir.to_string_lossy());
+    docker(&[
+        "ps",
+        "-a",
+        "--format",
+        "{{.ID}} {{.Names}}",
+        "--no-trunc",
+        "--filter",
+        &filter,
+    ])
+    .lines()
+    .filter_map(|line| line.split_once(' '))
+    .map(|(id, name)| (id.to_string(), name.to_string()))
+    .collect()
+}
+
+impl Setup {
+    /// What the per-task log forwarders wrote about themselves (for failure messages).
+    pub fn forwarder_logs(&self) -> String {
+        let mut text = String::new();
+        for entry in std::fs::read_dir(self.data_dir.path().join("logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if entry.path().to_string_lossy().ends_with(".forwarder.log") {
+                text.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+            }
+        }
+        text
+    }
+}
+
+pub async fn configure(
+    base: &mut polydev::pb::hashicorp::nomad::plugins::base::proto::base_plugin_client::BasePluginClient<Channel>,
+    data_dir: &std::path::Path,
+) {
+    configure_with_pool(base, data_dir, &PoolOptions::target(0)).await;
+}
+
+pub async fn configure_with_pool(
+    base: &mut polydev::pb::hashicorp::nomad::plugins::base::proto::base_plugin_client::BasePluginClient<Channel>,
+    data_dir: &std::path::Path,
+    pool: &PoolOptions,
+) {
+    use polydev::pb::hashicorp::nomad::plugins::base::proto::{NomadConfig, NomadDriverConfig};
+    base.set_config(SetConfigRequest {
+        msgpack_config: plugin_config_with_pool(TEST_IMAGE, data_dir, pool),
+        nomad_config: Some(NomadConfig {
+            driver: Some(NomadDriverConfig {
+                client_max_port: 14512,
+                client_min_port: 14000,
+                topology: None,
+            }),
+        }),
+        plugin_api_version: "0.1.0".into(),
+    })
+    .await
+    .expect("SetConfig");
+}
+
+pub fn script(body: &str) -> TaskOptions {
+    let mut options = TaskOptions::new("openai", "sh", &["-c", body]);
+    options.work_dir = Some("/local".into());
+    options
+}
+
+pub fn unique_id(task: &str) -> String {
+    format!(
+        "{:08x}-{}/{task}/{:08x}",
+        std::process::id(),
+        rand_suffix(),
+        rand_suffix()
+    )
+}
+
+pub fn rand_suffix() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(Instant::now().elapsed().as_nanos() as u64);
+    hasher.finish() as u32
+}
+
+pub struct Started {
+    pub id: String,
+    /// Kept so the alloc dir lives as long as the task.
+    pub _alloc: AllocDir,
+    pub handle: nomad::TaskHandle,
+    pub container: String,
+    pub stdout: FifoReader,
+    pub stderr: FifoReader,
+    pub _guard: ContainerGuard,
+}
+
+/// Removes a task's container when the test ends, so a failing test leaks nothing.
+pub struct ContainerGuard(String);
+
+impl Drop for ContainerGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &self.0])
+            .output();
+    }
+}
+
+pub async fn start(
+    driver: &mut DriverClient<Channel>,
+    task: &str,
+    options: TaskOptions,
+    memory_mb: i64,
+) -> Started {
+    let id = unique_id(task);
+    let alloc = AllocDir::new(task);
+    let (stdout, stderr) = alloc.start_readers();
+    let mut config = task_config(&id, Some(alloc.root.path()), &options);
+    config.name = task.to_string();
+    if let Some(memory) = config
+        .resources
+        .as_mut()
+        .and_then(|r| r.allocated_resources.as_mut())
+        .and_then(|a| a.memory.as_mut())
+    {
+        memory.memory_mb = memory_mb;
+    }
+    let handle = driver
+        .start_task(nomad::StartTaskRequest { task: Some(config) })
+        .await
+        .expect("StartTask")
+        .into_inner()
+        .handle
+        .unwrap();
+    let state = polydev::core::DriverState::decode(&handle.driver_state).unwrap();
+    Started {
+        id,
+        _alloc: alloc,
+        handle,
+        _guard: ContainerGuard(state.container_id.clone()),
+        container: state.container_id,
+        stdout,
+        stderr,
+    }
+}
+
+pub async fn wait(driver: &mut DriverClient<Channel>, id: &str) -> nomad::WaitTaskResponse {
+    driver
+        .wait_task(nomad::WaitTaskRequest { task_id: id.into() })
+        .await
+        .expect("WaitTask")
+        .into_inner()
+}
+
+pub async fn finish(reader: FifoReader) -> Vec<u8> {
+    tokio::time::timeout(
+        Duration::from_secs(300),
+        tokio::task::spawn_blocking(move || reader.finish()),
+    )
+    .await
+    .expect("the FIFO was closed at task end")
+    .unwrap()
+}
+
+pub async fn destroy(driver: &mut DriverClient<Channel>, id: &str, container: &str) {
+    driver
+        .destroy_task(nomad::DestroyTaskRequest {
+            task_id: id.to_string(),
+            force: true,
+        })
+        .await
+        .expect("DestroyTask");
+    assert!(
+        !container_exists(container),
+        "DestroyTask left container {container}"
+    );
+}
