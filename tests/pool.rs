@@ -330,3 +330,29 @@ async fn two_hundred_tasks_in_a_row_leave_only_the_pool() {
         .count();
     assert_eq!(slots, 2, "one slot directory per idle container, no more");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_starts_never_share_a_warm_container() {
+    let mut s = setup_with_pool(&PoolOptions::target(4)).await;
+    let idle = wait_for_containers(&s, 4).await;
+    let mut starts = Vec::new();
+    for i in 0..4 {
+        let mut driver = s.driver.clone();
+        starts.push(tokio::spawn(async move {
+            start(&mut driver, &format!("c{i}"), script("true"), 64).await
+        }));
+    }
+    let mut claimed = Vec::new();
+    for started in starts {
+        claimed.push(started.await.unwrap());
+    }
+    let mut ids: Vec<&String> = claimed.iter().map(|t| &t.container).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "four tasks, four different containers");
+    assert!(ids.iter().all(|id| idle.contains(id)), "all four were warm");
+    for task in claimed {
+        wait(&mut s.driver, &task.id).await;
+        destroy(&mut s.driver, &task.id, &task.container).await;
+    }
+}
