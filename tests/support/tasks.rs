@@ -58,7 +58,15 @@ impl Drop for Setup {
     fn drop(&mut self) {
         self.plugin.kill9();
         let dir = self.data_dir.path().to_string_lossy().into_owned();
-        remove_containers_of(&dir);
+        // A create the plugin had in flight when killed still completes in dockerd: sweep until
+        // nothing is left (briefly).
+        for _ in 0..10 {
+            remove_containers_of(&dir);
+            std::thread::sleep(Duration::from_millis(200));
+            if containers_of(self.data_dir.path()).is_empty() {
+                break;
+            }
+        }
         let slots = self.data_dir.path().join("slots");
         let _ = std::process::Command::new("umount")
             .arg("-R")
