@@ -233,6 +233,77 @@ mod tests {
         }
     }
 
+    use super::super::cty::fixtures::{encode, map, obj, s};
+    use super::super::{PluginConfig, decode_plugin_config};
+
+    fn with_pool(provider: &str, fields: Vec<(&str, Value)>) -> Result<PluginConfig, ConfigError> {
+        decode_plugin_config(&encode(&map(vec![(
+            "pool",
+            map(vec![(provider, obj(fields))]),
+        )])))
+    }
+
+    #[test]
+    fn a_pool_block_overrides_its_provider_only() {
+        let config = with_pool(
+            "openai",
+            vec![
+                ("target", Value::from(5)),
+                ("max", Value::from(7)),
+                ("idle_cpus", Value::F64(0.25)),
+                ("idle_memory", Value::from(128)),
+                ("when_empty", s("wait")),
+                ("wait_timeout", s("250ms")),
+                ("max_idle_age", s("5m")),
+            ],
+        )
+        .unwrap();
+        let openai = &config.pools["openai"];
+        assert_eq!((openai.target, openai.max), (5, 7));
+        assert_eq!(openai.idle_nano_cpus, 250_000_000);
+        assert_eq!(openai.idle_memory_bytes, 128 << 20);
+        assert_eq!(
+            openai.when_empty,
+            WhenEmpty::Wait(Duration::from_millis(250))
+        );
+        assert_eq!(openai.max_idle_age, Duration::from_secs(300));
+        assert_eq!(config.pools["google"], PoolConfig::default());
+    }
+
+    #[test]
+    fn bad_pool_values_name_the_field_and_the_fix() {
+        let cases = [
+            (
+                "nope",
+                vec![("target", Value::from(1))],
+                "no provider of that name",
+            ),
+            (
+                "openai",
+                vec![("target", Value::from(9)), ("max", Value::from(3))],
+                "lower target or raise max",
+            ),
+            ("openai", vec![("when_empty", s("later"))], "\"cold\""),
+            ("openai", vec![("max_idle_age", s("soon"))], "ms, s, m or h"),
+            (
+                "openai",
+                vec![("idle_memory", Value::from(2))],
+                "at least 6",
+            ),
+            (
+                "openai",
+                vec![("idle_cpus", Value::F64(0.0))],
+                "at least 0.01",
+            ),
+            ("openai", vec![("max", Value::from(0))], "at least 1"),
+        ];
+        for (provider, fields, fix) in cases {
+            let err = with_pool(provider, fields).unwrap_err().to_string();
+            assert!(err.contains("pool"), "{err}");
+            assert!(err.contains(fix), "{err} should say {fix}");
+        }
+    }
+
     #[test]
     fn defaults_match_the_documented_seed_figures() {
         let d = PoolConfig::default();
