@@ -3,10 +3,13 @@
 //! - `polydev run --provider P [options] -- CMD ARGS…` runs one task through the same core the
 //!   plugin uses (same container settings, launch spec, credentials and log pump), streams its
 //!   output to this terminal and exits with the task's exit code.
+//! - `polydev credentials set|list|rm` manages the encrypted per-user credential store
+//!   ([`credentials`]).
 //! - `polydev version` prints the version.
 //! - `polydev help` explains both modes.
 
 mod pool;
+mod credentials;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -46,6 +49,12 @@ Two modes:
         --debug               the container entrypoint prints what it launches
     polydev pool status [--data-dir DIR] [--docker-endpoint E]
                               idle warm containers and running tasks per provider
+    polydev credentials set|list|rm [OPTIONS]
+        Manage the per-user credentials the plugin injects into tasks that set a
+        user_id, encrypted under the plugin's data_dir (run it as the plugin's
+        user). The value of `set` is read from stdin, never from the command line:
+          printf %s \"$KEY\" | polydev credentials set --namespace NS --user ID --provider P
+        `polydev credentials help` lists every option.
     polydev version           print the version
     polydev help              this text
 ";
@@ -65,6 +74,7 @@ pub fn main(args: Vec<String>) -> i32 {
             0
         }
         Some("pool") => pool::main(&args[1..]),
+        Some("credentials") => credentials::main(&args[1..]),
         Some("run") => match RunOptions::parse(&args[1..]) {
             Ok(options) => run(options),
             Err(message) => {

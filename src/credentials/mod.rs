@@ -5,11 +5,27 @@
 //! [`SecretString`]s: they are handed to the launch spec and to the log redactor and nowhere
 //! else; no `Debug`, error message or log line of this module ever contains one.
 //!
-//! Sources:
-//! - [`EnvSource`]: the plugin's own environment (which Nomad's agent passes down), one shared key
-//!   per provider variable, captured once at startup.
+//! Layout:
+//! - [`policy`]: which source serves which task ([`source_for`], [`ScopedSource`]): a task with a
+//!   `user_id` gets that user's credentials of its own namespace from the store, a task without
+//!   one the node's shared key from the agent's environment.
+//! - [`env`]: [`EnvSource`], the agent's environment; [`NoSource`].
+//! - [`store`]: [`FileStore`], the encrypted per-user store under `<data_dir>`, built from
+//!   [`names`] (path-safe name rules), [`sealed`] (ChaCha20-Poly1305 with identity-bound AAD),
+//!   [`entry`] (the `.cred` file format) and [`private`] (0700/0600, owner, atomic writes).
 
-use std::collections::BTreeMap;
+pub mod entry;
+pub mod env;
+pub mod names;
+pub mod policy;
+mod private;
+pub mod sealed;
+pub mod store;
+
+pub use env::{EnvSource, NoSource};
+pub use names::EntryId;
+pub use policy::{ScopedSource, source_for};
+pub use store::{FileStore, StoreError};
 
 use secrecy::SecretString;
 
@@ -33,17 +49,86 @@ impl std::fmt::Display for CredentialKey {
     }
 }
 
-/// Why credentials could not be resolved. Never carries a secret value.
+/// The operator command that registers `variable` for `key` (the value goes on stdin).
+pub fn set_command(key: &CredentialKey, variable: &str) -> String {
+    format!(
+        "polydev credentials set --namespace {} --user {} --provider {} --variable {variable} \
+         (the value on stdin)",
+        key.namespace,
+        key.user_id.as_deref().unwrap_or("USER"),
+        key.provider
+    )
+}
+
+/// The operator command that removes the entry of `key`.
+pub fn rm_command(key: &CredentialKey) -> String {
+    format!(
+        "polydev credentials rm --namespace {} --user {} --provider {}",
+        key.namespace,
+        key.user_id.as_deref().unwrap_or("USER"),
+        key.provider
+    )
+}
+
+/// Why credentials could not be resolved. Never carries a secret value. Only
+/// [`CredentialError::Unavailable`] is worth retrying.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
     #[error(
-        "missing credential {variable} for {key}: set {variable} in the Nomad agent's environment \
-         (the polydev plugin inherits it), or register it for this user"
+        "missing credential {variable} for {key}: a task without a user_id gets the node's \
+         shared key from the Nomad agent's environment; set {variable} there (the polydev plugin \
+         inherits it), or give the task a user_id and register that user's key with \
+         `polydev credentials set`"
     )]
     Missing {
         key: CredentialKey,
         variable: String,
     },
+    #[error(
+        "missing credential {variable} for {key}: the task sets no user_id, and the plugin config \
+         has credentials_from_env = false, so there is no shared key; give the task the user_id \
+         of a registered user, or set credentials_from_env = true"
+    )]
+    SharedDisabled {
+        key: CredentialKey,
+        variable: String,
+    },
+    #[error(
+        "no credential {variable} is registered for {key} (a job can only use credentials \
+         registered for its own namespace): register it on this node with `{fix}`",
+        fix = set_command(.key, .variable)
+    )]
+    NotRegistered {
+        key: CredentialKey,
+        variable: String,
+    },
+    #[error(
+        "credential {variable} for {key} is not available: the plugin config has \
+         credentials_from_store = false, so per-user credentials are off; set \
+         credentials_from_store = true, or run the task without a user_id to use the node's \
+         shared key"
+    )]
+    StoreDisabled {
+        key: CredentialKey,
+        variable: String,
+    },
+    #[error(
+        "credential {variable} for {key} is unusable ({problem}); register it again with `{fix}`",
+        fix = set_command(.key, .variable)
+    )]
+    Corrupt {
+        key: CredentialKey,
+        variable: String,
+        problem: String,
+    },
+    #[error(
+        "the credentials of {key} are unusable ({problem}); remove them with `{rm}`, then \
+         register them again with `polydev credentials set`",
+        rm = rm_command(.key)
+    )]
+    CorruptEntry { key: CredentialKey, problem: String },
+    #[error("the credential store cannot serve {key}: {problem}")]
+    Store { key: CredentialKey, problem: String },
     #[error("credential source unavailable: {0}")]
     Unavailable(String),
 }
@@ -61,122 +146,4 @@ pub trait CredentialSource: Send + Sync + 'static {
         required: &[String],
         optional: &[String],
     ) -> Result<Credentials, CredentialError>;
-}
-
-/// Credentials from the plugin's environment, shared by every user of a provider.
-pub struct EnvSource {
-    values: BTreeMap<String, SecretString>,
-}
-
-impl EnvSource {
-    /// Capture the current process environment.
-    pub fn from_process_env() -> Self {
-        Self::from_pairs(std::env::vars())
-    }
-
-    /// Build from explicit pairs (tests, the operator CLI).
-    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
-        EnvSource {
-            values: pairs
-                .into_iter()
-                .filter(|(_, v)| !v.is_empty())
-                .map(|(k, v)| (k, SecretString::from(v)))
-                .collect(),
-        }
-    }
-}
-
-impl CredentialSource for EnvSource {
-    fn resolve(
-        &self,
-        key: &CredentialKey,
-        required: &[String],
-        optional: &[String],
-    ) -> Result<Credentials, CredentialError> {
-        let mut found = Vec::with_capacity(required.len() + optional.len());
-        for variable in required {
-            let value = self
-                .values
-                .get(variable)
-                .ok_or_else(|| CredentialError::Missing {
-                    key: key.clone(),
-                    variable: variable.clone(),
-                })?;
-            found.push((variable.clone(), value.clone()));
-        }
-        for variable in optional {
-            if let Some(value) = self.values.get(variable) {
-                found.push((variable.clone(), value.clone()));
-            }
-        }
-        Ok(found)
-    }
-}
-
-/// A source that never has anything: used when the operator disabled every source.
-pub struct NoSource;
-
-impl CredentialSource for NoSource {
-    fn resolve(
-        &self,
-        key: &CredentialKey,
-        required: &[String],
-        _optional: &[String],
-    ) -> Result<Credentials, CredentialError> {
-        match required.first() {
-            Some(variable) => Err(CredentialError::Missing {
-                key: key.clone(),
-                variable: variable.clone(),
-            }),
-            None => Ok(Vec::new()),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use secrecy::ExposeSecret;
-
-    fn key() -> CredentialKey {
-        CredentialKey {
-            namespace: "default".into(),
-            user_id: Some("u1".into()),
-            provider: "openai".into(),
-        }
-    }
-
-    #[test]
-    fn resolves_required_and_present_optional() {
-        let source = EnvSource::from_pairs([
-            ("OPENAI_API_KEY".to_string(), "sk-live".to_string()),
-            ("EMPTY".to_string(), String::new()),
-        ]);
-        let found = source
-            .resolve(
-                &key(),
-                &["OPENAI_API_KEY".into()],
-                &["EMPTY".into(), "NOPE".into()],
-            )
-            .unwrap();
-        assert_eq!(found.len(), 1);
-        assert_eq!(found[0].0, "OPENAI_API_KEY");
-        assert_eq!(found[0].1.expose_secret(), "sk-live");
-    }
-
-    #[test]
-    fn missing_names_variable_and_key_but_never_a_value() {
-        let source = EnvSource::from_pairs([("OTHER".to_string(), "secret-value".to_string())]);
-        let err = source
-            .resolve(&key(), &["OPENAI_API_KEY".into()], &[])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("OPENAI_API_KEY"), "{err}");
-        assert!(err.contains("\"u1\""), "{err}");
-        assert!(!err.contains("secret-value"));
-        let err = NoSource
-            .resolve(&key(), &["OPENAI_API_KEY".into()], &[])
-            .unwrap_err();
-        assert!(err.to_string().contains("OPENAI_API_KEY"));
-    }
 }

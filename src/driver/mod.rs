@@ -23,7 +23,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::PluginConfig;
 use crate::core::{Core, CoreSettings, EventBus};
-use crate::credentials::{CredentialSource, EnvSource, NoSource};
 use crate::logs::forward::{InProcessForwarder, LogForwarder, ProcessForwarder};
 use crate::pb::hashicorp::nomad::plugins::base::proto::base_plugin_server::BasePluginServer;
 use crate::pb::hashicorp::nomad::plugins::drivers::proto::driver_server::DriverServer;
@@ -166,11 +165,8 @@ impl PolydevDriver {
         }
         let runtime =
             (self.inner.wiring.runtime)(&config).map_err(tonic::Status::invalid_argument)?;
-        let credentials: Arc<dyn CredentialSource> = if config.credentials_from_env {
-            Arc::new(EnvSource::from_pairs(self.inner.wiring.environment.clone()))
-        } else {
-            Arc::new(NoSource)
-        };
+        let credentials =
+            crate::credentials::source_for(&config, self.inner.wiring.environment.clone());
         let forwarder = (self.inner.wiring.forwarder)(&config, runtime.clone());
         let pool = WarmPool::new(runtime.clone(), &config, &self.inner.wiring.node);
         let settings = CoreSettings {

@@ -1,0 +1,625 @@
+//! `polydev credentials set|list|rm`: the operator's side of the encrypted credential store
+//! (`crate::credentials::FileStore`) that the plugin reads at every StartTask.
+//!
+//! Invariants:
+//! - A value only ever enters through stdin — never argv, where `ps` and shell history see it —
+//!   lives in zeroized buffers, and is never printed: `list` shows names only.
+//! - Exit codes: 0 done, 1 the store refused or failed, 2 usage (unknown command or option, a
+//!   missing or invalid name).
+//! - The CLI must run as the uid the plugin runs as (root): the store refuses files of another
+//!   owner.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+
+use secrecy::SecretString;
+use zeroize::Zeroizing;
+
+use crate::config;
+use crate::credentials::sealed::secret_from_utf8;
+use crate::credentials::store::{Listing, MAX_VALUE_LEN};
+use crate::credentials::{EntryId, FileStore};
+
+pub const USAGE: &str = "    polydev credentials set --namespace NS --user ID --provider P [--variable VAR] [--data-dir DIR]
+        Store the value read from stdin (one trailing newline is dropped) as VAR of user ID in
+        Nomad namespace NS, encrypted. VAR defaults to the provider's first required credential
+        (OPENAI_API_KEY, ANTHROPIC_API_KEY, GOOGLE_API_KEY). Example:
+            printf %s \"$KEY\" | polydev credentials set --namespace default --user user_123 --provider openai
+    polydev credentials list [--namespace NS] [--user ID] [--data-dir DIR]
+        Show the stored entries: namespace, user, provider, variable names (never values).
+    polydev credentials rm --namespace NS --user ID --provider P [--variable VAR] [--data-dir DIR]
+        Remove one variable, or the user's whole entry for the provider.
+        --data-dir must be the plugin's data_dir (default /var/lib/polydev).
+";
+
+/// Run `polydev credentials ARGS` with the process's stdin/stdout/stderr; returns the exit code.
+pub fn main(args: &[String]) -> i32 {
+    let stdin = std::io::stdin();
+    let is_terminal = stdin.is_terminal();
+    run(
+        args,
+        &mut stdin.lock(),
+        is_terminal,
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    )
+}
+
+enum Failure {
+    Usage(String),
+    Failed(String),
+}
+
+/// Parsed options of one subcommand.
+#[derive(Debug, Default, PartialEq)]
+struct Options {
+    namespace: Option<String>,
+    user: Option<String>,
+    provider: Option<String>,
+    variable: Option<String>,
+    data_dir: Option<PathBuf>,
+}
+
+impl Options {
+    fn parse(args: &[String], allowed: &[&str]) -> Result<Self, Failure> {
+        let mut options = Options::default();
+        let mut iter = args.iter();
+        while let Some(arg) = iter.next() {
+            let (name, inline) = match arg.split_once('=') {
+                Some((name, value)) if name.starts_with("--") => (name, Some(value.to_string())),
+                _ => (arg.as_str(), None),
+            };
+            if !allowed.contains(&name) {
+                let hint = if name == "--value" {
+                    ": the value is read from stdin, never from the command line"
+                } else {
+                    ""
+                };
+                return Err(Failure::Usage(format!("unknown option {name:?}{hint}")));
+            }
+            let value = match inline {
+                Some(value) => value,
+                None => iter
+                    .next()
+                    .filter(|value| !value.starts_with("--"))
+                    .cloned()
+                    .ok_or_else(|| Failure::Usage(format!("{name} needs a value")))?,
+            };
+            let slot = match name {
+                "--namespace" => &mut options.namespace,
+                "--user" => &mut options.user,
+                "--provider" => &mut options.provider,
+                "--variable" => &mut options.variable,
+                _ => {
+                    options.data_dir = Some(PathBuf::from(value));
+                    continue;
+                }
+            };
+            *slot = Some(value);
+        }
+        Ok(options)
+    }
+
+    fn entry(&self) -> Result<EntryId, Failure> {
+        let need = |value: &Option<String>, name: &str| {
+            value
+                .clone()
+                .ok_or_else(|| Failure::Usage(format!("{name} is required")))
+        };
+        let namespace = need(&self.namespace, "--namespace")?;
+        let user = need(&self.user, "--user")?;
+        let provider = need(&self.provider, "--provider")?;
+        EntryId::new(&namespace, &user, &provider).map_err(|e| Failure::Usage(e.to_string()))
+    }
+
+    fn store(&self) -> FileStore {
+        FileStore::new(
+            self.data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(config::plugin::DEFAULT_DATA_DIR)),
+        )
+    }
+}
+
+const ENTRY_OPTIONS: &[&str] = &[
+    "--namespace",
+    "--user",
+    "--provider",
+    "--variable",
+    "--data-dir",
+];
+
+/// The testable core of [`main`].
+fn run(
+    args: &[String],
+    stdin: &mut dyn Read,
+    stdin_is_terminal: bool,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> i32 {
+    let result = match args.first().map(String::as_str) {
+        Some("help" | "--help" | "-h") => {
+            let _ = write!(stdout, "Usage:\n{USAGE}");
+            return 0;
+        }
+        Some("set") => Options::parse(&args[1..], ENTRY_OPTIONS)
+            .and_then(|o| set(&o, stdin, stdin_is_terminal, stdout, stderr)),
+        Some("list") => Options::parse(&args[1..], &["--namespace", "--user", "--data-dir"])
+            .and_then(|o| list(&o, stdout)),
+        Some("rm") => Options::parse(&args[1..], ENTRY_OPTIONS).and_then(|o| rm(&o, stdout)),
+        Some(other) => Err(Failure::Usage(format!("unknown command {other:?}"))),
+        None => Err(Failure::Usage("name a command: set, list or rm".into())),
+    };
+    let command = args.first().map(String::as_str).unwrap_or_default();
+    match result {
+        Ok(code) => code,
+        Err(Failure::Usage(message)) => {
+            let _ = write!(
+                stderr,
+                "polydev credentials {command}: {message}\nUsage:\n{USAGE}"
+            );
+            2
+        }
+        Err(Failure::Failed(message)) => {
+            let _ = writeln!(stderr, "polydev credentials {command}: {message}");
+            1
+        }
+    }
+}
+
+/// The variable `set` and `rm` default to: the provider's first required credential.
+fn default_variable(provider: &str) -> Result<String, Failure> {
+    let defaults = config::decode_plugin_config(&[]).map_err(|e| Failure::Failed(e.to_string()))?;
+    match defaults.providers.get(provider) {
+        Some(p) => p.credentials.first().cloned().ok_or_else(|| {
+            Failure::Usage(format!(
+                "provider {provider:?} requires no credential; name one with --variable"
+            ))
+        }),
+        None => Err(Failure::Usage(format!(
+            "provider {provider:?} is not built in ({}), so there is no default variable: name \
+             it with --variable",
+            defaults
+                .providers
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+fn set(
+    options: &Options,
+    stdin: &mut dyn Read,
+    stdin_is_terminal: bool,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> Result<i32, Failure> {
+    let id = options.entry()?;
+    let variable = match &options.variable {
+        Some(variable) => variable.clone(),
+        None => default_variable(id.provider())?,
+    };
+    crate::credentials::names::check(crate::credentials::names::NameKind::Variable, &variable)
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    let builtin = config::decode_plugin_config(&[])
+        .ok()
+        .and_then(|c| c.providers.get(id.provider()).cloned());
+    if let Some(provider) = builtin.filter(|p| {
+        !p.credentials.contains(&variable) && !p.optional_credentials.contains(&variable)
+    }) {
+        let _ = writeln!(
+            stderr,
+            "polydev credentials set: note: the built-in provider {:?} does not use {variable} \
+             (it uses {}); storing it anyway",
+            id.provider(),
+            [provider.credentials, provider.optional_credentials]
+                .concat()
+                .join(", ")
+        );
+    }
+    if stdin_is_terminal {
+        let _ = writeln!(
+            stderr,
+            "polydev credentials set: reading the value of {variable} from stdin (it is echoed); \
+             end with Ctrl-D. Prefer a pipe: printf %s \"$KEY\" | polydev credentials set …"
+        );
+    }
+    let value = read_value(stdin)?;
+    let store = options.store();
+    store
+        .set(&id, &variable, &value)
+        .map_err(|e| Failure::Failed(e.to_string()))?;
+    let _ = writeln!(
+        stdout,
+        "stored {variable} for {id} in {}",
+        store.entry_path(&id).display()
+    );
+    Ok(0)
+}
+
+/// The value on stdin, without one trailing newline; refuses empty, oversized or non-UTF-8 input.
+fn read_value(stdin: &mut dyn Read) -> Result<SecretString, Failure> {
+    let limit = MAX_VALUE_LEN + 2; // room for "\r\n"
+    // Sized up front so reading never reallocates and leaves a copy behind.
+    let mut buffer = Zeroizing::new(Vec::with_capacity(limit + 1));
+    stdin
+        .take(limit as u64 + 1)
+        .read_to_end(&mut buffer)
+        .map_err(|e| Failure::Failed(format!("cannot read the value from stdin: {e}")))?;
+    if buffer.len() > limit {
+        return Err(Failure::Failed(format!(
+            "the value on stdin is longer than {MAX_VALUE_LEN} bytes"
+        )));
+    }
+    let mut end = buffer.len();
+    if buffer[..end].ends_with(b"\n") {
+        end -= 1;
+        if buffer[..end].ends_with(b"\r") {
+            end -= 1;
+        }
+    }
+    if end == 0 {
+        return Err(Failure::Failed(
+            "the value on stdin is empty: pipe the credential in, e.g. \
+             printf %s \"$KEY\" | polydev credentials set …"
+                .into(),
+        ));
+    }
+    secret_from_utf8(&buffer[..end])
+        .ok_or_else(|| Failure::Failed("the value on stdin is not UTF-8 text".into()))
+}
+
+fn list(options: &Options, stdout: &mut dyn Write) -> Result<i32, Failure> {
+    let listed = options
+        .store()
+        .list(options.namespace.as_deref(), options.user.as_deref())
+        .map_err(|e| match e {
+            crate::credentials::StoreError::Name(e) => Failure::Usage(e.to_string()),
+            other => Failure::Failed(other.to_string()),
+        })?;
+    let _ = stdout.write_all(render_list(&listed).as_bytes());
+    Ok(if listed.iter().any(|l| l.variables.is_err()) {
+        1
+    } else {
+        0
+    })
+}
+
+/// Aligned columns: NAMESPACE USER PROVIDER VARIABLES.
+fn render_list(listed: &[Listing]) -> String {
+    let rows: Vec<[String; 4]> = listed
+        .iter()
+        .map(|l| {
+            [
+                l.id.namespace().to_string(),
+                l.id.user().to_string(),
+                l.id.provider().to_string(),
+                match &l.variables {
+                    Ok(names) => names.join(","),
+                    Err(problem) => format!("(unreadable: {problem})"),
+                },
+            ]
+        })
+        .collect();
+    let header = ["NAMESPACE", "USER", "PROVIDER", "VARIABLES"].map(String::from);
+    let width = |i: usize| {
+        std::iter::once(&header)
+            .chain(&rows)
+            .map(|r| r[i].len())
+            .max()
+            .unwrap_or(0)
+    };
+    let widths = [width(0), width(1), width(2)];
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        for (i, w) in widths.iter().enumerate() {
+            out.push_str(&format!("{:<w$}  ", row[i]));
+        }
+        out.push_str(&row[3]);
+        out.push('\n');
+    }
+    out
+}
+
+fn rm(options: &Options, stdout: &mut dyn Write) -> Result<i32, Failure> {
+    let id = options.entry()?;
+    let removed = options
+        .store()
+        .remove(&id, options.variable.as_deref())
+        .map_err(|e| match e {
+            crate::credentials::StoreError::Name(e) => Failure::Usage(e.to_string()),
+            other => Failure::Failed(other.to_string()),
+        })?;
+    let _ = writeln!(stdout, "removed {} of {id}", removed.join(", "));
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    const VALUE: &str = "sk-cli-test-0123456789abcdef";
+
+    struct Outcome {
+        code: i32,
+        stdout: String,
+        stderr: String,
+    }
+
+    fn cli(args: &str, stdin: &str, data_dir: &std::path::Path) -> Outcome {
+        let mut args: Vec<String> = args.split_whitespace().map(String::from).collect();
+        if args.len() > 1 {
+            args.push(format!("--data-dir={}", data_dir.display()));
+        }
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let code = run(
+            &args,
+            &mut stdin.as_bytes(),
+            false,
+            &mut stdout,
+            &mut stderr,
+        );
+        let outcome = Outcome {
+            code,
+            stdout: String::from_utf8(stdout).unwrap(),
+            stderr: String::from_utf8(stderr).unwrap(),
+        };
+        assert!(!outcome.stdout.contains(VALUE) && !outcome.stderr.contains(VALUE));
+        outcome
+    }
+
+    fn stored(
+        data_dir: &std::path::Path,
+        ns: &str,
+        user: &str,
+        provider: &str,
+        var: &str,
+    ) -> Option<String> {
+        let id = EntryId::new(ns, user, provider).unwrap();
+        FileStore::new(data_dir)
+            .get_many(&id, &[var.to_string()])
+            .unwrap()
+            .pop()
+            .map(|(_, v)| v.expose_secret().to_string())
+    }
+
+    #[test]
+    fn set_reads_stdin_strips_one_newline_and_defaults_the_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = cli(
+            "set --namespace ns-a --user user1 --provider openai",
+            &format!("{VALUE}\n"),
+            dir.path(),
+        );
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(
+            out.stdout
+                .starts_with("stored OPENAI_API_KEY for namespace \"ns-a\""),
+            "{}",
+            out.stdout
+        );
+        assert_eq!(
+            stored(dir.path(), "ns-a", "user1", "openai", "OPENAI_API_KEY").unwrap(),
+            VALUE
+        );
+
+        // Only one newline goes; CRLF counts as one; inner and leading whitespace stays.
+        cli(
+            "set --namespace ns-a --user user1 --provider google --variable GOOGLE_PROJECT_ID",
+            " p 1\n\n",
+            dir.path(),
+        );
+        assert_eq!(
+            stored(dir.path(), "ns-a", "user1", "google", "GOOGLE_PROJECT_ID").unwrap(),
+            " p 1\n"
+        );
+        cli(
+            "set --namespace ns-a --user user1 --provider anthropic",
+            "k-1\r\n",
+            dir.path(),
+        );
+        assert_eq!(
+            stored(
+                dir.path(),
+                "ns-a",
+                "user1",
+                "anthropic",
+                "ANTHROPIC_API_KEY"
+            )
+            .unwrap(),
+            "k-1"
+        );
+
+        // A variable the provider does not use is stored, with a note.
+        let out = cli(
+            "set --namespace ns-a --user user1 --provider openai --variable EXTRA",
+            "x",
+            dir.path(),
+        );
+        assert_eq!(out.code, 0);
+        assert!(out.stderr.contains("does not use EXTRA"), "{}", out.stderr);
+    }
+
+    #[test]
+    fn bad_input_is_refused_with_the_right_exit_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = "set --namespace ns-a --user user1 --provider openai";
+        for stdin in ["", "\n", "\r\n"] {
+            let out = cli(base, stdin, dir.path());
+            assert_eq!(out.code, 1, "{stdin:?}");
+            assert!(out.stderr.contains("empty"), "{}", out.stderr);
+        }
+        let out = cli(base, &"x".repeat(MAX_VALUE_LEN + 3), dir.path());
+        assert_eq!(out.code, 1);
+        assert!(out.stderr.contains("longer than"), "{}", out.stderr);
+        assert!(
+            cli(
+                base,
+                &format!("{}\n", "x".repeat(MAX_VALUE_LEN)),
+                dir.path()
+            )
+            .code
+                == 0
+        );
+        let mut bytes = &b"\xff\xfe"[..];
+        let (mut o, mut e) = (Vec::new(), Vec::new());
+        let args: Vec<String> = base
+            .split(' ')
+            .map(String::from)
+            .chain([format!("--data-dir={}", dir.path().display())])
+            .collect();
+        assert_eq!(run(&args, &mut bytes, false, &mut o, &mut e), 1);
+
+        for (args, expect) in [
+            (
+                "set --namespace ns-a --user user1 --provider aider",
+                "name it with --variable",
+            ),
+            (
+                "set --namespace ns-a --user user1",
+                "--provider is required",
+            ),
+            (
+                "set --namespace a/b --user user1 --provider openai",
+                "invalid namespace",
+            ),
+            (
+                "set --namespace ns-a --user ../x --provider openai",
+                "invalid user id",
+            ),
+            (
+                "set --namespace ns-a --user u --provider openai --variable lower",
+                "invalid variable",
+            ),
+            (
+                "set --namespace ns-a --user u --provider openai --value sk-x",
+                "never from the command line",
+            ),
+            ("set --namespace", "needs a value"),
+            ("list --provider openai", "unknown option"),
+            ("rm --namespace ns-a --user u", "--provider is required"),
+            ("frob x", "unknown command"),
+        ] {
+            let out = cli(args, VALUE, dir.path());
+            assert_eq!(out.code, 2, "{args}: {}", out.stderr);
+            assert!(
+                out.stderr.contains(expect) && out.stderr.contains("Usage:"),
+                "{args}: {}",
+                out.stderr
+            );
+        }
+        assert_eq!(
+            run(&[], &mut &b""[..], false, &mut Vec::new(), &mut Vec::new()),
+            2
+        );
+        let mut help = Vec::new();
+        assert_eq!(
+            run(
+                &["--help".into()],
+                &mut &b""[..],
+                false,
+                &mut help,
+                &mut Vec::new()
+            ),
+            0
+        );
+        assert!(
+            String::from_utf8(help)
+                .unwrap()
+                .contains("polydev credentials set")
+        );
+    }
+
+    #[test]
+    fn list_shows_names_only_and_rm_removes() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            cli("list --namespace ns-a", "", dir.path()).stdout,
+            "NAMESPACE  USER  PROVIDER  VARIABLES\n"
+        );
+        for (ns, user, provider, var) in [
+            ("ns-a", "user1", "openai", "OPENAI_API_KEY"),
+            ("ns-a", "user1", "google", "GOOGLE_API_KEY"),
+            ("ns-a", "user1", "google", "GOOGLE_PROJECT_ID"),
+            (
+                "ns-b",
+                "someone@example.com",
+                "anthropic",
+                "ANTHROPIC_API_KEY",
+            ),
+        ] {
+            let out = cli(
+                &format!(
+                    "set --namespace {ns} --user {user} --provider {provider} --variable {var}"
+                ),
+                VALUE,
+                dir.path(),
+            );
+            assert_eq!(out.code, 0, "{}", out.stderr);
+        }
+        let out = cli("list x", "", dir.path());
+        assert_eq!(out.code, 2, "positional arguments are refused");
+        let mut stdout = Vec::new();
+        let args = vec![
+            "list".to_string(),
+            "--data-dir".into(),
+            dir.path().display().to_string(),
+        ];
+        assert_eq!(
+            run(&args, &mut &b""[..], false, &mut stdout, &mut Vec::new()),
+            0
+        );
+        assert_eq!(
+            String::from_utf8(stdout).unwrap(),
+            "NAMESPACE  USER                 PROVIDER   VARIABLES\n\
+             ns-a       user1                google     GOOGLE_API_KEY,GOOGLE_PROJECT_ID\n\
+             ns-a       user1                openai     OPENAI_API_KEY\n\
+             ns-b       someone@example.com  anthropic  ANTHROPIC_API_KEY\n"
+        );
+        let out = cli("list --user someone@example.com", "", dir.path());
+        assert_eq!(out.stdout.lines().count(), 2);
+
+        let out = cli(
+            "rm --namespace ns-a --user user1 --provider google --variable GOOGLE_PROJECT_ID",
+            "",
+            dir.path(),
+        );
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(
+            out.stdout
+                .starts_with("removed GOOGLE_PROJECT_ID of namespace \"ns-a\""),
+            "{}",
+            out.stdout
+        );
+        assert!(stored(dir.path(), "ns-a", "user1", "google", "GOOGLE_API_KEY").is_some());
+        let out = cli(
+            "rm --namespace ns-a --user user1 --provider google",
+            "",
+            dir.path(),
+        );
+        assert_eq!(out.code, 0);
+        assert!(stored(dir.path(), "ns-a", "user1", "google", "GOOGLE_API_KEY").is_none());
+        let out = cli(
+            "rm --namespace ns-a --user user1 --provider google",
+            "",
+            dir.path(),
+        );
+        assert_eq!(out.code, 1);
+        assert!(
+            out.stderr.contains("nothing is stored for"),
+            "{}",
+            out.stderr
+        );
+
+        // An unreadable entry is shown as such and makes list exit 1.
+        let path = FileStore::new(dir.path())
+            .entry_path(&EntryId::new("ns-a", "user1", "openai").unwrap());
+        std::fs::write(path, "junk\n").unwrap();
+        let out = cli("list --namespace ns-a", "", dir.path());
+        assert_eq!(out.code, 1);
+        assert!(out.stdout.contains("(unreadable: "), "{}", out.stdout);
+    }
+}
