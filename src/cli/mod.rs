@@ -8,8 +8,8 @@
 //! - `polydev version` prints the version.
 //! - `polydev help` explains both modes.
 
-mod pool;
 mod credentials;
+mod pool;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
