@@ -129,6 +129,11 @@ async fn fills_claims_with_an_event_refills_and_hands_over_the_task_dirs() {
     let memory =
         support::real::docker(&["inspect", "-f", "{{.HostConfig.Memory}}", &task.container]);
     assert_eq!(memory.trim(), (128u64 << 20).to_string());
+    // ... and no CPU quota left from the idle 0.1 core (Docker needs it set to every host CPU).
+    let nano_cpus =
+        support::real::docker(&["inspect", "-f", "{{.HostConfig.NanoCpus}}", &task.container]);
+    let host_cpus = std::thread::available_parallelism().unwrap().get() as u64;
+    assert_eq!(nano_cpus.trim(), (host_cpus * 1_000_000_000).to_string());
 
     destroy(&mut s.driver, &task.id, &task.container).await;
     // Refilled back to the target, with new containers (one-shot: the claimed one is gone).

@@ -25,6 +25,9 @@ pub struct StartedTask {
     pub driver_state: DriverState,
 }
 
+/// How many warm containers one StartTask tries when claimed ones turn out to be dead.
+const CLAIM_ATTEMPTS: u32 = 3;
+
 impl Core {
     /// Start `task` as PID 1 of a fresh container; returns once the command has been handed over.
     pub async fn start_task(self: &Arc<Self>, task: TaskSpec) -> Result<StartedTask, CoreError> {
@@ -42,17 +45,36 @@ impl Core {
             &task.config.optional_credentials,
         )?;
 
-        let (container_id, slot) = self.acquire_container(&task).await?;
-        let launch = launch_spec(&task, credentials.clone());
-        if let Err(err) = self
-            .runtime
-            .send_launch_spec(&container_id, &launch.encode())
-            .await
-        {
-            self.discard_container(&container_id).await;
-            self.forget_claim(&task.config.provider, slot.as_deref());
-            return Err(err.into());
-        }
+        let launch = launch_spec(&task, credentials.clone()).encode();
+        let mut attempts_left = CLAIM_ATTEMPTS;
+        let (container_id, slot) = loop {
+            let (container_id, slot) = self.acquire_container(&task).await?;
+            let handed_over = match slot {
+                // A warm container still has its idle limits: raise them while the spec goes in
+                // (both finish before StartTask returns; the CLI cannot outgrow idle limits in
+                // the few ms in between).
+                Some(_) => tokio::try_join!(
+                    self.runtime.update_limits(&container_id, &task.limits),
+                    self.runtime.send_launch_spec(&container_id, &launch),
+                )
+                .map(|_| ()),
+                None => self.runtime.send_launch_spec(&container_id, &launch).await,
+            };
+            match handed_over {
+                Ok(()) => break (container_id, slot),
+                Err(err) => {
+                    self.discard_container(&container_id).await;
+                    self.forget_claim(&task.config.provider, slot.as_deref());
+                    let gone = err.is_not_found() || matches!(err, RuntimeError::NotRunning(_));
+                    attempts_left -= 1;
+                    if slot.is_some() && gone && attempts_left > 0 {
+                        tracing::warn!(container_id = %container_id, "a warm container was gone when claimed; trying another");
+                        continue;
+                    }
+                    return Err(err.into());
+                }
+            }
+        };
 
         let started_at = SystemTime::now();
         let driver_state = DriverState {
@@ -124,7 +146,7 @@ impl Core {
                     WhenEmpty::Wait(limit) => pool.wait_idle(provider, limit).await?,
                 },
             };
-            match self.claim(pool, &idle, task).await {
+            match self.claim(pool, &idle, task) {
                 Ok(()) => {
                     let short: String = idle.id.chars().take(12).collect();
                     self.publish_for(
@@ -134,13 +156,6 @@ impl Core {
                         format!("claimed warm container {short}"),
                     );
                     return Ok((idle.id, Some(idle.slot)));
-                }
-                Err(CoreError::Runtime(err))
-                    if err.is_not_found() || matches!(err, RuntimeError::NotRunning(_)) =>
-                {
-                    tracing::warn!(container_id = %idle.id, "a warm container was gone when claimed; trying the next");
-                    pool.discard(idle);
-                    pool.task_released(provider);
                 }
                 Err(err) => {
                     pool.discard(idle);
@@ -169,14 +184,13 @@ impl Core {
         task.config.labels.is_empty() && provider_image == Some(task.config.image.as_str())
     }
 
-    /// Turn an idle container into this task's: its limits, then its directories.
-    async fn claim(
+    /// Hand an idle container this task's directories (its limits follow with the launch spec).
+    fn claim(
         &self,
         pool: &WarmPool,
         idle: &IdleContainer,
         task: &TaskSpec,
     ) -> Result<(), CoreError> {
-        self.runtime.update_limits(&idle.id, &task.limits).await?;
         match task.alloc_dir.as_deref() {
             Some(alloc_dir) => pool.slots().attach(&idle.slot, alloc_dir, &task.name)?,
             None => pool.slots().mark_claimed(&idle.slot)?,

@@ -81,16 +81,24 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     }
 }
 
-/// Build the `POST /containers/{id}/update` body. Swap is pinned to the memory limit (no swap) so
-/// raising the limit never trips cgroup v1's "memory must be below memoryswap" rule.
-pub fn update_body(limits: &ResourceLimits) -> ContainerUpdateBody {
+/// Build the `POST /containers/{id}/update` body: only the fields that change (each costs the
+/// engine a cgroup write). Swap is pinned to the memory limit (no swap) so raising the limit
+/// never trips cgroup v1's "memory must be below memoryswap" rule. Docker 20.10 ignores
+/// `NanoCpus = 0`, so lifting an idle container's CPU quota means setting it to every CPU of
+/// the host, which is no limit at all.
+pub fn update_body(limits: &ResourceLimits, host_cpus: i64) -> ContainerUpdateBody {
+    let nano_cpus = if limits.nano_cpus > 0 {
+        limits.nano_cpus
+    } else {
+        host_cpus.max(1) * 1_000_000_000
+    };
     ContainerUpdateBody {
         memory: positive(limits.memory_bytes),
         memory_swap: positive(limits.memory_bytes),
-        memory_reservation: Some(limits.memory_reservation_bytes.max(0)),
+        memory_reservation: positive(limits.memory_reservation_bytes),
         cpu_shares: positive(limits.cpu_shares),
-        nano_cpus: Some(limits.nano_cpus.max(0)),
-        cpuset_cpus: Some(limits.cpuset_cpus.clone()),
+        nano_cpus: Some(nano_cpus),
+        cpuset_cpus: (!limits.cpuset_cpus.is_empty()).then(|| limits.cpuset_cpus.clone()),
         ..Default::default()
     }
 }
@@ -219,6 +227,24 @@ mod tests {
         assert_eq!(body.stdin_once, Some(true));
         assert_eq!(body.tty, Some(false));
         assert_eq!(body.user.as_deref(), Some("1000:1000"));
+    }
+
+    #[test]
+    fn updates_lift_the_idle_cpu_quota_and_send_only_what_changes() {
+        let limits = ResourceLimits {
+            memory_bytes: 512 << 20,
+            cpu_shares: 500,
+            ..Default::default()
+        };
+        let body = update_body(&limits, 4);
+        assert_eq!(body.nano_cpus, Some(4_000_000_000));
+        assert_eq!(body.memory_swap, Some(512 << 20));
+        assert_eq!((body.memory_reservation, body.cpuset_cpus), (None, None));
+        let capped = ResourceLimits {
+            nano_cpus: 500_000_000,
+            ..limits
+        };
+        assert_eq!(update_body(&capped, 4).nano_cpus, Some(500_000_000));
     }
 
     #[test]

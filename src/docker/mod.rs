@@ -65,6 +65,13 @@ impl DockerRuntime {
     }
 }
 
+/// CPUs of this host (the plugin runs on the node, beside the engine).
+fn host_cpus() -> i64 {
+    std::thread::available_parallelism()
+        .map(|n| n.get() as i64)
+        .unwrap_or(1)
+}
+
 /// Map a bollard error to the port's error, naming the object it concerned.
 fn classify(err: BollardError, kind: &'static str, id: &str) -> RuntimeError {
     match err {
@@ -130,7 +137,7 @@ impl ContainerRuntime for DockerRuntime {
     async fn update_limits(&self, id: &str, limits: &ResourceLimits) -> RuntimeResult<()> {
         self.client()
             .await?
-            .update_container(id, convert::update_body(limits))
+            .update_container(id, convert::update_body(limits, host_cpus()))
             .await
             .map_err(|e| classify(e, "container", id))
     }
