@@ -706,7 +706,7 @@ impl Session {
         loop {
             let idle = self.idle_containers(0).await?;
             let attr = self.fingerprint.lock().unwrap().idle;
-            if idle >= target {
+            if idle >= target || attr.is_some_and(|n| n >= target as i64) {
                 return Ok(Fill {
                     seen: true,
                     reached: true,
@@ -727,16 +727,23 @@ impl Session {
         }
     }
 
-    /// Between sequential starts: wait until `target` idle containers run again.
+    /// Between sequential starts: wait until `target` idle containers run again, as Docker shows
+    /// them or as a fingerprint sent since the wait began reports them. Without any sign of a
+    /// pool (or after 3 waits that timed out) it sleeps [`FALLBACK_SLEEP`] instead.
     async fn wait_refill(&self, target: usize, seen: bool, waits: &mut Waits) -> Result<()> {
-        if !seen {
+        if !seen || waits.timed_out >= 3 {
             tokio::time::sleep(FALLBACK_SLEEP).await;
             waits.fallback += 1;
             return Ok(());
         }
         let t0 = Instant::now();
+        let updates_before = self.fingerprint.lock().unwrap().updates;
         loop {
-            if self.idle_containers(0).await? >= target {
+            let reported = {
+                let fp = self.fingerprint.lock().unwrap();
+                fp.updates > updates_before && fp.idle.is_some_and(|n| n >= target as i64)
+            };
+            if reported || self.idle_containers(0).await? >= target {
                 waits.filled.push(t0.elapsed());
                 return Ok(());
             }
