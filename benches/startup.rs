@@ -80,8 +80,10 @@ const DOCKER_ENDPOINT: &str = "unix:///var/run/docker.sock";
 const IDLE_ATTR: &str = "driver.polydev.pool.openai.idle";
 const WARM_EVENT: &str = "claimed warm container";
 const COLD_EVENT: &str = "pool empty";
-/// Sleep between warm starts when no pool container was ever seen (pool not implemented).
-const FALLBACK_SLEEP: Duration = Duration::from_secs(1);
+/// Quiet time before every sequential start, cold or warm, so that the previous task's teardown
+/// (container removal, forwarder exit) never overlaps a measurement; a warm start additionally
+/// waits for the pool's refill.
+const SETTLE: Duration = Duration::from_secs(1);
 
 // ------------------------------------------------------------------------------------- main
 
@@ -386,6 +388,9 @@ struct Floors {
     exec_first: Vec<Duration>,
     exec_exit: Vec<Duration>,
     claim: Vec<Duration>,
+    /// The claim's two halves.
+    update: Vec<Duration>,
+    launch: Vec<Duration>,
     /// `HostConfig.NanoCpus` of a claimed container after `update_limits(nano_cpus = 0)`.
     nano_cpus_after_claim: String,
 }
@@ -492,7 +497,7 @@ async fn floors(run: &Run, n: usize) -> Result<Floors> {
         idle.push(id);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut claim = Vec::new();
+    let (mut claim, mut update, mut launch) = (Vec::new(), Vec::new(), Vec::new());
     for (i, id) in idle.iter().enumerate() {
         let spec = LaunchSpec {
             argv: vec!["sh".into(), "-c".into(), "sleep 30".into()],
@@ -504,9 +509,12 @@ async fn floors(run: &Run, n: usize) -> Result<Floors> {
         .encode();
         let t0 = Instant::now();
         docker.update_limits(id, &task_limits()).await?;
+        let t1 = Instant::now();
         docker.send_launch_spec(id, &spec).await?;
         if i > 0 {
             claim.push(t0.elapsed());
+            update.push(t1 - t0);
+            launch.push(t1.elapsed());
         }
     }
     let nano_cpus_after_claim = Command::new("docker")
@@ -528,6 +536,8 @@ async fn floors(run: &Run, n: usize) -> Result<Floors> {
         exec_first,
         exec_exit,
         claim,
+        update,
+        launch,
         nano_cpus_after_claim,
     })
 }
@@ -728,11 +738,12 @@ impl Session {
     }
 
     /// Between sequential starts: wait until `target` idle containers run again, as Docker shows
-    /// them or as a fingerprint sent since the wait began reports them. Without any sign of a
-    /// pool (or after 3 waits that timed out) it sleeps [`FALLBACK_SLEEP`] instead.
+    /// them or as a fingerprint sent since the wait began reports them, and at least [`SETTLE`].
+    /// Without any sign of a pool (or after 3 waits that timed out) it only settles.
     async fn wait_refill(&self, target: usize, seen: bool, waits: &mut Waits) -> Result<()> {
+        let settle = tokio::time::sleep(SETTLE);
         if !seen || waits.timed_out >= 3 {
-            tokio::time::sleep(FALLBACK_SLEEP).await;
+            settle.await;
             waits.fallback += 1;
             return Ok(());
         }
@@ -745,6 +756,7 @@ impl Session {
             };
             if reported || self.idle_containers(0).await? >= target {
                 waits.filled.push(t0.elapsed());
+                settle.await;
                 return Ok(());
             }
             if t0.elapsed() >= Duration::from_secs(30) {
@@ -1092,6 +1104,8 @@ async fn startup_series(
     for i in 0..tasks + 2 {
         if target > 0 {
             session.wait_refill(target, seen, &mut waits).await?;
+        } else {
+            tokio::time::sleep(SETTLE).await;
         }
         let prepared = session.prepare(run, name, &sleep_task(), false);
         let task = session.start(prepared).await?;
@@ -1110,6 +1124,8 @@ async fn startup_series(
     for _ in 0..ttfb_n {
         if target > 0 {
             session.wait_refill(target, seen, &mut waits).await?;
+        } else {
+            tokio::time::sleep(SETTLE).await;
         }
         let mut options = TaskOptions::new(PROVIDER, "codex", &["--version"]);
         options.work_dir = Some("/local".into());
@@ -1383,6 +1399,13 @@ impl Report {
             "",
             "",
         );
+        series("  … of which update_limits", &f.update, "", "");
+        series(
+            "  … of which send_launch_spec (attach + write)",
+            &f.launch,
+            "",
+            "",
+        );
         let cold = Summary::of(&self.cold.latencies);
         let warm = Summary::of(&self.warm.latencies);
         series("StartTask cold (pool off)", &self.cold.latencies, "", "");
@@ -1513,12 +1536,13 @@ impl Report {
                     .map_or("never reported".to_string(), |v| v.to_string())
             ),
             format!(
-                "Warm refill waits before each start: {} until Docker showed {} idle containers ({wait_summary}), {} timed out (30 s), {} fixed {} s sleeps (no pool seen).",
+                "Warm refill waits before each start: {} until Docker showed {} idle containers ({wait_summary}), {} timed out (30 s), {} plain {} s settles (no pool seen); every sequential start, cold or warm, follows ≥ {} s of quiet.",
                 waits.filled.len(),
                 self.warm_target,
                 waits.timed_out,
                 waits.fallback,
-                FALLBACK_SLEEP.as_secs()
+                SETTLE.as_secs(),
+                SETTLE.as_secs()
             ),
             format!(
                 "TTFB of `codex --version` (StartTask sent → first stdout byte in the FIFO): cold {}, {}; warm {}, {}.",
@@ -1550,8 +1574,13 @@ impl Report {
                 self.rss.tasks
             ),
             format!(
-                "Claim floor: NanoCpus of a claimed container after update_limits(nano_cpus = 0) is {:?} (idle containers were created with 0.1 CPU).",
-                self.floors.nano_cpus_after_claim
+                "Claim floor: after update_limits(nano_cpus = 0) a claimed container's HostConfig.NanoCpus is {:?}{}.",
+                self.floors.nano_cpus_after_claim,
+                if self.floors.nano_cpus_after_claim == "100000000" {
+                    " — the idle 0.1-CPU quota SURVIVES the claim (the engine ignores 0 on update), so a warm task would stay throttled to 0.1 CPU unless the pool sets an explicit quota"
+                } else {
+                    " (the idle 0.1-CPU quota was lifted)"
+                }
             ),
             format!(
                 "Cleanup: the harness removed {} leftover containers (idle pool containers) after the sessions; plugins and forwarders were stopped.",
