@@ -132,37 +132,29 @@ impl Core {
         else {
             return Ok((self.create_started_container(task).await?, None));
         };
-        loop {
-            let idle = match pool.take_idle(provider) {
-                Some(idle) => idle,
-                None => match pool.when_empty(provider) {
-                    WhenEmpty::Cold => break,
-                    WhenEmpty::Fail => {
-                        return Err(PoolError::Empty {
-                            provider: provider.clone(),
-                        }
-                        .into());
+        let idle = match pool.take_idle(provider) {
+            Some(idle) => Some(idle),
+            None => match pool.when_empty(provider) {
+                WhenEmpty::Cold => None,
+                WhenEmpty::Fail => {
+                    return Err(PoolError::Empty {
+                        provider: provider.clone(),
                     }
-                    WhenEmpty::Wait(limit) => pool.wait_idle(provider, limit).await?,
-                },
-            };
-            match self.claim(pool, &idle, task) {
-                Ok(()) => {
-                    let short: String = idle.id.chars().take(12).collect();
-                    self.publish_for(
-                        &task.id,
-                        &task.alloc_id,
-                        &task.name,
-                        format!("claimed warm container {short}"),
-                    );
-                    return Ok((idle.id, Some(idle.slot)));
+                    .into());
                 }
-                Err(err) => {
-                    pool.discard(idle);
-                    pool.task_released(provider);
-                    return Err(err);
-                }
+                WhenEmpty::Wait(limit) => Some(pool.wait_idle(provider, limit).await?),
+            },
+        };
+        if let Some(idle) = idle {
+            if let Err(err) = self.claim(pool, &idle, task) {
+                pool.discard(idle);
+                pool.task_released(provider);
+                return Err(err);
             }
+            let short: String = idle.id.chars().take(12).collect();
+            let message = format!("claimed warm container {short}");
+            self.publish_for(&task.id, &task.alloc_id, &task.name, message);
+            return Ok((idle.id, Some(idle.slot)));
         }
         self.publish_for(
             &task.id,
