@@ -52,12 +52,16 @@ impl Core {
             let handed_over = match slot {
                 // A warm container still has its idle limits: raise them while the spec goes in
                 // (both finish before StartTask returns; the CLI cannot outgrow idle limits in
-                // the few ms in between).
-                Some(_) => tokio::try_join!(
-                    self.runtime.update_limits(&container_id, &task.limits),
+                // the few ms in between). A task quick enough to have exited before the update
+                // landed needs no limits any more.
+                Some(_) => match tokio::join!(
                     self.runtime.send_launch_spec(&container_id, &launch),
-                )
-                .map(|_| ()),
+                    self.runtime.update_limits(&container_id, &task.limits),
+                ) {
+                    (Err(err), _) => Err(err),
+                    (Ok(()), Ok(()) | Err(RuntimeError::NotRunning(_))) => Ok(()),
+                    (Ok(()), Err(err)) => Err(err),
+                },
                 None => self.runtime.send_launch_spec(&container_id, &launch).await,
             };
             match handed_over {

@@ -84,6 +84,12 @@ fn classify(err: BollardError, kind: &'static str, id: &str) -> RuntimeError {
                 id: id.to_string(),
             },
             409 if message.contains("is not running") => RuntimeError::NotRunning(id.to_string()),
+            // `docker update` racing the container's exit answers 500 in either of these words.
+            _ if message.contains("cannot update a stopped container")
+                || message.contains("container not running") =>
+            {
+                RuntimeError::NotRunning(id.to_string())
+            }
             400..=499 => RuntimeError::Rejected(message),
             _ => RuntimeError::Unavailable(format!("{status_code}: {message}")),
         },
