@@ -700,8 +700,14 @@ fn pid1_cpu_ticks(r: &Running) -> u64 {
 
 #[test]
 fn warm_pool_waits_idle_then_launches() {
+    check_warm_then_pid1(test_image(), Spec::new());
+}
+
+/// A `WARM_POOL=true` container of `image` idles at ~0 % CPU past the spec timeout, then runs
+/// the launched command as PID 1. `base` carries what the image requires (its credential).
+fn check_warm_then_pid1(image: &str, base: Spec) {
     let mut r = start(
-        test_image(),
+        image,
         &["-e", "WARM_POOL=true", "-e", "POLYDEV_SPEC_TIMEOUT=1"],
         &[],
     );
@@ -716,7 +722,7 @@ fn warm_pool_waits_idle_then_launches() {
         "idle PID 1 used {} ticks",
         after - before
     );
-    r.send(&sh("echo warm $$").bytes(), true);
+    r.send(&base.args(["sh", "-c", "echo warm $$"]).bytes(), true);
     let out = r.wait();
     out.assert_code(0);
     assert_eq!(out.stdout_str(), "warm 1\n");
@@ -1024,8 +1030,20 @@ fn check_missing_credential(provider: &'static str) {
     out.assert_code(65);
 }
 
+fn check_warm_provider(provider: &'static str) {
+    let (_, key) = provider_info(provider);
+    check_warm_then_pid1(
+        &provider_image(provider),
+        Spec::new().env(key, "sk-warm-test"),
+    );
+}
+
 macro_rules! provider_tests {
-    ($provider:literal, $version:ident, $uid:ident, $missing:ident) => {
+    ($provider:literal, $version:ident, $uid:ident, $missing:ident, $warm:ident) => {
+        #[test]
+        fn $warm() {
+            check_warm_provider($provider);
+        }
         #[test]
         fn $version() {
             check_cli_version($provider);
@@ -1045,17 +1063,20 @@ provider_tests!(
     "openai",
     provider_image_openai_cli_version,
     provider_image_openai_uid_1000_and_spec_under_bash,
-    provider_image_openai_missing_credential_exits_78
+    provider_image_openai_missing_credential_exits_78,
+    provider_image_openai_idles_warm_then_execs_as_pid_1
 );
 provider_tests!(
     "anthropic",
     provider_image_anthropic_cli_version,
     provider_image_anthropic_uid_1000_and_spec_under_bash,
-    provider_image_anthropic_missing_credential_exits_78
+    provider_image_anthropic_missing_credential_exits_78,
+    provider_image_anthropic_idles_warm_then_execs_as_pid_1
 );
 provider_tests!(
     "google",
     provider_image_google_cli_version,
     provider_image_google_uid_1000_and_spec_under_bash,
-    provider_image_google_missing_credential_exits_78
+    provider_image_google_missing_credential_exits_78,
+    provider_image_google_idles_warm_then_execs_as_pid_1
 );
