@@ -37,6 +37,17 @@ fn pool_containers(setup: &Setup) -> Vec<String> {
     .collect()
 }
 
+/// A StartTask that the pool's policy refuses; returns the status.
+async fn start_refused(setup: &mut Setup, task: &str) -> tonic::Status {
+    let alloc = AllocDir::new(task);
+    let config = task_config(&unique_id(task), Some(alloc.root.path()), &script("true"));
+    setup
+        .driver
+        .start_task(nomad::StartTaskRequest { task: Some(config) })
+        .await
+        .expect_err("the pool's policy refuses the start")
+}
+
 /// Wait until the plugin has exactly `count` containers.
 async fn wait_for_containers(setup: &Setup, count: usize) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -182,18 +193,7 @@ async fn an_empty_pool_follows_its_policy() {
     let mut s = setup_with_pool(&fail).await;
     wait_for_containers(&s, 1).await;
     let first = start(&mut s.driver, "first", script("sleep 30"), 64).await;
-    let alloc = AllocDir::new("second");
-    let err = s
-        .driver
-        .start_task(nomad::StartTaskRequest {
-            task: Some(task_config(
-                &unique_id("second"),
-                Some(alloc.root.path()),
-                &script("true"),
-            )),
-        })
-        .await
-        .unwrap_err();
+    let err = start_refused(&mut s, "second").await;
     assert_eq!(
         recoverable_detail(&err),
         Some(true),
@@ -241,18 +241,7 @@ async fn an_empty_pool_follows_its_policy() {
     let mut s = setup_with_pool(&short).await;
     wait_for_containers(&s, 1).await;
     let first = start(&mut s.driver, "first", script("sleep 30"), 64).await;
-    let alloc = AllocDir::new("late");
-    let err = s
-        .driver
-        .start_task(nomad::StartTaskRequest {
-            task: Some(task_config(
-                &unique_id("late"),
-                Some(alloc.root.path()),
-                &script("true"),
-            )),
-        })
-        .await
-        .unwrap_err();
+    let err = start_refused(&mut s, "late").await;
     assert_eq!(recoverable_detail(&err), Some(true));
     assert!(err.message().contains("wait_timeout"), "{}", err.message());
     destroy(&mut s.driver, &first.id, &first.container).await;

@@ -96,14 +96,7 @@ async fn run_cli(provider: &str, command: &str, expect: &str) {
     let mut task = task_config(&id, Some(alloc.root.path()), &options);
     task.name = "cli".into();
     // The Node CLIs need more than the test default of 128 MB (the jobspecs in nomad/ use 512).
-    if let Some(memory) = task
-        .resources
-        .as_mut()
-        .and_then(|r| r.allocated_resources.as_mut())
-        .and_then(|a| a.memory.as_mut())
-    {
-        memory.memory_mb = 512;
-    }
+    support::set_memory_mb(&mut task, 512);
     let handle = driver
         .start_task(nomad::StartTaskRequest { task: Some(task) })
         .await

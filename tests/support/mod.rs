@@ -205,6 +205,18 @@ pub fn task_config(id: &str, alloc_dir: Option<&Path>, options: &TaskOptions) ->
     }
 }
 
+/// Give a task `mb` MB of memory, as its jobspec's `resources { memory = mb }` would.
+pub fn set_memory_mb(task: &mut nomad::TaskConfig, mb: i64) {
+    if let Some(memory) = task
+        .resources
+        .as_mut()
+        .and_then(|r| r.allocated_resources.as_mut())
+        .and_then(|a| a.memory.as_mut())
+    {
+        memory.memory_mb = mb;
+    }
+}
+
 pub fn duration(d: std::time::Duration) -> prost_types::Duration {
     prost_types::Duration::try_from(d).unwrap()
 }

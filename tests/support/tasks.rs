@@ -203,14 +203,7 @@ pub async fn start(
     let (stdout, stderr) = alloc.start_readers();
     let mut config = task_config(&id, Some(alloc.root.path()), &options);
     config.name = task.to_string();
-    if let Some(memory) = config
-        .resources
-        .as_mut()
-        .and_then(|r| r.allocated_resources.as_mut())
-        .and_then(|a| a.memory.as_mut())
-    {
-        memory.memory_mb = memory_mb;
-    }
+    super::set_memory_mb(&mut config, memory_mb);
     let handle = driver
         .start_task(nomad::StartTaskRequest { task: Some(config) })
         .await
