@@ -917,6 +917,14 @@ async fn fingerprint_reports_health_and_attributes_then_follows_the_engine() {
         Some(Value::BoolVal(true))
     );
     assert!(attr(&first, "driver.polydev.version").is_some());
+    assert_eq!(
+        attr(&first, "driver.polydev.pool.openai.target"),
+        Some(Value::IntVal(0))
+    );
+    assert_eq!(
+        attr(&first, "driver.polydev.pool.openai.idle"),
+        Some(Value::IntVal(0))
+    );
     h.fake.set_unavailable(true);
     let next = tokio::time::timeout(Duration::from_secs(15), fingerprints.next())
         .await

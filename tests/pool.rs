@@ -350,3 +350,27 @@ async fn concurrent_starts_never_share_a_warm_container() {
         destroy(&mut s.driver, &task.id, &task.container).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_containers_no_task_claims_back_are_removed_after_the_grace() {
+    let options = PoolOptions {
+        orphan_grace: Some("1s"),
+        ..PoolOptions::target(0)
+    };
+    let mut s = setup_with_pool(&options).await;
+    let task = start(&mut s.driver, "orphan", script("sleep 60"), 64).await;
+    s.plugin.kill9();
+    // The next plugin process is never asked to recover the task (Nomad forgot it).
+    let plugin = Plugin::spawn(&[("OPENAI_API_KEY", s.key.as_str())]);
+    let (mut base, _driver) = plugin.clients().await;
+    configure_with_pool(&mut base, s.data_dir.path(), &options).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while container_exists(&task.container) {
+        assert!(
+            Instant::now() < deadline,
+            "the orphaned task container was never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(plugin);
+}

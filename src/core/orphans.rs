@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::{Core, LABEL_DATA_DIR, LABEL_MANAGED, LABEL_NODE};
 use crate::pool::LABEL_SLOT;
 
-/// How often the sweep looks.
+/// How often the sweep looks (more often when the grace period is shorter).
 const SWEEP_PERIOD: Duration = Duration::from_secs(30);
 
 impl Core {
@@ -26,10 +26,11 @@ impl Core {
         let core = self.clone();
         tokio::spawn(async move {
             let mut first_seen: HashMap<String, Instant> = HashMap::new();
+            let period = SWEEP_PERIOD.min(core.settings.orphan_grace);
             loop {
                 tokio::select! {
                     _ = core.shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(SWEEP_PERIOD) => {}
+                    _ = tokio::time::sleep(period) => {}
                 }
                 core.sweep_orphans(&mut first_seen).await;
             }

@@ -59,8 +59,8 @@ impl Core {
                     self.runtime.update_limits(&container_id, &task.limits),
                 ) {
                     (Err(err), _) => Err(err),
-                    (Ok(()), Ok(()) | Err(RuntimeError::NotRunning(_))) => Ok(()),
-                    (Ok(()), Err(err)) => Err(err),
+                    (Ok(()), Ok(())) => Ok(()),
+                    (Ok(()), Err(err)) => self.exited_meanwhile(&container_id, err).await,
                 },
                 None => self.runtime.send_launch_spec(&container_id, &launch).await,
             };
@@ -167,6 +167,19 @@ impl Core {
             "pool empty: cold start",
         );
         Ok((self.create_started_container(task).await?, None))
+    }
+
+    /// The limits update failed after the spec went in: fine if the task has already exited
+    /// (Docker words that race in several ways), an error otherwise.
+    async fn exited_meanwhile(
+        &self,
+        container_id: &str,
+        err: RuntimeError,
+    ) -> Result<(), RuntimeError> {
+        match self.runtime.inspect(container_id).await {
+            Ok(state) if !state.running => Ok(()),
+            _ => Err(err),
+        }
     }
 
     /// Tasks that set their own labels or image need a container made for them.

@@ -81,6 +81,8 @@ pub struct PoolOptions {
     pub max_idle_age: &'static str,
     pub when_empty: &'static str,
     pub wait_timeout: &'static str,
+    /// The plugin's `orphan_grace` (default when `None`).
+    pub orphan_grace: Option<&'static str>,
 }
 
 impl PoolOptions {
@@ -91,6 +93,7 @@ impl PoolOptions {
             max_idle_age: "1h",
             when_empty: "cold",
             wait_timeout: "30s",
+            orphan_grace: None,
         }
     }
 
@@ -130,7 +133,10 @@ pub fn plugin_config_with_pool(image: &str, data_dir: &Path, pool: &PoolOptions)
         ("data_dir", Value::from(data_dir.to_str().unwrap())),
         ("disable_log_collection", Value::Nil),
         ("docker_endpoint", Value::Nil),
-        ("orphan_grace", Value::Nil),
+        (
+            "orphan_grace",
+            pool.orphan_grace.map(Value::from).unwrap_or(Value::Nil),
+        ),
         (
             "pool",
             Value::Map(vec![
