@@ -575,7 +575,7 @@ impl Pool {
 }
 
 /// The agent's `plugin "polydev" { config { … } }`: provider `openai` on `image`, credentials
-/// from the plugin's environment only, and one `pool "openai"` block.
+/// from the plugin's environment only, and the pool of `openai` alone.
 fn plugin_config(image: &str, data_dir: &Path, pool: Pool) -> Vec<u8> {
     let provider = cty_object(vec![
         ("command", Value::Nil),
@@ -592,7 +592,13 @@ fn plugin_config(image: &str, data_dir: &Path, pool: Pool) -> Vec<u8> {
         ("docker_endpoint", Value::from(DOCKER_ENDPOINT)),
         (
             "pool",
-            Value::Map(vec![(Value::from(PROVIDER), pool.block())]),
+            // Only the benchmarked provider keeps warm containers; the others' pools are off so
+            // the run creates nothing it does not measure (and cleans up).
+            Value::Map(vec![
+                (Value::from("anthropic"), Pool::off().block()),
+                (Value::from("google"), Pool::off().block()),
+                (Value::from(PROVIDER), pool.block()),
+            ]),
         ),
         (
             "provider",

@@ -69,10 +69,11 @@ async fn run_cli(provider: &str, command: &str, expect: &str) {
         "anthropic" => "ANTHROPIC_API_KEY",
         _ => "GOOGLE_API_KEY",
     };
-    let mut plugin = Plugin::spawn(&[(variable, key.as_str())]);
+    let plugin = Plugin::spawn(&[(variable, key.as_str())]);
     let (mut base, mut driver) = plugin.clients().await;
+    let cleanup = Cleanup { plugin, data_dir };
     base.set_config(SetConfigRequest {
-        msgpack_config: config(data_dir.path()),
+        msgpack_config: config(cleanup.data_dir.path()),
         nomad_config: Some(NomadConfig {
             driver: Some(NomadDriverConfig {
                 client_max_port: 14512,
@@ -130,13 +131,25 @@ async fn run_cli(provider: &str, command: &str, expect: &str) {
         "{command} --version printed {stdout:?} (stderr {stderr:?})"
     );
     destroy(&mut driver, &id, &container).await;
-    plugin.kill9();
-    support::tasks::remove_containers_of(&data_dir.path().to_string_lossy());
-    let _ = std::process::Command::new("umount")
-        .arg("-R")
-        .arg("-l")
-        .arg(data_dir.path().join("slots"))
-        .output();
+}
+
+/// Whatever happens in the test: stop the plugin, remove its containers, unmount its slots.
+struct Cleanup {
+    plugin: Plugin,
+    data_dir: tempfile::TempDir,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        self.plugin.kill9();
+        support::tasks::remove_containers_of(&self.data_dir.path().to_string_lossy());
+        let slots = self.data_dir.path().join("slots");
+        let _ = std::process::Command::new("umount")
+            .arg("-R")
+            .arg("-l")
+            .arg(slots)
+            .output();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
