@@ -104,7 +104,11 @@ async fn run<W: Write + Send>(
     let (listener, cleanup) = socket.split();
     let result = async {
         let line = HandshakeLine::unix(cleanup.path())?;
+        // Nomad's client keeps a WaitTask and a TaskStats stream open per task on this one
+        // connection; HTTP/2's default of 200 concurrent streams would stall every other RPC
+        // past ~100 tasks. grpc-go's own servers allow unlimited streams; so do we.
         let router = Server::builder()
+            .max_concurrent_streams(u32::MAX)
             .add_routes(driver_routes)
             .add_service(health_server().await)
             .add_service(Controller::server(shutdown.clone()))
