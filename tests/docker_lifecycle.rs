@@ -100,7 +100,11 @@ async fn stop_sends_the_signal_then_sigkill_after_the_timeout() {
         64,
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The trap is set once it says so.
+    polite
+        .stdout
+        .wait_for("ready", Duration::from_secs(30))
+        .await;
     let begun = Instant::now();
     s.driver
         .stop_task(nomad::StopTaskRequest {
@@ -132,7 +136,10 @@ async fn stop_sends_the_signal_then_sigkill_after_the_timeout() {
         64,
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    stubborn
+        .stdout
+        .wait_for("ready", Duration::from_secs(30))
+        .await;
     let begun = Instant::now();
     s.driver
         .stop_task(nomad::StopTaskRequest {
@@ -182,7 +189,7 @@ async fn an_oom_kill_is_reported() {
 async fn signal_exec_inspect_and_stats_on_a_running_task() {
     let mut s = setup().await;
     let task = start(&mut s.driver, "busy", script("trap 'echo got HUP' HUP; echo ready; i=0; while [ $i -lt 300 ]; do i=$((i+1)); sleep 0.1; done"), 64).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    task.stdout.wait_for("ready", Duration::from_secs(30)).await;
     s.driver
         .signal_task(nomad::SignalTaskRequest {
             task_id: task.id.clone(),

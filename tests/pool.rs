@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use polydev::driver::status::recoverable_detail;
 use polydev::pb::hashicorp::nomad::plugins::drivers::proto as nomad;
+use polydev::pb::hashicorp::nomad::plugins::drivers::proto::driver_client::DriverClient;
 use support::PoolOptions;
 use support::real::{AllocDir, Plugin, container_exists};
 use support::task_config;
 use support::tasks::*;
+use tonic::transport::Channel;
 
 /// Running pool containers of this plugin (by name; task containers keep the pool name too,
 /// so only count before claims or after destroys).
@@ -48,19 +50,19 @@ async fn start_refused(setup: &mut Setup, task: &str) -> tonic::Status {
         .expect_err("the pool's policy refuses the start")
 }
 
-/// Wait until the plugin has exactly `count` containers.
-async fn wait_for_containers(setup: &Setup, count: usize) -> Vec<String> {
+/// Wait until the plugin behind `driver` holds exactly `count` running containers, all of them
+/// idle in its pool (running is not enough: a container joins the pool only once its start
+/// call has returned).
+async fn wait_for_idle(driver: &DriverClient<Channel>, setup: &Setup, count: usize) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let now = pool_containers(setup);
-        if now.len() == count {
-            // Running, and handed to the pool a moment after `start` returned.
-            tokio::time::sleep(Duration::from_millis(300)).await;
+        if now.len() == count && reported_idle(driver, "openai").await == Some(count as i64) {
             return now;
         }
         assert!(
             Instant::now() < deadline,
-            "expected {count} containers, have {now:?}"
+            "expected {count} idle containers, have {now:?} running"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -69,7 +71,7 @@ async fn wait_for_containers(setup: &Setup, count: usize) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fills_claims_with_an_event_refills_and_hands_over_the_task_dirs() {
     let mut s = setup_with_pool(&PoolOptions::target(2)).await;
-    let idle = wait_for_containers(&s, 2).await;
+    let idle = wait_for_idle(&s.driver, &s, 2).await;
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_polydev"))
         .args(["pool", "status", "--data-dir"])
         .arg(s.data_dir.path())
@@ -148,7 +150,7 @@ async fn fills_claims_with_an_event_refills_and_hands_over_the_task_dirs() {
 
     destroy(&mut s.driver, &task.id, &task.container).await;
     // Refilled back to the target, with new containers (one-shot: the claimed one is gone).
-    let refilled = wait_for_containers(&s, 2).await;
+    let refilled = wait_for_idle(&s.driver, &s, 2).await;
     assert!(!refilled.contains(&task.container));
 }
 
@@ -160,7 +162,7 @@ async fn an_empty_pool_follows_its_policy() {
         ..PoolOptions::target(1)
     };
     let mut s = setup_with_pool(&cold).await;
-    wait_for_containers(&s, 1).await;
+    wait_for_idle(&s.driver, &s, 1).await;
     let mut events = s
         .driver
         .task_events(nomad::TaskEventsRequest {})
@@ -191,7 +193,7 @@ async fn an_empty_pool_follows_its_policy() {
         ..PoolOptions::target(1)
     };
     let mut s = setup_with_pool(&fail).await;
-    wait_for_containers(&s, 1).await;
+    wait_for_idle(&s.driver, &s, 1).await;
     let first = start(&mut s.driver, "first", script("sleep 30"), 64).await;
     let err = start_refused(&mut s, "second").await;
     assert_eq!(
@@ -212,7 +214,7 @@ async fn an_empty_pool_follows_its_policy() {
         ..PoolOptions::target(1)
     };
     let mut s = setup_with_pool(&wait_policy).await;
-    wait_for_containers(&s, 1).await;
+    wait_for_idle(&s.driver, &s, 1).await;
     let first = start(&mut s.driver, "first", script("sleep 30"), 64).await;
     let mut driver = s.driver.clone();
     let (first_id, first_container) = (first.id.clone(), first.container.clone());
@@ -239,7 +241,7 @@ async fn an_empty_pool_follows_its_policy() {
         ..PoolOptions::target(1)
     };
     let mut s = setup_with_pool(&short).await;
-    wait_for_containers(&s, 1).await;
+    wait_for_idle(&s.driver, &s, 1).await;
     let first = start(&mut s.driver, "first", script("sleep 30"), 64).await;
     let err = start_refused(&mut s, "late").await;
     assert_eq!(recoverable_detail(&err), Some(true));
@@ -254,7 +256,7 @@ async fn idle_containers_older_than_the_idle_age_are_replaced() {
         ..PoolOptions::target(1)
     };
     let s = setup_with_pool(&aging).await;
-    let before = wait_for_containers(&s, 1).await;
+    let before = wait_for_idle(&s.driver, &s, 1).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let now = pool_containers(&s);
@@ -272,14 +274,13 @@ async fn idle_containers_older_than_the_idle_age_are_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_then_restart_adopts_idle_containers_and_leaks_nothing() {
     let mut s = setup_with_pool(&PoolOptions::target(2)).await;
-    let idle = wait_for_containers(&s, 2).await;
+    let idle = wait_for_idle(&s.driver, &s, 2).await;
     s.plugin.kill9();
     // The next plugin process (same data dir) adopts them instead of making new ones.
     let plugin = Plugin::spawn(&[("OPENAI_API_KEY", s.key.as_str())]);
     let (mut base, mut driver) = plugin.clients().await;
     configure_with_pool(&mut base, s.data_dir.path(), &PoolOptions::target(2)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut after = pool_containers(&s);
+    let mut after = wait_for_idle(&driver, &s, 2).await;
     let mut before = idle.clone();
     after.sort();
     before.sort();
@@ -294,14 +295,14 @@ async fn kill_9_then_restart_adopts_idle_containers_and_leaks_nothing() {
     );
     wait(&mut driver, &task.id).await;
     destroy(&mut driver, &task.id, &task.container).await;
-    wait_for_containers(&s, 2).await;
+    wait_for_idle(&driver, &s, 2).await;
     drop(plugin);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_tasks_in_a_row_leave_only_the_pool() {
     let mut s = setup_with_pool(&PoolOptions::target(2)).await;
-    wait_for_containers(&s, 2).await;
+    wait_for_idle(&s.driver, &s, 2).await;
     let began = Instant::now();
     for i in 0..200 {
         let task = start(&mut s.driver, &format!("t{i}"), script("true"), 64).await;
@@ -313,7 +314,7 @@ async fn two_hundred_tasks_in_a_row_leave_only_the_pool() {
         "200 tasks started, run and destroyed in {:?}",
         began.elapsed()
     );
-    let left = wait_for_containers(&s, 2).await;
+    let left = wait_for_idle(&s.driver, &s, 2).await;
     assert_eq!(
         containers_of(s.data_dir.path()).len(),
         left.len(),
@@ -328,7 +329,7 @@ async fn two_hundred_tasks_in_a_row_leave_only_the_pool() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_starts_never_share_a_warm_container() {
     let mut s = setup_with_pool(&PoolOptions::target(4)).await;
-    let idle = wait_for_containers(&s, 4).await;
+    let idle = wait_for_idle(&s.driver, &s, 4).await;
     let mut starts = Vec::new();
     for i in 0..4 {
         let mut driver = s.driver.clone();

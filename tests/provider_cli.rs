@@ -15,7 +15,7 @@ use polydev::pb::hashicorp::nomad::plugins::base::proto::{
 use polydev::pb::hashicorp::nomad::plugins::drivers::proto as nomad;
 use rmpv::Value;
 use support::real::{AllocDir, Plugin, docker};
-use support::tasks::{destroy, finish, test_key, unique_id, wait};
+use support::tasks::{destroy, finish, test_key, unique_id, wait, wait_for_reported_idle};
 use support::{TaskOptions, cty_object, encode, task_config};
 
 /// Build (or find up to date) the provider images once per test binary.
@@ -87,7 +87,7 @@ async fn run_cli(provider: &str, command: &str, expect: &str) {
     .unwrap();
     if provider == "openai" {
         // Let the pool start its one warm container, so this run goes through a claim.
-        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        wait_for_reported_idle(&driver, "openai", 1).await;
     }
     let alloc = AllocDir::new("cli");
     let (stdout, stderr) = alloc.start_readers();

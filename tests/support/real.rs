@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use polydev::pb::hashicorp::nomad::plugins::base::proto::base_plugin_client::BasePluginClient;
 use polydev::pb::hashicorp::nomad::plugins::drivers::proto::driver_client::DriverClient;
@@ -193,9 +193,11 @@ fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// Reads one FIFO until EOF on a thread, as Nomad's logmon does.
+/// Reads one FIFO until EOF on a thread, as Nomad's logmon does; what has arrived so far can be
+/// awaited while the task runs.
 pub struct FifoReader {
-    thread: Option<JoinHandle<Vec<u8>>>,
+    received: Arc<Mutex<Vec<u8>>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl FifoReader {
@@ -205,19 +207,44 @@ impl FifoReader {
         let rc = unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) };
         assert_eq!(rc, 0, "mkfifo {}", path.display());
         let path = path.to_path_buf();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let sink = received.clone();
         let thread = std::thread::spawn(move || {
             let mut file = std::fs::File::open(&path).expect("open FIFO for reading");
-            let mut bytes = Vec::new();
-            file.read_to_end(&mut bytes).expect("read FIFO");
-            bytes
+            let mut chunk = [0u8; 64 * 1024];
+            loop {
+                let n = file.read(&mut chunk).expect("read FIFO");
+                if n == 0 {
+                    return;
+                }
+                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
         });
         FifoReader {
+            received,
             thread: Some(thread),
+        }
+    }
+
+    /// Wait (up to `limit`) until `needle` has arrived; the task says it is ready this way.
+    pub async fn wait_for(&self, needle: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let text = String::from_utf8_lossy(&self.received.lock().unwrap()).into_owned();
+            if text.contains(needle) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} never arrived; got {text:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     /// Wait for EOF (the writer closed) and return everything read.
     pub fn finish(mut self) -> Vec<u8> {
-        self.thread.take().unwrap().join().unwrap()
+        self.thread.take().unwrap().join().unwrap();
+        std::mem::take(&mut *self.received.lock().unwrap())
     }
 }

@@ -15,6 +15,37 @@ use super::real::{
 };
 use super::{PoolOptions, TaskOptions, plugin_config_with_pool, task_config};
 
+/// Idle warm containers of `provider` as the plugin reports them to Nomad: the first message
+/// of a new Fingerprint stream is a fresh probe (the debounce only smooths later messages).
+pub async fn reported_idle(driver: &DriverClient<Channel>, provider: &str) -> Option<i64> {
+    use futures::StreamExt;
+    use polydev::pb::hashicorp::nomad::plugins::shared::structs::attribute::Value;
+    let mut fingerprints = driver
+        .clone()
+        .fingerprint(nomad::FingerprintRequest {})
+        .await
+        .ok()?
+        .into_inner();
+    let first = fingerprints.next().await?.ok()?;
+    let key = format!("driver.polydev.pool.{provider}.idle");
+    match first.attributes.get(&key)?.value {
+        Some(Value::IntVal(idle)) => Some(idle),
+        _ => None,
+    }
+}
+
+/// Wait (up to a minute) until the plugin reports `count` idle warm containers of `provider`.
+pub async fn wait_for_reported_idle(driver: &DriverClient<Channel>, provider: &str, count: i64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reported_idle(driver, provider).await != Some(count) {
+        assert!(
+            Instant::now() < deadline,
+            "the {provider} pool never reported {count} idle containers"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A credential value unique to this test run, so a search for it cannot hit anything else.
 pub fn test_key() -> String {
     format!(
