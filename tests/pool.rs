@@ -375,3 +375,60 @@ async fn task_containers_no_task_claims_back_are_removed_after_the_grace() {
     }
     drop(plugin);
 }
+
+/// The load of the benchmark's memory phase: a hundred long-running tasks, the first from the
+/// pool and the rest cold, started and then destroyed four at a time. Every destroy must finish
+/// (a hung DestroyTask wedges Nomad's task runner), and only the refilled pool is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_tasks_start_and_are_destroyed_four_at_a_time() {
+    const TASKS: usize = 100;
+    let options = PoolOptions {
+        max: 16,
+        ..PoolOptions::target(8)
+    };
+    let s = setup_with_pool(&options).await;
+    wait_for_idle(&s.driver, &s, 8).await;
+    let began = Instant::now();
+    let started: Vec<Started> = futures::stream::iter((0..TASKS).map(|i| {
+        let mut driver = s.driver.clone();
+        async move { start(&mut driver, &format!("load{i}"), script("sleep 300"), 32).await }
+    }))
+    .buffer_unordered(4)
+    .collect()
+    .await;
+    println!("{TASKS} tasks started in {:?}", began.elapsed());
+    let began = Instant::now();
+    let destroys = futures::stream::iter(started.iter().map(|task| {
+        let mut driver = s.driver.clone();
+        async move {
+            let request = nomad::DestroyTaskRequest {
+                task_id: task.id.clone(),
+                force: true,
+            };
+            tokio::time::timeout(Duration::from_secs(60), driver.destroy_task(request))
+                .await
+                .map_err(|_| format!("DestroyTask of {} hung", task.id))?
+                .map_err(|status| format!("DestroyTask of {}: {status}", task.id))?;
+            Ok::<_, String>(())
+        }
+    }))
+    .buffer_unordered(4)
+    .collect::<Vec<_>>()
+    .await;
+    println!("{TASKS} tasks destroyed in {:?}", began.elapsed());
+    let failures: Vec<String> = destroys.into_iter().filter_map(Result::err).collect();
+    assert!(failures.is_empty(), "{failures:?}");
+    for task in &started {
+        assert!(
+            !container_exists(&task.container),
+            "{} left",
+            task.container
+        );
+    }
+    wait_for_idle(&s.driver, &s, 8).await;
+    assert_eq!(
+        containers_of(s.data_dir.path()).len(),
+        8,
+        "only the pool is left"
+    );
+}
