@@ -15,8 +15,9 @@
 //! What it measures, in order:
 //! 1. Raw floors through the library's own Docker adapter ([`polydev::docker::DockerRuntime`]):
 //!    `create`+`start` of the provider image, `exec` into a running container of it (to first
-//!    output and to exit), and the claim floor (`update_limits` + `send_launch_spec`) on an idle,
-//!    already started `WARM_POOL=true` container.
+//!    output and to exit), and the claim floor through Docker (the engine's `update` of the
+//!    limits + `send_launch_spec`) on an idle, already started `WARM_POOL=true` container — next
+//!    to polydev's own claim-time limits write (the cgroup files, Docker's record following).
 //! 2. StartTask latency (request sent → response received, i.e. "task running"), sequentially,
 //!    pool off ("cold") and pool on ("warm", waiting for the refill between starts).
 //! 3. Bursts of 20 concurrent StartTasks with a pool of 20, then of 5.
@@ -391,6 +392,8 @@ struct Floors {
     /// The claim's two halves.
     update: Vec<Duration>,
     launch: Vec<Duration>,
+    /// polydev's claim-time limits write (cgroup files directly; Docker's record follows).
+    limits_write: Vec<Duration>,
     /// `HostConfig.NanoCpus` of a claimed container after `update_limits(nano_cpus = 0)`.
     nano_cpus_after_claim: String,
 }
@@ -403,6 +406,18 @@ fn task_limits() -> ResourceLimits {
         cpu_shares: 100,
         nano_cpus: 0,
         cpuset_cpus: String::new(),
+    }
+}
+
+/// `task_limits()` as Docker's update API takes them (no quota: every host CPU, as polydev sends).
+fn docker_update_body() -> bollard::models::ContainerUpdateBody {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+    bollard::models::ContainerUpdateBody {
+        memory: Some(128 << 20),
+        memory_swap: Some(128 << 20),
+        cpu_shares: Some(100),
+        nano_cpus: Some(cpus * 1_000_000_000),
+        ..Default::default()
     }
 }
 
@@ -488,7 +503,12 @@ async fn floors(run: &Run, n: usize) -> Result<Floors> {
     }
     docker.remove(&id).await?;
 
-    // claim: idle, started WARM_POOL containers, then update_limits + send_launch_spec.
+    // claim: idle, started WARM_POOL containers, then Docker's own update + send_launch_spec;
+    // polydev's direct cgroup write of the same limits is timed on the running task after it.
+    let engine =
+        bollard::Docker::connect_with_unix(DOCKER_ENDPOINT, 120, bollard::API_DEFAULT_VERSION)?
+            .negotiate_version()
+            .await?;
     let mut idle = Vec::new();
     for i in 0..=n {
         let spec = floor_spec(run, &format!("idle-{i}"), true, idle_limits());
@@ -498,6 +518,7 @@ async fn floors(run: &Run, n: usize) -> Result<Floors> {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (mut claim, mut update, mut launch) = (Vec::new(), Vec::new(), Vec::new());
+    let mut limits_write = Vec::new();
     for (i, id) in idle.iter().enumerate() {
         let spec = LaunchSpec {
             argv: vec!["sh".into(), "-c".into(), "sleep 30".into()],
@@ -507,15 +528,21 @@ async fn floors(run: &Run, n: usize) -> Result<Floors> {
             required: vec!["OPENAI_API_KEY".into()],
         }
         .encode();
+        let pid = docker.inspect(id).await?.pid;
         let t0 = Instant::now();
-        docker.update_limits(id, &task_limits()).await?;
+        engine.update_container(id, docker_update_body()).await?;
         let t1 = Instant::now();
         docker.send_launch_spec(id, &spec).await?;
+        let t2 = Instant::now();
+        docker.update_limits(id, pid, &task_limits()).await?;
         if i > 0 {
-            claim.push(t0.elapsed());
+            claim.push(t2 - t0);
             update.push(t1 - t0);
-            launch.push(t1.elapsed());
+            launch.push(t2 - t1);
+            limits_write.push(t2.elapsed());
         }
+        // Let the update Docker records in the background finish before the next sample.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let nano_cpus_after_claim = Command::new("docker")
         .args(["inspect", "--format", "{{.HostConfig.NanoCpus}}", &idle[0]])
@@ -538,6 +565,7 @@ async fn floors(run: &Run, n: usize) -> Result<Floors> {
         claim,
         update,
         launch,
+        limits_write,
         nano_cpus_after_claim,
     })
 }
@@ -1400,15 +1428,21 @@ impl Report {
         );
         series("Floor: docker exec `echo` → exit", &f.exec_exit, "", "");
         series(
-            "Floor: claim = update_limits + send_launch_spec",
+            "Floor: claim through Docker = update + send_launch_spec",
             &f.claim,
             "",
             "",
         );
-        series("  … of which update_limits", &f.update, "", "");
+        series("  … of which Docker's update", &f.update, "", "");
         series(
             "  … of which send_launch_spec (attach + write)",
             &f.launch,
+            "",
+            "",
+        );
+        series(
+            "polydev's limits write (cgroup files; Docker's record follows)",
+            &f.limits_write,
             "",
             "",
         );
@@ -1580,7 +1614,7 @@ impl Report {
                 self.rss.tasks
             ),
             format!(
-                "Claim floor: after update_limits(nano_cpus = 0) a claimed container's HostConfig.NanoCpus is {:?}{}.",
+                "Claim floor: after Docker's update with polydev's body (no quota = every host CPU) a claimed container's HostConfig.NanoCpus is {:?}{}.",
                 self.floors.nano_cpus_after_claim,
                 if self.floors.nano_cpus_after_claim == "100000000" {
                     " — the idle 0.1-CPU quota SURVIVES the claim (the engine ignores 0 on update), so a warm task would stay throttled to 0.1 CPU unless the pool sets an explicit quota"
@@ -1611,7 +1645,8 @@ impl Report {
                 rows: [
                     row("create + start", &f.create_start),
                     row("exec echo → first output", &f.exec_first),
-                    row("claim: update_limits + launch spec", &f.claim),
+                    row("claim via Docker: update + launch spec", &f.claim),
+                    row("polydev's limits write (cgroup files)", &f.limits_write),
                 ]
                 .into_iter()
                 .flatten()

@@ -20,6 +20,7 @@
 //! - [`docker`]: the port implemented with bollard against a real Docker engine.
 //! - [`cli`]: the operator CLI (`polydev run`, `polydev version`).
 //! - [`logging`]: hclog-shaped JSON on stderr, which Nomad's agent understands.
+//! - [`mountinfo`]: `/proc/<pid>/mountinfo` parsed, for the pool's slots and the cgroup writer.
 //! - [`pb`]: code generated from the vendored protos (`proto/`).
 
 pub mod cli;
@@ -30,6 +31,7 @@ pub mod docker;
 pub mod driver;
 pub mod logging;
 pub mod logs;
+pub mod mountinfo;
 pub mod plugin;
 pub mod pool;
 pub mod runtime;

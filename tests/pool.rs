@@ -138,20 +138,59 @@ async fn fills_claims_with_an_event_refills_and_hands_over_the_task_dirs() {
     // The file the task wrote through the slot landed in Nomad's task dir on the host.
     let proof = task._alloc.root.path().join("warm/local/proof");
     assert_eq!(std::fs::read_to_string(proof).unwrap(), "hi from openai\n");
-    // The claimed container had the task's memory limit, not the idle one.
-    let memory =
-        support::real::docker(&["inspect", "-f", "{{.HostConfig.Memory}}", &task.container]);
-    assert_eq!(memory.trim(), (128u64 << 20).to_string());
-    // ... and no CPU quota left from the idle 0.1 core (Docker needs it set to every host CPU).
-    let nano_cpus =
-        support::real::docker(&["inspect", "-f", "{{.HostConfig.NanoCpus}}", &task.container]);
-    let host_cpus = std::thread::available_parallelism().unwrap().get() as u64;
-    assert_eq!(nano_cpus.trim(), (host_cpus * 1_000_000_000).to_string());
-
     destroy(&mut s.driver, &task.id, &task.container).await;
     // Refilled back to the target, with new containers (one-shot: the claimed one is gone).
     let refilled = wait_for_idle(&s.driver, &s, 2).await;
     assert!(!refilled.contains(&task.container));
+}
+
+/// What the task sees as its limits, read from its own cgroup (v2, else v1).
+fn limits_seen_inside(container: &str) -> (String, String) {
+    let read = |v2: &str, v1: &str| {
+        let script = format!("cat /sys/fs/cgroup/{v2} 2>/dev/null || cat /sys/fs/cgroup/{v1}");
+        support::real::docker(&["exec", container, "sh", "-c", &script])
+            .trim()
+            .to_string()
+    };
+    (
+        read("memory.max", "memory/memory.limit_in_bytes"),
+        read("cpu.max", "cpu/cpu.cfs_quota_us"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claimed_container_has_the_task_limits_when_start_returns() {
+    let mut s = setup_with_pool(&PoolOptions::target(1)).await;
+    let idle = wait_for_idle(&s.driver, &s, 1).await;
+    let (idle_memory, _) = limits_seen_inside(&idle[0]);
+    assert_eq!(idle_memory, (256u64 << 20).to_string(), "the idle limit");
+    let task = start(&mut s.driver, "limits", script("sleep 30"), 200).await;
+    assert_eq!(task.container, idle[0], "a warm claim");
+    // In force in the kernel as soon as StartTask has returned ...
+    let host_cpus = std::thread::available_parallelism().unwrap().get() as u64;
+    let (memory, cpu) = limits_seen_inside(&task.container);
+    assert_eq!(memory, (200u64 << 20).to_string());
+    assert!(
+        cpu == (host_cpus * 100_000).to_string()
+            || cpu == format!("{} 100000", host_cpus * 100_000),
+        "the idle 0.1-core quota is lifted: {cpu}"
+    );
+    // ... and recorded in Docker moments later (Docker needs NanoCpus = every host CPU to
+    // express "no quota").
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let inspect = |format: &str| support::real::docker(&["inspect", "-f", format, &task.container]);
+    while inspect("{{.HostConfig.Memory}}").trim() != (200u64 << 20).to_string() {
+        assert!(
+            Instant::now() < deadline,
+            "docker inspect never showed the task's limit"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        inspect("{{.HostConfig.NanoCpus}}").trim(),
+        (host_cpus * 1_000_000_000).to_string()
+    );
+    destroy(&mut s.driver, &task.id, &task.container).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,13 @@ pub struct StartedTask {
     pub driver_state: DriverState,
 }
 
+/// A warm container taken for a task: the slot holding the task's directories, and its init
+/// PID when the pool knows it.
+struct WarmClaim {
+    slot: String,
+    pid: Option<u32>,
+}
+
 /// How many warm containers one StartTask tries when claimed ones turn out to be dead.
 const CLAIM_ATTEMPTS: u32 = 3;
 
@@ -48,15 +55,17 @@ impl Core {
         let launch = launch_spec(&task, credentials.clone()).encode();
         let mut attempts_left = CLAIM_ATTEMPTS;
         let (container_id, slot) = loop {
-            let (container_id, slot) = self.acquire_container(&task).await?;
-            let handed_over = match slot {
+            let (container_id, warm) = self.acquire_container(&task).await?;
+            let slot = warm.as_ref().map(|claim| claim.slot.clone());
+            let handed_over = match &warm {
                 // A warm container still has its idle limits: raise them while the spec goes in
                 // (both finish before StartTask returns; the CLI cannot outgrow idle limits in
                 // the few ms in between). A task quick enough to have exited before the update
                 // landed needs no limits any more.
-                Some(_) => match tokio::join!(
+                Some(claim) => match tokio::join!(
                     self.runtime.send_launch_spec(&container_id, &launch),
-                    self.runtime.update_limits(&container_id, &task.limits),
+                    self.runtime
+                        .update_limits(&container_id, claim.pid, &task.limits),
                 ) {
                     (Err(err), _) => Err(err),
                     (Ok(()), Ok(())) => Ok(()),
@@ -123,11 +132,11 @@ impl Core {
 
     /// A started container waiting for this task's launch spec: a claimed warm one when the
     /// provider's pool has one, else per the pool's `when_empty` policy, else a cold start.
-    /// Returns the container id and, for warm containers, the slot holding the task's dirs.
+    /// Returns the container id and, for warm containers, what the claim needs to finish.
     async fn acquire_container(
         &self,
         task: &TaskSpec,
-    ) -> Result<(String, Option<String>), CoreError> {
+    ) -> Result<(String, Option<WarmClaim>), CoreError> {
         let provider = &task.config.provider;
         let Some(pool) = self
             .pool
@@ -158,7 +167,11 @@ impl Core {
             let short: String = idle.id.chars().take(12).collect();
             let message = format!("claimed warm container {short}");
             self.publish_for(&task.id, &task.alloc_id, &task.name, message);
-            return Ok((idle.id, Some(idle.slot)));
+            let claim = WarmClaim {
+                slot: idle.slot,
+                pid: idle.pid,
+            };
+            return Ok((idle.id, Some(claim)));
         }
         self.publish_for(
             &task.id,

@@ -8,6 +8,7 @@
 //!   `NotRunning`, other 4xx → `Rejected`, transport failures and 5xx → `Unavailable` (retryable).
 //! - No bollard type leaves this module.
 
+mod cgroup;
 mod convert;
 
 pub use convert::{LOG_DRIVER, parse_rfc3339_nanos, split_log_timestamp};
@@ -19,7 +20,7 @@ use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::exec::{StartExecOptions, StartExecResults};
-use bollard::models::ExecConfig;
+use bollard::models::{ContainerUpdateBody, ExecConfig};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
     ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -28,7 +29,7 @@ use bollard::query_parameters::{
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, mpsc};
 
 use crate::runtime::{
     ContainerExit, ContainerRuntime, ContainerSpec, ContainerState, ContainerSummary, ExecInput,
@@ -43,6 +44,8 @@ const REQUEST_TIMEOUT_SECS: u64 = 120;
 pub struct DockerRuntime {
     base: Docker,
     negotiated: OnceCell<Docker>,
+    /// Limits already written to cgroups, waiting to be recorded in Docker (one at a time).
+    records: OnceCell<mpsc::UnboundedSender<(String, ContainerUpdateBody)>>,
 }
 
 impl DockerRuntime {
@@ -54,6 +57,7 @@ impl DockerRuntime {
         Ok(DockerRuntime {
             base,
             negotiated: OnceCell::new(),
+            records: OnceCell::new(),
         })
     }
 
@@ -65,11 +69,63 @@ impl DockerRuntime {
     }
 }
 
+impl DockerRuntime {
+    /// Queue limits that are already in force for Docker's record. One worker updates Docker
+    /// one container at a time: each update costs a `runc update`, and a burst of them in
+    /// parallel would slow the claims still in flight.
+    async fn record_later(&self, client: &Docker, id: &str, body: ContainerUpdateBody) {
+        let queue = self
+            .records
+            .get_or_init(|| async {
+                let (queue, mut pending) = mpsc::unbounded_channel::<(String, ContainerUpdateBody)>();
+                let client = client.clone();
+                tokio::spawn(async move {
+                    while let Some((id, body)) = pending.recv().await {
+                        if let Err(err) = client.update_container(&id, body).await {
+                            // The task may be gone already; its limits were in force while it ran.
+                            tracing::debug!(container_id = %id, error = %err, "recording limits in Docker failed");
+                        }
+                    }
+                });
+                queue
+            })
+            .await;
+        let _ = queue.send((id.to_string(), body));
+    }
+}
+
 /// CPUs of this host (the plugin runs on the node, beside the engine).
 fn host_cpus() -> i64 {
     std::thread::available_parallelism()
         .map(|n| n.get() as i64)
         .unwrap_or(1)
+}
+
+/// Write `body`'s limits into the cgroup of container `id`'s init process (`init_pid`, or
+/// looked up). A stale PID is harmless: its cgroup would not name the container.
+async fn write_cgroups(
+    client: &Docker,
+    id: &str,
+    init_pid: Option<u32>,
+    body: &ContainerUpdateBody,
+) -> Result<(), String> {
+    let pid = match init_pid {
+        Some(pid) => pid,
+        None => client
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| e.to_string())?
+            .state
+            .and_then(|state| state.pid)
+            .and_then(|pid| u32::try_from(pid).ok())
+            .filter(|pid| *pid > 0)
+            .ok_or("the container is not running")?,
+    };
+    let (id, body) = (id.to_string(), body.clone());
+    tokio::task::spawn_blocking(move || cgroup::Cgroups::of_process(pid, &id)?.apply(&body))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
 }
 
 /// Map a bollard error to the port's error, naming the object it concerned.
@@ -140,12 +196,30 @@ impl ContainerRuntime for DockerRuntime {
             .map_err(|e| classify(e, "container", id))
     }
 
-    async fn update_limits(&self, id: &str, limits: &ResourceLimits) -> RuntimeResult<()> {
-        self.client()
-            .await?
-            .update_container(id, convert::update_body(limits, host_cpus()))
-            .await
-            .map_err(|e| classify(e, "container", id))
+    /// Writes the container's cgroup files directly, then records the limits in Docker in the
+    /// background; falls back to Docker's update when the files cannot be written (see
+    /// [`cgroup`] for why).
+    async fn update_limits(
+        &self,
+        id: &str,
+        init_pid: Option<u32>,
+        limits: &ResourceLimits,
+    ) -> RuntimeResult<()> {
+        let client = self.client().await?;
+        let body = convert::update_body(limits, host_cpus());
+        match write_cgroups(client, id, init_pid, &body).await {
+            Ok(()) => {
+                self.record_later(client, id, body).await;
+                Ok(())
+            }
+            Err(reason) => {
+                tracing::debug!(container_id = %id, %reason, "limits go through Docker's update");
+                client
+                    .update_container(id, body)
+                    .await
+                    .map_err(|e| classify(e, "container", id))
+            }
+        }
     }
 
     async fn send_launch_spec(&self, id: &str, spec: &[u8]) -> RuntimeResult<()> {
@@ -214,6 +288,10 @@ impl ContainerRuntime for DockerRuntime {
                 .unwrap_or_default()
                 .into_iter()
                 .collect(),
+            pid: state
+                .pid
+                .and_then(|pid| u32::try_from(pid).ok())
+                .filter(|pid| running && *pid > 0),
         })
     }
 

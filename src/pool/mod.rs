@@ -46,6 +46,8 @@ pub struct IdleContainer {
     pub created_at: SystemTime,
     /// The pool key it was made for (`None`: unknown, replace it).
     pub pool_key: Option<String>,
+    /// Its init process on the host, so a claim can raise its limits without asking Docker.
+    pub pid: Option<u32>,
 }
 
 /// A pool's state, for the fingerprint and `polydev pool status`.

@@ -159,12 +159,24 @@ impl WarmPool {
             self.slots.release(&slot);
             return Err(format!("starting a warm container: {err}"));
         }
+        // Learn its init PID now, off the claim's path (a container that died at once is
+        // treated like a failed start).
+        let pid = match self.runtime.inspect(&id).await {
+            Ok(state) if state.running => state.pid,
+            outcome => {
+                let _ = self.runtime.remove(&id).await;
+                self.slots.release(&slot);
+                let why = outcome.map_or_else(|e| e.to_string(), |_| "it exited".into());
+                return Err(format!("a warm container did not stay up: {why}"));
+            }
+        };
         tracing::debug!(provider = %pool.provider, container_id = %id, "warm container ready");
         Ok(IdleContainer {
             id,
             slot,
             created_at: SystemTime::now(),
             pool_key: Some(key.to_string()),
+            pid,
         })
     }
 

@@ -199,33 +199,18 @@ impl SlotRoot {
     }
 }
 
-/// Whether `path` is a mount point with shared propagation (per /proc/self/mountinfo).
+/// Whether `path` is a mount point with shared propagation.
 fn is_shared_mount_point(path: &Path) -> bool {
     let Ok(canonical) = path.canonicalize() else {
         return false;
     };
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    info.lines().any(|line| {
-        let fields: Vec<&str> = line.split(' ').collect();
-        // 5th field: mount point; optional fields follow the 6th until " - ".
-        fields.len() > 6
-            && Path::new(&unescape(fields[4])) == canonical
-            && fields[6..]
+    crate::mountinfo::of_self().iter().any(|mount| {
+        Path::new(&mount.mount_point) == canonical
+            && mount
+                .optional_fields
                 .iter()
-                .take_while(|f| **f != "-")
                 .any(|f| f.starts_with("shared:"))
     })
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(field: &str) -> String {
-    field
-        .replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
 }
 
 #[cfg(test)]
@@ -247,10 +232,5 @@ mod tests {
         root.release("s1");
         assert!(!root.exists("s1"));
         root.release("s1");
-    }
-
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(unescape("/a\\040b"), "/a b");
     }
 }

@@ -35,6 +35,8 @@ use super::{
 };
 
 /// The first timestamp the fake clock hands out: 2023-11-14T22:13:20Z, in nanoseconds.
+/// The init PID every running fake container reports.
+pub const FAKE_INIT_PID: u32 = 4242;
 pub const FAKE_EPOCH_NANOS: i128 = 1_700_000_000 * 1_000_000_000;
 
 /// One call made through the [`ContainerRuntime`] trait, with the arguments that matter.
@@ -559,7 +561,12 @@ impl ContainerRuntime for FakeRuntime {
         Ok(())
     }
 
-    async fn update_limits(&self, id: &str, limits: &ResourceLimits) -> RuntimeResult<()> {
+    async fn update_limits(
+        &self,
+        id: &str,
+        _init_pid: Option<u32>,
+        limits: &ResourceLimits,
+    ) -> RuntimeResult<()> {
         let mut engine = self.engine();
         let call = FakeCall::UpdateLimits {
             id: id.to_string(),
@@ -621,6 +628,7 @@ impl ContainerRuntime for FakeRuntime {
             started_at: c.started_at,
             finished_at: c.finished_at,
             labels: c.spec.labels.clone(),
+            pid: c.running.then_some(FAKE_INIT_PID),
         })
     }
 

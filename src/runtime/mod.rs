@@ -147,6 +147,8 @@ pub struct ContainerState {
     pub started_at: Option<SystemTime>,
     pub finished_at: Option<SystemTime>,
     pub labels: BTreeMap<String, String>,
+    /// PID of the container's init process on the host, while it runs.
+    pub pid: Option<u32>,
 }
 
 /// One entry of a container listing.
@@ -241,8 +243,14 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// Start a created container.
     async fn start(&self, id: &str) -> RuntimeResult<()>;
 
-    /// Change a container's cgroup limits in place.
-    async fn update_limits(&self, id: &str, limits: &ResourceLimits) -> RuntimeResult<()>;
+    /// Change a running container's cgroup limits in place. `init_pid` is its PID 1 on the host
+    /// when the caller knows it (from [`ContainerState::pid`]), which saves the engine a lookup.
+    async fn update_limits(
+        &self,
+        id: &str,
+        init_pid: Option<u32>,
+        limits: &ResourceLimits,
+    ) -> RuntimeResult<()>;
 
     /// Attach to the started container's stdin, write `spec` and close stdin. The container must
     /// have been created with stdin open; this is the only way a secret enters a container.

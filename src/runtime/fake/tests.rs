@@ -315,7 +315,7 @@ async fn images_version_stats_and_limits_are_configurable() {
         nano_cpus: 500_000_000,
         ..Default::default()
     };
-    fake.update_limits(&id, &limits).await.unwrap();
+    fake.update_limits(&id, None, &limits).await.unwrap();
     assert_eq!(fake.limits(&id).unwrap(), limits);
     assert!(
         fake.calls()
