@@ -13,7 +13,7 @@
 //! `benches/startup.svg`. It measures and reports; it never asserts on a timing.
 //!
 //! What it measures, in order:
-//! 1. Raw floors through the library's own Docker adapter ([`polydev::docker::DockerRuntime`]):
+//! 1. Raw floors, through the library's Docker adapter ([`polydev::docker::DockerRuntime`]) or bollard:
 //!    `create`+`start` of the provider image, `exec` into a running container of it (to first
 //!    output and to exit), and the claim floor through Docker (the engine's `update` of the
 //!    limits + `send_launch_spec`) on an idle, already started `WARM_POOL=true` container — next
@@ -1641,7 +1641,7 @@ impl Report {
         let f = &self.floors;
         let sections = vec![
             svg::Section {
-                title: "Raw Docker floors (polydev::docker::DockerRuntime)".into(),
+                title: "Floors: Docker's API, and polydev's limits write".into(),
                 rows: [
                     row("create + start", &f.create_start),
                     row("exec echo → first output", &f.exec_first),
