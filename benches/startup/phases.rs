@@ -134,13 +134,7 @@ pub(super) async fn burst(run: &Run, name: &str, pool: Pool, n: usize) -> Result
     for (id, pre) in prestarted {
         hits.add(session.event_kind(&id), pre);
     }
-    let destroys = futures::stream::iter(running.into_iter().map(|t| session.destroy(t)))
-        .buffer_unordered(4)
-        .collect::<Vec<_>>()
-        .await;
-    for result in destroys {
-        result?;
-    }
+    session.destroy_all(running).await?;
     session.close();
     Ok(Burst {
         pool: pool.target,
@@ -194,13 +188,7 @@ pub(super) async fn rss(run: &Run, tasks: usize) -> Result<Rss> {
         forwarders_rss_kb += rss;
         forwarders_anon_kb += anon;
     }
-    let destroys = futures::stream::iter(running.into_iter().map(|t| session.destroy(t)))
-        .buffer_unordered(4)
-        .collect::<Vec<_>>()
-        .await;
-    for result in destroys {
-        result?;
-    }
+    session.destroy_all(running).await?;
     session.close();
     Ok(Rss {
         idle_kb,

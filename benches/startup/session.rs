@@ -218,6 +218,15 @@ impl Session {
         Some(state.started_at? < task.sent_wall)
     }
 
+    /// Destroy `tasks`, four at a time (as Nomad's client would on a busy node).
+    pub(super) async fn destroy_all(&self, tasks: Vec<Running>) -> Result<()> {
+        let destroys = futures::stream::iter(tasks.into_iter().map(|t| self.destroy(t)))
+            .buffer_unordered(4)
+            .collect::<Vec<_>>()
+            .await;
+        destroys.into_iter().collect()
+    }
+
     /// DestroyTask (force) and drain the FIFO readers. Not timed.
     pub(super) async fn destroy(&self, task: Running) -> Result<()> {
         self.driver
