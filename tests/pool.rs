@@ -190,6 +190,15 @@ async fn a_claimed_container_has_the_task_limits_when_start_returns() {
         inspect("{{.HostConfig.NanoCpus}}").trim(),
         (host_cpus * 1_000_000_000).to_string()
     );
+    // Docker's cgroupfs driver with runc is where the claim writes the cgroup itself.
+    let driver = support::real::docker(&["info", "-f", "{{.CgroupDriver}}"]);
+    if driver.trim() == "cgroupfs" {
+        let stderr = s.plugin.stderr();
+        assert!(
+            !stderr.contains("limits go through Docker's update"),
+            "the claim fell back to Docker's update: {stderr}"
+        );
+    }
     destroy(&mut s.driver, &task.id, &task.container).await;
 }
 

@@ -134,7 +134,7 @@ pub(super) async fn measure(run: &Run, n: usize) -> Result<Floors> {
             required: vec!["OPENAI_API_KEY".into()],
         }
         .encode();
-        let pid = docker.inspect(id).await?.pid;
+        let pid = docker.inspect(id).await?.cgroup_pid;
         let t0 = Instant::now();
         engine.update_container(id, docker_update_body()).await?;
         let t1 = Instant::now();

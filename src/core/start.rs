@@ -25,11 +25,11 @@ pub struct StartedTask {
     pub driver_state: DriverState,
 }
 
-/// A warm container taken for a task: the slot holding the task's directories, and its init
-/// PID when the pool knows it.
+/// A warm container taken for a task: the slot holding the task's directories, and where its
+/// limits live when the pool knows it.
 struct WarmClaim {
     slot: String,
-    pid: Option<u32>,
+    cgroup_pid: Option<u32>,
 }
 
 /// How many warm containers one StartTask tries when claimed ones turn out to be dead.
@@ -65,7 +65,7 @@ impl Core {
                 Some(claim) => match tokio::join!(
                     self.runtime.send_launch_spec(&container_id, &launch),
                     self.runtime
-                        .update_limits(&container_id, claim.pid, &task.limits),
+                        .update_limits(&container_id, claim.cgroup_pid, &task.limits),
                 ) {
                     (Err(err), _) => Err(err),
                     (Ok(()), Ok(())) => Ok(()),
@@ -169,7 +169,7 @@ impl Core {
             self.publish_for(&task.id, &task.alloc_id, &task.name, message);
             let claim = WarmClaim {
                 slot: idle.slot,
-                pid: idle.pid,
+                cgroup_pid: idle.cgroup_pid,
             };
             return Ok((idle.id, Some(claim)));
         }

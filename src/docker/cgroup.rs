@@ -6,17 +6,27 @@
 //! processes, while the same limits written by the plugin (root on the host, like runc) take
 //! microseconds. So a claim writes the files runc would write, with the values Docker would
 //! compute, and the adapter then records the limits in Docker in the background, so `docker
-//! inspect` agrees moments later (that update writes the same values again).
+//! inspect` agrees moments later (that update writes the same values again). Containers of
+//! other OCI runtimes (gVisor, VMs) never get here: their limits do not live in the init
+//! process's host cgroup, so the adapter reports no cgroup PID for them.
 //!
 //! Invariants:
-//! - Only a cgroup whose path names the container id is ever written, so a recycled PID can
-//!   never make us touch another process's limits.
+//! - Only Docker's `cgroupfs` driver layout is written: a directory named exactly the container
+//!   id, inside the cgroup mount. Under the systemd driver the limits are also properties of a
+//!   `docker-<id>.scope` unit, which a `systemctl daemon-reload` would put back, so those go
+//!   through Docker. A recycled PID's cgroup never names the container, so it is never touched.
+//! - Only what Docker itself would accept is written (no quota under 0.01 CPU or above the
+//!   host's CPUs, no reservation above the limit); anything else goes to Docker, which refuses
+//!   it with its own message.
 //! - Any failure (not root, cgroupfs read-only or absent, an unknown layout) is returned to the
 //!   caller, which falls back to Docker's update; nothing is half-applied without that fallback.
-//! - cgroup v1 memory: the memory+swap limit may never fall below the memory limit, so when
-//!   raising, memsw goes first; when lowering, memory goes first.
+//! - cgroup v1 memory follows runc: memory+swap may never fall below memory, so when the new
+//!   swap limit is above the current memory limit memsw goes first, else memory goes first.
+//! - `cpu.weight` (v2) is left to Docker's record: runc's shares-to-weight formula changed
+//!   between versions, and a task's weight matters only under contention.
 
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
 
 use bollard::models::ContainerUpdateBody;
 
@@ -44,6 +54,8 @@ pub enum CgroupError {
         controller: &'static str,
         container_id: String,
     },
+    #[error("left to Docker: {0}")]
+    LeftToDocker(&'static str),
 }
 
 /// Where a container's cgroup directories are: one per v1 controller, or the v2 directory.
@@ -60,6 +72,9 @@ pub enum Cgroups {
 impl Cgroups {
     /// The cgroup directories of process `pid`, which must be container `container_id`'s.
     pub fn of_process(pid: u32, container_id: &str) -> Result<Cgroups, CgroupError> {
+        if container_id.len() < 12 || !container_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(CgroupError::LeftToDocker("not a full container id"));
+        }
         let membership = read(Path::new(&format!("/proc/{pid}/cgroup")))?;
         Cgroups::locate(&membership, &mountinfo::of_self(), container_id)
     }
@@ -89,16 +104,19 @@ impl Cgroups {
                 // A v1 hierarchy holding the controller wins over the (then empty) v2 one.
                 .min_by_key(|(mount, _)| mount.controllers.is_none())
                 .ok_or_else(not_found)?;
-            if !path.contains(container_id) {
+            // cgroupfs layout only: `…/<id>`, no `..` (another cgroup namespace's view).
+            let path = Path::new(path);
+            let named = path.file_name().and_then(|n| n.to_str()) == Some(container_id);
+            let plain = path
+                .components()
+                .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+            if !named || !plain {
                 return Err(not_found());
             }
-            let root = mount.mount.root.as_str();
-            let relative = if root == "/" {
-                path
-            } else {
-                path.strip_prefix(root).ok_or_else(not_found)?
-            };
-            Ok(Path::new(&mount.mount.mount_point).join(relative.trim_start_matches('/')))
+            let relative = path
+                .strip_prefix(&mount.mount.root)
+                .map_err(|_| not_found())?;
+            Ok(Path::new(&mount.mount.mount_point).join(relative))
         };
         let memory = dir_of("memory")?;
         let v1 = mounts.iter().any(|m| {
@@ -129,10 +147,11 @@ impl Cgroups {
 
     /// The (file, value) writes for `update`, in order.
     fn writes(&self, update: &ContainerUpdateBody) -> Result<Vec<(PathBuf, String)>, CgroupError> {
+        check_docker_accepts(update)?;
         let mut writes = Vec::new();
         let quota = update
             .nano_cpus
-            .map(|nano| (nano * CFS_PERIOD_US / 1_000_000_000).max(1000));
+            .map(|nano| nano * CFS_PERIOD_US / 1_000_000_000);
         match self {
             Cgroups::V1 {
                 memory,
@@ -140,15 +159,21 @@ impl Cgroups {
                 cpuset,
             } => {
                 if let Some(limit) = update.memory {
-                    let swap = update.memory_swap.unwrap_or(limit).to_string();
-                    let current = read(&memory.join("memory.limit_in_bytes"))?;
-                    let raising = current.trim().parse::<i64>().map_or(true, |c| limit > c);
                     let memory_write = (memory.join("memory.limit_in_bytes"), limit.to_string());
-                    let swap_write = (memory.join("memory.memsw.limit_in_bytes"), swap);
-                    if raising {
-                        writes.extend([swap_write, memory_write]);
-                    } else {
-                        writes.extend([memory_write, swap_write]);
+                    match update.memory_swap {
+                        Some(swap) => {
+                            let current = read(&memory.join("memory.limit_in_bytes"))?;
+                            let swap_first = swap == -1
+                                || current.trim().parse::<i64>().map_or(true, |c| c < swap);
+                            let swap_write =
+                                (memory.join("memory.memsw.limit_in_bytes"), swap.to_string());
+                            if swap_first {
+                                writes.extend([swap_write, memory_write]);
+                            } else {
+                                writes.extend([memory_write, swap_write]);
+                            }
+                        }
+                        None => writes.push(memory_write),
                     }
                 }
                 if let Some(reservation) = update.memory_reservation {
@@ -171,14 +196,16 @@ impl Cgroups {
             Cgroups::V2(dir) => {
                 if let Some(limit) = update.memory {
                     writes.push((dir.join("memory.max"), limit.to_string()));
-                    let swap = update.memory_swap.unwrap_or(limit).saturating_sub(limit);
-                    writes.push((dir.join("memory.swap.max"), swap.max(0).to_string()));
+                    if let Some(swap) = update.memory_swap {
+                        let swap_max = match swap {
+                            -1 => "max".to_string(),
+                            swap => (swap - limit).max(0).to_string(),
+                        };
+                        writes.push((dir.join("memory.swap.max"), swap_max));
+                    }
                 }
                 if let Some(reservation) = update.memory_reservation {
                     writes.push((dir.join("memory.low"), reservation.to_string()));
-                }
-                if let Some(shares) = update.cpu_shares {
-                    writes.push((dir.join("cpu.weight"), shares_to_weight(shares).to_string()));
                 }
                 if let Some(quota) = quota {
                     writes.push((dir.join("cpu.max"), format!("{quota} {CFS_PERIOD_US}")));
@@ -200,10 +227,40 @@ fn optional(path: &Path) -> bool {
     )
 }
 
-/// cgroup v1 `cpu.shares` (2..=262144) to v2 `cpu.weight` (1..=10000), as runc converts them.
-fn shares_to_weight(shares: i64) -> i64 {
-    let shares = shares.clamp(2, 262_144);
-    1 + (shares - 2) * 9999 / 262_142
+/// Docker's own checks on an update that could otherwise pass a cgroup write unnoticed.
+fn check_docker_accepts(update: &ContainerUpdateBody) -> Result<(), CgroupError> {
+    let host_nano_cpus =
+        std::thread::available_parallelism().map_or(1, |n| n.get()) as i64 * 1_000_000_000;
+    if let Some(nano) = update.nano_cpus
+        && !(10_000_000..=host_nano_cpus).contains(&nano)
+    {
+        return Err(CgroupError::LeftToDocker(
+            "CPU quota outside 0.01 to the host's CPUs",
+        ));
+    }
+    if let Some(memory) = update.memory
+        && memory < 6 << 20
+    {
+        return Err(CgroupError::LeftToDocker(
+            "memory limit under Docker's 6 MB minimum",
+        ));
+    }
+    if let (Some(reservation), Some(memory)) = (update.memory_reservation, update.memory)
+        && reservation > memory
+    {
+        return Err(CgroupError::LeftToDocker(
+            "memory reservation above the limit",
+        ));
+    }
+    if let (Some(swap), Some(memory)) = (update.memory_swap, update.memory)
+        && swap != -1
+        && swap < memory
+    {
+        return Err(CgroupError::LeftToDocker(
+            "memory+swap under the memory limit",
+        ));
+    }
+    Ok(())
 }
 
 /// One mounted cgroup hierarchy.
@@ -242,12 +299,18 @@ fn read(path: &Path) -> Result<String, CgroupError> {
     })
 }
 
+/// Write an existing cgroup file (never create one: a path off cgroupfs fails instead).
 fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
-    std::fs::write(path, value).map_err(|source| CgroupError::Write {
-        path: path.to_path_buf(),
-        value: value.to_string(),
-        source,
-    })
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .and_then(|mut file| file.write_all(value.as_bytes()))
+        .map_err(|source| CgroupError::Write {
+            path: path.to_path_buf(),
+            value: value.to_string(),
+            source,
+        })
 }
 
 #[cfg(test)]

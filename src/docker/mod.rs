@@ -14,6 +14,7 @@ mod convert;
 pub use convert::{LOG_DRIVER, parse_rfc3339_nanos, split_log_timestamp};
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use bollard::Docker;
@@ -46,6 +47,8 @@ pub struct DockerRuntime {
     negotiated: OnceCell<Docker>,
     /// Limits already written to cgroups, waiting to be recorded in Docker (one at a time).
     records: OnceCell<mpsc::UnboundedSender<(String, ContainerUpdateBody)>>,
+    /// Whether the fall back from a direct cgroup write to Docker's update was logged.
+    cgroup_fallback_logged: AtomicBool,
 }
 
 impl DockerRuntime {
@@ -58,6 +61,7 @@ impl DockerRuntime {
             base,
             negotiated: OnceCell::new(),
             records: OnceCell::new(),
+            cgroup_fallback_logged: AtomicBool::new(false),
         })
     }
 
@@ -81,9 +85,15 @@ impl DockerRuntime {
                 let client = client.clone();
                 tokio::spawn(async move {
                     while let Some((id, body)) = pending.recv().await {
-                        if let Err(err) = client.update_container(&id, body).await {
-                            // The task may be gone already; its limits were in force while it ran.
-                            tracing::debug!(container_id = %id, error = %err, "recording limits in Docker failed");
+                        let recorded = client.update_container(&id, body).await;
+                        match recorded.map_err(|e| classify(e, "container", &id)) {
+                            Ok(()) => {}
+                            // The task is gone already; its limits were in force while it ran.
+                            Err(err) if err.is_not_found() => {}
+                            Err(err) => {
+                                // The limits are in force; only `docker inspect` shows stale ones.
+                                tracing::warn!(container_id = %id, error = %err, "recording a claimed container's limits in Docker failed");
+                            }
                         }
                     }
                 });
@@ -101,31 +111,23 @@ fn host_cpus() -> i64 {
         .unwrap_or(1)
 }
 
-/// Write `body`'s limits into the cgroup of container `id`'s init process (`init_pid`, or
-/// looked up). A stale PID is harmless: its cgroup would not name the container.
-async fn write_cgroups(
-    client: &Docker,
-    id: &str,
-    init_pid: Option<u32>,
-    body: &ContainerUpdateBody,
-) -> Result<(), String> {
-    let pid = match init_pid {
-        Some(pid) => pid,
-        None => client
-            .inspect_container(id, None)
-            .await
-            .map_err(|e| e.to_string())?
-            .state
-            .and_then(|state| state.pid)
-            .and_then(|pid| u32::try_from(pid).ok())
-            .filter(|pid| *pid > 0)
-            .ok_or("the container is not running")?,
-    };
+/// Write `body`'s limits into the cgroup of process `pid`, which must be container `id`'s (a
+/// stale PID is harmless: its cgroup does not name the container).
+async fn write_cgroups(pid: u32, id: &str, body: &ContainerUpdateBody) -> Result<(), String> {
     let (id, body) = (id.to_string(), body.clone());
     tokio::task::spawn_blocking(move || cgroup::Cgroups::of_process(pid, &id)?.apply(&body))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())
+}
+
+/// Whether Docker runs containers of this `HostConfig.Runtime` with runc, which keeps their
+/// limits in the init process's host cgroup.
+fn is_runc(runtime: Option<&str>) -> bool {
+    matches!(
+        runtime,
+        None | Some("" | "runc" | "io.containerd.runc.v2" | "io.containerd.runtime.v1.linux")
+    )
 }
 
 /// Map a bollard error to the port's error, naming the object it concerned.
@@ -202,24 +204,31 @@ impl ContainerRuntime for DockerRuntime {
     async fn update_limits(
         &self,
         id: &str,
-        init_pid: Option<u32>,
+        cgroup_pid: Option<u32>,
         limits: &ResourceLimits,
     ) -> RuntimeResult<()> {
         let client = self.client().await?;
         let body = convert::update_body(limits, host_cpus());
-        match write_cgroups(client, id, init_pid, &body).await {
-            Ok(()) => {
-                self.record_later(client, id, body).await;
-                Ok(())
-            }
-            Err(reason) => {
-                tracing::debug!(container_id = %id, %reason, "limits go through Docker's update");
-                client
-                    .update_container(id, body)
-                    .await
-                    .map_err(|e| classify(e, "container", id))
+        match cgroup_pid {
+            Some(pid) => match write_cgroups(pid, id, &body).await {
+                Ok(()) => {
+                    self.record_later(client, id, body).await;
+                    return Ok(());
+                }
+                Err(reason) => {
+                    if !self.cgroup_fallback_logged.swap(true, Ordering::Relaxed) {
+                        tracing::info!(container_id = %id, %reason, "cannot write a claimed container's cgroup; limits go through Docker's update (slower)");
+                    }
+                }
+            },
+            None => {
+                tracing::debug!(container_id = %id, "no cgroup to write (adopted, or not run by runc); limits go through Docker's update");
             }
         }
+        client
+            .update_container(id, body)
+            .await
+            .map_err(|e| classify(e, "container", id))
     }
 
     async fn send_launch_spec(&self, id: &str, spec: &[u8]) -> RuntimeResult<()> {
@@ -270,6 +279,10 @@ impl ContainerRuntime for DockerRuntime {
             .await
             .map_err(|e| classify(e, "container", id))?;
         let state = inspected.state.unwrap_or_default();
+        let host_runtime = inspected
+            .host_config
+            .as_ref()
+            .and_then(|h| h.runtime.clone());
         let running = state.running.unwrap_or(false) || state.restarting.unwrap_or(false);
         let started_at = convert::parse_docker_time(state.started_at.as_deref());
         let exit = (!running && started_at.is_some()).then(|| ContainerExit {
@@ -288,10 +301,11 @@ impl ContainerRuntime for DockerRuntime {
                 .unwrap_or_default()
                 .into_iter()
                 .collect(),
-            pid: state
+            cgroup_pid: state
                 .pid
                 .and_then(|pid| u32::try_from(pid).ok())
-                .filter(|pid| running && *pid > 0),
+                .filter(|pid| running && *pid > 0)
+                .filter(|_| is_runc(host_runtime.as_deref())),
         })
     }
 

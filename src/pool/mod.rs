@@ -46,8 +46,9 @@ pub struct IdleContainer {
     pub created_at: SystemTime,
     /// The pool key it was made for (`None`: unknown, replace it).
     pub pool_key: Option<String>,
-    /// Its init process on the host, so a claim can raise its limits without asking Docker.
-    pub pid: Option<u32>,
+    /// Where its limits live on the host (see [`crate::runtime::ContainerState::cgroup_pid`]),
+    /// so a claim can raise them without the engine's slower path.
+    pub cgroup_pid: Option<u32>,
 }
 
 /// A pool's state, for the fingerprint and `polydev pool status`.

@@ -68,8 +68,8 @@ impl WarmPool {
                         slot,
                         created_at: container.created_at,
                         pool_key: container.labels.get(LABEL_POOL_KEY).cloned(),
-                        // Looked up at claim time.
-                        pid: None,
+                        // Adopted: its claim goes through the engine's general path.
+                        cgroup_pid: None,
                     });
                     report.adopted += 1;
                 }

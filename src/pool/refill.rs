@@ -159,10 +159,10 @@ impl WarmPool {
             self.slots.release(&slot);
             return Err(format!("starting a warm container: {err}"));
         }
-        // Learn its init PID now, off the claim's path (a container that died at once is
-        // treated like a failed start).
-        let pid = match self.runtime.inspect(&id).await {
-            Ok(state) if state.running => state.pid,
+        // Learn where its limits live now, off the claim's path (a container that died at
+        // once is treated like a failed start).
+        let cgroup_pid = match self.runtime.inspect(&id).await {
+            Ok(state) if state.running => state.cgroup_pid,
             outcome => {
                 let _ = self.runtime.remove(&id).await;
                 self.slots.release(&slot);
@@ -176,7 +176,7 @@ impl WarmPool {
             slot,
             created_at: SystemTime::now(),
             pool_key: Some(key.to_string()),
-            pid,
+            cgroup_pid,
         })
     }
 

@@ -564,7 +564,7 @@ impl ContainerRuntime for FakeRuntime {
     async fn update_limits(
         &self,
         id: &str,
-        _init_pid: Option<u32>,
+        _cgroup_pid: Option<u32>,
         limits: &ResourceLimits,
     ) -> RuntimeResult<()> {
         let mut engine = self.engine();
@@ -628,7 +628,7 @@ impl ContainerRuntime for FakeRuntime {
             started_at: c.started_at,
             finished_at: c.finished_at,
             labels: c.spec.labels.clone(),
-            pid: c.running.then_some(FAKE_INIT_PID),
+            cgroup_pid: c.running.then_some(FAKE_INIT_PID),
         })
     }
 

@@ -147,8 +147,9 @@ pub struct ContainerState {
     pub started_at: Option<SystemTime>,
     pub finished_at: Option<SystemTime>,
     pub labels: BTreeMap<String, String>,
-    /// PID of the container's init process on the host, while it runs.
-    pub pid: Option<u32>,
+    /// While it runs, the host PID whose cgroup carries the container's limits (its init
+    /// process) — `None` when the engine keeps limits elsewhere (VM or sandbox runtimes).
+    pub cgroup_pid: Option<u32>,
 }
 
 /// One entry of a container listing.
@@ -243,12 +244,13 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// Start a created container.
     async fn start(&self, id: &str) -> RuntimeResult<()>;
 
-    /// Change a running container's cgroup limits in place. `init_pid` is its PID 1 on the host
-    /// when the caller knows it (from [`ContainerState::pid`]), which saves the engine a lookup.
+    /// Change a running container's cgroup limits in place. `cgroup_pid` (from
+    /// [`ContainerState::cgroup_pid`]) lets an engine write the cgroup directly instead of
+    /// taking its slower general path.
     async fn update_limits(
         &self,
         id: &str,
-        init_pid: Option<u32>,
+        cgroup_pid: Option<u32>,
         limits: &ResourceLimits,
     ) -> RuntimeResult<()>;
 

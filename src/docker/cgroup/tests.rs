@@ -62,16 +62,31 @@ fn v1_with_joined_cpu_cpuacct() {
     );
 }
 
+const V2_MOUNT: &str = "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw";
+
 #[test]
-fn v2_with_the_systemd_driver() {
-    let mounts = "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate";
-    let lines = membership(&["0::/system.slice/docker-{ID}.scope"]);
+fn v2_with_the_cgroupfs_driver() {
+    let lines = membership(&["0::/docker/{ID}"]);
     assert_eq!(
-        Cgroups::locate(&lines, &mountinfo::parse(mounts), ID).unwrap(),
-        Cgroups::V2(PathBuf::from(format!(
-            "/sys/fs/cgroup/system.slice/docker-{ID}.scope"
-        )))
+        Cgroups::locate(&lines, &mountinfo::parse(V2_MOUNT), ID).unwrap(),
+        Cgroups::V2(PathBuf::from(format!("/sys/fs/cgroup/docker/{ID}")))
     );
+}
+
+#[test]
+fn systemd_scopes_child_cgroups_and_foreign_views_are_left_to_docker() {
+    for path in [
+        // systemd would restore the unit's idle limits on the next daemon-reload.
+        "0::/system.slice/docker-{ID}.scope",
+        // A cgroup below the container's.
+        "0::/docker/{ID}/init",
+        // Seen from another cgroup namespace.
+        "0::/../../docker/{ID}",
+    ] {
+        let lines = membership(&[path]);
+        let found = Cgroups::locate(&lines, &mountinfo::parse(V2_MOUNT), ID);
+        assert!(found.is_err(), "{path}: {found:?}");
+    }
 }
 
 #[test]
@@ -111,7 +126,7 @@ fn limits(memory: i64) -> ContainerUpdateBody {
         memory_swap: Some(memory),
         memory_reservation: Some(memory / 2),
         cpu_shares: Some(1024),
-        nano_cpus: Some(2_000_000_000),
+        nano_cpus: Some(1_000_000_000),
         cpuset_cpus: Some("0-1".into()),
         ..Default::default()
     }
@@ -157,7 +172,7 @@ fn v1_raises_memsw_before_memory_and_lowers_memory_first() {
             "memory.soft_limit_in_bytes=268435456",
             "cpu.shares=1024",
             "cpu.cfs_period_us=100000",
-            "cpu.cfs_quota_us=200000",
+            "cpu.cfs_quota_us=100000",
             "cpuset.cpus=0-1",
         ]
     );
@@ -176,13 +191,50 @@ fn v2_values_are_converted_as_runc_does() {
             "memory.max=134217728",
             "memory.swap.max=0",
             "memory.low=67108864",
-            "cpu.weight=39",
-            "cpu.max=200000 100000",
+            "cpu.max=100000 100000",
             "cpuset.cpus=0-1",
         ]
     );
-    assert_eq!(shares_to_weight(2), 1);
-    assert_eq!(shares_to_weight(262_144), 10_000);
+    let unlimited_swap = ContainerUpdateBody {
+        memory_swap: Some(-1),
+        ..limits(128 << 20)
+    };
+    let writes = names(&cgroups.writes(&unlimited_swap).unwrap());
+    assert_eq!(writes[1], "memory.swap.max=max");
+}
+
+#[test]
+fn what_docker_would_refuse_is_left_to_docker() {
+    let cgroups = Cgroups::V2(PathBuf::from("/x"));
+    let refused = [
+        ContainerUpdateBody {
+            nano_cpus: Some(1_000_000),
+            ..Default::default()
+        },
+        ContainerUpdateBody {
+            nano_cpus: Some(100_000 * 1_000_000_000),
+            ..Default::default()
+        },
+        ContainerUpdateBody {
+            memory: Some(1 << 20),
+            ..Default::default()
+        },
+        ContainerUpdateBody {
+            memory_reservation: Some(512 << 20),
+            ..limits(256 << 20)
+        },
+        ContainerUpdateBody {
+            memory_swap: Some(64 << 20),
+            ..limits(256 << 20)
+        },
+    ];
+    for update in refused {
+        let result = cgroups.writes(&update);
+        assert!(
+            matches!(result, Err(CgroupError::LeftToDocker(_))),
+            "{update:?}: {result:?}"
+        );
+    }
 }
 
 #[test]
