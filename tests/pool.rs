@@ -425,8 +425,9 @@ async fn task_containers_no_task_claims_back_are_removed_after_the_grace() {
 }
 
 /// The load of the benchmark's memory phase: a hundred long-running tasks, the first from the
-/// pool and the rest cold, started and then destroyed four at a time. Every destroy must finish
-/// (a hung DestroyTask wedges Nomad's task runner), and only the refilled pool is left.
+/// pool and the rest cold, started four at a time, each with the WaitTask and TaskStats streams
+/// Nomad keeps open, then destroyed four at a time. Every call must finish (a hung DestroyTask
+/// wedges Nomad's task runner), every WaitTask must answer, and only the refilled pool is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_tasks_start_and_are_destroyed_four_at_a_time() {
     const TASKS: usize = 100;
@@ -445,6 +446,48 @@ async fn a_hundred_tasks_start_and_are_destroyed_four_at_a_time() {
     .collect()
     .await;
     println!("{TASKS} tasks started in {:?}", began.elapsed());
+    // Like Nomad's client: a WaitTask and a TaskStats stream held open per task, all on one
+    // HTTP/2 connection (200 streams, past HTTP/2's customary limit of 100 to 200).
+    let mut waits = Vec::new();
+    let mut stats = Vec::new();
+    for task in &started {
+        let mut driver = s.driver.clone();
+        let request = nomad::WaitTaskRequest {
+            task_id: task.id.clone(),
+        };
+        waits.push(tokio::spawn(async move { driver.wait_task(request).await }));
+        let request = nomad::TaskStatsRequest {
+            task_id: task.id.clone(),
+            collection_interval: Some(prost_types::Duration {
+                seconds: 5,
+                nanos: 0,
+            }),
+        };
+        let stream = s.driver.clone().task_stats(request).await.unwrap();
+        stats.push(stream.into_inner());
+    }
+    let firsts = futures::future::join_all(
+        stats
+            .iter_mut()
+            .map(|stream| tokio::time::timeout(Duration::from_secs(60), stream.next())),
+    )
+    .await;
+    for first in firsts {
+        assert!(matches!(first, Ok(Some(Ok(_)))), "no stats: {first:?}");
+    }
+    // New calls still get through with those streams open.
+    for task in &started {
+        let request = nomad::InspectTaskRequest {
+            task_id: task.id.clone(),
+        };
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            s.driver.clone().inspect_task(request),
+        )
+        .await
+        .expect("InspectTask with 200 streams open")
+        .expect("InspectTask");
+    }
     let began = Instant::now();
     let destroys = futures::stream::iter(started.iter().map(|task| {
         let mut driver = s.driver.clone();
@@ -466,6 +509,14 @@ async fn a_hundred_tasks_start_and_are_destroyed_four_at_a_time() {
     println!("{TASKS} tasks destroyed in {:?}", began.elapsed());
     let failures: Vec<String> = destroys.into_iter().filter_map(Result::err).collect();
     assert!(failures.is_empty(), "{failures:?}");
+    for wait in waits {
+        let answered = tokio::time::timeout(Duration::from_secs(30), wait).await;
+        assert!(
+            matches!(answered, Ok(Ok(Ok(_)))),
+            "a WaitTask never answered: {answered:?}"
+        );
+    }
+    drop(stats);
     for task in &started {
         assert!(
             !container_exists(&task.container),
