@@ -144,6 +144,19 @@ async fn fills_claims_with_an_event_refills_and_hands_over_the_task_dirs() {
     assert!(!refilled.contains(&task.container));
 }
 
+/// Under Docker's cgroupfs driver (with runc) a claim writes the container's cgroup itself;
+/// the plugin logs when it has to take Docker's slower update instead.
+fn assert_claims_wrote_cgroups(plugin: &Plugin) {
+    let driver = support::real::docker(&["info", "-f", "{{.CgroupDriver}}"]);
+    if driver.trim() == "cgroupfs" {
+        let stderr = plugin.stderr();
+        assert!(
+            !stderr.contains("limits go through Docker's update"),
+            "a claim fell back to Docker's update: {stderr}"
+        );
+    }
+}
+
 /// What the task sees as its limits, read from its own cgroup (v2, else v1).
 fn limits_seen_inside(container: &str) -> (String, String) {
     let read = |v2: &str, v1: &str| {
@@ -190,15 +203,7 @@ async fn a_claimed_container_has_the_task_limits_when_start_returns() {
         inspect("{{.HostConfig.NanoCpus}}").trim(),
         (host_cpus * 1_000_000_000).to_string()
     );
-    // Docker's cgroupfs driver with runc is where the claim writes the cgroup itself.
-    let driver = support::real::docker(&["info", "-f", "{{.CgroupDriver}}"]);
-    if driver.trim() == "cgroupfs" {
-        let stderr = s.plugin.stderr();
-        assert!(
-            !stderr.contains("limits go through Docker's update"),
-            "the claim fell back to Docker's update: {stderr}"
-        );
-    }
+    assert_claims_wrote_cgroups(&s.plugin);
     destroy(&mut s.driver, &task.id, &task.container).await;
 }
 
@@ -341,6 +346,7 @@ async fn kill_9_then_restart_adopts_idle_containers_and_leaks_nothing() {
         idle.contains(&task.container),
         "an adopted container serves a task"
     );
+    assert_claims_wrote_cgroups(&plugin);
     wait(&mut driver, &task.id).await;
     destroy(&mut driver, &task.id, &task.container).await;
     wait_for_idle(&driver, &s, 2).await;

@@ -71,9 +71,7 @@ impl DockerRuntime {
             .await
             .map_err(|e| classify(e, "docker", ""))
     }
-}
 
-impl DockerRuntime {
     /// Queue limits that are already in force for Docker's record. One worker updates Docker
     /// one container at a time: each update costs a `runc update`, and a burst of them in
     /// parallel would slow the claims still in flight.

@@ -63,13 +63,17 @@ impl WarmPool {
             match adoptable {
                 Some(pool) if fresh => {
                     slots_in_use.insert(slot.clone());
+                    // Where its limits live (a failed lookup only makes its claim slower).
+                    let cgroup_pid = match self.runtime.inspect(&container.id).await {
+                        Ok(state) => state.cgroup_pid,
+                        Err(_) => None,
+                    };
                     lock(&pool.state).idle.push_back(IdleContainer {
                         id: container.id.clone(),
                         slot,
                         created_at: container.created_at,
                         pool_key: container.labels.get(LABEL_POOL_KEY).cloned(),
-                        // Adopted: its claim goes through the engine's general path.
-                        cgroup_pid: None,
+                        cgroup_pid,
                     });
                     report.adopted += 1;
                 }
