@@ -271,8 +271,24 @@ fn cleanup_everything() {
     let Some(info) = CLEANUP.get() else { return };
     remove_run_containers(&info.images);
     stop_forwarders(&info.root);
+    unmount_slot_roots(&info.root);
     for image in &info.images {
         let _ = Command::new("docker").args(["rmi", image]).output();
+    }
+}
+
+/// Each session's plugin made its `<data_dir>/slots` a shared bind mount (it outlives the
+/// plugin by design); the run's scratch root is about to go, so take them down.
+fn unmount_slot_roots(root: &Path) {
+    for session in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let slots = session.path().join("slots");
+        if slots.is_dir() {
+            let _ = Command::new("umount")
+                .arg("-R")
+                .arg("-l")
+                .arg(&slots)
+                .output();
+        }
     }
 }
 
