@@ -30,6 +30,7 @@ use super::ConfigError;
 use super::cty::{self, Obj};
 use super::hclspec::{Spec, attr, block, block_map, default, hcl_string, literal, object};
 use super::pool::{PoolConfig, parse_duration, pool_schema, pools};
+use crate::credentials::names::is_provider;
 
 const WHAT: &str = "plugin config";
 
@@ -370,16 +371,6 @@ fn data_dir(s: &str, field: &str) -> Result<PathBuf, ConfigError> {
     Ok(PathBuf::from(s))
 }
 
-/// `^[a-z][a-z0-9_-]{0,31}$`
-fn is_provider_name(s: &str) -> bool {
-    let b = s.as_bytes();
-    (1..=32).contains(&b.len())
-        && b[0].is_ascii_lowercase()
-        && b[1..]
-            .iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
-}
-
 /// `^[A-Z_][A-Z0-9_]*$`
 fn is_env_name(s: &str) -> bool {
     let b = s.as_bytes();
@@ -399,7 +390,7 @@ fn providers(root: &Obj<'_>) -> Result<BTreeMap<String, ProviderConfig>, ConfigE
     let mut providers = builtin_providers();
     for (name, value) in root.labelled_objects("provider")? {
         let field = format!("{WHAT}: provider {name:?}");
-        if !is_provider_name(&name) {
+        if !is_provider(&name) {
             return Err(ConfigError::invalid(
                 &field,
                 "the provider name is not allowed",

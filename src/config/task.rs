@@ -26,6 +26,7 @@ use super::ConfigError;
 use super::cty::{self, Obj};
 use super::hclspec::{Spec, attr, default, hcl_string, literal, object};
 use super::plugin::{PluginConfig, is_single_word};
+use crate::credentials::names::is_user_id;
 
 const WHAT: &str = "task config";
 
@@ -195,17 +196,6 @@ pub fn decode_task_config(
         credentials: p.credentials.clone(),
         optional_credentials: p.optional_credentials.clone(),
     })
-}
-
-/// `^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$` and no `..`.
-fn is_user_id(s: &str) -> bool {
-    let b = s.as_bytes();
-    (1..=128).contains(&b.len())
-        && b[0].is_ascii_alphanumeric()
-        && b[1..]
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'@' | b'-'))
-        && !s.contains("..")
 }
 
 fn check_user_id(id: &str, field: &str) -> Result<(), ConfigError> {

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::PluginConfig;
+use crate::config::{PluginConfig, SecurityConfig};
 use crate::runtime::{BindMount, ContainerSpec, SecurityOptions};
 
 use super::task::TaskSpec;
@@ -92,6 +92,18 @@ pub fn alloc_mounts(task: &TaskSpec) -> Vec<BindMount> {
     ]
 }
 
+/// The hardening every polydev container gets (task or warm pool): all capabilities dropped, no
+/// new privileges, and the operator's `security` settings.
+pub fn security_options(security: &SecurityConfig) -> SecurityOptions {
+    SecurityOptions {
+        cap_drop_all: true,
+        no_new_privileges: true,
+        pids_limit: security.pids_limit,
+        read_only_rootfs: security.read_only_rootfs,
+        oci_runtime: security.runtime.clone(),
+    }
+}
+
 /// The full container spec of a cold-started task.
 pub fn task_container(task: &TaskSpec, plugin: &PluginConfig, node: &str) -> ContainerSpec {
     let security = &plugin.security;
@@ -103,13 +115,7 @@ pub fn task_container(task: &TaskSpec, plugin: &PluginConfig, node: &str) -> Con
         labels: labels(task, node, &plugin.data_dir.to_string_lossy()),
         limits: task.limits.clone(),
         mounts: alloc_mounts(task),
-        security: SecurityOptions {
-            cap_drop_all: true,
-            no_new_privileges: true,
-            pids_limit: security.pids_limit,
-            read_only_rootfs: security.read_only_rootfs,
-            oci_runtime: security.runtime.clone(),
-        },
+        security: security_options(security),
         work_dir: None,
         network_mode: security.network_mode.map(|mode| mode.as_str().to_string()),
         log_max_size: plugin.container_log.max_size.clone(),

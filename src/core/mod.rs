@@ -29,7 +29,9 @@ mod store;
 mod supervise;
 mod task;
 
-pub use container::{LABEL_DATA_DIR, LABEL_MANAGED, LABEL_NODE, LABEL_PROVIDER, TASK_USER};
+pub use container::{
+    LABEL_DATA_DIR, LABEL_MANAGED, LABEL_NODE, LABEL_PROVIDER, TASK_USER, security_options,
+};
 pub use events::{EventBus, TaskEvent};
 pub use exec::ExecResult;
 pub use health::{Health, HealthState};

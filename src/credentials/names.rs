@@ -98,7 +98,9 @@ fn is_namespace(s: &str) -> bool {
     (1..=128).contains(&s.len()) && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
 }
 
-fn is_user_id(s: &str) -> bool {
+/// `^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$` and no `..`: a task's `user_id` (the task config's
+/// decoder checks it with this too).
+pub(crate) fn is_user_id(s: &str) -> bool {
     let b = s.as_bytes();
     (1..=128).contains(&b.len())
         && b[0].is_ascii_alphanumeric()
@@ -108,7 +110,9 @@ fn is_user_id(s: &str) -> bool {
         && !s.contains("..")
 }
 
-fn is_provider(s: &str) -> bool {
+/// `^[a-z][a-z0-9_-]{0,31}$`: a provider name (the plugin config's decoder checks it with
+/// this too).
+pub(crate) fn is_provider(s: &str) -> bool {
     let b = s.as_bytes();
     (1..=32).contains(&b.len())
         && b[0].is_ascii_lowercase()

@@ -29,7 +29,9 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 
 use crate::config::{PluginConfig, PoolConfig, WhenEmpty};
-use crate::core::{LABEL_DATA_DIR, LABEL_MANAGED, LABEL_NODE, LABEL_PROVIDER, TASK_USER};
+use crate::core::{
+    LABEL_DATA_DIR, LABEL_MANAGED, LABEL_NODE, LABEL_PROVIDER, TASK_USER, security_options,
+};
 use crate::runtime::{ContainerRuntime, ContainerSpec, ResourceLimits, SecurityOptions};
 use slots::SlotRoot;
 
@@ -137,13 +139,7 @@ impl WarmPool {
             slots: SlotRoot::new(&config.data_dir),
             node: node.to_string(),
             data_dir: config.data_dir.to_string_lossy().into_owned(),
-            security: SecurityOptions {
-                cap_drop_all: true,
-                no_new_privileges: true,
-                pids_limit: security.pids_limit,
-                read_only_rootfs: security.read_only_rootfs,
-                oci_runtime: security.runtime.clone(),
-            },
+            security: security_options(security),
             network_mode: security.network_mode.map(|m| m.as_str().to_string()),
             log_max_size: config.container_log.max_size.clone(),
             log_max_files: config.container_log.max_files,
