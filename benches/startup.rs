@@ -66,7 +66,6 @@ use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use polydev::core::{DriverState, LaunchSpec, TASK_USER};
 use polydev::docker::DockerRuntime;
-use polydev::pb::hashicorp::nomad::plugins::base::proto::SetConfigRequest;
 use polydev::pb::hashicorp::nomad::plugins::drivers::proto::{
     self as nomad, driver_client::DriverClient,
 };

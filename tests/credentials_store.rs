@@ -13,7 +13,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use polydev::pb::hashicorp::nomad::plugins::base::proto::SetConfigRequest;
 use polydev::pb::hashicorp::nomad::plugins::drivers::proto::{
     self as nomad, driver_client::DriverClient,
 };
@@ -312,18 +311,10 @@ async fn a_registered_key_reaches_only_its_users_tasks_in_its_namespace_and_nowh
         ("POLYDEV_LOG", "debug"),
     ]);
     let (mut base, mut driver) = plugin.clients().await;
-    base.set_config(SetConfigRequest {
-        msgpack_config: plugin_config(&data_dir),
-        nomad_config: None,
-        plugin_api_version: "0.1.0".into(),
-    })
-    .await
-    .expect("SetConfig");
-    let mut events = driver
-        .task_events(nomad::TaskEventsRequest {})
+    base.set_config(support::set_config_request(plugin_config(&data_dir), false))
         .await
-        .unwrap()
-        .into_inner();
+        .expect("SetConfig");
+    let mut events = support::task_events(&driver).await;
 
     // user1's task in ns-a sees exactly the registered key (not the shared one).
     let mut hashed = start(

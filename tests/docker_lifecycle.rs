@@ -261,12 +261,7 @@ async fn signal_exec_inspect_and_stats_on_a_running_task() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_credential_reaches_the_task_and_nowhere_else() {
     let mut s = setup().await;
-    let mut events = s
-        .driver
-        .task_events(nomad::TaskEventsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = support::task_events(&s.driver).await;
     let task = start(&mut s.driver, "creds", script("[ -n \"$OPENAI_API_KEY\" ] && echo has-key; echo \"key=$OPENAI_API_KEY\"; echo \"provider=$PROVIDER\""), 64).await;
     let inspect = docker(&["inspect", &task.container]);
     assert!(inspect.contains(&task.container), "docker inspect works");

@@ -9,8 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use polydev::driver::{PolydevDriver, Wiring, status::recoverable_detail};
 use polydev::pb::hashicorp::nomad::plugins::base::proto::{
-    ConfigSchemaRequest, PluginInfoRequest, PluginType, SetConfigRequest,
-    base_plugin_client::BasePluginClient,
+    ConfigSchemaRequest, PluginInfoRequest, PluginType, base_plugin_client::BasePluginClient,
 };
 use polydev::pb::hashicorp::nomad::plugins::drivers::proto::{
     self as nomad, driver_client::DriverClient,
@@ -78,13 +77,10 @@ async fn harness() -> Harness {
     fake.set_version("20.10.24-fake");
     let dir = tempfile::tempdir().unwrap();
     let (mut base, driver, shutdown) = serve(&fake, dir.path(), "plugin.sock").await;
-    base.set_config(SetConfigRequest {
-        msgpack_config: plugin_config(IMAGE, &dir.path().join("data")),
-        nomad_config: None,
-        plugin_api_version: "0.1.0".into(),
-    })
-    .await
-    .unwrap();
+    let config = plugin_config(IMAGE, &dir.path().join("data"));
+    base.set_config(support::set_config_request(config, false))
+        .await
+        .unwrap();
     Harness {
         fake,
         base,
@@ -218,20 +214,13 @@ async fn task_rpcs_before_set_config_fail_clearly_and_set_config_is_idempotent()
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("SetConfig"), "{}", err.message());
-    let request = SetConfigRequest {
-        msgpack_config: plugin_config(IMAGE, &dir.path().join("data")),
-        nomad_config: None,
-        plugin_api_version: "0.1.0".into(),
-    };
+    let request =
+        support::set_config_request(plugin_config(IMAGE, &dir.path().join("data")), false);
     base.set_config(request.clone()).await.unwrap();
     base.set_config(request).await.unwrap();
     // A config that is not valid msgpack is refused with a message, not a panic.
     let err = base
-        .set_config(SetConfigRequest {
-            msgpack_config: vec![0xc1, 0x00],
-            nomad_config: None,
-            plugin_api_version: "0.1.0".into(),
-        })
+        .set_config(support::set_config_request(vec![0xc1, 0x00], false))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -474,12 +463,7 @@ async fn stop_sends_the_signal_then_sigkill_after_the_timeout() {
     let mut h = harness().await;
     h.start("s/t/1", &sh(&[])).await.unwrap();
     let container = h.container_of("s/t/1").await;
-    let mut events = h
-        .driver
-        .task_events(nomad::TaskEventsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = support::task_events(&h.driver).await;
     h.driver
         .stop_task(nomad::StopTaskRequest {
             task_id: "s/t/1".into(),
@@ -626,13 +610,10 @@ async fn recover_in_a_new_plugin_process_resumes_wait_and_logs() {
         .unwrap();
 
     let (mut base, mut driver, shutdown) = serve(&h.fake, h.dir.path(), "second.sock").await;
-    base.set_config(SetConfigRequest {
-        msgpack_config: plugin_config(IMAGE, &h.dir.path().join("data")),
-        nomad_config: None,
-        plugin_api_version: "0.1.0".into(),
-    })
-    .await
-    .unwrap();
+    let config = plugin_config(IMAGE, &h.dir.path().join("data"));
+    base.set_config(support::set_config_request(config, false))
+        .await
+        .unwrap();
     let mut handle = started.handle.unwrap();
     // After an agent restart Nomad no longer has the msgpack config.
     handle

@@ -90,12 +90,7 @@ async fn fills_claims_with_an_event_refills_and_hands_over_the_task_dirs() {
         Some(&"2"),
         "polydev pool status shows 2 idle:\n{table}"
     );
-    let mut events = s
-        .driver
-        .task_events(nomad::TaskEventsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = support::task_events(&s.driver).await;
 
     let task = start(
         &mut s.driver,
@@ -216,12 +211,7 @@ async fn an_empty_pool_follows_its_policy() {
     };
     let mut s = setup_with_pool(&cold).await;
     wait_for_idle(&s.driver, &s, 1).await;
-    let mut events = s
-        .driver
-        .task_events(nomad::TaskEventsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let mut events = support::task_events(&s.driver).await;
     let first = start(&mut s.driver, "first", script("sleep 30"), 64).await;
     let second = start(&mut s.driver, "second", script("sleep 30"), 64).await;
     let mut messages = Vec::new();

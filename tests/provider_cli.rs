@@ -9,9 +9,6 @@ mod support;
 
 use std::path::Path;
 
-use polydev::pb::hashicorp::nomad::plugins::base::proto::{
-    NomadConfig, NomadDriverConfig, SetConfigRequest,
-};
 use polydev::pb::hashicorp::nomad::plugins::drivers::proto as nomad;
 use rmpv::Value;
 use support::real::{AllocDir, Plugin, docker};
@@ -72,17 +69,10 @@ async fn run_cli(provider: &str, command: &str, expect: &str) {
     let plugin = Plugin::spawn(&[(variable, key.as_str())]);
     let (mut base, mut driver) = plugin.clients().await;
     let cleanup = Cleanup { plugin, data_dir };
-    base.set_config(SetConfigRequest {
-        msgpack_config: config(cleanup.data_dir.path()),
-        nomad_config: Some(NomadConfig {
-            driver: Some(NomadDriverConfig {
-                client_max_port: 14512,
-                client_min_port: 14000,
-                topology: None,
-            }),
-        }),
-        plugin_api_version: "0.1.0".into(),
-    })
+    base.set_config(support::set_config_request(
+        config(cleanup.data_dir.path()),
+        true,
+    ))
     .await
     .unwrap();
     if provider == "openai" {

@@ -15,13 +15,9 @@ impl Session {
         let pid = plugin.pid();
         PLUGIN_PIDS.lock().unwrap().push(pid);
         let (mut base, driver) = plugin.clients().await;
-        base.set_config(SetConfigRequest {
-            msgpack_config: config,
-            nomad_config: None,
-            plugin_api_version: "0.1.0".into(),
-        })
-        .await
-        .with_context(|| format!("SetConfig; plugin log:\n{}", plugin.stderr()))?;
+        base.set_config(support::set_config_request(config, false))
+            .await
+            .with_context(|| format!("SetConfig; plugin log:\n{}", plugin.stderr()))?;
 
         let events = Arc::new(Mutex::new(Vec::new()));
         let mut stream = driver

@@ -8,6 +8,9 @@ pub mod tasks;
 use std::path::{Path, PathBuf};
 
 use polydev::pb::hashicorp::nomad::plugins::base::proto::base_plugin_client::BasePluginClient;
+use polydev::pb::hashicorp::nomad::plugins::base::proto::{
+    NomadConfig, NomadDriverConfig, SetConfigRequest,
+};
 use polydev::pb::hashicorp::nomad::plugins::drivers::proto as nomad;
 use polydev::pb::hashicorp::nomad::plugins::drivers::proto::driver_client::DriverClient;
 use rmpv::Value;
@@ -225,4 +228,32 @@ pub fn set_memory_mb(task: &mut nomad::TaskConfig, mb: i64) {
 
 pub fn duration(d: std::time::Duration) -> prost_types::Duration {
     prost_types::Duration::try_from(d).unwrap()
+}
+
+/// SetConfig as Nomad sends it. `as_agent` adds the `nomad_config` that only the agent's
+/// long-lived plugin instance gets (it starts polydev's background work, such as the pool).
+pub fn set_config_request(msgpack_config: Vec<u8>, as_agent: bool) -> SetConfigRequest {
+    SetConfigRequest {
+        msgpack_config,
+        nomad_config: as_agent.then_some(NomadConfig {
+            driver: Some(NomadDriverConfig {
+                client_max_port: 14512,
+                client_min_port: 14000,
+                topology: None,
+            }),
+        }),
+        plugin_api_version: "0.1.0".into(),
+    }
+}
+
+/// The plugin's TaskEvents stream, opened now (events published before are not replayed).
+pub async fn task_events(
+    driver: &DriverClient<Channel>,
+) -> tonic::Streaming<nomad::DriverTaskEvent> {
+    driver
+        .clone()
+        .task_events(nomad::TaskEventsRequest {})
+        .await
+        .expect("TaskEvents")
+        .into_inner()
 }

@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use polydev::pb::hashicorp::nomad::plugins::base::proto::SetConfigRequest;
 use polydev::pb::hashicorp::nomad::plugins::drivers::proto::{
     self as nomad, driver_client::DriverClient,
 };
@@ -163,18 +162,10 @@ pub async fn configure_with_pool(
     data_dir: &std::path::Path,
     pool: &PoolOptions,
 ) {
-    use polydev::pb::hashicorp::nomad::plugins::base::proto::{NomadConfig, NomadDriverConfig};
-    base.set_config(SetConfigRequest {
-        msgpack_config: plugin_config_with_pool(TEST_IMAGE, data_dir, pool),
-        nomad_config: Some(NomadConfig {
-            driver: Some(NomadDriverConfig {
-                client_max_port: 14512,
-                client_min_port: 14000,
-                topology: None,
-            }),
-        }),
-        plugin_api_version: "0.1.0".into(),
-    })
+    base.set_config(super::set_config_request(
+        plugin_config_with_pool(TEST_IMAGE, data_dir, pool),
+        true,
+    ))
     .await
     .expect("SetConfig");
 }
