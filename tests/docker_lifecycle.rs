@@ -350,18 +350,8 @@ async fn plugin_kill_9_then_recover_loses_and_repeats_no_line() {
     let plugin = Plugin::spawn(&[("OPENAI_API_KEY", s.key.as_str())]);
     let (mut base, mut driver) = plugin.clients().await;
     configure(&mut base, s.data_dir.path()).await;
-    let mut handle = task.handle.clone();
-    handle
-        .config
-        .as_mut()
-        .unwrap()
-        .msgpack_driver_config
-        .clear();
     driver
-        .recover_task(nomad::RecoverTaskRequest {
-            task_id: String::new(),
-            handle: Some(handle),
-        })
+        .recover_task(support::recover_after_agent_restart(task.handle.clone()))
         .await
         .expect("RecoverTask");
     let result = wait(&mut driver, &task.id).await;

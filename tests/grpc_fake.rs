@@ -614,28 +614,9 @@ async fn recover_in_a_new_plugin_process_resumes_wait_and_logs() {
     base.set_config(support::set_config_request(config, false))
         .await
         .unwrap();
-    let mut handle = started.handle.unwrap();
-    // After an agent restart Nomad no longer has the msgpack config.
-    handle
-        .config
-        .as_mut()
-        .unwrap()
-        .msgpack_driver_config
-        .clear();
-    driver
-        .recover_task(nomad::RecoverTaskRequest {
-            task_id: String::new(),
-            handle: Some(handle.clone()),
-        })
-        .await
-        .unwrap();
-    driver
-        .recover_task(nomad::RecoverTaskRequest {
-            task_id: String::new(),
-            handle: Some(handle),
-        })
-        .await
-        .unwrap();
+    let recover = support::recover_after_agent_restart(started.handle.unwrap());
+    driver.recover_task(recover.clone()).await.unwrap();
+    driver.recover_task(recover).await.unwrap();
     h.fake
         .emit(&container, LogStream::Stdout, "after\n")
         .unwrap();

@@ -257,3 +257,15 @@ pub async fn task_events(
         .expect("TaskEvents")
         .into_inner()
 }
+
+/// RecoverTask for `handle` as Nomad sends it after an agent restart: the stored handle no
+/// longer carries the task's msgpack config.
+pub fn recover_after_agent_restart(mut handle: nomad::TaskHandle) -> nomad::RecoverTaskRequest {
+    if let Some(config) = handle.config.as_mut() {
+        config.msgpack_driver_config.clear();
+    }
+    nomad::RecoverTaskRequest {
+        task_id: String::new(),
+        handle: Some(handle),
+    }
+}
