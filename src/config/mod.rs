@@ -11,17 +11,21 @@
 //!   the fix.
 //! - Nothing here holds a secret: configs carry credential *names*, never values.
 
+pub mod broker;
 mod cty;
 mod error;
 pub mod hclspec;
 pub mod plugin;
 pub mod pool;
+pub mod provider;
 pub mod task;
 
+pub use broker::{BrokerConfig, EgressRule};
 pub use error::ConfigError;
 pub use plugin::{
-    ContainerLogConfig, DockerEndpoint, NetworkMode, PluginConfig, ProviderConfig, SecurityConfig,
+    ContainerLogConfig, DockerEndpoint, NetworkMode, PluginConfig, SecurityConfig,
     decode_plugin_config, plugin_config_schema,
 };
 pub use pool::{PoolConfig, WhenEmpty};
+pub use provider::{ApiAuth, ApiRoute, CredentialMode, KnownCli, ProviderConfig};
 pub use task::{TaskConfig, decode_task_config, task_config_schema};

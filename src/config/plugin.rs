@@ -27,10 +27,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::ConfigError;
+use super::broker::{BrokerConfig, EgressRule, broker, broker_schema, egress, egress_schema};
 use super::cty::{self, Obj};
 use super::hclspec::{Spec, attr, block, block_map, default, hcl_string, literal, object};
 use super::pool::{PoolConfig, parse_duration, pool_schema, pools};
-use crate::credentials::names::is_provider;
+use super::provider::{ProviderConfig, builtin_providers, provider_schema, providers};
 
 const WHAT: &str = "plugin config";
 
@@ -70,6 +71,10 @@ pub struct PluginConfig {
     pub pools: BTreeMap<String, PoolConfig>,
     /// Task containers no task claims back (after a restart) are removed after this long.
     pub orphan_grace: std::time::Duration,
+    /// Limits of the per-task credential broker.
+    pub broker: BrokerConfig,
+    /// Destinations a broker-mode task may reach besides its provider's API (CONNECT proxy).
+    pub egress: Vec<EgressRule>,
 }
 
 /// A Docker engine endpoint. Only unix sockets for now.
@@ -94,19 +99,6 @@ impl fmt::Display for DockerEndpoint {
             Self::Unix(path) => write!(f, "unix://{}", path.display()),
         }
     }
-}
-
-/// One coding CLI: which image runs it, what to launch, which credentials it needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProviderConfig {
-    /// Image reference of the provider's runtime container.
-    pub image: String,
-    /// The CLI launched by default (argv[0]).
-    pub command: String,
-    /// Environment variables that must be injected; the task fails without them.
-    pub credentials: Vec<String>,
-    /// Environment variables injected when available.
-    pub optional_credentials: Vec<String>,
 }
 
 /// Hardening settings for task containers.
@@ -171,6 +163,8 @@ impl Default for PluginConfig {
                 .into_keys()
                 .map(|name| (name, PoolConfig::default()))
                 .collect(),
+            broker: BrokerConfig::default(),
+            egress: Vec::new(),
         }
     }
 }
@@ -196,59 +190,11 @@ impl Default for ContainerLogConfig {
     }
 }
 
-/// The providers every node knows without configuration.
-pub fn builtin_providers() -> BTreeMap<String, ProviderConfig> {
-    let p = |image: &str, command: &str, creds: &[&str], optional: &[&str]| ProviderConfig {
-        image: image.to_owned(),
-        command: command.to_owned(),
-        credentials: creds.iter().map(|c| (*c).to_owned()).collect(),
-        optional_credentials: optional.iter().map(|c| (*c).to_owned()).collect(),
-    };
-    BTreeMap::from([
-        (
-            "openai".to_owned(),
-            p(
-                "polydev-openai-runtime:latest",
-                "codex",
-                &["OPENAI_API_KEY"],
-                &[],
-            ),
-        ),
-        (
-            "anthropic".to_owned(),
-            p(
-                "polydev-anthropic-runtime:latest",
-                "claude",
-                &["ANTHROPIC_API_KEY"],
-                &[],
-            ),
-        ),
-        (
-            "google".to_owned(),
-            p(
-                "polydev-google-runtime:latest",
-                "gemini",
-                &["GOOGLE_API_KEY"],
-                &["GOOGLE_PROJECT_ID"],
-            ),
-        ),
-    ])
-}
-
 /// The hclspec of the plugin's `config {}` block, returned by `BasePlugin.ConfigSchema`.
 pub fn plugin_config_schema() -> Spec {
     fn with_default<'a>(name: &'a str, ty: &str, value: String) -> (&'a str, Spec) {
         (name, default(attr(name, ty, false), literal(&value)))
     }
-    let provider = object([
-        ("image", attr("image", "string", false)),
-        ("command", attr("command", "string", false)),
-        ("credentials", attr("credentials", "list(string)", false)),
-        (
-            "optional_credentials",
-            attr("optional_credentials", "list(string)", false),
-        ),
-    ]);
     let security = object([
         with_default("pids_limit", "number", DEFAULT_PIDS_LIMIT.to_string()),
         with_default("read_only_rootfs", "bool", "false".into()),
@@ -267,7 +213,10 @@ pub fn plugin_config_schema() -> Spec {
             hcl_string(DEFAULT_DOCKER_ENDPOINT),
         ),
         with_default("data_dir", "string", hcl_string(DEFAULT_DATA_DIR)),
-        ("provider", block_map("provider", &["name"], provider)),
+        (
+            "provider",
+            block_map("provider", &["name"], provider_schema()),
+        ),
         ("security", block("security", false, security)),
         (
             "container_log",
@@ -278,6 +227,8 @@ pub fn plugin_config_schema() -> Spec {
         with_default("credentials_from_store", "bool", "true".into()),
         with_default("orphan_grace", "string", hcl_string(DEFAULT_ORPHAN_GRACE)),
         ("pool", block_map("pool", &["provider"], pool_schema())),
+        ("broker", block("broker", false, broker_schema())),
+        ("egress", block("egress", false, egress_schema())),
     ])
 }
 
@@ -335,6 +286,14 @@ pub fn decode_plugin_config(msgpack: &[u8]) -> Result<PluginConfig, ConfigError>
                     )
                 })?,
         },
+        broker: match root.object("broker")? {
+            None => defaults.broker,
+            Some(o) => broker(&o)?,
+        },
+        egress: match root.object("egress")? {
+            None => defaults.egress,
+            Some(o) => egress(&o)?,
+        },
     })
 }
 
@@ -369,116 +328,6 @@ fn data_dir(s: &str, field: &str) -> Result<PathBuf, ConfigError> {
         ));
     }
     Ok(PathBuf::from(s))
-}
-
-/// `^[A-Z_][A-Z0-9_]*$`
-fn is_env_name(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && (b[0].is_ascii_uppercase() || b[0] == b'_')
-        && b[1..]
-            .iter()
-            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == b'_')
-}
-
-/// An image reference or a command: non-empty, no whitespace or control characters.
-pub(crate) fn is_single_word(s: &str) -> bool {
-    !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control())
-}
-
-fn providers(root: &Obj<'_>) -> Result<BTreeMap<String, ProviderConfig>, ConfigError> {
-    let mut providers = builtin_providers();
-    for (name, value) in root.labelled_objects("provider")? {
-        let field = format!("{WHAT}: provider {name:?}");
-        if !is_provider(&name) {
-            return Err(ConfigError::invalid(
-                &field,
-                "the provider name is not allowed",
-                "use 1 to 32 characters: a lower-case letter, then lower-case letters, digits, \
-                 '_' or '-'",
-            ));
-        }
-        let obj = Obj::new(value, &field, format!("{field}."))?;
-        let image = obj.string("image")?;
-        let command = obj.string("command")?;
-        let credentials = obj.strings("credentials")?;
-        let optional = obj.strings("optional_credentials")?;
-        let merged = match providers.get(&name) {
-            Some(builtin) => ProviderConfig {
-                image: image.unwrap_or_else(|| builtin.image.clone()),
-                command: command.unwrap_or_else(|| builtin.command.clone()),
-                credentials: credentials.unwrap_or_else(|| builtin.credentials.clone()),
-                optional_credentials: optional
-                    .unwrap_or_else(|| builtin.optional_credentials.clone()),
-            },
-            None => {
-                let required = |v: Option<String>, key: &str| {
-                    v.ok_or_else(|| {
-                        ConfigError::missing(
-                            obj.field(key),
-                            format!(
-                                "a provider that is not built in (openai, anthropic, google) must \
-                                 set both image and command, e.g. provider {name:?} {{ image = \
-                                 \"my-cli:1.0\", command = \"my-cli\" }}"
-                            ),
-                        )
-                    })
-                };
-                ProviderConfig {
-                    image: required(image, "image")?,
-                    command: required(command, "command")?,
-                    credentials: credentials.unwrap_or_default(),
-                    optional_credentials: optional.unwrap_or_default(),
-                }
-            }
-        };
-        check_provider(&merged, &obj)?;
-        providers.insert(name, merged);
-    }
-    Ok(providers)
-}
-
-fn check_provider(p: &ProviderConfig, obj: &Obj<'_>) -> Result<(), ConfigError> {
-    if !is_single_word(&p.image) {
-        return Err(ConfigError::invalid(
-            obj.field("image"),
-            format!("{:?} is not an image reference", p.image),
-            "use a reference without spaces such as \"registry.local/codex:1.2\"",
-        ));
-    }
-    if !is_single_word(&p.command) {
-        return Err(ConfigError::invalid(
-            obj.field("command"),
-            format!("{:?} is not a single program name or path", p.command),
-            "name only the program (e.g. \"codex\" or \"/usr/local/bin/codex\"); tasks pass \
-             arguments with args",
-        ));
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    for (key, names) in [
-        ("credentials", &p.credentials),
-        ("optional_credentials", &p.optional_credentials),
-    ] {
-        for (i, name) in names.iter().enumerate() {
-            let field = format!("{}[{i}]", obj.field(key));
-            if !is_env_name(name) {
-                return Err(ConfigError::invalid(
-                    field,
-                    format!("{name:?} is not an environment variable name"),
-                    "use upper-case letters, digits and '_', not starting with a digit, e.g. \
-                     \"OPENAI_API_KEY\"",
-                ));
-            }
-            if !seen.insert(name.as_str()) {
-                return Err(ConfigError::invalid(
-                    field,
-                    format!("{name:?} is listed more than once"),
-                    "list each variable once, in either credentials or optional_credentials",
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`, the shape of Docker runtime names.

@@ -25,7 +25,8 @@ use std::collections::BTreeMap;
 use super::ConfigError;
 use super::cty::{self, Obj};
 use super::hclspec::{Spec, attr, default, hcl_string, literal, object};
-use super::plugin::{PluginConfig, is_single_word};
+use super::plugin::PluginConfig;
+use super::provider::is_single_word;
 use crate::credentials::names::is_user_id;
 
 const WHAT: &str = "task config";

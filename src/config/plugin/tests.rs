@@ -2,6 +2,7 @@
 use super::super::cty::fixtures::{encode, map, obj, s, strs, unknown};
 use super::super::hclspec::checks::{object_keys, problems};
 use super::*;
+use crate::config::{ApiAuth, CredentialMode, KnownCli};
 use proptest::prelude::*;
 use rmpv::Value;
 
@@ -9,12 +10,14 @@ use rmpv::Value;
 /// empty block map, null blocks.
 fn nomad_defaults() -> Vec<(&'static str, Value)> {
     vec![
+        ("broker", Value::Nil),
         ("container_log", Value::Nil),
         ("credentials_from_env", Value::Boolean(true)),
         ("credentials_from_store", Value::Boolean(true)),
         ("data_dir", s(DEFAULT_DATA_DIR)),
         ("disable_log_collection", Value::Boolean(false)),
         ("docker_endpoint", s(DEFAULT_DOCKER_ENDPOINT)),
+        ("egress", Value::Nil),
         ("orphan_grace", s(DEFAULT_ORPHAN_GRACE)),
         ("pool", map(vec![])),
         ("provider", map(vec![])),
@@ -53,10 +56,16 @@ fn log_block(max_size: Value, max_files: Value) -> Value {
 /// A provider block with every attribute, null unless given.
 fn provider_block(set: Vec<(&'static str, Value)>) -> Value {
     let mut fields = vec![
+        ("api_auth", Value::Nil),
+        ("api_upstream", Value::Nil),
+        ("base_url_env", Value::Nil),
+        ("base_url_path", Value::Nil),
         ("command", Value::Nil),
+        ("credential_mode", Value::Nil),
         ("credentials", Value::Nil),
         ("image", Value::Nil),
         ("optional_credentials", Value::Nil),
+        ("upstream_ca_file", Value::Nil),
     ];
     for (k, v) in set {
         fields.iter_mut().find(|(key, _)| *key == k).expect(k).1 = v;
@@ -106,35 +115,57 @@ fn defaults_are_the_documented_ones() {
     );
     assert!(!c.disable_log_collection);
     assert!(c.credentials_from_env);
-    let p = |n: &str| c.providers[n].clone();
     assert_eq!(c.providers.len(), 3);
+    let expect = [
+        (
+            "openai",
+            "polydev-openai-runtime:latest",
+            "codex",
+            "OPENAI_API_KEY",
+            "https://api.openai.com",
+            ApiAuth::Bearer,
+            KnownCli::Codex,
+        ),
+        (
+            "anthropic",
+            "polydev-anthropic-runtime:latest",
+            "claude",
+            "ANTHROPIC_API_KEY",
+            "https://api.anthropic.com",
+            ApiAuth::XApiKey,
+            KnownCli::ClaudeCode,
+        ),
+        (
+            "google",
+            "polydev-google-runtime:latest",
+            "gemini",
+            "GOOGLE_API_KEY",
+            "https://generativelanguage.googleapis.com",
+            ApiAuth::XGoogApiKey,
+            KnownCli::GeminiCli,
+        ),
+    ];
+    for (name, image, command, key, upstream, auth, cli) in expect {
+        let p = &c.providers[name];
+        assert_eq!((p.image.as_str(), p.command.as_str()), (image, command));
+        assert_eq!(p.credentials, vec![key.to_string()]);
+        assert_eq!(p.cli, Some(cli));
+        let route = p
+            .credential_mode
+            .route()
+            .expect("built-ins default to broker mode");
+        assert_eq!(
+            (route.upstream_origin.as_str(), route.upstream_path.as_str()),
+            (upstream, "")
+        );
+        assert_eq!((route.auth, route.ca_file.as_ref()), (auth, None));
+    }
     assert_eq!(
-        p("openai"),
-        ProviderConfig {
-            image: "polydev-openai-runtime:latest".into(),
-            command: "codex".into(),
-            credentials: vec!["OPENAI_API_KEY".into()],
-            optional_credentials: vec![],
-        }
+        c.providers["google"].optional_credentials,
+        vec!["GOOGLE_PROJECT_ID".to_string()]
     );
-    assert_eq!(
-        p("anthropic"),
-        ProviderConfig {
-            image: "polydev-anthropic-runtime:latest".into(),
-            command: "claude".into(),
-            credentials: vec!["ANTHROPIC_API_KEY".into()],
-            optional_credentials: vec![],
-        }
-    );
-    assert_eq!(
-        p("google"),
-        ProviderConfig {
-            image: "polydev-google-runtime:latest".into(),
-            command: "gemini".into(),
-            credentials: vec!["GOOGLE_API_KEY".into()],
-            optional_credentials: vec!["GOOGLE_PROJECT_ID".into()],
-        }
-    );
+    assert_eq!(c.broker, crate::config::BrokerConfig::default());
+    assert!(c.egress.is_empty());
 }
 
 #[test]
@@ -427,6 +458,8 @@ fn custom_provider_is_added_next_to_the_builtins() {
             command: "aider".into(),
             credentials: vec!["OPENAI_API_KEY".into()],
             optional_credentials: vec!["_EXTRA".into()],
+            credential_mode: CredentialMode::Env,
+            cli: None,
         }
     );
     // credentials may be omitted for a custom provider

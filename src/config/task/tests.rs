@@ -1,7 +1,8 @@
 //! Tests of [`super`]: payloads built the way go-cty encodes them.
 use super::super::cty::fixtures::{encode, map, obj, s, strs, unknown};
 use super::super::hclspec::checks::{object_keys, problems};
-use super::super::plugin::{ProviderConfig, decode_plugin_config};
+use super::super::plugin::decode_plugin_config;
+use super::super::provider::{CredentialMode, ProviderConfig};
 use super::*;
 use crate::pb::hashicorp::nomad::plugins::shared::hclspec::spec::Block as Kind;
 use proptest::prelude::*;
@@ -171,6 +172,8 @@ fn a_custom_provider_from_the_plugin_config_resolves() {
             command: "aider".into(),
             credentials: vec!["OPENAI_API_KEY".into()],
             optional_credentials: vec!["AIDER_X".into()],
+            credential_mode: CredentialMode::Env,
+            cli: None,
         },
     );
     let t = decode_task_config(&payload(vec![("provider", s("aider"))]), &p).unwrap();

@@ -1,0 +1,171 @@
+//! The provider APIs the broker forwards to: one pooled HTTPS client per provider.
+//!
+//! Invariants:
+//! - Only `https://` upstreams exist (the config refuses anything else), so a key never leaves
+//!   the host in clear text. Certificates are checked against the system's roots plus the
+//!   provider's `upstream_ca_file`; HTTP/2 or HTTP/1.1 is chosen by ALPN.
+//! - A provider's requests go to its own upstream and nowhere else: the request path is
+//!   appended to the configured origin and prefix; the client's Host header is never used.
+//! - Connections are pooled and shared by every task of the provider (each request carries its
+//!   own credential), so a new request rarely pays a TLS handshake.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use super::body::ProxyBody;
+use crate::config::{ApiAuth, ApiRoute, PluginConfig};
+
+/// How long an idle pooled connection to an upstream is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Why the broker's upstreams could not be set up (at SetConfig).
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error(
+        "provider {provider:?}: cannot read upstream_ca_file {path}: {reason}; point it at a \
+         readable PEM file of CA certificates, or set it to \"\""
+    )]
+    CaFile {
+        provider: String,
+        path: String,
+        reason: String,
+    },
+    #[error(
+        "provider {provider:?}: no CA certificate to check {origin} against: the system has \
+         none (install Debian's ca-certificates) and upstream_ca_file is not set"
+    )]
+    NoRoots { provider: String, origin: String },
+    #[error("provider {provider:?}: cannot set up TLS: {reason}")]
+    Tls { provider: String, reason: String },
+}
+
+/// The pooled HTTPS client type.
+pub type HttpsClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+
+/// One provider's API.
+pub struct Upstream {
+    /// `https://host[:port]`.
+    pub origin: String,
+    /// `""` or `/prefix`.
+    pub path: String,
+    pub auth: ApiAuth,
+    pub client: HttpsClient,
+}
+
+impl Upstream {
+    /// The upstream URI for a request to `path_and_query` (starting with `/`).
+    pub fn uri_for(&self, path_and_query: &str) -> Result<http::Uri, http::uri::InvalidUri> {
+        format!("{}{}{}", self.origin, self.path, path_and_query).parse()
+    }
+}
+
+/// The upstreams of every broker-mode provider of `config`.
+pub fn upstreams(config: &PluginConfig) -> Result<BTreeMap<String, Arc<Upstream>>, UpstreamError> {
+    let system_roots = system_roots();
+    let mut out = BTreeMap::new();
+    for (name, provider) in &config.providers {
+        let Some(route) = provider.credential_mode.route() else {
+            continue;
+        };
+        let client = client(name, route, &system_roots, config.broker.connect_timeout)?;
+        out.insert(
+            name.clone(),
+            Arc::new(Upstream {
+                origin: route.upstream_origin.clone(),
+                path: route.upstream_path.clone(),
+                auth: route.auth,
+                client,
+            }),
+        );
+    }
+    Ok(out)
+}
+
+/// The system's CA certificates (`/etc/ssl/certs` on Debian); unreadable entries are skipped.
+fn system_roots() -> Vec<CertificateDer<'static>> {
+    let found = rustls_native_certs::load_native_certs();
+    if !found.errors.is_empty() {
+        tracing::warn!(
+            errors = found.errors.len(),
+            "some system CA certificates could not be read"
+        );
+    }
+    found.certs
+}
+
+fn client(
+    provider: &str,
+    route: &ApiRoute,
+    system_roots: &[CertificateDer<'static>],
+    connect_timeout: Duration,
+) -> Result<HttpsClient, UpstreamError> {
+    let mut roots = RootCertStore::empty();
+    let (_added, _ignored) = roots.add_parsable_certificates(system_roots.iter().cloned());
+    if let Some(path) = &route.ca_file {
+        for cert in read_ca_file(provider, path)? {
+            roots
+                .add(cert)
+                .map_err(|e| ca_error(provider, path, &e.to_string()))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(UpstreamError::NoRoots {
+            provider: provider.to_string(),
+            origin: route.upstream_origin.clone(),
+        });
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| UpstreamError::Tls {
+        provider: provider.to_string(),
+        reason: e.to_string(),
+    })?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_all_versions()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .build(https))
+}
+
+fn read_ca_file(
+    provider: &str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, UpstreamError> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| ca_error(provider, path, &e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| ca_error(provider, path, &e.to_string()))?;
+    if certs.is_empty() {
+        return Err(ca_error(provider, path, "it holds no CERTIFICATE block"));
+    }
+    Ok(certs)
+}
+
+fn ca_error(provider: &str, path: &Path, reason: &str) -> UpstreamError {
+    UpstreamError::CaFile {
+        provider: provider.to_string(),
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}

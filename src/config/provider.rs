@@ -1,0 +1,528 @@
+//! `provider "<name>" { … }` blocks of the plugin config: which image runs a CLI, what it
+//! launches, which credentials it needs, and how it gets them — through polydev's credential
+//! broker (the default for the built-ins) or in its environment.
+//!
+//! ```hcl
+//! provider "openai" { api_upstream = "https://llm-gateway.internal/openai", upstream_ca_file = "/etc/polydev/ca.pem" }
+//! provider "aider"  {
+//!   image = "aider:latest", command = "aider", credentials = ["OPENAI_API_KEY"]
+//!   credential_mode = "broker", api_upstream = "https://api.openai.com", api_auth = "bearer"
+//!   base_url_env = ["OPENAI_API_BASE"], base_url_path = "/v1"
+//! }
+//! provider "legacy" { image = "legacy:1", command = "legacy", credentials = ["LEGACY_KEY"] }  # env mode
+//! ```
+//!
+//! Invariants of a decoded [`ProviderConfig`]:
+//! - The built-ins `openai`, `anthropic` and `google` always exist; a block for one of them
+//!   overrides only the fields it sets. Other names match `^[a-z][a-z0-9_-]{0,31}$` and set
+//!   `image` and `command`.
+//! - Credential names match `^[A-Z_][A-Z0-9_]*$`, each at most once per provider.
+//! - A broker-mode provider has at least one credential (the first is the key the broker
+//!   presents), an `https://` upstream without query or user info, and an absolute CA path.
+//!   Custom providers are in env mode unless they choose broker mode, and then must say how the
+//!   key is presented (`api_auth`) and where the CLI reads its base URL (`base_url_env`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::ConfigError;
+use super::cty::Obj;
+use super::hclspec::{Spec, attr, object};
+use crate::credentials::names::is_provider;
+
+const WHAT: &str = "plugin config";
+
+/// One coding CLI: which image runs it, what to launch, which credentials it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderConfig {
+    /// Image reference of the provider's runtime container.
+    pub image: String,
+    /// The CLI launched by default (argv[0]).
+    pub command: String,
+    /// Environment variables that must be injected; the task fails without them.
+    pub credentials: Vec<String>,
+    /// Environment variables injected when available.
+    pub optional_credentials: Vec<String>,
+    /// How the CLI gets its credentials.
+    pub credential_mode: CredentialMode,
+    /// The built-in CLI this provider runs (`None` for providers of the operator's own), which
+    /// says what else the CLI needs to talk to the broker (see `broker::launch`).
+    pub cli: Option<KnownCli>,
+}
+
+/// How a provider's CLI gets its credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialMode {
+    /// The key stays with polydev: the container gets a placeholder, a base URL pointing at
+    /// polydev's broker inside the container, and no network.
+    Broker(ApiRoute),
+    /// The key is put into the CLI's environment (weaker: any command the agent runs can read
+    /// it, and the container has a network).
+    Env,
+}
+
+impl CredentialMode {
+    /// The broker route, in broker mode.
+    pub fn route(&self) -> Option<&ApiRoute> {
+        match self {
+            CredentialMode::Broker(route) => Some(route),
+            CredentialMode::Env => None,
+        }
+    }
+}
+
+/// Where a broker-mode provider's requests go and how its key is presented there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiRoute {
+    /// `https://host[:port]`, the provider's API.
+    pub upstream_origin: String,
+    /// Path prefix of the upstream (`""` or `/…` without a trailing slash), put before every
+    /// request's path.
+    pub upstream_path: String,
+    /// Extra CA certificates (PEM) trusted for the upstream besides the system's.
+    pub ca_file: Option<PathBuf>,
+    pub auth: ApiAuth,
+    /// Environment variables the CLI reads its base URL from.
+    pub base_url_env: Vec<String>,
+    /// Path appended to the broker's address in those variables (e.g. `/v1`).
+    pub base_url_path: String,
+}
+
+/// Where a provider's API expects the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiAuth {
+    /// `Authorization: Bearer <key>` (OpenAI).
+    Bearer,
+    /// `x-api-key: <key>` (Anthropic).
+    XApiKey,
+    /// `x-goog-api-key: <key>` (Google).
+    XGoogApiKey,
+    /// `?key=<key>` in the query string (older Google clients).
+    QueryKey,
+}
+
+impl ApiAuth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiAuth::Bearer => "bearer",
+            ApiAuth::XApiKey => "x-api-key",
+            ApiAuth::XGoogApiKey => "x-goog-api-key",
+            ApiAuth::QueryKey => "query-key",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [
+            ApiAuth::Bearer,
+            ApiAuth::XApiKey,
+            ApiAuth::XGoogApiKey,
+            ApiAuth::QueryKey,
+        ]
+        .into_iter()
+        .find(|auth| auth.as_str() == text)
+    }
+}
+
+/// The built-in CLIs, whose broker setup polydev knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KnownCli {
+    /// OpenAI Codex (`codex`): reads its provider and base URL from `~/.codex/config.toml`.
+    Codex,
+    /// Anthropic Claude Code (`claude`): `ANTHROPIC_BASE_URL`.
+    ClaudeCode,
+    /// Google Gemini CLI (`gemini`): `GOOGLE_GEMINI_BASE_URL`, auth type from its settings.
+    GeminiCli,
+}
+
+/// The providers every node knows without configuration.
+pub fn builtin_providers() -> BTreeMap<String, ProviderConfig> {
+    let p = |image: &str,
+             command: &str,
+             creds: &[&str],
+             optional: &[&str],
+             cli: KnownCli,
+             upstream: &str,
+             auth: ApiAuth| ProviderConfig {
+        image: image.to_owned(),
+        command: command.to_owned(),
+        credentials: creds.iter().map(|c| (*c).to_owned()).collect(),
+        optional_credentials: optional.iter().map(|c| (*c).to_owned()).collect(),
+        credential_mode: CredentialMode::Broker(ApiRoute {
+            upstream_origin: upstream.to_owned(),
+            upstream_path: String::new(),
+            ca_file: None,
+            auth,
+            base_url_env: Vec::new(),
+            base_url_path: String::new(),
+        }),
+        cli: Some(cli),
+    };
+    BTreeMap::from([
+        (
+            "openai".to_owned(),
+            p(
+                "polydev-openai-runtime:latest",
+                "codex",
+                &["OPENAI_API_KEY"],
+                &[],
+                KnownCli::Codex,
+                "https://api.openai.com",
+                ApiAuth::Bearer,
+            ),
+        ),
+        (
+            "anthropic".to_owned(),
+            p(
+                "polydev-anthropic-runtime:latest",
+                "claude",
+                &["ANTHROPIC_API_KEY"],
+                &[],
+                KnownCli::ClaudeCode,
+                "https://api.anthropic.com",
+                ApiAuth::XApiKey,
+            ),
+        ),
+        (
+            "google".to_owned(),
+            p(
+                "polydev-google-runtime:latest",
+                "gemini",
+                &["GOOGLE_API_KEY"],
+                &["GOOGLE_PROJECT_ID"],
+                KnownCli::GeminiCli,
+                "https://generativelanguage.googleapis.com",
+                ApiAuth::XGoogApiKey,
+            ),
+        ),
+    ])
+}
+
+/// The object inside a `provider "<name>" {}` block (no defaults here: a built-in's own
+/// values fill what a block leaves out).
+pub fn provider_schema() -> Spec {
+    object([
+        ("image", attr("image", "string", false)),
+        ("command", attr("command", "string", false)),
+        ("credentials", attr("credentials", "list(string)", false)),
+        (
+            "optional_credentials",
+            attr("optional_credentials", "list(string)", false),
+        ),
+        ("credential_mode", attr("credential_mode", "string", false)),
+        ("api_upstream", attr("api_upstream", "string", false)),
+        (
+            "upstream_ca_file",
+            attr("upstream_ca_file", "string", false),
+        ),
+        ("api_auth", attr("api_auth", "string", false)),
+        ("base_url_env", attr("base_url_env", "list(string)", false)),
+        ("base_url_path", attr("base_url_path", "string", false)),
+    ])
+}
+
+/// Every provider: the built-ins, overridden and extended by the `provider` blocks.
+pub(crate) fn providers(root: &Obj<'_>) -> Result<BTreeMap<String, ProviderConfig>, ConfigError> {
+    let mut providers = builtin_providers();
+    for (name, value) in root.labelled_objects("provider")? {
+        let field = format!("{WHAT}: provider {name:?}");
+        if !is_provider(&name) {
+            return Err(ConfigError::invalid(
+                &field,
+                "the provider name is not allowed",
+                "use 1 to 32 characters: a lower-case letter, then lower-case letters, digits, \
+                 '_' or '-'",
+            ));
+        }
+        let obj = Obj::new(value, &field, format!("{field}."))?;
+        let merged = provider(&name, providers.get(&name), &obj)?;
+        providers.insert(name, merged);
+    }
+    Ok(providers)
+}
+
+fn provider(
+    name: &str,
+    builtin: Option<&ProviderConfig>,
+    obj: &Obj<'_>,
+) -> Result<ProviderConfig, ConfigError> {
+    let image = obj.string("image")?;
+    let command = obj.string("command")?;
+    let credentials = obj.strings("credentials")?;
+    let optional = obj.strings("optional_credentials")?;
+    let mut merged = match builtin {
+        Some(builtin) => ProviderConfig {
+            image: image.unwrap_or_else(|| builtin.image.clone()),
+            command: command.unwrap_or_else(|| builtin.command.clone()),
+            credentials: credentials.unwrap_or_else(|| builtin.credentials.clone()),
+            optional_credentials: optional.unwrap_or_else(|| builtin.optional_credentials.clone()),
+            ..builtin.clone()
+        },
+        None => {
+            let required = |v: Option<String>, key: &str| {
+                v.ok_or_else(|| {
+                    ConfigError::missing(
+                        obj.field(key),
+                        format!(
+                            "a provider that is not built in (openai, anthropic, google) must \
+                             set both image and command, e.g. provider {name:?} {{ image = \
+                             \"my-cli:1.0\", command = \"my-cli\" }}"
+                        ),
+                    )
+                })
+            };
+            ProviderConfig {
+                image: required(image, "image")?,
+                command: required(command, "command")?,
+                credentials: credentials.unwrap_or_default(),
+                optional_credentials: optional.unwrap_or_default(),
+                credential_mode: CredentialMode::Env,
+                cli: None,
+            }
+        }
+    };
+    merged.credential_mode = credential_mode(&merged, obj)?;
+    check_provider(&merged, obj)?;
+    Ok(merged)
+}
+
+/// The mode a block asks for, on top of the built-in's (or env mode for custom providers).
+fn credential_mode(current: &ProviderConfig, obj: &Obj<'_>) -> Result<CredentialMode, ConfigError> {
+    let broker_keys = [
+        "api_upstream",
+        "upstream_ca_file",
+        "api_auth",
+        "base_url_env",
+        "base_url_path",
+    ];
+    let wants_broker = match obj.string("credential_mode")?.as_deref() {
+        None => matches!(current.credential_mode, CredentialMode::Broker(_)),
+        Some("broker") => true,
+        Some("env") => false,
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                obj.field("credential_mode"),
+                format!("{other:?} is not a credential mode"),
+                "use \"broker\" (the key stays with polydev, the container has no network) or \
+                 \"env\" (the key is in the CLI's environment; weaker)",
+            ));
+        }
+    };
+    if !wants_broker {
+        for key in broker_keys {
+            if obj.get(key)?.is_some_and(|v| !v.is_nil()) {
+                return Err(ConfigError::invalid(
+                    obj.field(key),
+                    "is a broker setting, and this provider is in env mode",
+                    "remove it, or set credential_mode = \"broker\"",
+                ));
+            }
+        }
+        return Ok(CredentialMode::Env);
+    }
+    let inherited = current.credential_mode.route().cloned();
+    let custom = inherited.is_none();
+    let need = |key: &str, example: &str| {
+        ConfigError::missing(
+            obj.field(key),
+            format!(
+                "a provider of your own in broker mode must say {example}; or use \
+                 credential_mode = \"env\""
+            ),
+        )
+    };
+    let (upstream_origin, upstream_path) = match obj.string("api_upstream")? {
+        Some(url) => parse_upstream(&url, &obj.field("api_upstream"))?,
+        None => match &inherited {
+            Some(route) => (route.upstream_origin.clone(), route.upstream_path.clone()),
+            None => {
+                return Err(need(
+                    "api_upstream",
+                    "where its API is, e.g. api_upstream = \"https://api.openai.com\"",
+                ));
+            }
+        },
+    };
+    let auth = match obj.string("api_auth")? {
+        Some(text) => ApiAuth::parse(&text).ok_or_else(|| {
+            ConfigError::invalid(
+                obj.field("api_auth"),
+                format!("{text:?} is not a way to present a key"),
+                "use \"bearer\", \"x-api-key\", \"x-goog-api-key\" or \"query-key\"",
+            )
+        })?,
+        None => match &inherited {
+            Some(route) => route.auth,
+            None => {
+                return Err(need(
+                    "api_auth",
+                    "how its API takes the key, e.g. api_auth = \"bearer\"",
+                ));
+            }
+        },
+    };
+    let base_url_env = match obj.strings("base_url_env")? {
+        Some(names) => names,
+        None => inherited
+            .as_ref()
+            .map(|r| r.base_url_env.clone())
+            .unwrap_or_default(),
+    };
+    if custom && base_url_env.is_empty() {
+        return Err(need(
+            "base_url_env",
+            "which variables the CLI reads its API address from, e.g. base_url_env = \
+             [\"OPENAI_BASE_URL\"]",
+        ));
+    }
+    for (i, name) in base_url_env.iter().enumerate() {
+        if !is_env_name(name) {
+            return Err(ConfigError::invalid(
+                format!("{}[{i}]", obj.field("base_url_env")),
+                format!("{name:?} is not an environment variable name"),
+                "use upper-case letters, digits and '_', e.g. \"OPENAI_BASE_URL\"",
+            ));
+        }
+    }
+    let base_url_path = match obj.string("base_url_path")? {
+        Some(path) => clean_path(&path).ok_or_else(|| {
+            ConfigError::invalid(
+                obj.field("base_url_path"),
+                format!("{path:?} is not a URL path"),
+                "use \"\" or a path such as \"/v1\" (letters, digits, '/', '-', '_', '.')",
+            )
+        })?,
+        None => inherited
+            .as_ref()
+            .map(|r| r.base_url_path.clone())
+            .unwrap_or_default(),
+    };
+    let ca_file = match obj.string("upstream_ca_file")?.as_deref() {
+        None => inherited.as_ref().and_then(|r| r.ca_file.clone()),
+        Some("") => None,
+        Some(path) if path.starts_with('/') && !path.contains('\0') => Some(PathBuf::from(path)),
+        Some(path) => {
+            return Err(ConfigError::invalid(
+                obj.field("upstream_ca_file"),
+                format!("{path:?} is not an absolute path"),
+                "name a PEM file of CA certificates by its absolute path, or \"\" for the \
+                 system's roots only",
+            ));
+        }
+    };
+    if current.credentials.is_empty() {
+        return Err(ConfigError::missing(
+            obj.field("credentials"),
+            "a provider in broker mode needs the name of its key variable in credentials (the \
+             first one is the key the broker presents), e.g. credentials = [\"OPENAI_API_KEY\"]",
+        ));
+    }
+    Ok(CredentialMode::Broker(ApiRoute {
+        upstream_origin,
+        upstream_path,
+        ca_file,
+        auth,
+        base_url_env,
+        base_url_path,
+    }))
+}
+
+/// Split `https://host[:port][/prefix]` into origin and path prefix, refusing anything else.
+fn parse_upstream(url: &str, field: &str) -> Result<(String, String), ConfigError> {
+    let fix = "write the API's https:// address, such as \"https://api.openai.com\" (an optional \
+               path prefix is kept; no query, user or password)";
+    let bad = |why: &str| ConfigError::invalid(field, format!("{url:?} {why}"), fix);
+    let uri: http::Uri = url.parse().map_err(|_| bad("is not a URL"))?;
+    match uri.scheme_str() {
+        Some("https") => {}
+        Some("http") => {
+            return Err(bad(
+                "is plain http, which would send the key in clear text to the network",
+            ));
+        }
+        _ => return Err(bad("is not an https:// URL")),
+    }
+    let authority = uri.authority().ok_or_else(|| bad("has no host"))?;
+    if authority.as_str().contains('@') || authority.host().is_empty() {
+        return Err(bad("carries user information"));
+    }
+    if uri.query().is_some() || url.contains('#') {
+        return Err(bad("has a query or fragment"));
+    }
+    let path = clean_path(uri.path()).ok_or_else(|| bad("has an unusable path"))?;
+    Ok((format!("https://{authority}"), path))
+}
+
+/// `""` or `/segment/…` without a trailing slash, from a conservative alphabet.
+fn clean_path(path: &str) -> Option<String> {
+    let trimmed = path.trim_end_matches('/');
+    let ok = trimmed.is_empty()
+        || (trimmed.starts_with('/')
+            && !trimmed.contains("//")
+            && !trimmed.split('/').any(|s| s == ".." || s == ".")
+            && trimmed
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.')));
+    ok.then(|| trimmed.to_string())
+}
+
+/// `^[A-Z_][A-Z0-9_]*$`
+pub(crate) fn is_env_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && (b[0].is_ascii_uppercase() || b[0] == b'_')
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == b'_')
+}
+
+/// An image reference or a command: non-empty, no whitespace or control characters.
+pub(crate) fn is_single_word(s: &str) -> bool {
+    !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+fn check_provider(p: &ProviderConfig, obj: &Obj<'_>) -> Result<(), ConfigError> {
+    if !is_single_word(&p.image) {
+        return Err(ConfigError::invalid(
+            obj.field("image"),
+            format!("{:?} is not an image reference", p.image),
+            "use a reference without spaces such as \"registry.local/codex:1.2\"",
+        ));
+    }
+    if !is_single_word(&p.command) {
+        return Err(ConfigError::invalid(
+            obj.field("command"),
+            format!("{:?} is not a single program name or path", p.command),
+            "name only the program (e.g. \"codex\" or \"/usr/local/bin/codex\"); tasks pass \
+             arguments with args",
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (key, names) in [
+        ("credentials", &p.credentials),
+        ("optional_credentials", &p.optional_credentials),
+    ] {
+        for (i, name) in names.iter().enumerate() {
+            let field = format!("{}[{i}]", obj.field(key));
+            if !is_env_name(name) {
+                return Err(ConfigError::invalid(
+                    field,
+                    format!("{name:?} is not an environment variable name"),
+                    "use upper-case letters, digits and '_', not starting with a digit, e.g. \
+                     \"OPENAI_API_KEY\"",
+                ));
+            }
+            if !seen.insert(name.as_str()) {
+                return Err(ConfigError::invalid(
+                    field,
+                    format!("{name:?} is listed more than once"),
+                    "list each variable once, in either credentials or optional_credentials",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "provider_tests.rs"]
+mod tests;
