@@ -8,11 +8,16 @@
 #
 # Launch protocol (the Rust driver implements the other side):
 #
-#   polydev-launch-v1
+#   polydev-launch-v2             (v1 is the same without `file` lines; both are accepted)
 #   arg <base64>                  zero or more, in order; argv[0] is the command; at least one
-#   env <base64 of NAME=VALUE>    zero or more; NAME ~ ^[A-Za-z_][A-Za-z0-9_]*$; VALUE may be empty
+#   env <base64 of NAME=VALUE>    zero or more; NAME ~ ^[A-Za-z_][A-Za-z0-9_]*$, not starting
+#                                 with _pd_ (this script's own names); VALUE may be empty
 #   cwd <base64>                  optional, at most one; an absolute path
 #   require <base64 of NAME>      zero or more credential variables that must be set and non-empty
+#   file <base64 PATH> <base64 CONTENT>
+#                                 zero or more (v2); written (mode 0600, directories 0700) before
+#                                 the exec; PATH is relative to $HOME (the spec's HOME if it sets
+#                                 one), made of [A-Za-z0-9._-] components, no "." or ".."
 #   end
 #
 # Every line ends with "\n"; every value is standard base64 (may be empty).
@@ -30,7 +35,9 @@
 # valid spec, the exact line "polydev-entrypoint: launch" separates the banner
 # (dropped by the driver's log pump) from everything the user should see.
 # No value from the spec (arguments, environment values — they may be secrets)
-# is ever echoed in an error message.
+# is ever echoed in an error message, and no value ever appears in a process's
+# argv (any user of the host can read /proc/*/cmdline): values are decoded by
+# builtins and `base64 -d` on a pipe, and applied with the `export` builtin.
 #
 # Environment read by the script (container env, baked into the image or set at create):
 #   POLYDEV_PROVIDER, POLYDEV_CLI, POLYDEV_CLI_VERSION  banner only
@@ -46,9 +53,10 @@
 # Shell: the script runs under bash (provider images) or busybox ash (the test
 # image); both have `read -t`. Debian's /bin/sh is dash, which has no `read -t`,
 # so when started by a shell other than bash and bash exists, re-exec under bash.
-# The script never modifies its own environment: the spec's variables are applied
-# only at the final exec, through `env`, so a spec variable such as PATH, IFS or
-# one named like an internal variable cannot change how this script behaves.
+# The script never modifies its own environment until the very end: the spec's
+# variables are exported right before the final exec, after every check, and
+# names of this script's own variables (_pd_*) are refused, so a spec variable
+# such as PATH, IFS or _pd_x cannot change how this script behaves.
 
 if [ -z "${BASH_VERSION:-}" ] && [ -x /bin/bash ] && [ -z "${_PD_REEXEC:-}" ]; then
     _PD_REEXEC=1 exec /bin/bash -- "$0" "$@"
@@ -173,15 +181,17 @@ fi
 if [ "$_pd_rc" -ne 0 ] && [ -z "$_pd_line" ]; then
     _pd_die 66 "no launch spec arrived: stdin reached EOF before anything was read"
 fi
-if [ "$_pd_line" != polydev-launch-v1 ]; then
-    _pd_malformed "the first line is not polydev-launch-v1"
-fi
+case $_pd_line in
+polydev-launch-v1 | polydev-launch-v2) ;;
+*) _pd_malformed "the first line is not polydev-launch-v2 (nor v1)" ;;
+esac
 
 _pd_args=
 _pd_envs=
 _pd_cwd=
 _pd_have_cwd=
 _pd_reqs=
+_pd_files=
 _pd_lineno=1
 _pd_ended=
 while :; do
@@ -200,7 +210,20 @@ while :; do
     esac
     case $_pd_kw in
     arg | env | cwd | require) ;;
-    *) _pd_malformed "unknown keyword on line $_pd_lineno (want arg, env, cwd, require or end)" ;;
+    file)
+        # "file <path> <content>": two base64 values, kept as "path:content" (':' is not
+        # base64, so the pair splits back unambiguously).
+        case $_pd_val in
+        *' '*) _pd_fp=${_pd_val%% *}; _pd_fc=${_pd_val#* } ;;
+        *) _pd_malformed "line $_pd_lineno (file): want a path and a content" ;;
+        esac
+        _pd_valid_b64 "$_pd_fp" && _pd_valid_b64 "$_pd_fc" ||
+            _pd_malformed "line $_pd_lineno (file): value is not valid base64"
+        [ -n "$_pd_fp" ] || _pd_malformed "line $_pd_lineno (file): empty path"
+        _pd_files="$_pd_files $_pd_fp:${_pd_fc:--}"
+        continue
+        ;;
+    *) _pd_malformed "unknown keyword on line $_pd_lineno (want arg, env, cwd, require, file or end)" ;;
     esac
     _pd_valid_b64 "$_pd_val" || _pd_malformed "line $_pd_lineno ($_pd_kw): value is not valid base64"
     case $_pd_kw in
@@ -238,14 +261,17 @@ _pd_nenv=0
 _pd_envnames=
 _pd_debug=${DEBUG:-}
 _pd_path=${PATH:-}
+_pd_home=${HOME:-}
 for _pd_b in $_pd_envs; do
     _pd_decode "$_pd_b" || _pd_malformed "an env value could not be decoded"
     case $_pd_out in *=*) ;; *) _pd_malformed "an env entry is not NAME=VALUE" ;; esac
     _pd_name=${_pd_out%%=*}
     _pd_valid_name "$_pd_name" || _pd_malformed "an env entry has an invalid variable name"
     case $_pd_name in
+    _pd_*) _pd_malformed "an env entry uses a name reserved for the entrypoint (_pd_*)" ;;
     DEBUG) _pd_debug=${_pd_out#*=} ;;
     PATH) _pd_path=${_pd_out#*=} ;;
+    HOME) _pd_home=${_pd_out#*=} ;;
     esac
     _pd_envnames="$_pd_envnames $_pd_name"
     set -- "$@" "$_pd_out"
@@ -273,8 +299,33 @@ for _pd_n in ${POLYDEV_REQUIRED_ENV:-}; do
     _pd_reqnames="$_pd_reqnames $_pd_n"
 done
 
+# _pd_valid_relpath PATH: components of [A-Za-z0-9._-], none "." or "..", no leading "/".
+_pd_valid_relpath() {
+    case $1 in '' | /* | */ | *//* | *[!A-Za-z0-9._/-]*) return 1 ;; esac
+    case /$1/ in */./* | */../*) return 1 ;; esac
+    return 0
+}
+for _pd_f in $_pd_files; do
+    _pd_decode "${_pd_f%%:*}" || _pd_malformed "a file path could not be decoded"
+    _pd_valid_relpath "$_pd_out" || _pd_malformed "a file path is not a plain path relative to \$HOME"
+done
+[ -z "$_pd_files" ] || case $_pd_home in /*) ;; *) _pd_malformed "file lines need an absolute HOME" ;; esac
+
 _pd_say launch
 # ------------------------------------------------- everything below reaches the user's logs
+
+# Files first (they are settings the command reads, never secrets), as the task's user.
+for _pd_f in $_pd_files; do
+    _pd_decode "${_pd_f%%:*}"
+    _pd_fpath=$_pd_home/$_pd_out
+    _pd_decode "${_pd_f#*:}" || _pd_malformed "a file's content could not be decoded"
+    _pd_fdir=${_pd_fpath%/*}
+    if ! (umask 077 && mkdir -p -- "$_pd_fdir") 2>/dev/null; then
+        _pd_die 65 "cannot create the directory $_pd_fdir for a file of the launch spec"
+    fi
+    (umask 077 && printf '%s' "$_pd_out" >"$_pd_fpath") 2>/dev/null ||
+        _pd_die 65 "cannot write $_pd_fpath (is the home directory writable?)"
+done
 
 if [ -n "$_pd_have_cwd" ]; then
     cd -- "$_pd_cwd" 2>/dev/null || _pd_die 65 "cannot change to the working directory $_pd_cwd"
@@ -331,6 +382,13 @@ if [ "$_pd_debug" = true ]; then
 fi
 
 _pd_resolve "$_pd_cmd" "$_pd_path"
-# `env` applies the spec's variables and execs the command in this same
-# process: the command is PID 1, and this shell's state never leaks into it.
-exec env -- "$@"
+# Apply the spec's variables with `export`, a builtin: no value ever passes through a
+# process's argv. Then exec the command in this same process, so it is PID 1. Only
+# quoted expansions follow, so an exported IFS cannot change them.
+while [ "$_pd_nenv" -gt 0 ]; do
+    export "$1" 2>/dev/null ||
+        _pd_die 65 "cannot set environment variable ${1%%=*} (the shell keeps it read-only)"
+    shift
+    _pd_nenv=$((_pd_nenv - 1))
+done
+exec -- "$@"

@@ -72,12 +72,17 @@ async fn serve(
 }
 
 async fn harness() -> Harness {
+    harness_with(|data| plugin_config(IMAGE, data)).await
+}
+
+/// A harness configured with the plugin config `config(data_dir)`.
+async fn harness_with(config: impl FnOnce(&std::path::Path) -> Vec<u8>) -> Harness {
     let fake = FakeRuntime::new();
     fake.add_image(IMAGE);
     fake.set_version("20.10.24-fake");
     let dir = tempfile::tempdir().unwrap();
     let (mut base, driver, shutdown) = serve(&fake, dir.path(), "plugin.sock").await;
-    let config = plugin_config(IMAGE, &dir.path().join("data"));
+    let config = config(&dir.path().join("data"));
     base.set_config(support::set_config_request(config, false))
         .await
         .unwrap();
@@ -227,6 +232,83 @@ async fn task_rpcs_before_set_config_fail_clearly_and_set_config_is_idempotent()
     shutdown.cancel();
 }
 
+/// One HTTP/1.1 request to `port` on the host's loopback; the answer's status line, or the
+/// connection error.
+async fn http_status(port: u16, request: &str) -> Result<String, std::io::Error> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("the broker answers")?;
+    Ok(String::from_utf8_lossy(&answer[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string())
+}
+
+#[tokio::test]
+async fn a_broker_mode_task_gets_a_placeholder_no_network_and_a_broker_until_it_exits() {
+    let mut h = harness_with(|data| {
+        support::plugin_config_for(
+            IMAGE,
+            data,
+            &support::PoolOptions::target(0),
+            &Default::default(),
+        )
+    })
+    .await;
+    let started = h.start("b1/t/1", &sh(&["-c", "sleep 60"])).await.unwrap();
+    let handle = started.handle.unwrap();
+    let state = polydev::core::DriverState::decode(&handle.driver_state).unwrap();
+    let port = state
+        .broker_port
+        .expect("a broker port in the driver state");
+    let container = h.container_of("b1/t/1").await;
+    let created = h.fake.spec(&container).unwrap();
+    assert_eq!(created.network_mode.as_deref(), Some("none"));
+    let spec = String::from_utf8(h.fake.launch_spec(&container).unwrap()).unwrap();
+    use base64::Engine;
+    let encoded_key = base64::engine::general_purpose::STANDARD.encode(KEY);
+    assert!(!spec.contains(KEY) && !spec.contains(&encoded_key));
+    let env: Vec<String> = spec
+        .lines()
+        .filter_map(|l| l.strip_prefix("env "))
+        .map(|b| String::from_utf8(base64_decode(b)).unwrap())
+        .collect();
+    let placeholder = polydev::broker::launch::PLACEHOLDER;
+    assert!(
+        env.contains(&format!("OPENAI_API_KEY={placeholder}")),
+        "{env:?}"
+    );
+    assert!(env.iter().all(|entry| !entry.contains(KEY)), "{env:?}");
+    let files: Vec<&str> = spec.lines().filter(|l| l.starts_with("file ")).collect();
+    assert_eq!(files.len(), 1, "codex's config file: {spec}");
+
+    // The broker serves (here on the host's loopback: the fake has no network namespaces) and
+    // refuses a proxy request for another host.
+    let status = http_status(
+        port,
+        "GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert!(status.contains(" 400 "), "{status}");
+
+    h.fake.exit(&container, 0, false).unwrap();
+    h.wait("b1/t/1").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while http_status(port, "GET / HTTP/1.1\r\n\r\n").await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broker still answers after the exit"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn start_runs_a_task_and_wait_reports_its_exit_to_every_waiter() {
     let mut h = harness().await;
@@ -245,7 +327,7 @@ async fn start_runs_a_task_and_wait_reports_its_exit_to_every_waiter() {
     let created = h.fake.spec(&container).unwrap();
     assert!(!format!("{created:?}").contains(KEY));
     let spec_text = String::from_utf8(spec).unwrap();
-    assert!(spec_text.starts_with("polydev-launch-v1\n") && spec_text.ends_with("end\n"));
+    assert!(spec_text.starts_with("polydev-launch-v2\n") && spec_text.ends_with("end\n"));
     let decoded: Vec<String> = spec_text
         .lines()
         .filter_map(|l| l.strip_prefix("env "))
@@ -659,6 +741,7 @@ async fn recover_in_a_new_plugin_process_resumes_wait_and_logs() {
                     logs: None,
                     redacted_variables: vec![],
                     slot: None,
+                    broker_port: None,
                 }
                 .encode(),
             }),

@@ -132,6 +132,7 @@ pub(super) async fn measure(run: &Run, n: usize) -> Result<Floors> {
             secret_env: vec![("OPENAI_API_KEY".into(), SecretString::from(run.key.clone()))],
             work_dir: Some("/tmp".into()),
             required: vec!["OPENAI_API_KEY".into()],
+            files: vec![],
         }
         .encode();
         let pid = docker.inspect(id).await?.cgroup_pid;

@@ -96,6 +96,8 @@ pub struct Broker {
     credentials: Arc<dyn CredentialSource>,
     upstreams: BTreeMap<String, Arc<Upstream>>,
     shutdown: CancellationToken,
+    /// Bind every listener here instead of in the container (tests with the fake runtime).
+    site_override: Option<ListenerSite>,
 }
 
 /// A task's broker, serving until closed. Dropping it closes it too.
@@ -129,14 +131,23 @@ impl Broker {
         config: &PluginConfig,
         credentials: Arc<dyn CredentialSource>,
         shutdown: CancellationToken,
-    ) -> Result<Arc<Self>, BrokerError> {
-        Ok(Arc::new(Broker {
+    ) -> Result<Self, BrokerError> {
+        Ok(Broker {
             limits: config.broker.clone(),
             egress: config.egress.clone().into(),
             credentials,
             upstreams: upstream::upstreams(config)?,
             shutdown,
-        }))
+            site_override: None,
+        })
+    }
+
+    /// Bind every task's listener on the host's loopback instead of in its container: for
+    /// tests against the fake runtime, whose containers have no network namespace. Never used
+    /// for a real task, whose container would then not reach its broker.
+    pub fn binding_on_host_loopback(mut self) -> Self {
+        self.site_override = Some(ListenerSite::HostLoopback);
+        self
     }
 
     /// Whether the egress allowlist has any entry (then the CLI is given the proxy settings).
@@ -156,6 +167,7 @@ impl Broker {
             .get(&task.key.provider)
             .cloned()
             .ok_or_else(|| BrokerError::NotBrokered(task.key.provider.clone()))?;
+        let site = self.site_override.clone().unwrap_or(site);
         let listener = netns::bind_loopback(site, port).await?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(port);
         let listener =

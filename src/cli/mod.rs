@@ -19,7 +19,7 @@ use rmpv::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, PluginConfig};
-use crate::core::{Core, CoreSettings, EventBus, LogPaths, TaskSpec};
+use crate::core::{Core, CorePorts, CoreSettings, EventBus, LogPaths, TaskSpec};
 use crate::credentials::EnvSource;
 use crate::docker::DockerRuntime;
 use crate::logs::forward::InProcessForwarder;
@@ -39,7 +39,8 @@ Two modes:
     polydev run --provider PROVIDER [OPTIONS] -- COMMAND [ARGS...]
         Run one task exactly as the driver would and stream its output here;
         exits with the task's exit code. Credentials come from this shell's
-        environment (e.g. OPENAI_API_KEY).
+        environment (e.g. OPENAI_API_KEY) and stay in this process: the CLI
+        reaches its API through polydev's credential broker (needs root).
         --provider P          openai | anthropic | google (required)
         --user ID             user id passed to the task as USER_ID
         --image IMAGE         image to use instead of the provider's default
@@ -47,6 +48,11 @@ Two modes:
         --memory MB           memory limit (default 512)
         --docker-endpoint E   Docker socket (default unix:///var/run/docker.sock)
         --debug               the container entrypoint prints what it launches
+        --credential-mode M   broker (default for the built-in providers: the key
+                              stays in this process, the container has no network)
+                              or env (the key is in the CLI's environment)
+        --api-upstream URL    the provider's API (default: its public https:// API)
+        --upstream-ca-file F  extra CA certificates (PEM) for the API's TLS
     polydev pool status [--data-dir DIR] [--docker-endpoint E]
                               idle warm containers and running tasks per provider
     polydev credentials set|list|rm [OPTIONS]
@@ -99,6 +105,9 @@ struct RunOptions {
     memory_mb: i64,
     docker_endpoint: Option<String>,
     debug: bool,
+    credential_mode: Option<String>,
+    api_upstream: Option<String>,
+    upstream_ca_file: Option<String>,
     argv: Vec<String>,
 }
 
@@ -126,6 +135,11 @@ impl RunOptions {
                 "--image" => options.image = Some(value("--image")?),
                 "--work-dir" => options.work_dir = value("--work-dir")?,
                 "--docker-endpoint" => options.docker_endpoint = Some(value("--docker-endpoint")?),
+                "--credential-mode" => options.credential_mode = Some(value("--credential-mode")?),
+                "--api-upstream" => options.api_upstream = Some(value("--api-upstream")?),
+                "--upstream-ca-file" => {
+                    options.upstream_ca_file = Some(value("--upstream-ca-file")?)
+                }
                 "--memory" => {
                     let text = value("--memory")?;
                     options.memory_mb =
@@ -159,6 +173,23 @@ impl RunOptions {
             fields.push((
                 Value::from("docker_endpoint"),
                 Value::from(endpoint.as_str()),
+            ));
+        }
+        let provider_fields: Vec<(Value, Value)> = [
+            ("credential_mode", &self.credential_mode),
+            ("api_upstream", &self.api_upstream),
+            ("upstream_ca_file", &self.upstream_ca_file),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| value.as_deref().map(|v| (Value::from(key), Value::from(v))))
+        .collect();
+        if !provider_fields.is_empty() {
+            fields.push((
+                Value::from("provider"),
+                Value::Map(vec![(
+                    Value::from(self.provider.as_str()),
+                    Value::Map(provider_fields),
+                )]),
             ));
         }
         if self.image.is_some() {
@@ -229,13 +260,21 @@ async fn run_task(options: RunOptions) -> Result<i32, String> {
     );
     let state_dir = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
     let shutdown = CancellationToken::new();
-    let core = Core::new(
-        docker.clone(),
-        Arc::new(EnvSource::from_process_env()),
-        Arc::new(InProcessForwarder::new(
+    let credentials: Arc<dyn crate::credentials::CredentialSource> =
+        Arc::new(EnvSource::from_process_env());
+    let broker = crate::broker::Broker::new(&plugin, credentials.clone(), shutdown.child_token())
+        .map_err(|e| e.to_string())?;
+    let ports = CorePorts {
+        runtime: docker.clone(),
+        credentials,
+        forwarder: Arc::new(InProcessForwarder::new(
             docker,
             state_dir.path().to_path_buf(),
         )),
+        broker: Arc::new(broker),
+    };
+    let core = Core::new(
+        ports,
         CoreSettings {
             config: plugin,
             node: crate::driver::host_name(),

@@ -4,12 +4,15 @@
 //! - Labels live in polydev's own namespace (`io.polydev.*`) — never `com.hashicorp.nomad.*`,
 //!   which Nomad's docker driver garbage-collects — and never carry a user id or a secret.
 //! - The container runs as uid 1000 with every capability dropped and `no-new-privileges`.
+//! - A container of a broker-mode provider has no network (`none`): it reaches polydev's
+//!   credential broker on its own loopback and nothing else. `security.network_mode` applies
+//!   to env-mode providers only.
 //! - Nomad's alloc layout is bound at the container paths Nomad's env advertises under
 //!   IMAGE isolation: `/alloc`, `/local`, `/secrets`.
 
 use std::collections::BTreeMap;
 
-use crate::config::{PluginConfig, SecurityConfig};
+use crate::config::{NetworkMode, PluginConfig, SecurityConfig};
 use crate::runtime::{BindMount, ContainerSpec, SecurityOptions};
 
 use super::task::TaskSpec;
@@ -104,6 +107,22 @@ pub fn security_options(security: &SecurityConfig) -> SecurityOptions {
     }
 }
 
+/// The Docker network mode of `provider`'s containers: none in broker mode, else the
+/// operator's `security.network_mode` (`None`: Docker's default bridge).
+pub fn network_mode_for(plugin: &PluginConfig, provider: &str) -> Option<String> {
+    let brokered = plugin
+        .providers
+        .get(provider)
+        .is_some_and(|p| p.credential_mode.route().is_some());
+    if brokered {
+        return Some(NetworkMode::None.as_str().to_string());
+    }
+    plugin
+        .security
+        .network_mode
+        .map(|mode| mode.as_str().to_string())
+}
+
 /// The full container spec of a cold-started task.
 pub fn task_container(task: &TaskSpec, plugin: &PluginConfig, node: &str) -> ContainerSpec {
     let security = &plugin.security;
@@ -117,7 +136,7 @@ pub fn task_container(task: &TaskSpec, plugin: &PluginConfig, node: &str) -> Con
         mounts: alloc_mounts(task),
         security: security_options(security),
         work_dir: None,
-        network_mode: security.network_mode.map(|mode| mode.as_str().to_string()),
+        network_mode: network_mode_for(plugin, &task.config.provider),
         log_max_size: plugin.container_log.max_size.clone(),
         log_max_files: plugin.container_log.max_files,
     }

@@ -6,13 +6,17 @@
 //! standard base64 so any byte (spaces, quotes, newlines, `=`) survives:
 //!
 //! ```text
-//! polydev-launch-v1
+//! polydev-launch-v2
 //! arg <b64>            argv, in order; at least one
 //! env <b64 NAME=VALUE> zero or more
 //! cwd <b64>            optional
 //! require <b64 NAME>   credential variables that must be present and non-empty
+//! file <b64 PATH> <b64 CONTENT>   written before the exec; PATH relative to $HOME (v2)
 //! end
 //! ```
+//!
+//! v2 added `file` (the settings a CLI needs to use the credential broker); the entrypoint
+//! still reads v1.
 //!
 //! Invariant: the encoded bytes hold secrets, so they live in a [`Zeroizing`] buffer that is wiped
 //! when dropped, and they are never logged or persisted.
@@ -23,7 +27,7 @@ use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
 /// First line of every spec; bump the version when the format changes.
-pub const MAGIC: &str = "polydev-launch-v1";
+pub const MAGIC: &str = "polydev-launch-v2";
 
 /// What the entrypoint needs to start the task.
 #[derive(Default)]
@@ -36,6 +40,8 @@ pub struct LaunchSpec {
     pub work_dir: Option<String>,
     /// Variables the entrypoint must find non-empty before it execs.
     pub required: Vec<String>,
+    /// Files written before the exec: (path relative to `$HOME`, content). Never secret.
+    pub files: Vec<(String, String)>,
 }
 
 impl LaunchSpec {
@@ -64,6 +70,13 @@ impl LaunchSpec {
         }
         for name in &self.required {
             line("require", name.as_bytes());
+        }
+        for (path, content) in &self.files {
+            out.extend_from_slice(b"file ");
+            out.extend_from_slice(STANDARD.encode(path).as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(STANDARD.encode(content).as_bytes());
+            out.push(b'\n');
         }
         let mut spec = Zeroizing::new(Vec::with_capacity(out.len() + 32));
         spec.extend_from_slice(MAGIC.as_bytes());
@@ -97,6 +110,9 @@ mod tests {
                 break;
             }
             let (keyword, value) = line.split_once(' ').unwrap();
+            if keyword == "file" {
+                continue;
+            }
             let value = String::from_utf8(STANDARD.decode(value).unwrap()).unwrap();
             match keyword {
                 "arg" => argv.push(value),
@@ -122,6 +138,7 @@ mod tests {
             secret_env: vec![("OPENAI_API_KEY".into(), SecretString::from("sk-123"))],
             work_dir: Some("/local".into()),
             required: vec!["OPENAI_API_KEY".into()],
+            files: vec![],
         };
         let bytes = spec.encode();
         assert!(bytes.ends_with(b"end\n"));
@@ -135,6 +152,22 @@ mod tests {
         assert_eq!(req, vec!["OPENAI_API_KEY".to_string()]);
         // The secret never appears in clear text in the encoded spec.
         assert!(!String::from_utf8_lossy(&bytes).contains("sk-123"));
+    }
+
+    #[test]
+    fn files_carry_path_and_content_base64_encoded() {
+        let spec = LaunchSpec {
+            argv: vec!["codex".into()],
+            files: vec![(".codex/config.toml".into(), "a = \"b c\"\n".into())],
+            ..Default::default()
+        };
+        let bytes = spec.encode();
+        let text = String::from_utf8_lossy(&bytes);
+        let line = text.lines().find(|l| l.starts_with("file ")).unwrap();
+        let parts: Vec<&str> = line.split(' ').collect();
+        assert_eq!(parts.len(), 3, "{line}");
+        assert_eq!(STANDARD.decode(parts[1]).unwrap(), b".codex/config.toml");
+        assert_eq!(STANDARD.decode(parts[2]).unwrap(), b"a = \"b c\"\n");
     }
 
     #[test]

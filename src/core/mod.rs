@@ -12,6 +12,9 @@
 //!   identity, which never matches for external plugins).
 //! - Plugin shutdown (the root token) detaches every task's background work; containers keep
 //!   running and RecoverTask re-attaches them in the next plugin process.
+//! - A broker-mode task's container never receives its key: the launch spec carries a
+//!   placeholder and the broker's in-container address, and the broker looks the key up per
+//!   request. An env-mode task's key goes into the launch spec and nowhere else.
 //! - No credential is kept after the launch spec is sent, except as redaction patterns for the
 //!   task's log pump.
 
@@ -30,7 +33,8 @@ mod supervise;
 mod task;
 
 pub use container::{
-    LABEL_DATA_DIR, LABEL_MANAGED, LABEL_NODE, LABEL_PROVIDER, TASK_USER, security_options,
+    LABEL_DATA_DIR, LABEL_MANAGED, LABEL_NODE, LABEL_PROVIDER, TASK_USER, network_mode_for,
+    security_options,
 };
 pub use events::{EventBus, TaskEvent};
 pub use exec::ExecResult;
@@ -47,6 +51,7 @@ use std::time::SystemTime;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::{BindError, Broker, BrokerError};
 use crate::config::PluginConfig;
 use crate::credentials::{CredentialError, CredentialSource};
 use crate::logs::forward::LogForwarder;
@@ -85,6 +90,8 @@ pub enum CoreError {
     Pool(#[from] PoolError),
     #[error(transparent)]
     Slot(#[from] SlotError),
+    #[error("credential broker: {0}")]
+    Broker(#[from] BrokerError),
 }
 
 impl CoreError {
@@ -94,6 +101,17 @@ impl CoreError {
             CoreError::Runtime(e) => e.is_retryable(),
             CoreError::Credentials(CredentialError::Unavailable(_)) => true,
             CoreError::Pool(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the container stopped or vanished under us (a warm claim may try another).
+    fn is_container_gone(&self) -> bool {
+        match self {
+            CoreError::Runtime(err) => {
+                err.is_not_found() || matches!(err, RuntimeError::NotRunning(_))
+            }
+            CoreError::Broker(BrokerError::Bind(BindError::NotTheContainer { .. })) => true,
             _ => false,
         }
     }
@@ -108,11 +126,22 @@ pub struct CoreSettings {
     pub orphan_grace: std::time::Duration,
 }
 
+/// What the core reaches the outside world through.
+pub struct CorePorts {
+    pub runtime: Arc<dyn ContainerRuntime>,
+    pub credentials: Arc<dyn CredentialSource>,
+    pub forwarder: Arc<dyn LogForwarder>,
+    /// Serves broker-mode tasks' API requests with their keys.
+    pub broker: Arc<Broker>,
+}
+
 /// The lifecycle engine behind the Driver service and the operator CLI.
 pub struct Core {
     runtime: Arc<dyn ContainerRuntime>,
     credentials: Arc<dyn CredentialSource>,
     forwarder: Arc<dyn LogForwarder>,
+    /// Serves broker-mode tasks' API requests with their keys.
+    broker: Arc<Broker>,
     settings: CoreSettings,
     /// `None` outside the plugin (the operator CLI starts every task cold).
     pool: Option<Arc<WarmPool>>,
@@ -124,18 +153,23 @@ pub struct Core {
 
 impl Core {
     pub fn new(
-        runtime: Arc<dyn ContainerRuntime>,
-        credentials: Arc<dyn CredentialSource>,
-        forwarder: Arc<dyn LogForwarder>,
+        ports: CorePorts,
         settings: CoreSettings,
         pool: Option<Arc<WarmPool>>,
         events: EventBus,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
+        let CorePorts {
+            runtime,
+            credentials,
+            forwarder,
+            broker,
+        } = ports;
         Arc::new(Core {
             runtime,
             credentials,
             forwarder,
+            broker,
             settings,
             pool,
             background_started: std::sync::atomic::AtomicBool::new(false),

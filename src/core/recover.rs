@@ -2,14 +2,18 @@
 //!
 //! Works from `driver_state` alone — after an agent restart Nomad hands back no task config. The
 //! waiter is re-armed (it returns at once if the container already ended) and the log pump resumes
-//! from its persisted cursor, so no output is lost or repeated.
+//! from its persisted cursor, so no output is lost or repeated. A running broker-mode task gets
+//! its credential broker back on the port it had (its CLI was given that address); if that
+//! fails, RecoverTask fails and Nomad restarts the task, which could not reach its API.
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use super::start::brokered_task;
 use super::store::TaskEntry;
 use super::task::DriverState;
 use super::{Core, CoreError};
+use crate::broker::ListenerSite;
 use crate::credentials::CredentialKey;
 
 /// Identity of the task being recovered, from Nomad's stored handle.
@@ -28,8 +32,8 @@ impl Core {
         }
         let state = DriverState::decode(&request.driver_state)
             .map_err(|e| CoreError::BadDriverState(e.to_string()))?;
-        match self.runtime.inspect(&state.container_id).await {
-            Ok(_) => {}
+        let container = match self.runtime.inspect(&state.container_id).await {
+            Ok(container) => container,
             Err(err) if err.is_not_found() => {
                 return Err(CoreError::ContainerGone {
                     task: request.task_id,
@@ -37,8 +41,23 @@ impl Core {
                 });
             }
             Err(err) => return Err(err.into()),
-        }
+        };
         let secrets = self.redaction_secrets(&state);
+        let broker_at = state
+            .broker_port
+            .zip(container.init_pid.filter(|_| container.running));
+        let key = CredentialKey {
+            namespace: state.namespace.clone(),
+            user_id: state.user_id.clone(),
+            provider: state.provider.clone(),
+        };
+        let key_variable = self
+            .settings
+            .config
+            .providers
+            .get(&state.provider)
+            .map(|p| p.credentials.clone())
+            .unwrap_or_default();
         let started_at = UNIX_EPOCH
             + Duration::from_nanos(u64::try_from(state.started_at_unix_nanos).unwrap_or(0));
         let container_id = state.container_id.clone();
@@ -54,6 +73,20 @@ impl Core {
         let provider = state_provider;
         match self.tasks.insert(entry) {
             Ok(entry) => {
+                if let Some((port, pid)) = broker_at {
+                    let site = ListenerSite::Container {
+                        pid,
+                        container_id: container_id.clone(),
+                    };
+                    let brokered = brokered_task(&request.task_id, key, &key_variable);
+                    match self.broker.open(brokered, site, port).await {
+                        Ok(lease) => entry.set_broker(lease),
+                        Err(err) => {
+                            self.tasks.remove(&request.task_id);
+                            return Err(err.into());
+                        }
+                    }
+                }
                 if let Some(pool) = &self.pool {
                     pool.task_started(&provider);
                 }

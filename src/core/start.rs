@@ -1,7 +1,9 @@
-//! StartTask: resolve credentials, get a started container, hand over the launch spec.
+//! StartTask: resolve credentials, get a started container, open its credential broker (broker
+//! mode), hand over the launch spec.
 //!
 //! Order matters: everything that can fail without side effects (duplicate id, credentials) is
-//! checked before a container exists; once one exists, any failure removes it again.
+//! checked before a container exists; once one exists, any failure removes it again. The
+//! broker listens before the spec goes in, so it serves from the CLI's first instruction.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -13,7 +15,9 @@ use super::launch::LaunchSpec;
 use super::store::TaskEntry;
 use super::task::{DriverState, TaskSpec};
 use super::{Core, CoreError};
-use crate::config::WhenEmpty;
+use crate::broker::launch::broker_launch;
+use crate::broker::{BrokerLease, BrokeredTask, ListenerSite};
+use crate::config::{ProviderConfig, WhenEmpty};
 use crate::credentials::CredentialKey;
 use crate::pool::{IdleContainer, PoolError, WarmPool};
 use crate::runtime::RuntimeError;
@@ -30,6 +34,7 @@ pub struct StartedTask {
 struct WarmClaim {
     slot: String,
     cgroup_pid: Option<u32>,
+    init_pid: Option<u32>,
 }
 
 /// How many warm containers one StartTask tries when claimed ones turn out to be dead.
@@ -51,40 +56,31 @@ impl Core {
             &task.config.credentials,
             &task.config.optional_credentials,
         )?;
+        let brokered = self
+            .settings
+            .config
+            .providers
+            .get(&task.config.provider)
+            .filter(|provider| provider.credential_mode.route().is_some());
 
-        let launch = launch_spec(&task, credentials.clone()).encode();
         let mut attempts_left = CLAIM_ATTEMPTS;
-        let (container_id, slot) = loop {
+        let (container_id, slot, lease) = loop {
             let (container_id, warm) = self.acquire_container(&task).await?;
             let slot = warm.as_ref().map(|claim| claim.slot.clone());
-            let handed_over = match &warm {
-                // A warm container still has its idle limits: raise them while the spec goes in
-                // (both finish before StartTask returns; the CLI cannot outgrow idle limits in
-                // the few ms in between). A task quick enough to have exited before the update
-                // landed needs no limits any more.
-                Some(claim) => match tokio::join!(
-                    self.runtime.send_launch_spec(&container_id, &launch),
-                    self.runtime
-                        .update_limits(&container_id, claim.cgroup_pid, &task.limits),
-                ) {
-                    (Err(err), _) => Err(err),
-                    (Ok(()), Ok(())) => Ok(()),
-                    (Ok(()), Err(err)) => self.exited_meanwhile(&container_id, err).await,
-                },
-                None => self.runtime.send_launch_spec(&container_id, &launch).await,
-            };
-            match handed_over {
-                Ok(()) => break (container_id, slot),
+            match self
+                .hand_over(&task, &container_id, warm.as_ref(), brokered, &credentials)
+                .await
+            {
+                Ok(lease) => break (container_id, slot, lease),
                 Err(err) => {
                     self.discard_container(&container_id).await;
                     self.forget_claim(&task.config.provider, slot.as_deref());
-                    let gone = err.is_not_found() || matches!(err, RuntimeError::NotRunning(_));
                     attempts_left -= 1;
-                    if slot.is_some() && gone && attempts_left > 0 {
+                    if slot.is_some() && err.is_container_gone() && attempts_left > 0 {
                         tracing::warn!(container_id = %container_id, "a warm container was gone when claimed; trying another");
                         continue;
                     }
-                    return Err(err.into());
+                    return Err(err);
                 }
             }
         };
@@ -99,6 +95,7 @@ impl Core {
             logs: task.logs.clone(),
             redacted_variables: credentials.iter().map(|(name, _)| name.clone()).collect(),
             slot: slot.clone(),
+            broker_port: lease.as_ref().map(BrokerLease::port),
         };
         let entry = TaskEntry::new(
             task.id.clone(),
@@ -109,7 +106,12 @@ impl Core {
             &self.shutdown,
         );
         let entry = match self.tasks.insert(entry) {
-            Ok(entry) => entry,
+            Ok(entry) => {
+                if let Some(lease) = lease {
+                    entry.set_broker(lease);
+                }
+                entry
+            }
             Err(_) => {
                 // A concurrent StartTask with the same id won the race.
                 self.discard_container(&container_id).await;
@@ -128,6 +130,86 @@ impl Core {
             container_id,
             driver_state,
         })
+    }
+
+    /// Open the task's broker (broker mode), then send the launch spec — raising a warm
+    /// container's idle limits meanwhile. Returns the broker's lease.
+    async fn hand_over(
+        &self,
+        task: &TaskSpec,
+        container_id: &str,
+        warm: Option<&WarmClaim>,
+        brokered: Option<&ProviderConfig>,
+        credentials: &[(String, SecretString)],
+    ) -> Result<Option<BrokerLease>, CoreError> {
+        let lease = match brokered {
+            Some(_) => Some(
+                self.open_broker(task, container_id, warm.and_then(|w| w.init_pid))
+                    .await?,
+            ),
+            None => None,
+        };
+        let launch = launch_spec(
+            task,
+            brokered,
+            credentials,
+            lease.as_ref(),
+            self.broker.egress_enabled(),
+        )
+        .encode();
+        match warm {
+            // A warm container still has its idle limits: raise them while the spec goes in
+            // (both finish before StartTask returns; the CLI cannot outgrow idle limits in the
+            // few ms in between). A task quick enough to have exited before the update landed
+            // needs no limits any more.
+            Some(claim) => match tokio::join!(
+                self.runtime.send_launch_spec(container_id, &launch),
+                self.runtime
+                    .update_limits(container_id, claim.cgroup_pid, &task.limits),
+            ) {
+                (Err(err), _) => Err(err.into()),
+                (Ok(()), Ok(())) => Ok(lease),
+                (Ok(()), Err(err)) => Ok(self
+                    .exited_meanwhile(container_id, err)
+                    .await
+                    .map(|()| lease)?),
+            },
+            None => {
+                self.runtime.send_launch_spec(container_id, &launch).await?;
+                Ok(lease)
+            }
+        }
+    }
+
+    /// Bind the task's broker in its container's network namespace (any free port).
+    async fn open_broker(
+        &self,
+        task: &TaskSpec,
+        container_id: &str,
+        init_pid: Option<u32>,
+    ) -> Result<BrokerLease, CoreError> {
+        let pid = match init_pid {
+            Some(pid) => pid,
+            None => self
+                .runtime
+                .inspect(container_id)
+                .await?
+                .init_pid
+                .ok_or_else(|| RuntimeError::NotRunning(container_id.to_string()))?,
+        };
+        let site = ListenerSite::Container {
+            pid,
+            container_id: container_id.to_string(),
+        };
+        let key = CredentialKey {
+            namespace: task.namespace.clone(),
+            user_id: task.config.user_id.clone(),
+            provider: task.config.provider.clone(),
+        };
+        let brokered = brokered_task(&task.id, key, &task.config.credentials);
+        let lease = self.broker.open(brokered, site, 0).await?;
+        tracing::debug!(task_id = %task.id, port = lease.port(), "credential broker listening in the container");
+        Ok(lease)
     }
 
     /// A started container waiting for this task's launch spec: a claimed warm one when the
@@ -170,6 +252,7 @@ impl Core {
             let claim = WarmClaim {
                 slot: idle.slot,
                 cgroup_pid: idle.cgroup_pid,
+                init_pid: idle.init_pid,
             };
             return Ok((idle.id, Some(claim)));
         }
@@ -262,8 +345,28 @@ impl Core {
     }
 }
 
-/// The launch spec of `task`: Nomad's env, polydev's own variables, then the credentials.
-fn launch_spec(task: &TaskSpec, credentials: Vec<(String, SecretString)>) -> LaunchSpec {
+/// Who a task's broker serves: its namespace, user and provider, and the variable of its key.
+pub(super) fn brokered_task(
+    task_id: &str,
+    key: CredentialKey,
+    credentials: &[String],
+) -> BrokeredTask {
+    BrokeredTask {
+        task_id: task_id.to_string(),
+        key,
+        credential: credentials.first().cloned().unwrap_or_default(),
+    }
+}
+
+/// The launch spec of `task`: Nomad's env, polydev's own variables, then either the broker's
+/// settings (broker mode: placeholders, the broker's address) or the credentials (env mode).
+fn launch_spec(
+    task: &TaskSpec,
+    brokered: Option<&ProviderConfig>,
+    credentials: &[(String, SecretString)],
+    lease: Option<&BrokerLease>,
+    egress: bool,
+) -> LaunchSpec {
     let mut env: Vec<(String, String)> = task
         .env
         .iter()
@@ -277,12 +380,26 @@ fn launch_spec(task: &TaskSpec, credentials: Vec<(String, SecretString)>) -> Lau
     if task.config.debug {
         env.push(("DEBUG".into(), "true".into()));
     }
+    let (secret_env, files) = match (brokered, lease) {
+        (Some(provider), Some(lease)) => {
+            let setup = broker_launch(provider, lease.port(), egress);
+            env.extend(setup.env);
+            let files = setup
+                .files
+                .into_iter()
+                .map(|f| (f.path, f.content))
+                .collect();
+            (Vec::new(), files)
+        }
+        _ => (credentials.to_vec(), Vec::new()),
+    };
     LaunchSpec {
         argv: task.config.argv.clone(),
         env,
         work_dir: Some(task.config.work_dir.clone()),
         required: task.config.credentials.clone(),
-        secret_env: credentials,
+        secret_env,
+        files,
     }
 }
 

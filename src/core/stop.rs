@@ -85,6 +85,8 @@ impl Core {
         if task.container_has_stopped() {
             return Ok(());
         }
+        // A task being stopped gets no more API answers.
+        task.close_broker();
         let signal = if signal.is_empty() {
             "SIGTERM".to_string()
         } else {
@@ -141,6 +143,7 @@ impl Core {
             }
         }
         task.background.cancel();
+        task.close_broker();
         // Any WaitTask still blocked on this task must return.
         task.publish_exit(super::ExitOutcome::failed(
             "task was destroyed before it exited",

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::task::{DriverState, ExitOutcome};
+use crate::broker::BrokerLease;
 
 /// One known task.
 pub struct TaskEntry {
@@ -24,6 +25,8 @@ pub struct TaskEntry {
     pub started_at: SystemTime,
     /// Cancels this task's background work (waiter, log pump) without touching the container.
     pub background: CancellationToken,
+    /// The task's credential broker while it serves (broker-mode providers).
+    broker: Mutex<Option<BrokerLease>>,
     /// Set when the container has stopped (the exit may still wait for the log pump).
     container_stopped: watch::Sender<bool>,
     exit: watch::Sender<Option<(ExitOutcome, SystemTime)>>,
@@ -45,6 +48,7 @@ impl TaskEntry {
             state,
             started_at,
             background: parent.child_token(),
+            broker: Mutex::new(None),
             container_stopped: watch::Sender::new(false),
             exit: watch::Sender::new(None),
         }
@@ -52,6 +56,18 @@ impl TaskEntry {
 
     pub fn container_id(&self) -> &str {
         &self.state.container_id
+    }
+
+    /// Keep the task's broker lease (it serves until [`TaskEntry::close_broker`] or drop).
+    pub fn set_broker(&self, lease: BrokerLease) {
+        *self.broker.lock().unwrap_or_else(|p| p.into_inner()) = Some(lease);
+    }
+
+    /// Stop the task's credential broker (stop, exit, destroy); idempotent.
+    pub fn close_broker(&self) {
+        if let Some(lease) = self.broker.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            lease.close();
+        }
     }
 
     /// Record that the container has stopped (before its output is fully forwarded).
@@ -173,6 +189,7 @@ mod tests {
                 logs: None,
                 redacted_variables: vec![],
                 slot: None,
+                broker_port: None,
             },
             SystemTime::now(),
             root,

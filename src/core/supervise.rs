@@ -47,6 +47,7 @@ impl Core {
                 outcome = core.wait_for_container(&task) => outcome,
             };
             task.mark_container_stopped();
+            task.close_broker();
             if let Some(pump) = pump {
                 core.finish_pump(&task, pump).await;
             }

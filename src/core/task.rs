@@ -102,6 +102,10 @@ pub struct DriverState {
     /// The warm-pool slot the task's directories are mounted into (warm starts only).
     #[serde(default)]
     pub slot: Option<String>,
+    /// The port of the task's credential broker inside its container (broker mode); a new
+    /// plugin process binds it again at RecoverTask.
+    #[serde(default)]
+    pub broker_port: Option<u16>,
 }
 
 impl DriverState {
@@ -145,6 +149,7 @@ mod tests {
                 logs: Some(LogPaths { stdout: "/a/.t.stdout.fifo".into(), stderr: "/a/.t.stderr.fifo".into() }),
                 redacted_variables: vars,
                 slot: Some("0123abcd".into()),
+                broker_port: Some(41234),
             };
             prop_assert_eq!(DriverState::decode(&state.encode()).unwrap(), state);
         }

@@ -283,6 +283,10 @@ impl ContainerRuntime for DockerRuntime {
             .and_then(|h| h.runtime.clone());
         let running = state.running.unwrap_or(false) || state.restarting.unwrap_or(false);
         let started_at = convert::parse_docker_time(state.started_at.as_deref());
+        let init_pid = state
+            .pid
+            .and_then(|pid| u32::try_from(pid).ok())
+            .filter(|pid| running && *pid > 0);
         let exit = (!running && started_at.is_some()).then(|| ContainerExit {
             exit_code: state.exit_code.unwrap_or(0),
             oom_killed: state.oom_killed.unwrap_or(false),
@@ -299,11 +303,8 @@ impl ContainerRuntime for DockerRuntime {
                 .unwrap_or_default()
                 .into_iter()
                 .collect(),
-            cgroup_pid: state
-                .pid
-                .and_then(|pid| u32::try_from(pid).ok())
-                .filter(|pid| running && *pid > 0)
-                .filter(|_| is_runc(host_runtime.as_deref())),
+            cgroup_pid: init_pid.filter(|_| is_runc(host_runtime.as_deref())),
+            init_pid,
         })
     }
 

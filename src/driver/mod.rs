@@ -21,8 +21,9 @@ use std::sync::{Arc, RwLock};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::Broker;
 use crate::config::PluginConfig;
-use crate::core::{Core, CoreSettings, EventBus};
+use crate::core::{Core, CorePorts, CoreSettings, EventBus};
 use crate::logs::forward::{InProcessForwarder, LogForwarder, ProcessForwarder};
 use crate::pb::hashicorp::nomad::plugins::base::proto::base_plugin_server::BasePluginServer;
 use crate::pb::hashicorp::nomad::plugins::drivers::proto::driver_server::DriverServer;
@@ -48,6 +49,8 @@ pub struct Wiring {
     pub environment: Vec<(String, String)>,
     /// Node name for container labels.
     pub node: String,
+    /// Bind brokers on the host's loopback (the fake runtime has no network namespaces).
+    pub broker_on_host_loopback: bool,
 }
 
 impl Wiring {
@@ -74,6 +77,7 @@ impl Wiring {
             ),
             environment: std::env::vars().collect(),
             node: host_name(),
+            broker_on_host_loopback: false,
         }
     }
 
@@ -90,6 +94,7 @@ impl Wiring {
             }),
             environment,
             node: host_name(),
+            broker_on_host_loopback: true,
         }
     }
 }
@@ -168,16 +173,31 @@ impl PolydevDriver {
         let credentials =
             crate::credentials::source_for(&config, self.inner.wiring.environment.clone());
         let forwarder = (self.inner.wiring.forwarder)(&config, runtime.clone());
+        let broker = Broker::new(
+            &config,
+            credentials.clone(),
+            self.inner.shutdown.child_token(),
+        )
+        .map_err(|e| tonic::Status::invalid_argument(format!("plugin config: {e}")))?;
+        let broker = Arc::new(if self.inner.wiring.broker_on_host_loopback {
+            broker.binding_on_host_loopback()
+        } else {
+            broker
+        });
         let pool = WarmPool::new(runtime.clone(), &config, &self.inner.wiring.node);
         let settings = CoreSettings {
             node: self.inner.wiring.node.clone(),
             orphan_grace: config.orphan_grace,
             config,
         };
-        let core = Core::new(
+        let ports = CorePorts {
             runtime,
             credentials,
             forwarder,
+            broker,
+        };
+        let core = Core::new(
+            ports,
             settings,
             Some(pool),
             self.inner.events.clone(),

@@ -30,7 +30,8 @@ use tokio::sync::Notify;
 
 use crate::config::{PluginConfig, PoolConfig, WhenEmpty};
 use crate::core::{
-    LABEL_DATA_DIR, LABEL_MANAGED, LABEL_NODE, LABEL_PROVIDER, TASK_USER, security_options,
+    LABEL_DATA_DIR, LABEL_MANAGED, LABEL_NODE, LABEL_PROVIDER, TASK_USER, network_mode_for,
+    security_options,
 };
 use crate::runtime::{ContainerRuntime, ContainerSpec, ResourceLimits, SecurityOptions};
 use slots::SlotRoot;
@@ -51,6 +52,8 @@ pub struct IdleContainer {
     /// Where its limits live on the host (see [`crate::runtime::ContainerState::cgroup_pid`]),
     /// so a claim can raise them without the engine's slower path.
     pub cgroup_pid: Option<u32>,
+    /// Its init process on the host (the credential broker binds in its network namespace).
+    pub init_pid: Option<u32>,
 }
 
 /// A pool's state, for the fingerprint and `polydev pool status`.
@@ -83,6 +86,8 @@ struct ProviderPool {
     provider: String,
     image: String,
     settings: PoolConfig,
+    /// Docker network mode of its containers (none for broker-mode providers).
+    network_mode: Option<String>,
     state: Mutex<PoolState>,
     /// Signalled when an idle container is added (for `when_empty = "wait"`).
     idle_added: Notify,
@@ -107,7 +112,6 @@ pub struct WarmPool {
     node: String,
     data_dir: String,
     security: SecurityOptions,
-    network_mode: Option<String>,
     log_max_size: String,
     log_max_files: u32,
     pools: BTreeMap<String, Arc<ProviderPool>>,
@@ -126,6 +130,7 @@ impl WarmPool {
                     provider: name.clone(),
                     image: provider.image.clone(),
                     settings,
+                    network_mode: network_mode_for(config, name),
                     state: Mutex::new(PoolState::default()),
                     idle_added: Notify::new(),
                     wake: Notify::new(),
@@ -140,7 +145,6 @@ impl WarmPool {
             node: node.to_string(),
             data_dir: config.data_dir.to_string_lossy().into_owned(),
             security: security_options(security),
-            network_mode: security.network_mode.map(|m| m.as_str().to_string()),
             log_max_size: config.container_log.max_size.clone(),
             log_max_files: config.container_log.max_files,
             pools,
@@ -300,7 +304,7 @@ impl WarmPool {
             mounts,
             security: self.security.clone(),
             work_dir: None,
-            network_mode: self.network_mode.clone(),
+            network_mode: pool.network_mode.clone(),
             log_max_size: self.log_max_size.clone(),
             log_max_files: self.log_max_files,
         })
@@ -316,7 +320,7 @@ impl WarmPool {
             pool.settings.idle_nano_cpus,
             pool.settings.idle_memory_bytes,
             format!("{:?}", self.security),
-            &self.network_mode,
+            &pool.network_mode,
             &self.log_max_size,
             self.log_max_files,
             self.slots.path(""),

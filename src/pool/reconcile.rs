@@ -64,9 +64,9 @@ impl WarmPool {
                 Some(pool) if fresh => {
                     slots_in_use.insert(slot.clone());
                     // Where its limits live (a failed lookup only makes its claim slower).
-                    let cgroup_pid = match self.runtime.inspect(&container.id).await {
-                        Ok(state) => state.cgroup_pid,
-                        Err(_) => None,
+                    let (cgroup_pid, init_pid) = match self.runtime.inspect(&container.id).await {
+                        Ok(state) => (state.cgroup_pid, state.init_pid),
+                        Err(_) => (None, None),
                     };
                     lock(&pool.state).idle.push_back(IdleContainer {
                         id: container.id.clone(),
@@ -74,6 +74,7 @@ impl WarmPool {
                         created_at: container.created_at,
                         pool_key: container.labels.get(LABEL_POOL_KEY).cloned(),
                         cgroup_pid,
+                        init_pid,
                     });
                     report.adopted += 1;
                 }

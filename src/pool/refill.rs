@@ -161,8 +161,8 @@ impl WarmPool {
         }
         // Learn where its limits live now, off the claim's path (a container that died at
         // once is treated like a failed start).
-        let cgroup_pid = match self.runtime.inspect(&id).await {
-            Ok(state) if state.running => state.cgroup_pid,
+        let (cgroup_pid, init_pid) = match self.runtime.inspect(&id).await {
+            Ok(state) if state.running => (state.cgroup_pid, state.init_pid),
             outcome => {
                 let _ = self.runtime.remove(&id).await;
                 self.slots.release(&slot);
@@ -177,6 +177,7 @@ impl WarmPool {
             created_at: SystemTime::now(),
             pool_key: Some(key.to_string()),
             cgroup_pid,
+            init_pid,
         })
     }
 

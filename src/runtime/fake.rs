@@ -629,6 +629,7 @@ impl ContainerRuntime for FakeRuntime {
             finished_at: c.finished_at,
             labels: c.spec.labels.clone(),
             cgroup_pid: c.running.then_some(FAKE_INIT_PID),
+            init_pid: c.running.then_some(FAKE_INIT_PID),
         })
     }
 

@@ -150,6 +150,9 @@ pub struct ContainerState {
     /// While it runs, the host PID whose cgroup carries the container's limits (its init
     /// process) — `None` when the engine keeps limits elsewhere (VM or sandbox runtimes).
     pub cgroup_pid: Option<u32>,
+    /// While it runs, the host PID of the container's init process, whatever the runtime (its
+    /// network namespace is the container's with runc).
+    pub init_pid: Option<u32>,
 }
 
 /// One entry of a container listing.

@@ -114,20 +114,58 @@ impl PoolOptions {
     }
 }
 
-/// The agent's `plugin "polydev" { config {} }` with every provider pointed at `image` and the
-/// warm pool off.
+/// How the test config's `openai` and `anthropic` providers get their credentials.
+#[derive(Clone, Debug, Default)]
+pub struct ProviderOptions {
+    /// `broker` or `env`; `None` keeps the built-ins' default (broker).
+    pub credential_mode: Option<&'static str>,
+    /// The providers' `api_upstream` (a test's stand-in API) and its CA file.
+    pub api_upstream: Option<String>,
+    pub upstream_ca_file: Option<String>,
+}
+
+impl ProviderOptions {
+    /// The key in the CLI's environment (what the tests of the key's way into a container use).
+    pub fn env_mode() -> Self {
+        ProviderOptions {
+            credential_mode: Some("env"),
+            ..Default::default()
+        }
+    }
+}
+
+/// The agent's `plugin "polydev" { config {} }` with every provider pointed at `image`, the
+/// key in the CLI's environment, and the warm pool off.
 pub fn plugin_config(image: &str, data_dir: &Path) -> Vec<u8> {
     plugin_config_with_pool(image, data_dir, &PoolOptions::target(0))
 }
 
 /// Like [`plugin_config`], with `pool` for provider `openai`.
 pub fn plugin_config_with_pool(image: &str, data_dir: &Path, pool: &PoolOptions) -> Vec<u8> {
+    plugin_config_for(image, data_dir, pool, &ProviderOptions::env_mode())
+}
+
+/// The test plugin config with `pool` for `openai` and `providers` for `openai` and
+/// `anthropic`.
+pub fn plugin_config_for(
+    image: &str,
+    data_dir: &Path,
+    pool: &PoolOptions,
+    providers: &ProviderOptions,
+) -> Vec<u8> {
+    let text = |v: Option<&str>| v.map(Value::from).unwrap_or(Value::Nil);
     let provider = |credentials: &[&str]| {
         cty_object(vec![
+            ("api_upstream", text(providers.api_upstream.as_deref())),
             ("command", Value::Nil),
+            ("credential_mode", text(providers.credential_mode)),
             ("credentials", str_list(credentials)),
             ("image", Value::from(image)),
             ("optional_credentials", Value::Nil),
+            (
+                "upstream_ca_file",
+                text(providers.upstream_ca_file.as_deref()),
+            ),
         ])
     };
     encode(&cty_object(vec![
