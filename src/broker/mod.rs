@@ -50,8 +50,6 @@ use crate::credentials::{CredentialKey, CredentialSource};
 pub use netns::{BindError, ListenerSite};
 use upstream::{Upstream, UpstreamError};
 
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause after a failed accept (e.g. out of file descriptors) before trying again.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
@@ -228,7 +226,7 @@ async fn serve_connection(stream: tokio::net::TcpStream, ctx: &Arc<TaskContext>)
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(ctx.limits.client_timeout)
         .max_header_size(ctx.limits.max_header_bytes)
         .max_buf_size(ctx.limits.max_header_bytes.max(8192) + 8192);
     let connection = builder

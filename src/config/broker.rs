@@ -8,6 +8,7 @@
 //!   connect_timeout  = "10s"     # to the provider's API
 //!   upstream_timeout = "10m"     # until the API answers, and between two chunks of its answer
 //!   max_connections  = 64        # open connections per task
+//!   client_timeout   = "30s"     # for a client to send a request's headers
 //! }
 //! egress { allow = ["registry.npmjs.org:443", "*.githubusercontent.com:443"] }
 //! ```
@@ -34,6 +35,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: &str = "10s";
 pub const DEFAULT_UPSTREAM_TIMEOUT: &str = "10m";
 /// Default for `broker.max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: u64 = 64;
+/// Default for `broker.client_timeout`.
+pub const DEFAULT_CLIENT_TIMEOUT: &str = "30s";
 
 /// Limits of the credential broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +46,7 @@ pub struct BrokerConfig {
     pub connect_timeout: Duration,
     pub upstream_timeout: Duration,
     pub max_connections: usize,
+    pub client_timeout: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -53,6 +57,7 @@ impl Default for BrokerConfig {
             connect_timeout: parse_duration(DEFAULT_CONNECT_TIMEOUT).expect("valid default"),
             upstream_timeout: parse_duration(DEFAULT_UPSTREAM_TIMEOUT).expect("valid default"),
             max_connections: DEFAULT_MAX_CONNECTIONS as usize,
+            client_timeout: parse_duration(DEFAULT_CLIENT_TIMEOUT).expect("valid default"),
         }
     }
 }
@@ -129,6 +134,11 @@ pub fn broker_schema() -> Spec {
             "number",
             DEFAULT_MAX_CONNECTIONS.to_string(),
         ),
+        with_default(
+            "client_timeout",
+            "string",
+            hcl_string(DEFAULT_CLIENT_TIMEOUT),
+        ),
     ])
 }
 
@@ -175,6 +185,7 @@ pub(crate) fn broker(obj: &Obj<'_>) -> Result<BrokerConfig, ConfigError> {
         connect_timeout: duration("connect_timeout", DEFAULT_CONNECT_TIMEOUT)?,
         upstream_timeout: duration("upstream_timeout", DEFAULT_UPSTREAM_TIMEOUT)?,
         max_connections: number("max_connections", DEFAULT_MAX_CONNECTIONS, 1, 4096)? as usize,
+        client_timeout: duration("client_timeout", DEFAULT_CLIENT_TIMEOUT)?,
     })
 }
 

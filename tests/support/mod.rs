@@ -4,6 +4,7 @@
 
 pub mod real;
 pub mod tasks;
+pub mod upstream;
 
 use std::path::{Path, PathBuf};
 
