@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use futures::StreamExt;
 use polydev::pb::hashicorp::nomad::plugins::drivers::proto as nomad;
-use support::real::{Plugin, TEST_IMAGE, docker, ensure_test_image};
+use support::real::{Plugin, TEST_IMAGE, credentials_cli, docker, ensure_test_image};
 use support::tasks::{Setup, Started, destroy, finish, start, test_key, wait};
 use support::upstream::{Reply, StandIn};
 use support::{PoolOptions, ProviderOptions, TaskOptions};
@@ -310,6 +310,89 @@ async fn another_task_cannot_reach_a_broker_and_it_stops_answering_at_stop() {
     );
     destroy(&mut s.driver, &a.id, &a.container).await;
     destroy(&mut s.driver, &b.id, &b.container).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotated_in_the_store_reaches_the_next_request_and_a_removed_one_gets_a_401() {
+    let api = StandIn::start(|_| Reply::json(CANNED)).await;
+    let mut s = setup(&api, &[], &PoolOptions::target(0)).await;
+    let register = |value: &str| {
+        let (code, _, stderr) = credentials_cli(
+            &[
+                "set",
+                "--namespace",
+                "default",
+                "--user",
+                "u1",
+                "--provider",
+                "anthropic",
+            ],
+            s.data_dir.path(),
+            value,
+        );
+        assert_eq!(code, 0, "{stderr}");
+    };
+    let (first, second) = (test_key(), format!("{}-rotated", test_key()));
+    register(&first);
+    // The task asks its API each time the test drops a go<N> file into its local dir.
+    let body = format!(
+        "for n in 1 2 3; do i=0; while [ ! -e /local/go$n ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; \
+         (printf 'POST /v1/messages HTTP/1.1\\r\\nHost: api\\r\\nx-api-key: %s\\r\\nContent-Length: 2\\r\\n\\r\\n{{}}' \"$ANTHROPIC_API_KEY\"; \
+         sleep 1) | nc -w 3 127.0.0.1 ${{ANTHROPIC_BASE_URL##*:}}; echo; echo asked-$n; done"
+    );
+    let mut options = anthropic_script(&body);
+    options.user_id = Some("u1".into());
+    let task = start(&mut s.driver, "rotate", options, 64).await;
+    let local = task._alloc.root.path().join("rotate/local");
+    let go = |n: u32| std::fs::write(local.join(format!("go{n}")), "").unwrap();
+    go(1);
+    task.stdout
+        .wait_for("asked-1", Duration::from_secs(30))
+        .await;
+    register(&second);
+    go(2);
+    task.stdout
+        .wait_for("asked-2", Duration::from_secs(30))
+        .await;
+    let (code, _, stderr) = credentials_cli(
+        &[
+            "rm",
+            "--namespace",
+            "default",
+            "--user",
+            "u1",
+            "--provider",
+            "anthropic",
+        ],
+        s.data_dir.path(),
+        "",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    go(3);
+    wait(&mut s.driver, &task.id).await;
+    let stdout = String::from_utf8_lossy(&finish(task.stdout).await).into_owned();
+    let keys: Vec<String> = api
+        .requests()
+        .iter()
+        .map(|r| r.header("x-api-key").unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(keys, vec![first.clone(), second.clone()], "{stdout}");
+    let third = stdout.split("asked-2").nth(1).unwrap_or_default();
+    assert!(third.contains("401"), "{stdout}");
+    for needed in [
+        "\\\"default\\\"",
+        "\\\"u1\\\"",
+        "\\\"anthropic\\\"",
+        "ANTHROPIC_API_KEY",
+        "polydev credentials set",
+    ] {
+        assert!(
+            third.contains(needed),
+            "the 401 should name {needed}: {third}"
+        );
+    }
+    assert!(!stdout.contains(&first) && !stdout.contains(&second));
+    destroy(&mut s.driver, &task.id, &task.container).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

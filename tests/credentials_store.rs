@@ -17,7 +17,9 @@ use polydev::pb::hashicorp::nomad::plugins::drivers::proto::{
     self as nomad, driver_client::DriverClient,
 };
 use rmpv::Value;
-use support::real::{AllocDir, FifoReader, Plugin, TEST_IMAGE, docker, ensure_test_image};
+use support::real::{
+    AllocDir, FifoReader, Plugin, TEST_IMAGE, credentials_cli, docker, ensure_test_image,
+};
 use support::{TaskOptions, cty_object, encode, str_list, task_config};
 use tonic::transport::Channel;
 
@@ -78,33 +80,6 @@ fn plugin_config(data_dir: &Path) -> Vec<u8> {
         ),
         ("security", Value::Nil),
     ]))
-}
-
-/// Run `polydev credentials ARGS --data-dir DIR` with `stdin`; returns (exit code, stdout, stderr).
-fn credentials_cli(args: &[&str], data_dir: &Path, stdin: &str) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_polydev"))
-        .arg("credentials")
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env_remove("NOMAD_PLUGIN_MAGIC_COOKIE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run polydev credentials");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 /// `sha256sum` of `text`, as the task prints it.

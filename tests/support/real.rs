@@ -1,7 +1,7 @@
 //! Helpers for tests against the real binary and a real Docker engine.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -247,4 +247,31 @@ impl FifoReader {
         self.thread.take().unwrap().join().unwrap();
         std::mem::take(&mut *self.received.lock().unwrap())
     }
+}
+
+/// Run `polydev credentials ARGS --data-dir DIR` with `stdin`; returns (exit code, stdout, stderr).
+pub fn credentials_cli(args: &[&str], data_dir: &Path, stdin: &str) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_polydev"))
+        .arg("credentials")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("NOMAD_PLUGIN_MAGIC_COOKIE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run polydev credentials");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
