@@ -335,12 +335,10 @@ async fn a_key_rotated_in_the_store_reaches_the_next_request_and_a_removed_one_g
     let (first, second) = (test_key(), format!("{}-rotated", test_key()));
     register(&first);
     // The task asks its API each time the test drops a go<N> file into its local dir.
-    let body = format!(
-        "for n in 1 2 3; do i=0; while [ ! -e /local/go$n ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; \
-         (printf 'POST /v1/messages HTTP/1.1\\r\\nHost: api\\r\\nx-api-key: %s\\r\\nContent-Length: 2\\r\\n\\r\\n{{}}' \"$ANTHROPIC_API_KEY\"; \
-         sleep 1) | nc -w 3 127.0.0.1 ${{ANTHROPIC_BASE_URL##*:}}; echo; echo asked-$n; done"
-    );
-    let mut options = anthropic_script(&body);
+    let body = "for n in 1 2 3; do i=0; while [ ! -e /local/go$n ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; \
+         (printf 'POST /v1/messages HTTP/1.1\\r\\nHost: api\\r\\nx-api-key: %s\\r\\nContent-Length: 2\\r\\n\\r\\n{}' \"$ANTHROPIC_API_KEY\"; \
+         sleep 1) | nc -w 3 127.0.0.1 ${ANTHROPIC_BASE_URL##*:}; echo; echo asked-$n; done";
+    let mut options = anthropic_script(body);
     options.user_id = Some("u1".into());
     let task = start(&mut s.driver, "rotate", options, 64).await;
     let local = task._alloc.root.path().join("rotate/local");

@@ -31,12 +31,14 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{:016x}", std::process::id(), hasher.finish())
 }
 
-/// The plugin config: every provider on the test image, the store and the env both on, and
-/// every warm pool off (this test is about credentials, not the pool).
+/// The plugin config: every provider on the test image with the key in the CLI's environment
+/// (env mode: the task itself shows which key it got; `broker_docker.rs` covers the store in
+/// broker mode), the store and the env both on, and every warm pool off.
 fn plugin_config(data_dir: &Path) -> Vec<u8> {
     let provider = |credentials: &[&str]| {
         cty_object(vec![
             ("command", Value::Nil),
+            ("credential_mode", Value::from("env")),
             ("credentials", str_list(credentials)),
             ("image", Value::from(TEST_IMAGE)),
             ("optional_credentials", Value::Nil),
