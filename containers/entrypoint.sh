@@ -10,8 +10,7 @@
 #
 #   polydev-launch-v2             (v1 is the same without `file` lines; both are accepted)
 #   arg <base64>                  zero or more, in order; argv[0] is the command; at least one
-#   env <base64 of NAME=VALUE>    zero or more; NAME ~ ^[A-Za-z_][A-Za-z0-9_]*$, not starting
-#                                 with _pd_ (this script's own names); VALUE may be empty
+#   env <base64 of NAME=VALUE>    zero or more; NAME ~ ^[A-Za-z_][A-Za-z0-9_]*$; VALUE may be empty
 #   cwd <base64>                  optional, at most one; an absolute path
 #   require <base64 of NAME>      zero or more credential variables that must be set and non-empty
 #   file <base64 PATH> <base64 CONTENT>
@@ -54,9 +53,10 @@
 # image); both have `read -t`. Debian's /bin/sh is dash, which has no `read -t`,
 # so when started by a shell other than bash and bash exists, re-exec under bash.
 # The script never modifies its own environment until the very end: the spec's
-# variables are exported right before the final exec, after every check, and
-# names of this script's own variables (_pd_*) are refused, so a spec variable
-# such as PATH, IFS or _pd_x cannot change how this script behaves.
+# variables are exported right before the final exec, after every check, by a
+# loop that reads nothing an export could have changed, so a spec variable such
+# as PATH, IFS or one named like an internal variable (_pd_*) cannot change how
+# this script behaves.
 
 if [ -z "${BASH_VERSION:-}" ] && [ -x /bin/bash ] && [ -z "${_PD_REEXEC:-}" ]; then
     _PD_REEXEC=1 exec /bin/bash -- "$0" "$@"
@@ -268,7 +268,6 @@ for _pd_b in $_pd_envs; do
     _pd_name=${_pd_out%%=*}
     _pd_valid_name "$_pd_name" || _pd_malformed "an env entry has an invalid variable name"
     case $_pd_name in
-    _pd_*) _pd_malformed "an env entry uses a name reserved for the entrypoint (_pd_*)" ;;
     DEBUG) _pd_debug=${_pd_out#*=} ;;
     PATH) _pd_path=${_pd_out#*=} ;;
     HOME) _pd_home=${_pd_out#*=} ;;
@@ -383,12 +382,18 @@ fi
 
 _pd_resolve "$_pd_cmd" "$_pd_path"
 # Apply the spec's variables with `export`, a builtin: no value ever passes through a
-# process's argv. Then exec the command in this same process, so it is PID 1. Only
-# quoted expansions follow, so an exported IFS cannot change them.
-while [ "$_pd_nenv" -gt 0 ]; do
-    export "$1" 2>/dev/null ||
-        _pd_die 65 "cannot set environment variable ${1%%=*} (the shell keeps it read-only)"
-    shift
-    _pd_nenv=$((_pd_nenv - 1))
+# process's argv. Then exec the command in this same process, so it is PID 1.
+# The count of entries left rides in $1, and each export is the last thing its
+# iteration does: an entry named like one of this script's variables, or IFS,
+# changes nothing the loop still reads (only quoted expansions follow).
+set -- "$_pd_nenv" "$@"
+while [ "$1" -gt 0 ]; do
+    _pd_left=$(($1 - 1))
+    _pd_entry=$2
+    shift 2
+    set -- "$_pd_left" "$@"
+    export "$_pd_entry" 2>/dev/null ||
+        _pd_die 65 "cannot set environment variable ${_pd_entry%%=*} (the shell keeps it read-only)"
 done
+shift
 exec -- "$@"
