@@ -14,7 +14,8 @@ containers/setup-host.sh --test-only
 # strace: the entrypoint tests trace every execve to show no credential is ever in an argv.
 if ! command -v strace >/dev/null 2>&1; then
   echo "==> installing Debian's strace (for the entrypoint tests)" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace >/dev/null
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq strace >/dev/null
 fi
 
 cargo fmt --check
