@@ -1,6 +1,12 @@
 //! The three real CLIs through the driver: StartTask over the real gRPC socket, real Docker, the
-//! real provider images, a test key injected by polydev; the CLI's version text arrives in the
-//! task's stdout FIFO and the key is nowhere in `docker inspect`.
+//! real provider images, the node's test key held by polydev's credential broker.
+//! - `--version`: the CLI's version text arrives in the task's stdout FIFO and the key is
+//!   nowhere in `docker inspect`.
+//! - A real prompt (`codex exec …`, `claude -p …`, `gemini -p …`): the CLI sends its request to
+//!   the broker in its network-less container; the stand-in API (`support::upstream`, the real
+//!   APIs are unreachable here) receives it with the real key in the provider's own header and
+//!   no placeholder, and answers in the API's documented streaming format; that answer is the
+//!   CLI's output in the stdout FIFO.
 //!
 //! The provider images are built by `containers/build-images.sh` (idempotent; the entrypoint
 //! tests build them too).
@@ -13,6 +19,7 @@ use polydev::pb::hashicorp::nomad::plugins::drivers::proto as nomad;
 use rmpv::Value;
 use support::real::{AllocDir, Plugin, docker};
 use support::tasks::{destroy, finish, test_key, unique_id, wait, wait_for_reported_idle};
+use support::upstream::{Recorded, Reply, StandIn};
 use support::{TaskOptions, cty_object, encode, task_config};
 
 /// Build (or find up to date) the provider images once per test binary.
@@ -36,8 +43,16 @@ fn ensure_provider_images() {
     });
 }
 
-/// Default provider images; a warm pool of one for `openai` only.
-fn config(data_dir: &Path) -> Vec<u8> {
+/// Default provider images; a warm pool of one for `openai` only; `api` as every provider's
+/// upstream when given.
+fn config(data_dir: &Path, api: Option<&StandIn>) -> Vec<u8> {
+    let provider = || match api {
+        Some(api) => cty_object(vec![
+            ("api_upstream", Value::from(api.origin())),
+            ("upstream_ca_file", Value::from(api.ca_path())),
+        ]),
+        None => cty_object(vec![]),
+    };
     let pool = |target: u32| {
         cty_object(vec![
             ("target", Value::from(target)),
@@ -54,23 +69,60 @@ fn config(data_dir: &Path) -> Vec<u8> {
                 (Value::from("openai"), pool(1)),
             ]),
         ),
+        (
+            "provider",
+            Value::Map(
+                ["anthropic", "google", "openai"]
+                    .into_iter()
+                    .map(|name| (Value::from(name), provider()))
+                    .collect(),
+            ),
+        ),
     ]))
 }
 
-async fn run_cli(provider: &str, command: &str, expect: &str) {
-    ensure_provider_images();
-    let key = test_key();
-    let data_dir = tempfile::tempdir().unwrap();
-    let variable = match provider {
+/// The key variable of a built-in provider.
+fn key_variable(provider: &str) -> &'static str {
+    match provider {
         "openai" => "OPENAI_API_KEY",
         "anthropic" => "ANTHROPIC_API_KEY",
         _ => "GOOGLE_API_KEY",
-    };
-    let plugin = Plugin::spawn(&[(variable, key.as_str())]);
+    }
+}
+
+/// What one CLI run produced.
+struct CliRun {
+    key: String,
+    exit_code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn run_cli(provider: &str, command: &str, expect: &str) {
+    let run = run_task(provider, command, &["--version"], None).await;
+    assert_eq!(
+        run.exit_code, 0,
+        "stdout {:?} stderr {:?}",
+        run.stdout, run.stderr
+    );
+    assert!(
+        run.stdout.contains(expect),
+        "{command} --version printed {:?} (stderr {:?})",
+        run.stdout,
+        run.stderr
+    );
+}
+
+/// Run `command args` as a task of `provider` (warm for openai) and wait for its end.
+async fn run_task(provider: &str, command: &str, args: &[&str], api: Option<&StandIn>) -> CliRun {
+    ensure_provider_images();
+    let key = test_key();
+    let data_dir = tempfile::tempdir().unwrap();
+    let plugin = Plugin::spawn(&[(key_variable(provider), key.as_str())]);
     let (mut base, mut driver) = plugin.clients().await;
     let cleanup = Cleanup { plugin, data_dir };
     base.set_config(support::set_config_request(
-        config(cleanup.data_dir.path()),
+        config(cleanup.data_dir.path(), api),
         true,
     ))
     .await
@@ -82,7 +134,7 @@ async fn run_cli(provider: &str, command: &str, expect: &str) {
     let alloc = AllocDir::new("cli");
     let (stdout, stderr) = alloc.start_readers();
     let id = unique_id("cli");
-    let mut options = TaskOptions::new(provider, command, &["--version"]);
+    let mut options = TaskOptions::new(provider, command, args);
     options.work_dir = Some("/local".into());
     let mut task = task_config(&id, Some(alloc.root.path()), &options);
     task.name = "cli".into();
@@ -111,16 +163,89 @@ async fn run_cli(provider: &str, command: &str, expect: &str) {
     let result = wait(&mut driver, &id).await;
     let stdout = String::from_utf8_lossy(&finish(stdout).await).into_owned();
     let stderr = String::from_utf8_lossy(&finish(stderr).await).into_owned();
+    destroy(&mut driver, &id, &container).await;
+    CliRun {
+        key,
+        exit_code: result.result.unwrap().exit_code,
+        stdout,
+        stderr,
+    }
+}
+
+/// Canned answers in each API's documented format: the Responses API's SSE for codex, the
+/// Messages API's SSE (or JSON) for claude, `streamGenerateContent` SSE for gemini.
+fn canned(request: &Recorded) -> Reply {
+    let text = |s: &str| s.to_string();
+    let events = |raw: &str| raw.split_inclusive("\n\n").map(text).collect::<Vec<_>>();
+    let path = request.path.as_str();
+    if path.starts_with("/v1/responses") {
+        Reply::sse(events(include_str!("fixtures/openai_responses.sse")))
+    } else if path.starts_with("/v1/messages") {
+        if String::from_utf8_lossy(&request.body).contains("\"stream\":true") {
+            Reply::sse(events(include_str!("fixtures/anthropic_messages.sse")))
+        } else {
+            Reply::json(include_str!("fixtures/anthropic_message.json"))
+        }
+    } else if path.contains(":streamGenerateContent") {
+        Reply::sse(events(include_str!("fixtures/gemini_stream.sse")))
+    } else if path.contains(":generateContent") {
+        Reply::json(include_str!("fixtures/gemini_router.json"))
+    } else {
+        Reply::Whole {
+            status: 404,
+            content_type: "application/json",
+            body: "{\"error\":{\"message\":\"not served by the stand-in\"}}".into(),
+        }
+    }
+}
+
+/// A real prompt through the broker: checks what reached the API and what the CLI printed.
+async fn prompt(provider: &str, command: &str, args: &[&str], model_path: &str, auth: &str) {
+    let api = StandIn::start(canned).await;
+    let run = run_task(provider, command, args, Some(&api)).await;
+    let requests = api.requests();
+    let model_requests: Vec<&Recorded> = requests
+        .iter()
+        .filter(|r| r.path.starts_with(model_path) || r.path.contains(model_path))
+        .collect();
+    assert!(
+        !model_requests.is_empty(),
+        "{command} sent no model request; the API got {requests:?}; stdout {:?} stderr {:?}",
+        run.stdout,
+        run.stderr
+    );
+    let expected_auth = if auth == "authorization" {
+        format!("Bearer {}", run.key)
+    } else {
+        run.key.clone()
+    };
+    for request in &requests {
+        assert_eq!(
+            request.header(auth),
+            Some(expected_auth.as_str()),
+            "{request:?}"
+        );
+        assert!(
+            !request
+                .text()
+                .contains(polydev::broker::launch::PLACEHOLDER),
+            "the placeholder reached the API: {request:?}"
+        );
+    }
     assert_eq!(
-        result.result.unwrap().exit_code,
-        0,
-        "stdout {stdout:?} stderr {stderr:?}"
+        run.exit_code, 0,
+        "stdout {:?} stderr {:?}",
+        run.stdout, run.stderr
     );
     assert!(
-        stdout.contains(expect),
-        "{command} --version printed {stdout:?} (stderr {stderr:?})"
+        run.stdout.contains("polydev-canned-reply-ok"),
+        "{command} printed {:?} (stderr {:?}); the API got {requests:?}",
+        run.stdout,
+        run.stderr
     );
-    destroy(&mut driver, &id, &container).await;
+    assert!(!run.stdout.contains(&run.key) && !run.stderr.contains(&run.key));
+    let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
+    eprintln!("{command}: the API got {paths:?}; stdout {:?}", run.stdout);
 }
 
 /// Whatever happens in the test: stop the plugin, remove its containers, unmount its slots.
@@ -155,4 +280,29 @@ async fn claude_code_runs_through_the_driver() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gemini_cli_runs_through_the_driver() {
     run_cli("google", "gemini", "0.61.0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_answers_a_prompt_through_the_broker_from_a_warm_container() {
+    let args = ["exec", "--skip-git-repo-check", "--", "Say hello"];
+    prompt("openai", "codex", &args, "/v1/responses", "authorization").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_answers_a_prompt_through_the_broker() {
+    let args = ["-p", "Say hello"];
+    prompt("anthropic", "claude", &args, "/v1/messages", "x-api-key").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_answers_a_prompt_through_the_broker() {
+    let args = ["-m", "gemini-2.5-flash", "-p", "Say hello"];
+    prompt(
+        "google",
+        "gemini",
+        &args,
+        ":streamGenerateContent",
+        "x-goog-api-key",
+    )
+    .await;
 }
