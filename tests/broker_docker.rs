@@ -78,6 +78,21 @@ fn config(
     support::encode(&value)
 }
 
+/// `config` with `security { read_only_rootfs = true }`.
+fn read_only_config(api: &StandIn, data_dir: &std::path::Path) -> Vec<u8> {
+    use rmpv::Value;
+    let base = config(api, data_dir, &[], &PoolOptions::target(0));
+    let mut value = rmpv::decode::read_value(&mut &base[..]).unwrap();
+    if let Value::Map(entries) = &mut value {
+        for (key, field) in entries.iter_mut() {
+            if key.as_str() == Some("security") {
+                *field = support::cty_object(vec![("read_only_rootfs", Value::Boolean(true))]);
+            }
+        }
+    }
+    support::encode(&value)
+}
+
 /// `sh -c SCRIPT` as an `anthropic` task (its CLI setting is `ANTHROPIC_BASE_URL`).
 fn anthropic_script(body: &str) -> TaskOptions {
     let mut options = TaskOptions::new("anthropic", "sh", &["-c", body]);
@@ -536,6 +551,28 @@ async fn a_warm_broker_mode_task_is_served_from_its_first_request() {
         request.header("authorization"),
         Some(&format!("Bearer {}", s.key)[..])
     );
+    destroy(&mut s.driver, &task.id, &task.container).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_root_still_takes_the_clis_settings() {
+    let api = StandIn::start(|_| Reply::json(CANNED)).await;
+    let mut s = setup(&api, &[], &PoolOptions::target(0)).await;
+    let (mut base, _) = s.plugin.clients().await;
+    base.set_config(support::set_config_request(
+        read_only_config(&api, s.data_dir.path()),
+        true,
+    ))
+    .await
+    .expect("SetConfig");
+    let body = "grep -c base_url $HOME/.codex/config.toml; touch /etc/x 2>/dev/null && echo root-writable; echo done";
+    let mut options = TaskOptions::new("openai", "sh", &["-c", body]);
+    options.work_dir = Some("/tmp".into());
+    let task = start(&mut s.driver, "ro", options, 64).await;
+    let result = wait(&mut s.driver, &task.id).await;
+    let stdout = String::from_utf8_lossy(&finish(task.stdout).await).into_owned();
+    assert_eq!(result.result.unwrap().exit_code, 0, "{stdout}");
+    assert_eq!(stdout, "1\ndone\n");
     destroy(&mut s.driver, &task.id, &task.container).await;
 }
 

@@ -18,6 +18,16 @@ use crate::runtime::{ContainerSpec, ResourceLimits, StatsSample};
 /// UTF-8), keeps partial-line metadata, and supports reading back with `docker logs`.
 pub const LOG_DRIVER: &str = "local";
 
+/// Writable scratch space of a container with a read-only root filesystem: `/tmp`, and the
+/// task user's home (where the CLIs keep their state and the launch spec's files go).
+const READ_ONLY_TMPFS: [(&str, &str); 2] = [
+    ("/tmp", "rw,nosuid,nodev,mode=1777"),
+    (
+        "/home/runtime",
+        "rw,nosuid,nodev,uid=1000,gid=1000,mode=0700",
+    ),
+];
+
 /// Build the `POST /containers/create` body. The container keeps stdin open for exactly one
 /// attach (the launch spec) and never gets a TTY, so stdout and stderr stay apart.
 pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
@@ -46,6 +56,12 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         security_opt: (!security_opt.is_empty()).then_some(security_opt),
         pids_limit: (security.pids_limit > 0).then_some(security.pids_limit),
         readonly_rootfs: Some(security.read_only_rootfs),
+        tmpfs: security.read_only_rootfs.then(|| {
+            READ_ONLY_TMPFS
+                .iter()
+                .map(|(path, options)| (path.to_string(), options.to_string()))
+                .collect()
+        }),
         runtime: security.oci_runtime.clone(),
         privileged: Some(false),
         network_mode: spec.network_mode.clone(),
@@ -227,6 +243,16 @@ mod tests {
         assert_eq!(body.stdin_once, Some(true));
         assert_eq!(body.tty, Some(false));
         assert_eq!(body.user.as_deref(), Some("1000:1000"));
+    }
+
+    #[test]
+    fn a_read_only_root_gets_a_writable_tmp_and_home() {
+        assert_eq!(create_body(&spec()).host_config.unwrap().tmpfs, None);
+        let mut read_only = spec();
+        read_only.security.read_only_rootfs = true;
+        let tmpfs = create_body(&read_only).host_config.unwrap().tmpfs.unwrap();
+        assert_eq!(tmpfs["/tmp"], "rw,nosuid,nodev,mode=1777");
+        assert!(tmpfs["/home/runtime"].contains("uid=1000"));
     }
 
     #[test]
