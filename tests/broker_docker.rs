@@ -236,11 +236,7 @@ async fn a_broker_mode_task_reaches_only_its_api_and_the_key_is_nowhere_in_its_r
     let requests = api.wait_for_requests(1, Duration::from_secs(10)).await;
     assert_eq!(requests[0].path, "/v1/messages");
     assert_eq!(requests[0].header("x-api-key"), Some(s.key.as_str()));
-    assert!(
-        !requests[0]
-            .text()
-            .contains(polydev::broker::launch::PLACEHOLDER)
-    );
+    assert!(!requests[0].text().contains(polydev::core::cli::PLACEHOLDER));
 
     destroy(&mut s.driver, &task.id, &task.container).await;
     let stdout = String::from_utf8_lossy(&finish(task.stdout).await).into_owned();
@@ -605,6 +601,6 @@ async fn polydev_run_uses_the_same_broker() {
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("canned-from-the-api"), "{stdout}\n{stderr}");
     assert!(!stdout.contains(&key) && !stderr.contains(&key));
-    assert!(stdout.contains(&format!("env-key={}", polydev::broker::launch::PLACEHOLDER)));
+    assert!(stdout.contains(&format!("env-key={}", polydev::core::cli::PLACEHOLDER)));
     assert_eq!(api.requests()[0].header("x-api-key"), Some(key.as_str()));
 }

@@ -563,7 +563,7 @@ fn provider_info(provider: &str) -> (&'static str, &'static str) {
     match provider {
         "openai" => ("codex", "OPENAI_API_KEY"),
         "anthropic" => ("claude", "ANTHROPIC_API_KEY"),
-        "google" => ("gemini", "GOOGLE_API_KEY"),
+        "google" => ("gemini", "GEMINI_API_KEY"),
         other => panic!("unknown provider {other}"),
     }
 }

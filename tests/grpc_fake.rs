@@ -278,7 +278,7 @@ async fn a_broker_mode_task_gets_a_placeholder_no_network_and_a_broker_until_it_
         .filter_map(|l| l.strip_prefix("env "))
         .map(|b| String::from_utf8(base64_decode(b)).unwrap())
         .collect();
-    let placeholder = polydev::broker::launch::PLACEHOLDER;
+    let placeholder = polydev::core::cli::PLACEHOLDER;
     assert!(
         env.contains(&format!("OPENAI_API_KEY={placeholder}")),
         "{env:?}"

@@ -226,9 +226,7 @@ async fn prompt(provider: &str, command: &str, args: &[&str], model_path: &str, 
             "{request:?}"
         );
         assert!(
-            !request
-                .text()
-                .contains(polydev::broker::launch::PLACEHOLDER),
+            !request.text().contains(polydev::core::cli::PLACEHOLDER),
             "the placeholder reached the API: {request:?}"
         );
     }

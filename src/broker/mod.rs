@@ -27,7 +27,6 @@
 
 mod body;
 mod egress;
-pub mod launch;
 pub mod netns;
 mod proxy;
 mod reply;

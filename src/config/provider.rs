@@ -46,7 +46,7 @@ pub struct ProviderConfig {
     /// How the CLI gets its credentials.
     pub credential_mode: CredentialMode,
     /// The built-in CLI this provider runs (`None` for providers of the operator's own), which
-    /// says what else the CLI needs to talk to the broker (see `broker::launch`).
+    /// says what else the CLI needs at launch (see `core::cli`).
     pub cli: Option<KnownCli>,
 }
 

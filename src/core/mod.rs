@@ -18,6 +18,7 @@
 //! - No credential is kept after the launch spec is sent, except as redaction patterns for the
 //!   task's log pump.
 
+pub mod cli;
 mod container;
 mod events;
 mod exec;

@@ -10,12 +10,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use secrecy::SecretString;
 
+use super::cli::{BrokerAddress, cli_launch};
 use super::container::task_container;
 use super::launch::LaunchSpec;
 use super::store::TaskEntry;
 use super::task::{DriverState, TaskSpec};
 use super::{Core, CoreError};
-use crate::broker::launch::broker_launch;
 use crate::broker::{BrokerLease, BrokeredTask, ListenerSite};
 use crate::config::{ProviderConfig, WhenEmpty};
 use crate::credentials::CredentialKey;
@@ -149,14 +149,12 @@ impl Core {
             ),
             None => None,
         };
-        let launch = launch_spec(
-            task,
-            brokered,
-            credentials,
-            lease.as_ref(),
-            self.broker.egress_enabled(),
-        )
-        .encode();
+        let address = lease.as_ref().map(|lease| BrokerAddress {
+            port: lease.port(),
+            egress: self.broker.egress_enabled(),
+        });
+        let provider = self.settings.config.providers.get(&task.config.provider);
+        let launch = launch_spec(task, provider, credentials, address).encode();
         match warm {
             // A warm container still has its idle limits: raise them while the spec goes in
             // (both finish before StartTask returns; the CLI cannot outgrow idle limits in the
@@ -358,14 +356,14 @@ pub(super) fn brokered_task(
     }
 }
 
-/// The launch spec of `task`: Nomad's env, polydev's own variables, then either the broker's
-/// settings (broker mode: placeholders, the broker's address) or the credentials (env mode).
+/// The launch spec of `task`: Nomad's env, polydev's own variables, then what its CLI needs
+/// (see [`super::cli`]): in broker mode placeholders and the broker's address, in env mode the
+/// credentials.
 fn launch_spec(
     task: &TaskSpec,
-    brokered: Option<&ProviderConfig>,
+    provider: Option<&ProviderConfig>,
     credentials: &[(String, SecretString)],
-    lease: Option<&BrokerLease>,
-    egress: bool,
+    broker: Option<BrokerAddress>,
 ) -> LaunchSpec {
     let mut env: Vec<(String, String)> = task
         .env
@@ -380,26 +378,22 @@ fn launch_spec(
     if task.config.debug {
         env.push(("DEBUG".into(), "true".into()));
     }
-    let (secret_env, files) = match (brokered, lease) {
-        (Some(provider), Some(lease)) => {
-            let setup = broker_launch(provider, lease.port(), egress);
-            env.extend(setup.env);
-            let files = setup
-                .files
-                .into_iter()
-                .map(|f| (f.path, f.content))
-                .collect();
-            (Vec::new(), files)
-        }
-        _ => (credentials.to_vec(), Vec::new()),
+    let cli = match provider {
+        Some(provider) => cli_launch(provider, broker, credentials),
+        None => super::cli::CliLaunch {
+            secret_env: credentials.to_vec(),
+            required: task.config.credentials.clone(),
+            ..Default::default()
+        },
     };
+    env.extend(cli.env);
     LaunchSpec {
         argv: task.config.argv.clone(),
         env,
         work_dir: Some(task.config.work_dir.clone()),
-        required: task.config.credentials.clone(),
-        secret_env,
-        files,
+        required: cli.required,
+        secret_env: cli.secret_env,
+        files: cli.files,
     }
 }
 
