@@ -34,6 +34,21 @@ plugin "polydev" {
     #   command              = "codex"
     #   credentials          = ["OPENAI_API_KEY"]
     #   optional_credentials = []
+    #   # "broker": the key stays with polydev and the container has no network; the CLI
+    #   # reaches its API through polydev's broker. "env": the key is in the CLI's environment
+    #   # (weaker; the container gets security.network_mode).
+    #   credential_mode      = "broker"
+    #   api_upstream         = "https://api.openai.com"   # https:// only; a path prefix is kept
+    #   upstream_ca_file     = ""                          # extra CA certificates (PEM)
+    #   api_auth             = "bearer"                    # bearer | x-api-key | x-goog-api-key | query-key
+    # }
+    # (anthropic: api_upstream "https://api.anthropic.com", api_auth "x-api-key";
+    #  google: "https://generativelanguage.googleapis.com", "x-goog-api-key")
+    # A CLI of your own in broker mode also says where it reads its API address:
+    # provider "aider" {
+    #   image = "aider:latest", command = "aider", credentials = ["OPENAI_API_KEY"]
+    #   credential_mode = "broker", api_upstream = "https://api.openai.com", api_auth = "bearer"
+    #   base_url_env = ["OPENAI_API_BASE"], base_url_path = "/v1"
     # }
     # provider "anthropic" {
     #   image                = "polydev-anthropic-runtime:latest"
@@ -55,7 +70,24 @@ plugin "polydev" {
     #   read_only_rootfs     = false  # mount the image read-only
     #   runtime              = ""     # OCI runtime, e.g. "runsc"; "" = Docker's default
     #   allow_image_override = false  # let jobspecs set `image`
-    #   network_mode         = ""     # "bridge", "none" or "host"; "" = Docker's default bridge
+    #   network_mode         = ""     # env-mode providers only: "bridge", "none" or "host";
+    #                                 # "" = Docker's default bridge (broker mode: always none)
+    # }
+
+    # The per-task credential broker's limits.
+    # broker {
+    #   max_header_bytes = 65536      # request line + headers; more gets 431
+    #   max_body_bytes   = 33554432   # one request body; more gets 413
+    #   connect_timeout  = "10s"      # to the API (and to egress destinations)
+    #   upstream_timeout = "10m"      # until the API answers, and between pieces of its answer
+    #   client_timeout   = "30s"      # for a client to send its headers; idle connections too
+    #   max_connections  = 64         # open connections per task
+    # }
+
+    # Destinations broker-mode tasks may reach besides their API (an HTTP CONNECT proxy at the
+    # broker's address; the tasks get HTTPS_PROXY). Empty: the provider's API alone.
+    # egress {
+    #   allow = ["registry.npmjs.org:443"]
     # }
 
     # Warm pool, per provider: idle containers started ahead of time so StartTask only claims

@@ -4,21 +4,28 @@
 //!
 //! # Layout
 //!
-//! Dependencies point inward: `plugin → driver → core ← docker`; `core`, `logs` and
-//! `credentials` never name tonic or bollard types.
+//! Dependencies point inward: `plugin → driver → core ← docker`; `core`, `logs`, `broker` and
+//! `credentials` never name tonic or bollard types, and `core` never names HTTP types.
 //!
 //! - [`plugin`]: the go-plugin server side — magic cookie, unix socket, handshake line,
 //!   `GRPCController/Shutdown`, health `plugin`, signals.
 //! - [`driver`]: Nomad's `BasePlugin` and `Driver` gRPC services; protobuf ⇄ domain, the one
 //!   error → `Status` mapping, the Fingerprint and TaskEvents streams.
-//! - [`core`]: the task lifecycle (start, supervise, stop, destroy, recover, stats, exec).
+//! - [`core`]: the task lifecycle (start, supervise, stop, destroy, recover, stats, exec), and
+//!   what each CLI is given at launch (`core::cli`).
+//! - [`broker`]: the per-task credential broker — a listener inside each broker-mode task's
+//!   network namespace that forwards the CLI's API requests with the real key, and the egress
+//!   allowlist; the key never enters the container.
+//! - [`pool`]: the warm pool — idle containers per provider, claimed by StartTask, refilled and
+//!   reconciled in the background.
 //! - [`config`]: hclspec schemas and cty-msgpack decoding of the plugin and task configuration.
 //! - [`credentials`]: where a task's provider credentials come from.
 //! - [`logs`]: the log pump — container output → Nomad's FIFOs, resumable, redacted — and the
 //!   forwarder process that keeps it running across plugin restarts.
 //! - [`runtime`]: the container-engine port (trait) and its in-memory fake.
 //! - [`docker`]: the port implemented with bollard against a real Docker engine.
-//! - [`cli`]: the operator CLI (`polydev run`, `polydev version`).
+//! - [`cli`]: the operator CLI (`polydev run`, `polydev credentials`, `polydev pool status`,
+//!   `polydev version`).
 //! - [`logging`]: hclog-shaped JSON on stderr, which Nomad's agent understands.
 //! - [`mountinfo`]: `/proc/<pid>/mountinfo` parsed, for the pool's slots and the cgroup writer.
 //! - [`pb`]: code generated from the vendored protos (`proto/`).

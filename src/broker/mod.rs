@@ -5,8 +5,8 @@
 //! gives the CLI that address as its API base URL, with a placeholder where the key would be.
 //! Each request that arrives there is the task's — the listener itself says which task is
 //! calling, so there is no token to steal — and is forwarded to the provider's API over TLS
-//! ([`upstream`]) with the task's current key put where the provider expects it ([`proxy`]).
-//! `CONNECT` to destinations the operator allowed is tunnelled ([`egress`]); nothing else is
+//! ([`upstream`]) with the task's current key put where the provider expects it (`proxy`).
+//! `CONNECT` to destinations the operator allowed is tunnelled (`egress`); nothing else is
 //! reachable from the container.
 //!
 //! `core` uses it through [`Broker::open`] (the address a task's CLI is given, as a
@@ -19,7 +19,7 @@
 //!   Closing the lease (stop, exit, destroy) or the plugin's shutdown stops the listener and
 //!   every connection of it.
 //! - Each task holds at most `max_connections` connections; bad, huge or slow requests and
-//!   failing upstreams get an HTTP error ([`reply`]), never a panic, and touch no other task.
+//!   failing upstreams get an HTTP error (`reply`), never a panic, and touch no other task.
 //!
 //! What a plugin crash does: the listener lives in the plugin process, so in-flight requests
 //! fail and new connections are refused until Nomad's RecoverTask, which binds the same port in
