@@ -76,7 +76,10 @@ async fn forward(
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Refusal> {
     let (parts, body) = request.into_parts();
-    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+    if parts.uri.scheme().is_some()
+        || parts.uri.authority().is_some()
+        || !parts.uri.path().starts_with('/')
+    {
         return Err(Refusal::BadRequest(
             "this address forwards only to the provider's API: send requests as \
              `METHOD /path`, not as a proxy request for another URL"
@@ -99,7 +102,9 @@ async fn forward(
     );
     let uri = upstream
         .uri_for(&path_and_query)
-        .map_err(|_| Refusal::BadRequest("the request path is not a valid URL path".into()))?;
+        .ok()
+        .filter(|uri| upstream.is_its_origin(uri))
+        .ok_or_else(|| Refusal::BadRequest("the request path is not a valid URL path".into()))?;
     let mut headers = forwardable(&parts.headers);
     match upstream.auth {
         ApiAuth::Bearer => insert_secret(

@@ -67,6 +67,17 @@ impl Upstream {
     pub fn uri_for(&self, path_and_query: &str) -> Result<http::Uri, http::uri::InvalidUri> {
         format!("{}{}{}", self.origin, self.path, path_and_query).parse()
     }
+
+    /// Whether `uri` goes to this upstream's own scheme, host and port (checked on every
+    /// request, so no path can steer a key elsewhere).
+    pub fn is_its_origin(&self, uri: &http::Uri) -> bool {
+        match (uri.scheme_str(), uri.authority()) {
+            (Some(scheme), Some(authority)) => {
+                format!("{scheme}://{}", authority.as_str()) == self.origin
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The upstreams of every broker-mode provider of `config`.
@@ -167,5 +178,35 @@ fn ca_error(provider: &str, path: &Path, reason: &str) -> UpstreamError {
         provider: provider.to_string(),
         path: path.display().to_string(),
         reason: reason.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn no_request_path_leaves_the_configured_origin() {
+        let upstreams = upstreams(&PluginConfig::default()).unwrap();
+        let openai = &upstreams["openai"];
+        for path in [
+            "/v1/responses",
+            "//evil.example/v1",
+            "/@evil.example/v1",
+            "/%2F%2Fevil.example",
+            "/v1?x=@evil.example:443",
+        ] {
+            let uri = openai.uri_for(path).unwrap();
+            assert!(openai.is_its_origin(&uri), "{path} → {uri}");
+            assert_eq!(uri.host(), Some("api.openai.com"), "{path}");
+        }
+        // Anything that would change the authority does not parse, or is refused.
+        for path in ["*", ":8443/v1", ".evil.example/v1", "@evil.example/v1"] {
+            let stays = openai
+                .uri_for(path)
+                .map(|uri| openai.is_its_origin(&uri))
+                .unwrap_or(false);
+            assert!(!stays, "{path}");
+        }
     }
 }
