@@ -327,24 +327,22 @@ async fn another_task_cannot_reach_a_broker_and_it_stops_answering_at_stop() {
 async fn a_key_rotated_in_the_store_reaches_the_next_request_and_a_removed_one_gets_a_401() {
     let api = StandIn::start(|_| Reply::json(CANNED)).await;
     let mut s = setup(&api, &[], &PoolOptions::target(0)).await;
-    let register = |value: &str| {
-        let (code, _, stderr) = credentials_cli(
-            &[
-                "set",
-                "--namespace",
-                "default",
-                "--user",
-                "u1",
-                "--provider",
-                "anthropic",
-            ],
-            s.data_dir.path(),
-            value,
-        );
+    // `polydev credentials set|rm` for user u1's anthropic entry in namespace default.
+    let store = |verb: &str, value: &str| {
+        let entry = [
+            "--namespace",
+            "default",
+            "--user",
+            "u1",
+            "--provider",
+            "anthropic",
+        ];
+        let args: Vec<&str> = std::iter::once(verb).chain(entry).collect();
+        let (code, _, stderr) = credentials_cli(&args, s.data_dir.path(), value);
         assert_eq!(code, 0, "{stderr}");
     };
     let (first, second) = (test_key(), format!("{}-rotated", test_key()));
-    register(&first);
+    store("set", &first);
     // The task asks its API each time the test drops a go<N> file into its local dir.
     let body = "for n in 1 2 3; do i=0; while [ ! -e /local/go$n ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; \
          (printf 'POST /v1/messages HTTP/1.1\\r\\nHost: api\\r\\nx-api-key: %s\\r\\nContent-Length: 2\\r\\n\\r\\n{}' \"$ANTHROPIC_API_KEY\"; \
@@ -358,25 +356,12 @@ async fn a_key_rotated_in_the_store_reaches_the_next_request_and_a_removed_one_g
     task.stdout
         .wait_for("asked-1", Duration::from_secs(30))
         .await;
-    register(&second);
+    store("set", &second);
     go(2);
     task.stdout
         .wait_for("asked-2", Duration::from_secs(30))
         .await;
-    let (code, _, stderr) = credentials_cli(
-        &[
-            "rm",
-            "--namespace",
-            "default",
-            "--user",
-            "u1",
-            "--provider",
-            "anthropic",
-        ],
-        s.data_dir.path(),
-        "",
-    );
-    assert_eq!(code, 0, "{stderr}");
+    store("rm", "");
     go(3);
     wait(&mut s.driver, &task.id).await;
     let stdout = String::from_utf8_lossy(&finish(task.stdout).await).into_owned();
