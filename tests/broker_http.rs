@@ -363,6 +363,26 @@ async fn bad_requests_get_clear_4xx_answers_and_never_reach_the_api() {
             "HTTP/1.1 400",
             "",
         ),
+        // `*` would join onto the origin as a port (`https://host:8443*`) and send the key to 443.
+        (
+            "asterisk form",
+            b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            "HTTP/1.1 400",
+            "provider's API",
+        ),
+        // An API answering TRACE would echo the request, key included, to the container.
+        (
+            "TRACE",
+            b"TRACE /v1/messages HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(),
+            "HTTP/1.1 405",
+            "TRACE",
+        ),
+        (
+            "unknown method",
+            b"FROB /v1/messages HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(),
+            "HTTP/1.1 405",
+            "FROB",
+        ),
         (
             "absolute form",
             b"GET http://evil.example/ HTTP/1.1\r\nHost: evil.example\r\n\r\n".to_vec(),
@@ -409,6 +429,40 @@ async fn bad_requests_get_clear_4xx_answers_and_never_reach_the_api() {
     let answer = exchange(port, &post("/v1/messages", "", "{}"), limit).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_no_key_logged(KEY);
+}
+
+#[tokio::test]
+async fn api_paths_limit_what_the_key_can_be_used_for_and_method_overrides_are_dropped() {
+    let api = StandIn::start(|_| Reply::json("{}")).await;
+    let mut config = plugin_config(&api.origin(), &api.ca_path(), vec![], &[]);
+    let provider = config.providers.get_mut("anthropic").unwrap();
+    if let polydev::config::CredentialMode::Broker(route) = &mut provider.credential_mode {
+        route.paths = vec!["/v1/messages".into()];
+    }
+    let f = fixture(&config, shared_key());
+    let lease = f.open("anthropic", None).await;
+    let limit = Duration::from_secs(10);
+    let answer = exchange(lease.port(), &post("/v1/files", "", "{}"), limit).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 403") && answer.contains("api_paths"),
+        "{answer}"
+    );
+    let answer = exchange(
+        lease.port(),
+        &post(
+            "/v1/messages/count_tokens",
+            "X-HTTP-Method-Override: TRACE\r\nMax-Forwards: 0\r\n",
+            "{}",
+        ),
+        limit,
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let requests = api.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].path, "/v1/messages/count_tokens");
+    assert_eq!(requests[0].header("x-http-method-override"), None);
+    assert_eq!(requests[0].header("max-forwards"), None);
 }
 
 #[tokio::test]

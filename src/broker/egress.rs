@@ -4,10 +4,13 @@
 //! Invariants:
 //! - A destination is tunnelled only if a rule allows the exact host and port the client
 //!   asked for; everything else gets a 403 that names the destination and the fix.
-//! - A rule naming a host resolves it here, on the host, and refuses addresses that no public
-//!   name should lead to (loopback, link-local such as the cloud metadata service,
-//!   unspecified, multicast), so a DNS answer cannot turn an allowed name into a door to this
-//!   machine. A rule naming an IP address is taken as the operator wrote it.
+//! - A rule naming a host resolves it here, on the host, and refuses every address that is
+//!   not public: loopback, link-local (the cloud metadata service), private (RFC 1918, IPv6
+//!   unique-local), shared (100.64/10), documentation, unspecified, multicast and broadcast,
+//!   also when embedded in IPv6 (mapped, NAT64, 6to4) — so neither a DNS answer nor a rebinding
+//!   turns an allowed name into a door to this machine or its networks (docker0, the host's
+//!   addresses). An internal destination is allowed by naming its IP address in a rule, which
+//!   is taken as the operator wrote it.
 //! - The tunnel is opaque bytes (TLS end to end between the CLI and the destination); the
 //!   broker adds no credential to it.
 
@@ -133,30 +136,53 @@ async fn resolve(
         })
 }
 
-/// Addresses a name may lead to through the allowlist.
+/// Addresses a name may lead to through the allowlist: public ones only.
 fn is_public(ip: IpAddr) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
-    };
     match ip {
-        IpAddr::V4(v4) => {
-            !(v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_multicast()
-                || v4.is_broadcast())
-        }
+        IpAddr::V4(v4) => is_public_v4(v4),
         IpAddr::V6(v6) => {
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || v6.is_unicast_link_local())
+            let segments = v6.segments();
+            let embedded = if let Some(v4) = v6.to_ipv4_mapped() {
+                Some(v4)
+            } else if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                // NAT64 well-known prefix 64:ff9b::/96.
+                Some(std::net::Ipv4Addr::from(u128::from(v6) as u32))
+            } else if segments[0] == 0x2002 {
+                // 6to4: 2002:AABB:CCDD::/48 carries AA.BB.CC.DD.
+                let [a, b] = segments[1].to_be_bytes();
+                let [c, d] = segments[2].to_be_bytes();
+                Some(std::net::Ipv4Addr::new(a, b, c, d))
+            } else {
+                None
+            };
+            match embedded {
+                Some(v4) => is_public_v4(v4),
+                None => {
+                    !(v6.is_loopback()
+                        || v6.is_unspecified()
+                        || v6.is_multicast()
+                        || v6.is_unicast_link_local()
+                        || v6.is_unique_local()
+                        // Documentation 2001:db8::/32.
+                        || (segments[0] == 0x2001 && segments[1] == 0x0db8))
+                }
+            }
         }
     }
+}
+
+fn is_public_v4(v4: std::net::Ipv4Addr) -> bool {
+    let [a, b, ..] = v4.octets();
+    let shared = a == 100 && (64..128).contains(&b);
+    !(v4.is_loopback()
+        || v4.is_link_local()
+        || v4.is_private()
+        || v4.is_unspecified()
+        || v4.is_multicast()
+        || v4.is_broadcast()
+        || v4.is_documentation()
+        || shared
+        || a == 0)
 }
 
 #[cfg(test)]
@@ -164,19 +190,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn local_and_metadata_addresses_are_not_public() {
+    fn only_public_addresses_are_reachable_by_name() {
         for local in [
             "127.0.0.1",
             "169.254.169.254",
             "0.0.0.0",
+            "10.1.2.3",
+            "172.17.0.1",
+            "192.168.1.1",
+            "100.64.0.1",
+            "192.0.2.2",
+            "224.0.0.1",
             "::1",
             "fe80::1",
+            "fd00::1",
+            "2001:db8::1",
             "::ffff:127.0.0.1",
-            "224.0.0.1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::a00:1",
+            "2002:a00:1::1",
         ] {
             assert!(!is_public(local.parse().unwrap()), "{local}");
         }
-        for public in ["93.184.216.34", "10.1.2.3", "2001:db8::1"] {
+        for public in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "64:ff9b::808:808",
+        ] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
     }

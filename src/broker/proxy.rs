@@ -25,14 +25,31 @@ use super::reply::Refusal;
 use crate::config::ApiAuth;
 use crate::credentials::CredentialError;
 
-/// Headers that carry a credential; never forwarded from the client.
-const CREDENTIAL_HEADERS: [&str; 6] = [
+/// Headers never forwarded from the client: those that carry a credential, and those that ask
+/// a server to treat a request as another method (which could turn it into a `TRACE`).
+const DROPPED_CLIENT_HEADERS: [&str; 10] = [
     "authorization",
     "proxy-authorization",
     "x-api-key",
     "x-goog-api-key",
     "api-key",
     "cookie",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "max-forwards",
+];
+
+/// Methods forwarded to the API. `TRACE`/`TRACK` would echo the request — the key included —
+/// back to the container, and APIs need nothing else.
+const FORWARDED_METHODS: [Method; 7] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
 ];
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded in either direction.
@@ -85,6 +102,12 @@ async fn forward(
              `METHOD /path`, not as a proxy request for another URL"
                 .into(),
         ));
+    }
+    if !FORWARDED_METHODS.contains(&parts.method) {
+        return Err(Refusal::MethodNotAllowed(parts.method.to_string()));
+    }
+    if !ctx.upstream.allows_path(parts.uri.path()) {
+        return Err(Refusal::PathNotAllowed(parts.uri.path().to_string()));
     }
     check_header_values(&parts.headers)?;
     let limit = ctx.limits.max_body_bytes;
@@ -203,7 +226,7 @@ fn forwardable(headers: &HeaderMap) -> HeaderMap {
     for (name, value) in headers {
         let lower = name.as_str();
         if HOP_BY_HOP.contains(&lower)
-            || CREDENTIAL_HEADERS.contains(&lower)
+            || DROPPED_CLIENT_HEADERS.contains(&lower)
             || named_by_connection.iter().any(|n| n == lower)
         {
             continue;

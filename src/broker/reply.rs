@@ -47,6 +47,16 @@ pub enum Refusal {
     },
     #[error("{upstream} sent an invalid answer: {reason}")]
     BadUpstream { upstream: String, reason: String },
+    #[error(
+        "method {0} is not forwarded; the API is reached with GET, HEAD, POST, PUT, PATCH, DELETE \
+         or OPTIONS"
+    )]
+    MethodNotAllowed(String),
+    #[error(
+        "{0} is not among this provider's api_paths; the operator can add its prefix to \
+         provider {{ api_paths = [...] }}"
+    )]
+    PathNotAllowed(String),
     #[error("{0}")]
     EgressRefused(String),
     #[error("{0}")]
@@ -64,7 +74,8 @@ impl Refusal {
             | Refusal::BadUpstream { .. }
             | Refusal::EgressFailed(_) => StatusCode::BAD_GATEWAY,
             Refusal::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Refusal::EgressRefused(_) => StatusCode::FORBIDDEN,
+            Refusal::EgressRefused(_) | Refusal::PathNotAllowed(_) => StatusCode::FORBIDDEN,
+            Refusal::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 

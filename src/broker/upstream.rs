@@ -59,6 +59,8 @@ pub struct Upstream {
     /// `""` or `/prefix`.
     pub path: String,
     pub auth: ApiAuth,
+    /// Path prefixes requests may have (`api_paths`); empty: any path.
+    pub paths: Vec<String>,
     pub client: HttpsClient,
 }
 
@@ -66,6 +68,15 @@ impl Upstream {
     /// The upstream URI for a request to `path_and_query` (starting with `/`).
     pub fn uri_for(&self, path_and_query: &str) -> Result<http::Uri, http::uri::InvalidUri> {
         format!("{}{}{}", self.origin, self.path, path_and_query).parse()
+    }
+
+    /// Whether a request for `path` may be forwarded (`api_paths`).
+    pub fn allows_path(&self, path: &str) -> bool {
+        self.paths.is_empty()
+            || self
+                .paths
+                .iter()
+                .any(|prefix| path.starts_with(prefix.as_str()))
     }
 
     /// Whether `uri` goes to this upstream's own scheme, host and port (checked on every
@@ -95,6 +106,7 @@ pub fn upstreams(config: &PluginConfig) -> Result<BTreeMap<String, Arc<Upstream>
                 origin: route.upstream_origin.clone(),
                 path: route.upstream_path.clone(),
                 auth: route.auth,
+                paths: route.paths.clone(),
                 client,
             }),
         );

@@ -86,6 +86,8 @@ pub struct ApiRoute {
     pub base_url_env: Vec<String>,
     /// Path appended to the broker's address in those variables (e.g. `/v1`).
     pub base_url_path: String,
+    /// Path prefixes the broker forwards (`api_paths`); empty: every path.
+    pub paths: Vec<String>,
 }
 
 /// Where a provider's API expects the key.
@@ -154,6 +156,7 @@ pub fn builtin_providers() -> BTreeMap<String, ProviderConfig> {
             auth,
             base_url_env: Vec::new(),
             base_url_path: String::new(),
+            paths: Vec::new(),
         }),
         cli: Some(cli),
     };
@@ -217,6 +220,7 @@ pub fn provider_schema() -> Spec {
         ("api_auth", attr("api_auth", "string", false)),
         ("base_url_env", attr("base_url_env", "list(string)", false)),
         ("base_url_path", attr("base_url_path", "string", false)),
+        ("api_paths", attr("api_paths", "list(string)", false)),
     ])
 }
 
@@ -293,6 +297,7 @@ fn credential_mode(current: &ProviderConfig, obj: &Obj<'_>) -> Result<Credential
         "api_auth",
         "base_url_env",
         "base_url_path",
+        "api_paths",
     ];
     let wants_broker = match obj.string("credential_mode")?.as_deref() {
         None => matches!(current.credential_mode, CredentialMode::Broker(_)),
@@ -409,6 +414,22 @@ fn credential_mode(current: &ProviderConfig, obj: &Obj<'_>) -> Result<Credential
             ));
         }
     };
+    let paths = match obj.strings("api_paths")? {
+        Some(paths) => paths,
+        None => inherited
+            .as_ref()
+            .map(|r| r.paths.clone())
+            .unwrap_or_default(),
+    };
+    for (i, path) in paths.iter().enumerate() {
+        if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ConfigError::invalid(
+                format!("{}[{i}]", obj.field("api_paths")),
+                format!("{path:?} is not a path prefix"),
+                "write prefixes of the API's paths, such as \"/v1/messages\"",
+            ));
+        }
+    }
     if current.credentials.is_empty() {
         return Err(ConfigError::missing(
             obj.field("credentials"),
@@ -423,6 +444,7 @@ fn credential_mode(current: &ProviderConfig, obj: &Obj<'_>) -> Result<Credential
         auth,
         base_url_env,
         base_url_path,
+        paths,
     }))
 }
 
