@@ -453,11 +453,18 @@ impl Pool {
     }
 }
 
+/// How the benchmarked provider gets its key: `BENCH_CREDENTIAL_MODE` (`broker`, the default,
+/// or `env`).
+fn credential_mode() -> String {
+    std::env::var("BENCH_CREDENTIAL_MODE").unwrap_or_else(|_| "broker".to_string())
+}
+
 /// The agent's `plugin "polydev" { config { … } }`: provider `openai` on `image`, credentials
 /// from the plugin's environment only, and the pool of `openai` alone.
 fn plugin_config(image: &str, data_dir: &Path, pool: Pool) -> Vec<u8> {
     let provider = cty_object(vec![
         ("command", Value::Nil),
+        ("credential_mode", Value::from(credential_mode())),
         ("credentials", str_list(&["OPENAI_API_KEY"])),
         ("image", Value::from(image)),
         ("optional_credentials", Value::Nil),

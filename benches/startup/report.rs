@@ -175,8 +175,9 @@ impl Report {
 
         let mut out = String::new();
         out.push_str(&format!(
-            "\n## polydev startup benchmark — commit {}, docker {}, {} CPUs, run {:.0} s\n\n",
+            "\n## polydev startup benchmark — commit {}, credential mode {}, docker {}, {} CPUs, run {:.0} s\n\n",
             self.env.commit,
+            super::credential_mode(),
             self.env.docker_version,
             self.env.cpus,
             self.took.as_secs_f64()
