@@ -14,8 +14,8 @@
 //! - Writing to stderr never panics and never reports an error: after an agent crash the pipe is
 //!   gone and every write fails with EPIPE ([`IgnoreErrors`]). Nothing here uses `eprintln!`.
 //! - A panic is logged at error level through the same path ([`install_panic_hook`]).
-//! - The filter comes from [`LOG_ENV`] (`EnvFilter` syntax); plugin mode defaults to `debug`
-//!   (the agent filters again by its own level) minus frame-level transport chatter
+//! - The filter comes from [`LOG_ENV`] (`EnvFilter` syntax); plugin mode defaults to polydev's
+//!   own `debug` (the agent filters again by its own level) and `warn` for every dependency
 //!   ([`PLUGIN_DEFAULT_FILTER`]), the CLI to `warn`.
 
 use std::fmt::{self, Write as _};
@@ -36,10 +36,12 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 /// Environment variable holding the log filter (`EnvFilter` syntax, e.g. `info,polydev=trace`).
 pub const LOG_ENV: &str = "POLYDEV_LOG";
-/// Default filter in plugin mode: `debug`, except for the HTTP/2 transport crates, which at
-/// debug log every frame (about six lines per RPC) and would flood an agent running at DEBUG
-/// (`nomad agent -dev` does). `POLYDEV_LOG=debug` brings them back.
-pub const PLUGIN_DEFAULT_FILTER: &str = "debug,h2=info,hyper=info,hyper_util=info,tower=info";
+/// Default filter in plugin mode: polydev's own `debug`, dependencies at `warn`. At debug the
+/// transport crates log every HTTP/2 frame and bollard copies whole `docker inspect` documents
+/// ("Decoded into string: {…}", ~5 KB per call), which would flood an agent running at DEBUG
+/// (`nomad agent -dev` does). `POLYDEV_LOG=debug` turns every crate's debug on;
+/// `POLYDEV_LOG=warn,polydev=debug,bollard=debug` one crate's.
+pub const PLUGIN_DEFAULT_FILTER: &str = "warn,polydev=debug";
 /// Longest line written, newline included; go-plugin splits lines at 64 KiB.
 pub const MAX_LINE_BYTES: usize = 32 * 1024;
 /// Longest `@message`, in bytes before JSON escaping (escaping at most sextuples it).
