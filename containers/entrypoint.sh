@@ -20,7 +20,7 @@
 #   end
 #
 # Every line ends with "\n"; every value is standard base64 (may be empty).
-# Stdin must reach EOF right after "end".
+# Whatever follows "end" is not read; the command runs with stdin from /dev/null.
 #
 # Exit codes (the command's own status once it runs):
 #   65  malformed launch spec, or the working directory cannot be entered
@@ -246,11 +246,11 @@ done
 if [ -z "$_pd_ended" ]; then
     _pd_die 66 "no launch spec arrived: stdin reached EOF before the 'end' line"
 fi
-# Nothing may follow "end"; this waits for the driver to close stdin.
-_pd_line=
-if IFS= read -r _pd_line || [ -n "$_pd_line" ]; then
-    _pd_malformed "unexpected data after the 'end' line"
-fi
+# The spec is complete at "end": nothing more is read, and the command's stdin is /dev/null
+# (Nomad gives tasks no stdin). Waiting for the driver's close of stdin instead would hang
+# forever in a container the engine live-restored: the engine then delivers the spec but
+# never the end of its stdin.
+exec 0</dev/null
 [ -n "$_pd_args" ] || _pd_malformed "no arg line (the command is required)"
 
 # ---------------------------------------------------------------- decode

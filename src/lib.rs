@@ -23,6 +23,8 @@
 //! - [`logs`]: the log pump — container output → Nomad's FIFOs, resumable, redacted — and the
 //!   forwarder process that keeps it running across plugin restarts.
 //! - [`runtime`]: the container-engine port (trait) and its in-memory fake.
+//! - [`engine`]: follows the engine — its event stream for polydev's containers, its outages —
+//!   for the pool and the task supervisors.
 //! - [`docker`]: the port implemented with bollard against a real Docker engine.
 //! - [`cli`]: the operator CLI (`polydev run`, `polydev credentials`, `polydev pool status`,
 //!   `polydev version`).
@@ -37,6 +39,7 @@ pub mod core;
 pub mod credentials;
 pub mod docker;
 pub mod driver;
+pub mod engine;
 pub mod logging;
 pub mod logs;
 pub mod mountinfo;

@@ -58,39 +58,22 @@ fn config(
     egress: &[String],
     pool: &PoolOptions,
 ) -> Vec<u8> {
-    use rmpv::Value;
     let providers = ProviderOptions {
         credential_mode: None,
         api_upstream: Some(api.origin()),
         upstream_ca_file: Some(api.ca_path()),
     };
     let base = support::plugin_config_for(TEST_IMAGE, data_dir, pool, &providers);
-    // Add the egress block to the encoded object.
-    let mut value = rmpv::decode::read_value(&mut &base[..]).unwrap();
-    if let Value::Map(entries) = &mut value {
-        let allow: Vec<&str> = egress.iter().map(String::as_str).collect();
-        entries.push((
-            Value::from("egress"),
-            support::cty_object(vec![("allow", support::str_list(&allow))]),
-        ));
-        entries.sort_by(|a, b| a.0.as_str().cmp(&b.0.as_str()));
-    }
-    support::encode(&value)
+    let allow: Vec<&str> = egress.iter().map(String::as_str).collect();
+    let egress = support::cty_object(vec![("allow", support::str_list(&allow))]);
+    support::with_field(&base, "egress", egress)
 }
 
 /// `config` with `security { read_only_rootfs = true }`.
 fn read_only_config(api: &StandIn, data_dir: &std::path::Path) -> Vec<u8> {
-    use rmpv::Value;
     let base = config(api, data_dir, &[], &PoolOptions::target(0));
-    let mut value = rmpv::decode::read_value(&mut &base[..]).unwrap();
-    if let Value::Map(entries) = &mut value {
-        for (key, field) in entries.iter_mut() {
-            if key.as_str() == Some("security") {
-                *field = support::cty_object(vec![("read_only_rootfs", Value::Boolean(true))]);
-            }
-        }
-    }
-    support::encode(&value)
+    let security = support::cty_object(vec![("read_only_rootfs", rmpv::Value::Boolean(true))]);
+    support::with_field(&base, "security", security)
 }
 
 /// `sh -c SCRIPT` as an `anthropic` task (its CLI setting is `ANTHROPIC_BASE_URL`).

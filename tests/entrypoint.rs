@@ -229,10 +229,6 @@ fn malformed_specs_exit_65_without_echoing_values() {
             header_ok(&[&format!("env {}", b64(b"A=1")), "end"]),
         ),
         (
-            "data after end",
-            header_ok(&[&arg_true, "end", &format!("arg {secret_b64}")]),
-        ),
-        (
             "two cwd lines",
             header_ok(&[
                 &arg_true,

@@ -153,3 +153,16 @@ fn a_v1_spec_is_still_understood() {
     let out = run_spec_on(test_image(), &[], spec.as_bytes());
     out.assert_code(0);
 }
+
+/// The spec is complete at `end`: the entrypoint neither waits for stdin to close (a
+/// live-restored engine never closes it) nor hands it to the command, and ignores what follows.
+#[test]
+fn the_command_starts_at_end_with_stdin_from_dev_null() {
+    let mut running = start(test_image(), &[], &[]);
+    let mut spec = sh("cat; echo started").bytes();
+    spec.extend_from_slice(b"arg dHJ1ZQ==\nwhatever follows\n");
+    running.send(&spec, false);
+    let out = running.wait();
+    out.assert_code(0);
+    assert_eq!(out.stdout_str(), "started\n");
+}

@@ -527,3 +527,34 @@ async fn a_hundred_tasks_start_and_are_destroyed_four_at_a_time() {
         "only the pool is left"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_container_killed_behind_the_plugins_back_is_replaced_at_once() {
+    let mut s = setup_with_pool(&PoolOptions::target(2)).await;
+    let driver = s.driver.clone();
+    let idle = wait_for_idle(&driver, &s, 2).await;
+    wait_for_reported_idle(&driver, "openai", 2).await;
+    let victim = idle[0].clone();
+    support::real::docker(&["kill", &victim]);
+    let killed = Instant::now();
+    // It leaves the pool (and the engine) within 2 s, and the pool is back at its target.
+    while container_exists(&victim) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(2),
+            "the killed idle container is still there after {:?}",
+            killed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = killed.elapsed();
+    wait_for_reported_idle(&driver, "openai", 2).await;
+    let now_idle = wait_for_idle(&driver, &s, 2).await;
+    assert!(!now_idle.contains(&victim));
+    // The next task gets a live warm container.
+    let task = start(&mut s.driver, "after-kill", script("echo alive"), 64).await;
+    assert!(now_idle.contains(&task.container), "not a warm claim");
+    let result = wait(&mut s.driver, &task.id).await;
+    assert_eq!(result.result.unwrap().exit_code, 0);
+    destroy(&mut s.driver, &task.id, &task.container).await;
+    eprintln!("the killed idle container was removed {left:?} after the kill");
+}

@@ -1,7 +1,9 @@
 //! The fingerprint probe: is the engine reachable, and which provider images does it have.
 //!
-//! Health follows Nomad's docker driver: *undetected* until the engine has answered once,
-//! *unhealthy* when a previously reachable engine stops answering, *healthy* otherwise.
+//! Health: *healthy* while the engine answers, *unhealthy* whenever it does not — also at plugin
+//! start, with the socket path and the fix, so an operator sees why in `nomad node status`
+//! instead of a driver that is simply not there. Probes go on, so health recovers by itself
+//! when the engine appears.
 
 use std::collections::BTreeMap;
 
@@ -28,19 +30,19 @@ pub struct Health {
 }
 
 impl Core {
-    /// Probe the engine. `detected_before` is whether an earlier probe ever reached it.
-    pub async fn probe_health(&self, detected_before: bool) -> Health {
+    /// Probe the engine.
+    pub async fn probe_health(&self) -> Health {
         let version = match self.runtime.version().await {
             Ok(version) => version,
             Err(err) => {
-                let state = if detected_before {
-                    HealthState::Unhealthy
-                } else {
-                    HealthState::Undetected
-                };
+                let endpoint = &self.settings.config.docker_endpoint;
                 return Health {
-                    state,
-                    description: format!("Docker is unreachable: {err}"),
+                    state: HealthState::Unhealthy,
+                    description: format!(
+                        "cannot reach the Docker engine at {endpoint} ({err}): start it \
+                         (systemctl start docker), or point the plugin's docker_endpoint at \
+                         its socket"
+                    ),
                     docker_version: None,
                     images_present: BTreeMap::new(),
                     pools: self.pool_status(),

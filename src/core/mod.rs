@@ -55,6 +55,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::{BindError, Broker, BrokerError};
 use crate::config::PluginConfig;
 use crate::credentials::{CredentialError, CredentialSource};
+use crate::engine::EngineWatch;
 use crate::logs::forward::LogForwarder;
 use crate::pool::slots::SlotError;
 use crate::pool::{PoolError, WarmPool};
@@ -147,6 +148,8 @@ pub struct Core {
     /// `None` outside the plugin (the operator CLI starts every task cold).
     pool: Option<Arc<WarmPool>>,
     background_started: std::sync::atomic::AtomicBool,
+    /// Follows the engine once the background work started (plugin only).
+    engine: std::sync::OnceLock<Arc<EngineWatch>>,
     tasks: TaskStore,
     events: EventBus,
     shutdown: CancellationToken,
@@ -174,6 +177,7 @@ impl Core {
             settings,
             pool,
             background_started: std::sync::atomic::AtomicBool::new(false),
+            engine: std::sync::OnceLock::new(),
             tasks: TaskStore::default(),
             events,
             shutdown,
@@ -227,16 +231,27 @@ impl Core {
         self.pool.as_ref()
     }
 
-    /// Start the plugin's background work once: prepare the warm pool's slots, reconcile the
-    /// pool with Docker, start the refillers and the orphan sweep. Called by the long-lived
+    /// Start the plugin's background work once: follow the engine's events, prepare the warm
+    /// pool's slots, reconcile the pool with Docker, start the refillers, keep the pool in step
+    /// with the engine, and the orphan sweep. Called by the long-lived
     /// plugin instance only (Nomad's validation launch must not touch containers).
     pub fn start_background(self: &Arc<Self>) {
         use std::sync::atomic::Ordering;
         if self.background_started.swap(true, Ordering::SeqCst) {
             return;
         }
+        let data_dir = self.settings.config.data_dir.to_string_lossy().into_owned();
+        let watch = EngineWatch::spawn(
+            self.runtime.clone(),
+            LABEL_DATA_DIR,
+            &data_dir,
+            self.shutdown.clone(),
+        );
+        let _ = self.engine.set(watch.clone());
         if let Some(pool) = self.pool.clone().filter(|p| p.any_enabled()) {
             let shutdown = self.shutdown.clone();
+            // Subscribed before the reconcile, so no death after it goes unseen.
+            let news = watch.subscribe();
             tokio::spawn(async move {
                 if let Err(err) = pool.slots().prepare() {
                     tracing::error!(error = %err, "the warm pool is off: its slot directory cannot be prepared");
@@ -247,6 +262,7 @@ impl Core {
                     tracing::warn!(error = %err, "cannot reconcile the warm pool with Docker yet");
                 }
                 pool.spawn_refillers(&shutdown);
+                pool.follow_engine(news, shutdown).await;
             });
         }
         self.spawn_orphan_sweep();

@@ -142,6 +142,7 @@ impl Core {
         brokered: Option<&ProviderConfig>,
         credentials: &[(String, SecretString)],
     ) -> Result<Option<BrokerLease>, CoreError> {
+        let handed_at = SystemTime::now();
         let lease = match brokered {
             Some(_) => Some(
                 self.open_broker(task, container_id, warm.and_then(|w| w.init_pid))
@@ -168,7 +169,7 @@ impl Core {
                 (Err(err), _) => Err(err.into()),
                 (Ok(()), Ok(())) => Ok(lease),
                 (Ok(()), Err(err)) => Ok(self
-                    .exited_meanwhile(container_id, err)
+                    .exited_meanwhile(container_id, handed_at, err)
                     .await
                     .map(|()| lease)?),
             },
@@ -268,9 +269,14 @@ impl Core {
     async fn exited_meanwhile(
         &self,
         container_id: &str,
+        handed_at: SystemTime,
         err: RuntimeError,
     ) -> Result<(), RuntimeError> {
         match self.runtime.inspect(container_id).await {
+            // It stopped before the spec went in: it was dead when claimed, not the task.
+            Ok(state) if state.finished_at.is_some_and(|at| at < handed_at) => {
+                Err(RuntimeError::NotRunning(container_id.to_string()))
+            }
             Ok(state) if !state.running => Ok(()),
             _ => Err(err),
         }

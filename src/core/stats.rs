@@ -119,7 +119,9 @@ fn parse_cpuinfo_mhz(text: &str) -> f64 {
 }
 
 impl Core {
-    /// Samples of a task's usage every `interval`, ending when the task exits.
+    /// Samples of a task's usage every `interval`, ending when the task exits — cleanly, as
+    /// Nomad's stats hook expects (an error would be logged at ERROR at every task end); a task
+    /// that has exited already gets a stream that ends at once.
     pub fn stats_stream(
         self: &Arc<Self>,
         id: &str,
@@ -127,7 +129,7 @@ impl Core {
     ) -> Result<BoxStream<'static, TaskUsage>, CoreError> {
         let task = self.task(id)?;
         if task.container_has_stopped() {
-            return Err(CoreError::NotRunning(id.to_string()));
+            return Ok(futures::stream::empty().boxed());
         }
         let interval = interval.max(Duration::from_millis(100));
         let state = (self.clone(), task, None::<StatsSample>, true);

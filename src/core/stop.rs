@@ -86,6 +86,7 @@ impl Core {
             return Ok(());
         }
         // A task being stopped gets no more API answers.
+        task.mark_stop_requested();
         task.close_broker();
         let signal = if signal.is_empty() {
             "SIGTERM".to_string()
@@ -113,6 +114,7 @@ impl Core {
     pub async fn signal_task(&self, id: &str, signal: &str) -> Result<(), CoreError> {
         let task = self.task(id)?;
         let signal = normalize_signal(signal)?;
+        task.mark_stop_requested();
         match self.runtime.kill(task.container_id(), &signal).await {
             Ok(()) => Ok(()),
             Err(RuntimeError::NotRunning(_)) | Err(RuntimeError::NotFound { .. }) => {
@@ -136,6 +138,7 @@ impl Core {
             if running && !force {
                 return Err(CoreError::StillRunning(id.to_string()));
             }
+            task.mark_stop_requested();
             if running {
                 ignore_gone(self.runtime.kill(task.container_id(), "SIGKILL").await)?;
                 let _ =

@@ -27,6 +27,9 @@ pub struct TaskEntry {
     pub background: CancellationToken,
     /// The task's credential broker while it serves (broker-mode providers).
     broker: Mutex<Option<BrokerLease>>,
+    /// Nomad asked for the task to stop or be signalled (StopTask, SignalTask, DestroyTask):
+    /// a death by signal is then not the engine's doing.
+    stop_requested: std::sync::atomic::AtomicBool,
     /// Set when the container has stopped (the exit may still wait for the log pump).
     container_stopped: watch::Sender<bool>,
     exit: watch::Sender<Option<(ExitOutcome, SystemTime)>>,
@@ -49,6 +52,7 @@ impl TaskEntry {
             started_at,
             background: parent.child_token(),
             broker: Mutex::new(None),
+            stop_requested: std::sync::atomic::AtomicBool::new(false),
             container_stopped: watch::Sender::new(false),
             exit: watch::Sender::new(None),
         }
@@ -68,6 +72,17 @@ impl TaskEntry {
         if let Some(lease) = self.broker.lock().unwrap_or_else(|p| p.into_inner()).take() {
             lease.close();
         }
+    }
+
+    /// Nomad asked to stop or signal the task.
+    pub fn mark_stop_requested(&self) {
+        self.stop_requested
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn stop_requested(&self) -> bool {
+        self.stop_requested
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Record that the container has stopped (before its output is fully forwarded).

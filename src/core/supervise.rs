@@ -21,6 +21,10 @@ use crate::logs::forward::{ForwardEnd, ForwardJob};
 
 /// How long the exit waits for the log pump to finish after the container ended.
 const PUMP_DRAIN_LIMIT: Duration = Duration::from_secs(30);
+/// How long before its API goes away an engine that is stopping may kill containers.
+const ENGINE_STOP_WINDOW: Duration = Duration::from_secs(30);
+/// How long a signal death waits to see whether the engine is going away.
+const ENGINE_LOSS_GRACE: Duration = Duration::from_secs(3);
 /// Backoff bounds while the engine cannot answer `wait`.
 const WAIT_RETRY_MIN: Duration = Duration::from_millis(200);
 const WAIT_RETRY_MAX: Duration = Duration::from_secs(5);
@@ -46,6 +50,7 @@ impl Core {
                 }
                 outcome = core.wait_for_container(&task) => outcome,
             };
+            let outcome = core.blame_the_engine(&task, outcome).await;
             task.mark_container_stopped();
             task.close_broker();
             if let Some(pump) = pump {
@@ -96,6 +101,32 @@ impl Core {
                 );
             }
         }
+    }
+
+    /// A death by signal that Nomad did not ask for, around the time the engine went away, was
+    /// the engine stopping: say so (the engine stops its containers, then its API, so the
+    /// death may come first; allow a few seconds for the outage to show).
+    async fn blame_the_engine(&self, task: &TaskEntry, outcome: ExitOutcome) -> ExitOutcome {
+        let killed = outcome.exit_code > 128 && outcome.exit_code <= 128 + 64;
+        let Some(watch) = self.engine.get() else {
+            return outcome;
+        };
+        if !killed || outcome.oom_killed || task.stop_requested() {
+            return outcome;
+        }
+        let finished_at = match self.runtime.inspect(task.container_id()).await {
+            Ok(state) => state.finished_at,
+            Err(_) => None,
+        };
+        let finished_at = finished_at.unwrap_or_else(std::time::SystemTime::now);
+        if watch
+            .interrupted(finished_at, ENGINE_STOP_WINDOW, ENGINE_LOSS_GRACE)
+            .await
+        {
+            tracing::warn!(task_id = %task.id, exit_code = outcome.exit_code, "the container engine stopped the task's container");
+            return ExitOutcome::engine_stopped(outcome.exit_code);
+        }
+        outcome
     }
 
     /// Wait for the task's container to end, riding out engine outages.

@@ -69,6 +69,22 @@ impl ExitOutcome {
         }
     }
 
+    /// The engine stopped (or restarted without live-restore) and killed the container:
+    /// `exit_code` is the container's, 128 + the signal that killed it.
+    pub fn engine_stopped(exit_code: i32) -> Self {
+        let signal = if exit_code > 128 { exit_code - 128 } else { 0 };
+        ExitOutcome {
+            exit_code,
+            signal,
+            oom_killed: false,
+            err: Some(format!(
+                "the Docker engine stopped or restarted; the container was killed (exit code \
+                 {exit_code}, signal {signal}); enable live-restore in the engine's daemon.json \
+                 to keep tasks running across engine restarts"
+            )),
+        }
+    }
+
     /// An end the driver could not observe (container vanished, engine lost it).
     pub fn failed(message: impl Into<String>) -> Self {
         ExitOutcome {

@@ -12,7 +12,9 @@ use bollard::models::{
 };
 use bytes::Bytes;
 
-use crate::runtime::{ContainerSpec, ResourceLimits, StatsSample};
+use crate::runtime::{
+    ContainerEvent, ContainerEventKind, ContainerSpec, ResourceLimits, StatsSample,
+};
 
 /// The log driver of task containers: `local` stores raw bytes (json-file would replace invalid
 /// UTF-8), keeps partial-line metadata, and supports reading back with `docker logs`.
@@ -27,6 +29,26 @@ const READ_ONLY_TMPFS: [(&str, &str); 2] = [
         "rw,nosuid,nodev,uid=1000,gid=1000,mode=0700",
     ),
 ];
+
+/// A container event of interest, from Docker's `/events` message.
+pub fn container_event(message: &bollard::models::EventMessage) -> Option<ContainerEvent> {
+    let actor = message.actor.as_ref()?;
+    let id = actor.id.clone()?;
+    let kind = match message.action.as_deref()? {
+        "start" => ContainerEventKind::Start,
+        "die" => ContainerEventKind::Die {
+            exit_code: actor
+                .attributes
+                .as_ref()
+                .and_then(|a| a.get("exitCode"))
+                .and_then(|code| code.parse().ok()),
+        },
+        "oom" => ContainerEventKind::Oom,
+        "destroy" => ContainerEventKind::Destroy,
+        _ => return None,
+    };
+    Some(ContainerEvent { id, kind })
+}
 
 /// Build the `POST /containers/create` body. The container keeps stdin open for exactly one
 /// attach (the launch spec) and never gets a TTY, so stdout and stderr stay apart.

@@ -14,6 +14,7 @@ mod convert;
 pub use convert::{LOG_DRIVER, parse_rfc3339_nanos, split_log_timestamp};
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
@@ -23,9 +24,10 @@ use bollard::errors::Error as BollardError;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{ContainerUpdateBody, ExecConfig};
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    ResizeExecOptions, StatsOptionsBuilder, WaitContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, EventsOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, ResizeExecOptions, StatsOptionsBuilder,
+    WaitContainerOptionsBuilder,
 };
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, TryStreamExt};
@@ -33,9 +35,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{OnceCell, mpsc};
 
 use crate::runtime::{
-    ContainerExit, ContainerRuntime, ContainerSpec, ContainerState, ContainerSummary, ExecInput,
-    ExecOutput, ExecSession, LogRecord, LogStream, ResourceLimits, RuntimeError, RuntimeResult,
-    StatsSample,
+    ContainerEvent, ContainerExit, ContainerRuntime, ContainerSpec, ContainerState,
+    ContainerSummary, ExecInput, ExecOutput, ExecSession, LogRecord, LogStream, ResourceLimits,
+    RuntimeError, RuntimeResult, StatsSample,
 };
 
 /// Seconds bollard waits for response headers. Streaming bodies (logs, wait, attach) are not cut.
@@ -43,8 +45,9 @@ const REQUEST_TIMEOUT_SECS: u64 = 120;
 
 /// A Docker engine reached over a unix socket.
 pub struct DockerRuntime {
-    base: Docker,
-    negotiated: OnceCell<Docker>,
+    endpoint: String,
+    /// The client, made and version-negotiated on first use (see [`negotiated`]).
+    negotiated: Arc<OnceCell<Docker>>,
     /// Limits already written to cgroups, waiting to be recorded in Docker (one at a time).
     records: OnceCell<mpsc::UnboundedSender<(String, ContainerUpdateBody)>>,
     /// Whether the fall back from a direct cgroup write to Docker's update was logged.
@@ -52,24 +55,20 @@ pub struct DockerRuntime {
 }
 
 impl DockerRuntime {
-    /// Prepare a client for `endpoint` (`unix:///var/run/docker.sock`). Does not touch the daemon.
+    /// Prepare a client for `endpoint` (`unix:///var/run/docker.sock`). Touches neither the
+    /// daemon nor its socket, which may not exist yet: a plugin whose SetConfig failed would
+    /// keep the Nomad agent from starting.
     pub fn connect(endpoint: &str) -> RuntimeResult<Self> {
-        let base =
-            Docker::connect_with_unix(endpoint, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
-                .map_err(|e| RuntimeError::Rejected(format!("docker endpoint {endpoint}: {e}")))?;
         Ok(DockerRuntime {
-            base,
-            negotiated: OnceCell::new(),
+            endpoint: endpoint.to_string(),
+            negotiated: Arc::new(OnceCell::new()),
             records: OnceCell::new(),
             cgroup_fallback_logged: AtomicBool::new(false),
         })
     }
 
     async fn client(&self) -> RuntimeResult<&Docker> {
-        self.negotiated
-            .get_or_try_init(|| async { self.base.clone().negotiate_version().await })
-            .await
-            .map_err(|e| classify(e, "docker", ""))
+        negotiated(&self.endpoint, &self.negotiated).await
     }
 
     /// Queue limits that are already in force for Docker's record. One worker updates Docker
@@ -100,6 +99,24 @@ impl DockerRuntime {
             .await;
         let _ = queue.send((id.to_string(), body));
     }
+}
+
+/// The client of `endpoint`, made and version-negotiated once it works (tried again at every
+/// call until then), so a plugin started before the engine recovers by itself.
+async fn negotiated<'a>(endpoint: &str, cache: &'a OnceCell<Docker>) -> RuntimeResult<&'a Docker> {
+    cache
+        .get_or_try_init(|| async {
+            let base = Docker::connect_with_unix(
+                endpoint,
+                REQUEST_TIMEOUT_SECS,
+                bollard::API_DEFAULT_VERSION,
+            )
+            .map_err(|e| RuntimeError::Unavailable(format!("{endpoint}: {e}")))?;
+            base.negotiate_version()
+                .await
+                .map_err(|e| classify(e, "docker", ""))
+        })
+        .await
 }
 
 /// CPUs of this host (the plugin runs on the node, beside the engine).
@@ -308,6 +325,13 @@ impl ContainerRuntime for DockerRuntime {
         })
     }
 
+    /// The init process is ours if its cgroup names the container (runc; a recycled PID's does
+    /// not).
+    fn still_running(&self, id: &str, init_pid: u32) -> Option<bool> {
+        let cgroups = std::fs::read_to_string(format!("/proc/{init_pid}/cgroup")).ok();
+        Some(cgroups.is_some_and(|text| text.contains(id)))
+    }
+
     async fn kill(&self, id: &str, signal: &str) -> RuntimeResult<()> {
         let options = KillContainerOptionsBuilder::default()
             .signal(signal)
@@ -352,14 +376,13 @@ impl ContainerRuntime for DockerRuntime {
         let client = match self.negotiated.get() {
             Some(client) => client.clone(),
             None => {
-                let base = self.base.clone();
-                let stream = futures::stream::once(async move {
-                    base.negotiate_version()
-                        .await
-                        .map_err(|e| classify(e, "docker", ""))
-                })
-                .map_ok(move |client| log_records(client, id.clone(), options.clone()))
-                .try_flatten();
+                let (endpoint, cache) = (self.endpoint.clone(), self.negotiated.clone());
+                let stream =
+                    futures::stream::once(
+                        async move { negotiated(&endpoint, &cache).await.cloned() },
+                    )
+                    .map_ok(move |client| log_records(client, id.clone(), options.clone()))
+                    .try_flatten();
                 return stream.boxed();
             }
         };
@@ -377,6 +400,36 @@ impl ContainerRuntime for DockerRuntime {
             Some(Err(e)) => Err(classify(e, "container", id)),
             None => Err(RuntimeError::NotRunning(id.to_string())),
         }
+    }
+
+    fn events(
+        &self,
+        label_key: &str,
+        label_value: &str,
+    ) -> BoxStream<'static, RuntimeResult<ContainerEvent>> {
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            (
+                "label".to_string(),
+                vec![format!("{label_key}={label_value}")],
+            ),
+        ]);
+        let options = EventsOptionsBuilder::default().filters(&filters).build();
+        let (endpoint, cache) = (self.endpoint.clone(), self.negotiated.clone());
+        futures::stream::once(async move { negotiated(&endpoint, &cache).await.cloned() })
+            .map_ok(move |client| {
+                client
+                    .events(Some(options.clone()))
+                    .filter_map(|item| async move {
+                        match item {
+                            Ok(message) => convert::container_event(&message).map(Ok),
+                            Err(e) => Some(Err(classify(e, "docker", ""))),
+                        }
+                    })
+                    .boxed()
+            })
+            .try_flatten()
+            .boxed()
     }
 
     async fn list(

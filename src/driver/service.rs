@@ -75,12 +75,10 @@ impl Driver for PolydevDriver {
         let shutdown = self.inner.shutdown.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(async move {
-            let mut detected = false;
             let mut last_sent: Option<(nomad::FingerprintResponse, tokio::time::Instant)> = None;
             let mut idle = convert::StableIdle::default();
             loop {
-                let health = core.probe_health(detected).await;
-                detected |= health.docker_version.is_some();
+                let health = core.probe_health().await;
                 let response = convert::fingerprint(&health, idle.observe(&health.pools));
                 let due = match &last_sent {
                     None => true,
@@ -243,14 +241,7 @@ impl Driver for PolydevDriver {
         let samples = self
             .core()?
             .stats_stream(&id, interval)
-            .map_err(|err| match err {
-                crate::core::CoreError::NotRunning(_) => status::with_recoverable(
-                    tonic::Code::FailedPrecondition,
-                    format!("task {id} has exited: no more stats"),
-                    false,
-                ),
-                other => status::from_core(other),
-            })?;
+            .map_err(status::from_core)?;
         Ok(Response::new(
             samples
                 .map(move |usage| Ok(convert::task_stats(&id, &usage)))

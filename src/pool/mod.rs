@@ -17,6 +17,7 @@
 //!   (the *pool key*) are replaced; see [`reconcile`] for what happens at plugin start.
 //! - The pool never holds more than `max` containers of a provider (idle + running tasks).
 
+mod follow;
 pub mod reconcile;
 mod refill;
 pub mod slots;
@@ -93,6 +94,8 @@ struct ProviderPool {
     idle_added: Notify,
     /// Signalled when the refiller should look again (claims, releases).
     wake: Notify,
+    /// Set when the engine came back: the refiller forgets its backoff and tries at once.
+    retry_now: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -134,6 +137,7 @@ impl WarmPool {
                     state: Mutex::new(PoolState::default()),
                     idle_added: Notify::new(),
                     wake: Notify::new(),
+                    retry_now: std::sync::atomic::AtomicBool::new(false),
                 };
                 (name.clone(), Arc::new(pool))
             })
@@ -197,17 +201,26 @@ impl WarmPool {
     }
 
     /// Pop an idle container of `provider` (first come, first served), waking the refiller.
-    /// The container counts as in use from here on: call [`WarmPool::task_released`] if the
-    /// claim fails.
+    /// One whose init process is gone (a local check, no engine call) is discarded and the
+    /// next one taken: a claim never gets a container known not to run. The container counts
+    /// as in use from here on: call [`WarmPool::task_released`] if the claim fails.
     pub fn take_idle(&self, provider: &str) -> Option<IdleContainer> {
         let pool = self.pools.get(provider)?;
-        let taken = {
-            let mut state = lock(&pool.state);
-            let taken = state.idle.pop_front();
-            if taken.is_some() {
-                state.in_use += 1;
+        let taken = loop {
+            let Some(idle) = lock(&pool.state).idle.pop_front() else {
+                break None;
+            };
+            let dead = idle
+                .init_pid
+                .and_then(|pid| self.runtime.still_running(&idle.id, pid))
+                == Some(false);
+            if dead {
+                tracing::info!(container_id = %idle.id, "an idle warm container had stopped; taking another");
+                self.discard(idle);
+                continue;
             }
-            taken
+            lock(&pool.state).in_use += 1;
+            break Some(idle);
         };
         pool.wake.notify_one();
         taken

@@ -32,6 +32,13 @@ impl WarmPool {
         let mut backoff = BACKOFF_MIN;
         let mut not_before = tokio::time::Instant::now();
         loop {
+            if pool
+                .retry_now
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                backoff = BACKOFF_MIN;
+                not_before = tokio::time::Instant::now();
+            }
             if tokio::time::Instant::now() >= not_before {
                 match self.refresh_key(&pool).await {
                     Ok(key) => {

@@ -29,9 +29,9 @@ use futures::stream::BoxStream;
 use tokio::sync::watch;
 
 use super::{
-    ContainerExit, ContainerRuntime, ContainerSpec, ContainerState, ContainerSummary, ExecInput,
-    ExecOutput, ExecSession, LogRecord, LogStream, ResourceLimits, RuntimeError, RuntimeResult,
-    StatsSample,
+    ContainerEvent, ContainerEventKind, ContainerExit, ContainerRuntime, ContainerSpec,
+    ContainerState, ContainerSummary, ExecInput, ExecOutput, ExecSession, LogRecord, LogStream,
+    ResourceLimits, RuntimeError, RuntimeResult, StatsSample,
 };
 
 /// The first timestamp the fake clock hands out: 2023-11-14T22:13:20Z, in nanoseconds.
@@ -151,6 +151,19 @@ struct Engine {
     /// `(target, normalised signal) -> exit code`.
     signal_exits: BTreeMap<(SignalTarget, String), i64>,
     exec_handler: Option<ExecHandler>,
+    /// Every container's events, for `events` streams (and the engine going away).
+    events: tokio::sync::broadcast::Sender<FakeEvent>,
+}
+
+/// What the fake's event channel carries.
+#[derive(Clone)]
+enum FakeEvent {
+    Container {
+        labels: BTreeMap<String, String>,
+        event: ContainerEvent,
+    },
+    /// [`FakeRuntime::set_unavailable`]: open event streams fail, as a lost engine's would.
+    EngineGone,
 }
 
 impl Default for Engine {
@@ -168,6 +181,7 @@ impl Default for Engine {
             stats: StatsSample::default(),
             signal_exits: BTreeMap::new(),
             exec_handler: None,
+            events: tokio::sync::broadcast::channel(1024).0,
         }
     }
 }
@@ -186,6 +200,8 @@ struct FakeContainer {
     log_generation: u64,
     /// Bumped on every change a waiter or log follower may care about.
     changed: watch::Sender<u64>,
+    id: String,
+    events: tokio::sync::broadcast::Sender<FakeEvent>,
 }
 
 impl FakeContainer {
@@ -206,6 +222,22 @@ impl FakeContainer {
         self.exit = Some(exit);
         self.finished_at = Some(SystemTime::now());
         self.notify();
+        if exit.oom_killed {
+            self.emit(ContainerEventKind::Oom);
+        }
+        self.emit(ContainerEventKind::Die {
+            exit_code: Some(exit.exit_code),
+        });
+    }
+
+    fn emit(&self, kind: ContainerEventKind) {
+        let _ = self.events.send(FakeEvent::Container {
+            labels: self.spec.labels.clone(),
+            event: ContainerEvent {
+                id: self.id.clone(),
+                kind,
+            },
+        });
     }
 }
 
@@ -347,7 +379,11 @@ impl FakeRuntime {
 
     /// While `true`, every call fails with [`RuntimeError::Unavailable`].
     pub fn set_unavailable(&self, unavailable: bool) {
-        self.engine().unavailable = unavailable;
+        let mut engine = self.engine();
+        engine.unavailable = unavailable;
+        if unavailable {
+            let _ = engine.events.send(FakeEvent::EngineGone);
+        }
     }
 
     /// When `signal` reaches a matching running container, it exits with `exit_code`.
@@ -539,6 +575,8 @@ impl ContainerRuntime for FakeRuntime {
             records: Vec::new(),
             log_generation: 0,
             changed: watch::channel(0).0,
+            id: id.clone(),
+            events: engine.events.clone(),
         };
         engine.containers.insert(id.clone(), container);
         Ok(id)
@@ -557,6 +595,7 @@ impl ContainerRuntime for FakeRuntime {
             c.running = true;
             c.started_at = Some(SystemTime::now());
             c.notify();
+            c.emit(ContainerEventKind::Start);
         }
         Ok(())
     }
@@ -672,6 +711,7 @@ impl ContainerRuntime for FakeRuntime {
                 oom_killed: false,
             });
         }
+        c.emit(ContainerEventKind::Destroy);
         // Dropping `c` drops the watch sender: waiters and followers wake and see NotFound.
         Ok(())
     }
@@ -711,6 +751,46 @@ impl ContainerRuntime for FakeRuntime {
             .read_at
             .get_or_insert_with(|| nanos_to_system_time(engine.clock_nanos));
         Ok(sample)
+    }
+
+    fn still_running(&self, id: &str, _init_pid: u32) -> Option<bool> {
+        Some(self.engine().containers.get(id).is_some_and(|c| c.running))
+    }
+
+    fn events(
+        &self,
+        label_key: &str,
+        label_value: &str,
+    ) -> BoxStream<'static, RuntimeResult<ContainerEvent>> {
+        let engine = self.engine();
+        if engine.unavailable {
+            let err = RuntimeError::Unavailable("fake engine unavailable".into());
+            return futures::stream::once(async move { Err(err) }).boxed();
+        }
+        let (key, value) = (label_key.to_string(), label_value.to_string());
+        tokio_stream::wrappers::BroadcastStream::new(engine.events.subscribe())
+            .filter_map(move |item| {
+                let wanted = match item {
+                    Ok(FakeEvent::Container { labels, event }) => {
+                        (labels.get(&key) == Some(&value)).then_some(Ok(event))
+                    }
+                    Ok(FakeEvent::EngineGone) => Some(Err(RuntimeError::Unavailable(
+                        "fake engine went away".into(),
+                    ))),
+                    // A lagging test reader: skip, like a reconnecting client would.
+                    Err(_) => None,
+                };
+                futures::future::ready(wanted)
+            })
+            .scan(false, |failed, item| {
+                // The stream ends after its first error, as a dropped connection's would.
+                let next = (!*failed).then(|| {
+                    *failed = item.is_err();
+                    item
+                });
+                futures::future::ready(next)
+            })
+            .boxed()
     }
 
     async fn list(

@@ -205,6 +205,27 @@ pub struct StatsSample {
     pub memory_stats: BTreeMap<String, u64>,
 }
 
+/// What the engine says happened to a container (its event stream).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerEventKind {
+    Start,
+    /// The container stopped (its exit code, when the engine gave one).
+    Die {
+        exit_code: Option<i64>,
+    },
+    /// The kernel's OOM killer hit it (a `Die` follows).
+    Oom,
+    /// The container was removed.
+    Destroy,
+}
+
+/// One event of a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEvent {
+    pub id: String,
+    pub kind: ContainerEventKind,
+}
+
 /// Output of a command run inside a task's container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExecOutput {
@@ -267,6 +288,11 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// The container's current state.
     async fn inspect(&self, id: &str) -> RuntimeResult<ContainerState>;
 
+    /// A local check, without asking the engine, of whether container `id` whose init process
+    /// was `init_pid` still runs; `None` when this runtime cannot tell that way. Cheap enough
+    /// for every warm claim.
+    fn still_running(&self, id: &str, init_pid: u32) -> Option<bool>;
+
     /// Send a signal (`SIGTERM`, `SIGKILL`, `HUP`, ...) to the container's PID 1.
     async fn kill(&self, id: &str, signal: &str) -> RuntimeResult<()>;
 
@@ -279,6 +305,14 @@ pub trait ContainerRuntime: Send + Sync + 'static {
 
     /// One stats sample of a running container.
     async fn stats(&self, id: &str) -> RuntimeResult<StatsSample>;
+
+    /// Follow the engine's events for containers carrying label `key=value`, from now on. The
+    /// stream ends or fails when the engine goes away; events it does not know are skipped.
+    fn events(
+        &self,
+        label_key: &str,
+        label_value: &str,
+    ) -> BoxStream<'static, RuntimeResult<ContainerEvent>>;
 
     /// All containers (running or not) carrying label `key=value`.
     async fn list(

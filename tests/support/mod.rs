@@ -2,6 +2,7 @@
 //! clients over a unix socket, and the in-process server harness.
 #![allow(dead_code)]
 
+pub mod engine;
 pub mod real;
 pub mod tasks;
 pub mod upstream;
@@ -32,6 +33,18 @@ pub fn encode(value: &Value) -> Vec<u8> {
     let mut out = Vec::new();
     rmpv::encode::write_value(&mut out, value).unwrap();
     out
+}
+
+/// `payload` (an encoded cty object) with its top-level `key` set to `value`.
+pub fn with_field(payload: &[u8], key: &str, value: Value) -> Vec<u8> {
+    let mut object = rmpv::decode::read_value(&mut &payload[..]).unwrap();
+    let Value::Map(entries) = &mut object else {
+        panic!("not an object");
+    };
+    entries.retain(|(k, _)| k.as_str() != Some(key));
+    entries.push((Value::from(key), value));
+    entries.sort_by(|a, b| a.0.as_str().cmp(&b.0.as_str()));
+    encode(&object)
 }
 
 pub fn str_list(items: &[&str]) -> Value {
