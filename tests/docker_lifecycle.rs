@@ -197,6 +197,10 @@ async fn signal_exec_inspect_and_stats_on_a_running_task() {
         })
         .await
         .unwrap();
+    // The shell runs its trap once its `sleep 0.1` ends.
+    task.stdout
+        .wait_for("got HUP", Duration::from_secs(10))
+        .await;
 
     let exec = s
         .driver

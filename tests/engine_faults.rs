@@ -15,72 +15,15 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use polydev::driver::status::recoverable_detail;
 use polydev::pb::hashicorp::nomad::plugins::drivers::proto::{
-    self as nomad, driver_client::DriverClient, fingerprint_response::HealthState,
+    self as nomad, fingerprint_response::HealthState,
 };
 use polydev::pb::hashicorp::nomad::plugins::shared::structs::attribute::Value as AttrValue;
-use rmpv::Value;
-use support::engine::OwnEngine;
-use support::real::{AllocDir, Plugin, TEST_IMAGE, ensure_test_image};
-use support::tasks::{Setup, destroy, finish, script, start, test_key, unique_id, wait};
-use support::{PoolOptions, ProviderOptions, task_config};
-use tonic::transport::Channel;
-
-/// A plugin on `engine` with a warm pool of `target` for `openai` (broker mode: the test
-/// engine has no bridge, broker-mode containers need none).
-async fn setup_on(engine: &OwnEngine, target: u32) -> Setup {
-    ensure_test_image();
-    let key = test_key();
-    let data_dir = tempfile::tempdir().unwrap();
-    let plugin = Plugin::spawn(&[("OPENAI_API_KEY", key.as_str())]);
-    let (mut base, driver) = plugin.clients().await;
-    let config = support::plugin_config_for(
-        TEST_IMAGE,
-        data_dir.path(),
-        &PoolOptions::target(target),
-        &ProviderOptions::default(),
-    );
-    let config = support::with_field(&config, "docker_endpoint", Value::from(engine.endpoint()));
-    base.set_config(support::set_config_request(config, true))
-        .await
-        .expect("SetConfig");
-    Setup {
-        plugin,
-        driver,
-        data_dir,
-        key,
-    }
-}
-
-/// WaitTask, failing the test after 90 s instead of hanging it.
-async fn bounded_wait(driver: &mut DriverClient<Channel>, id: &str) -> nomad::WaitTaskResponse {
-    tokio::time::timeout(Duration::from_secs(90), wait(driver, id))
-        .await
-        .unwrap_or_else(|_| panic!("WaitTask of {id} did not return within 90 s"))
-}
-
-/// Every fingerprint the plugin sends, collected in the background.
-fn collect_fingerprints(
-    driver: &DriverClient<Channel>,
-) -> Arc<Mutex<Vec<nomad::FingerprintResponse>>> {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let sink = seen.clone();
-    let driver = driver.clone();
-    tokio::spawn(async move {
-        let mut stream = driver
-            .clone()
-            .fingerprint(nomad::FingerprintRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        while let Some(Ok(fingerprint)) = stream.next().await {
-            sink.lock().unwrap().push(fingerprint);
-        }
-    });
-    seen
-}
+use support::engine::{OwnEngine, bounded_wait, collect_fingerprints, plugin_on};
+use support::real::AllocDir;
+use support::tasks::{destroy, finish, script, start, unique_id};
+use support::{PoolOptions, task_config};
 
 fn string_attr(fingerprint: &nomad::FingerprintResponse, key: &str) -> Option<String> {
     match fingerprint.attributes.get(key)?.value.as_ref()? {
@@ -108,7 +51,7 @@ async fn until_fingerprints(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_restart_ends_tasks_with_its_message_and_the_pool_recovers() {
     let mut engine = OwnEngine::start(false);
-    let mut s = setup_on(&engine, 2).await;
+    let mut s = plugin_on(&engine, &PoolOptions::target(2)).await;
     let fingerprints = collect_fingerprints(&s.driver);
     until_fingerprints(&fingerprints, "two idle containers", |seen| {
         seen.last()
@@ -172,7 +115,7 @@ async fn an_engine_restart_ends_tasks_with_its_message_and_the_pool_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_live_restore_tasks_keep_running_and_their_logs_lose_and_repeat_nothing() {
     let mut engine = OwnEngine::start(true);
-    let mut s = setup_on(&engine, 1).await;
+    let mut s = plugin_on(&engine, &PoolOptions::target(1)).await;
     support::tasks::wait_for_reported_idle(&s.driver, "openai", 1).await;
     let lines = 120;
     let body =
@@ -202,7 +145,7 @@ async fn with_live_restore_tasks_keep_running_and_their_logs_lose_and_repeat_not
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_absent_at_start_is_reported_and_recovers_by_itself() {
     let mut engine = OwnEngine::not_started(false);
-    let mut s = setup_on(&engine, 0).await;
+    let mut s = plugin_on(&engine, &PoolOptions::target(0)).await;
     let fingerprints = collect_fingerprints(&s.driver);
     until_fingerprints(&fingerprints, "unhealthy with the path", |seen| {
         seen.first().is_some_and(|f| {

@@ -94,6 +94,11 @@ pub enum CoreError {
     Slot(#[from] SlotError),
     #[error("credential broker: {0}")]
     Broker(#[from] BrokerError),
+    #[error(
+        "container {container} stopped before the task could start in it (the engine stopped \
+         or removed it); Nomad retries the task"
+    )]
+    StoppedBeforeStart { container: String },
 }
 
 impl CoreError {
@@ -102,7 +107,7 @@ impl CoreError {
         match self {
             CoreError::Runtime(e) => e.is_retryable(),
             CoreError::Credentials(CredentialError::Unavailable(_)) => true,
-            CoreError::Pool(_) => true,
+            CoreError::Pool(_) | CoreError::StoppedBeforeStart { .. } => true,
             _ => false,
         }
     }

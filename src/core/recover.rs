@@ -13,7 +13,7 @@ use super::start::brokered_task;
 use super::store::TaskEntry;
 use super::task::DriverState;
 use super::{Core, CoreError};
-use crate::broker::ListenerSite;
+use crate::broker::{BindError, BrokerError, ListenerSite};
 use crate::credentials::CredentialKey;
 
 /// Identity of the task being recovered, from Nomad's stored handle.
@@ -81,6 +81,8 @@ impl Core {
                     let brokered = brokered_task(&request.task_id, key, &key_variable);
                     match self.broker.open(brokered, site, port).await {
                         Ok(lease) => entry.set_broker(lease),
+                        // It exited meanwhile: it needs no broker, its supervisor reports the exit.
+                        Err(BrokerError::Bind(BindError::NotTheContainer { .. })) => {}
                         Err(err) => {
                             self.tasks.remove(&request.task_id);
                             return Err(err.into());

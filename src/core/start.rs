@@ -80,6 +80,11 @@ impl Core {
                         tracing::warn!(container_id = %container_id, "a warm container was gone when claimed; trying another");
                         continue;
                     }
+                    if err.is_container_gone() {
+                        return Err(CoreError::StoppedBeforeStart {
+                            container: container_id,
+                        });
+                    }
                     return Err(err);
                 }
             }

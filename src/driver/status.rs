@@ -56,7 +56,9 @@ pub fn from_core(err: CoreError) -> Status {
         | CoreError::Credentials(_)
         | CoreError::ImageMissing { .. } => Code::FailedPrecondition,
         CoreError::Runtime(_) | CoreError::Slot(_) => Code::Internal,
-        CoreError::Pool(_) | CoreError::Broker(_) => Code::FailedPrecondition,
+        CoreError::Pool(_) | CoreError::Broker(_) | CoreError::StoppedBeforeStart { .. } => {
+            Code::FailedPrecondition
+        }
     };
     Status::new(code, err.to_string())
 }

@@ -12,7 +12,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::real::TEST_IMAGE;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use polydev::pb::hashicorp::nomad::plugins::drivers::proto::{
+    self as nomad, driver_client::DriverClient,
+};
+use rmpv::Value;
+use tonic::transport::Channel;
+
+use super::real::{Plugin, TEST_IMAGE, ensure_test_image};
+use super::tasks::{Setup, test_key, wait};
+use super::{PoolOptions, ProviderOptions};
 
 /// How long the engine may take to start or stop.
 const ENGINE_DEADLINE: Duration = Duration::from_secs(60);
@@ -248,4 +259,58 @@ impl Drop for OwnEngine {
             .args(["link", "delete", &self.bridge])
             .output();
     }
+}
+
+/// A plugin on `engine` with warm pool `pool` for `openai` (broker mode: the test
+/// engine has no bridge, broker-mode containers need none).
+pub async fn plugin_on(engine: &OwnEngine, pool: &PoolOptions) -> Setup {
+    ensure_test_image();
+    let key = test_key();
+    let data_dir = tempfile::tempdir().unwrap();
+    let plugin = Plugin::spawn(&[("OPENAI_API_KEY", key.as_str())]);
+    let (mut base, driver) = plugin.clients().await;
+    let config = super::plugin_config_for(
+        TEST_IMAGE,
+        data_dir.path(),
+        pool,
+        &ProviderOptions::default(),
+    );
+    let config = super::with_field(&config, "docker_endpoint", Value::from(engine.endpoint()));
+    base.set_config(super::set_config_request(config, true))
+        .await
+        .expect("SetConfig");
+    Setup {
+        plugin,
+        driver,
+        data_dir,
+        key,
+    }
+}
+
+/// WaitTask, failing the test after 90 s instead of hanging it.
+pub async fn bounded_wait(driver: &mut DriverClient<Channel>, id: &str) -> nomad::WaitTaskResponse {
+    tokio::time::timeout(Duration::from_secs(90), wait(driver, id))
+        .await
+        .unwrap_or_else(|_| panic!("WaitTask of {id} did not return within 90 s"))
+}
+
+/// Every fingerprint the plugin sends, collected in the background.
+pub fn collect_fingerprints(
+    driver: &DriverClient<Channel>,
+) -> Arc<Mutex<Vec<nomad::FingerprintResponse>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let driver = driver.clone();
+    tokio::spawn(async move {
+        let mut stream = driver
+            .clone()
+            .fingerprint(nomad::FingerprintRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        while let Some(Ok(fingerprint)) = stream.next().await {
+            sink.lock().unwrap().push(fingerprint);
+        }
+    });
+    seen
 }

@@ -220,6 +220,18 @@ pub async fn start(
     options: TaskOptions,
     memory_mb: i64,
 ) -> Started {
+    try_start(driver, task, options, memory_mb)
+        .await
+        .expect("StartTask")
+}
+
+/// StartTask that reports a refusal instead of failing the test.
+pub async fn try_start(
+    driver: &mut DriverClient<Channel>,
+    task: &str,
+    options: TaskOptions,
+    memory_mb: i64,
+) -> Result<Started, tonic::Status> {
     let id = unique_id(task);
     let alloc = AllocDir::new(task);
     let (stdout, stderr) = alloc.start_readers();
@@ -228,13 +240,12 @@ pub async fn start(
     super::set_memory_mb(&mut config, memory_mb);
     let handle = driver
         .start_task(nomad::StartTaskRequest { task: Some(config) })
-        .await
-        .expect("StartTask")
+        .await?
         .into_inner()
         .handle
         .unwrap();
     let state = polydev::core::DriverState::decode(&handle.driver_state).unwrap();
-    Started {
+    Ok(Started {
         id,
         _alloc: alloc,
         handle,
@@ -242,7 +253,7 @@ pub async fn start(
         container: state.container_id,
         stdout,
         stderr,
-    }
+    })
 }
 
 pub async fn wait(driver: &mut DriverClient<Channel>, id: &str) -> nomad::WaitTaskResponse {
