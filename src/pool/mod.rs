@@ -23,7 +23,6 @@ mod refill;
 pub mod slots;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -325,22 +324,45 @@ impl WarmPool {
 
     /// The pool key: what an idle container must match to be adopted after a restart.
     fn key_for(&self, pool: &ProviderPool, image_id: &str) -> String {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (
-            image_id,
-            &pool.provider,
-            &self.node,
-            pool.settings.idle_nano_cpus,
-            pool.settings.idle_memory_bytes,
-            format!("{:?}", self.security),
-            &pool.network_mode,
-            &self.log_max_size,
-            self.log_max_files,
-            self.slots.path(""),
-        )
-            .hash(&mut hasher);
-        format!("{:016x}", hasher.finish())
+        let security = &self.security;
+        pool_key(&[
+            ("image", image_id),
+            ("provider", &pool.provider),
+            ("node", &self.node),
+            ("idle_nano_cpus", &pool.settings.idle_nano_cpus.to_string()),
+            ("idle_memory_bytes", &pool.settings.idle_memory_bytes.to_string()),
+            ("cap_drop_all", &security.cap_drop_all.to_string()),
+            ("no_new_privileges", &security.no_new_privileges.to_string()),
+            ("pids_limit", &security.pids_limit.to_string()),
+            ("read_only_rootfs", &security.read_only_rootfs.to_string()),
+            ("oci_runtime", security.oci_runtime.as_deref().unwrap_or("")),
+            ("network_mode", pool.network_mode.as_deref().unwrap_or("")),
+            ("log_max_size", &self.log_max_size),
+            ("log_max_files", &self.log_max_files.to_string()),
+            ("slots", &self.slots.path("").to_string_lossy()),
+        ])
     }
+}
+
+/// 64-bit FNV-1a over `name=value` lines, as 16 hex digits: the same fields always give the
+/// same key, whatever Rust release built the plugin (std's `DefaultHasher` promises no such
+/// thing, and a changed key throws every idle container away).
+fn pool_key(fields: &[(&str, &str)]) -> String {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = OFFSET;
+    for (name, value) in fields {
+        for byte in name
+            .bytes()
+            .chain([b'='])
+            .chain(value.bytes())
+            .chain([b'\n'])
+        {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(PRIME);
+        }
+    }
+    format!("{hash:016x}")
 }
 
 fn lock(state: &Mutex<PoolState>) -> std::sync::MutexGuard<'_, PoolState> {
@@ -350,7 +372,7 @@ fn lock(state: &Mutex<PoolState>) -> std::sync::MutexGuard<'_, PoolState> {
 
 /// A new random slot id (16 hex digits).
 pub fn new_slot_id() -> String {
-    use std::hash::BuildHasher;
+    use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(
         SystemTime::now()
@@ -359,4 +381,23 @@ pub fn new_slot_id() -> String {
             .unwrap_or(0),
     );
     format!("{:016x}", hasher.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_key_is_stable_across_builds() {
+        // A golden value: it changes only if the fields or their encoding change, never with
+        // the toolchain.
+        let key = pool_key(&[("image", "sha256:abc"), ("provider", "openai"), ("pids_limit", "512")]);
+        assert_eq!(key, "50c8691e64992f0d", "FNV-1a 64 of the three lines, computed independently");
+        assert_eq!(pool_key(&[]), "cbf29ce484222325");
+        assert_ne!(
+            pool_key(&[("a", "bc")]),
+            pool_key(&[("ab", "c")]),
+            "field boundaries count"
+        );
+    }
 }
