@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use super::ConfigError;
 use super::cty::Obj;
+use super::duration;
 use super::hclspec::{Spec, attr, default, hcl_string, literal, object};
-use super::pool::parse_duration;
 
 /// Default for `broker.max_header_bytes`.
 pub const DEFAULT_MAX_HEADER_BYTES: u64 = 64 * 1024;
@@ -54,10 +54,10 @@ impl Default for BrokerConfig {
         BrokerConfig {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES as usize,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            connect_timeout: parse_duration(DEFAULT_CONNECT_TIMEOUT).expect("valid default"),
-            upstream_timeout: parse_duration(DEFAULT_UPSTREAM_TIMEOUT).expect("valid default"),
+            connect_timeout: duration::default(DEFAULT_CONNECT_TIMEOUT),
+            upstream_timeout: duration::default(DEFAULT_UPSTREAM_TIMEOUT),
             max_connections: DEFAULT_MAX_CONNECTIONS as usize,
-            client_timeout: parse_duration(DEFAULT_CLIENT_TIMEOUT).expect("valid default"),
+            client_timeout: duration::default(DEFAULT_CLIENT_TIMEOUT),
         }
     }
 }
@@ -163,20 +163,8 @@ pub(crate) fn broker(obj: &Obj<'_>) -> Result<BrokerConfig, ConfigError> {
                 }),
         }
     };
-    let duration = |key: &str, fallback: &str| -> Result<Duration, ConfigError> {
-        let text = obj.string(key)?.unwrap_or_else(|| fallback.to_string());
-        parse_duration(&text)
-            .filter(|d| !d.is_zero() && *d <= Duration::from_secs(24 * 3600))
-            .ok_or_else(|| {
-                ConfigError::invalid(
-                    obj.field(key),
-                    format!("{text:?} is not a duration up to 24h"),
-                    format!(
-                        "write a positive number with a unit: ms, s, m or h, such as {fallback:?}"
-                    ),
-                )
-            })
-    };
+    let day = Duration::from_secs(24 * 3600);
+    let duration = |key: &str, fallback: &str| duration::field(obj, key, fallback, day);
     Ok(BrokerConfig {
         // hyper refuses header buffers under 8 KiB.
         max_header_bytes: number("max_header_bytes", DEFAULT_MAX_HEADER_BYTES, 8192, 1 << 24)?

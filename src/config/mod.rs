@@ -13,6 +13,7 @@
 
 pub mod broker;
 mod cty;
+pub mod duration;
 mod error;
 pub mod hclspec;
 pub mod plugin;

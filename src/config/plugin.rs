@@ -29,8 +29,9 @@ use std::path::{Path, PathBuf};
 use super::ConfigError;
 use super::broker::{BrokerConfig, EgressRule, broker, broker_schema, egress, egress_schema};
 use super::cty::{self, Obj};
+use super::duration;
 use super::hclspec::{Spec, attr, block, block_map, default, hcl_string, literal, object};
-use super::pool::{PoolConfig, parse_duration, pool_schema, pools};
+use super::pool::{PoolConfig, pool_schema, pools};
 use super::provider::{ProviderConfig, builtin_providers, provider_schema, providers};
 
 const WHAT: &str = "plugin config";
@@ -41,12 +42,16 @@ pub const DEFAULT_DOCKER_ENDPOINT: &str = "unix:///var/run/docker.sock";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/polydev";
 /// Default for `security.pids_limit`.
 pub const DEFAULT_PIDS_LIMIT: i64 = 512;
+/// Largest `security.pids_limit` (Linux's `pid_max` ceiling).
+const MAX_PIDS_LIMIT: i64 = 4_194_304;
 /// Default for `container_log.max_size`.
 pub const DEFAULT_LOG_MAX_SIZE: &str = "100m";
 /// Default for `container_log.max_files`.
 pub const DEFAULT_LOG_MAX_FILES: u32 = 3;
 /// How long a task container no task claims back survives a restart.
 pub const DEFAULT_ORPHAN_GRACE: &str = "10m";
+/// The longest `orphan_grace`.
+const MAX_ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
 /// The decoded, validated plugin configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,7 +163,7 @@ impl Default for PluginConfig {
             disable_log_collection: false,
             credentials_from_env: true,
             credentials_from_store: true,
-            orphan_grace: parse_duration(DEFAULT_ORPHAN_GRACE).expect("valid default"),
+            orphan_grace: duration::default(DEFAULT_ORPHAN_GRACE),
             pools: builtin_providers()
                 .into_keys()
                 .map(|name| (name, PoolConfig::default()))
@@ -274,18 +279,12 @@ pub fn decode_plugin_config(msgpack: &[u8]) -> Result<PluginConfig, ConfigError>
         credentials_from_store: root
             .bool("credentials_from_store")?
             .unwrap_or(defaults.credentials_from_store),
-        orphan_grace: match root.string("orphan_grace")? {
-            None => defaults.orphan_grace,
-            Some(text) => parse_duration(&text)
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| {
-                    ConfigError::invalid(
-                        root.field("orphan_grace"),
-                        format!("{text:?} is not a duration"),
-                        "write a positive number with a unit: ms, s, m or h, such as \"10m\"",
-                    )
-                })?,
-        },
+        orphan_grace: duration::field(
+            &root,
+            "orphan_grace",
+            DEFAULT_ORPHAN_GRACE,
+            MAX_ORPHAN_GRACE,
+        )?,
         broker: match root.object("broker")? {
             None => defaults.broker,
             Some(o) => broker(&o)?,
@@ -343,13 +342,13 @@ fn is_runtime_name(s: &str) -> bool {
 fn security(obj: &Obj<'_>) -> Result<SecurityConfig, ConfigError> {
     let d = SecurityConfig::default();
     let pids_limit = obj.integer("pids_limit")?.unwrap_or(d.pids_limit);
-    if pids_limit < 1 {
+    if !(1..=MAX_PIDS_LIMIT).contains(&pids_limit) {
         return Err(ConfigError::invalid(
             obj.field("pids_limit"),
             format!("{pids_limit} is not a usable process limit"),
             format!(
-                "set a limit of at least 1, such as {DEFAULT_PIDS_LIMIT} (the default); polydev \
-                 always limits the processes of task containers"
+                "set a limit from 1 to {MAX_PIDS_LIMIT}, such as {DEFAULT_PIDS_LIMIT} (the \
+                 default); polydev always limits the processes of task containers"
             ),
         ));
     }
@@ -412,16 +411,16 @@ fn container_log(obj: &Obj<'_>) -> Result<ContainerLogConfig, ConfigError> {
     }
     let max_files = match obj.integer("max_files")? {
         None => d.max_files,
-        Some(n) => u32::try_from(n).ok().filter(|n| *n >= 1).ok_or_else(|| {
-            ConfigError::invalid(
-                obj.field("max_files"),
-                format!("{n} is not a usable number of log files"),
-                format!(
-                    "keep at least 1 file (at most {}), such as {DEFAULT_LOG_MAX_FILES}",
-                    u32::MAX
-                ),
-            )
-        })?,
+        Some(n) => u32::try_from(n)
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    obj.field("max_files"),
+                    format!("{n} is not a usable number of log files"),
+                    format!("keep at least 1 file (at most 1000), such as {DEFAULT_LOG_MAX_FILES}"),
+                )
+            })?,
     };
     Ok(ContainerLogConfig {
         max_size,

@@ -10,6 +10,7 @@ use rmpv::Value;
 
 use super::ConfigError;
 use super::cty::Obj;
+use super::duration;
 use super::hclspec::{Spec, attr, default, hcl_string, literal, object};
 
 /// Idle containers kept ready per provider.
@@ -26,6 +27,12 @@ pub const DEFAULT_IDLE_CPUS: f64 = 0.1;
 pub const DEFAULT_IDLE_MEMORY_MB: i64 = 256;
 /// How long a claim waits for an idle container under `when_empty = "wait"`.
 pub const DEFAULT_WAIT_TIMEOUT: &str = "30s";
+/// Largest `idle_cpus` (cores) and `idle_memory` (MB, 1 TiB): more is a unit mistake.
+const MAX_IDLE_CPUS: f64 = 1024.0;
+const MAX_IDLE_MEMORY_MB: i64 = 1 << 20;
+/// Bounds of the pool's durations.
+const MAX_WAIT_TIMEOUT: Duration = Duration::from_secs(3600);
+const MAX_IDLE_AGE: Duration = Duration::from_secs(30 * 86_400);
 
 /// What a StartTask does when its provider's pool has no idle container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +65,7 @@ impl Default for PoolConfig {
         PoolConfig {
             target: DEFAULT_TARGET,
             max: DEFAULT_MAX,
-            max_idle_age: parse_duration(DEFAULT_MAX_IDLE_AGE).expect("valid default"),
+            max_idle_age: duration::default(DEFAULT_MAX_IDLE_AGE),
             refill_parallelism: DEFAULT_REFILL_PARALLELISM,
             idle_nano_cpus: (DEFAULT_IDLE_CPUS * 1e9) as i64,
             idle_memory_bytes: DEFAULT_IDLE_MEMORY_MB << 20,
@@ -141,16 +148,7 @@ fn pool(obj: &Obj<'_>) -> Result<PoolConfig, ConfigError> {
         ));
     }
     let duration =
-        |key: &str, fallback: &str| -> Result<Duration, ConfigError> {
-            let text = obj.string(key)?.unwrap_or_else(|| fallback.to_string());
-            parse_duration(&text).filter(|d| !d.is_zero()).ok_or_else(|| {
-            ConfigError::invalid(
-                obj.field(key),
-                format!("{text:?} is not a duration"),
-                "write a positive number with a unit: ms, s, m or h, such as \"30s\" or \"1h\"",
-            )
-        })
-        };
+        |key: &str, fallback: &str, max: Duration| duration::field(obj, key, fallback, max);
     let idle_cpus = match obj.get("idle_cpus")? {
         None | Some(Value::Nil) => DEFAULT_IDLE_CPUS,
         Some(v) => v
@@ -158,30 +156,37 @@ fn pool(obj: &Obj<'_>) -> Result<PoolConfig, ConfigError> {
             .or_else(|| v.as_i64().map(|n| n as f64))
             .or_else(|| v.as_u64().map(|n| n as f64))
             .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-            .filter(|c| c.is_finite() && *c >= 0.01)
+            .filter(|c| c.is_finite() && (0.01..=MAX_IDLE_CPUS).contains(c))
             .ok_or_else(|| {
                 ConfigError::invalid(
                     obj.field("idle_cpus"),
                     "not a usable CPU amount",
-                    "give cores as a number of at least 0.01, such as 0.1",
+                    format!("give cores as a number from 0.01 to {MAX_IDLE_CPUS}, such as 0.1"),
                 )
             })?,
     };
     let idle_memory_mb = match obj.integer("idle_memory")? {
         None => DEFAULT_IDLE_MEMORY_MB,
-        Some(mb) if mb >= 6 => mb,
+        Some(mb) if (6..=MAX_IDLE_MEMORY_MB).contains(&mb) => mb,
         Some(mb) => {
             return Err(ConfigError::invalid(
                 obj.field("idle_memory"),
-                format!("{mb} MB is below Docker's 6 MB minimum"),
-                format!("give MB, at least 6, such as {DEFAULT_IDLE_MEMORY_MB}"),
+                format!("{mb} MB is out of range"),
+                format!(
+                    "give MB from Docker's minimum of 6 to {MAX_IDLE_MEMORY_MB}, such as \
+                     {DEFAULT_IDLE_MEMORY_MB}"
+                ),
             ));
         }
     };
     let when_empty = match obj.string("when_empty")?.as_deref() {
         None | Some("cold") => WhenEmpty::Cold,
         Some("fail") => WhenEmpty::Fail,
-        Some("wait") => WhenEmpty::Wait(duration("wait_timeout", DEFAULT_WAIT_TIMEOUT)?),
+        Some("wait") => WhenEmpty::Wait(duration(
+            "wait_timeout",
+            DEFAULT_WAIT_TIMEOUT,
+            MAX_WAIT_TIMEOUT,
+        )?),
         Some(other) => {
             return Err(ConfigError::invalid(
                 obj.field("when_empty"),
@@ -194,7 +199,7 @@ fn pool(obj: &Obj<'_>) -> Result<PoolConfig, ConfigError> {
     Ok(PoolConfig {
         target,
         max,
-        max_idle_age: duration("max_idle_age", DEFAULT_MAX_IDLE_AGE)?,
+        max_idle_age: duration("max_idle_age", DEFAULT_MAX_IDLE_AGE, MAX_IDLE_AGE)?,
         refill_parallelism: count("refill_parallelism", d.refill_parallelism, 1)?,
         idle_nano_cpus: (idle_cpus * 1e9).round() as i64,
         idle_memory_bytes: idle_memory_mb << 20,
@@ -202,36 +207,9 @@ fn pool(obj: &Obj<'_>) -> Result<PoolConfig, ConfigError> {
     })
 }
 
-/// Parse `250ms`, `30s`, `5m`, `1h` (one number, one unit).
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    let millis = match unit {
-        "ms" => number,
-        "s" => number.checked_mul(1_000)?,
-        "m" => number.checked_mul(60_000)?,
-        "h" => number.checked_mul(3_600_000)?,
-        _ => return None,
-    };
-    Some(Duration::from_millis(millis))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-        for bad in ["", "5", "s", "1.5s", "-1s", "1d", "1 s"] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
-        }
-    }
 
     use super::super::cty::fixtures::{encode, map, obj, s};
     use super::super::{PluginConfig, decode_plugin_config};
@@ -254,7 +232,7 @@ mod tests {
                 ("idle_memory", Value::from(128)),
                 ("when_empty", s("wait")),
                 ("wait_timeout", s("250ms")),
-                ("max_idle_age", s("5m")),
+                ("max_idle_age", s("1h30m")),
             ],
         )
         .unwrap();
@@ -266,7 +244,7 @@ mod tests {
             openai.when_empty,
             WhenEmpty::Wait(Duration::from_millis(250))
         );
-        assert_eq!(openai.max_idle_age, Duration::from_secs(300));
+        assert_eq!(openai.max_idle_age, Duration::from_secs(5400));
         assert_eq!(config.pools["google"], PoolConfig::default());
     }
 
@@ -284,17 +262,26 @@ mod tests {
                 "lower target or raise max",
             ),
             ("openai", vec![("when_empty", s("later"))], "\"cold\""),
-            ("openai", vec![("max_idle_age", s("soon"))], "ms, s, m or h"),
+            ("openai", vec![("max_idle_age", s("soon"))], "\"1h30m\""),
+            ("openai", vec![("max_idle_age", s("90days"))], "30days"),
             (
                 "openai",
                 vec![("idle_memory", Value::from(2))],
-                "at least 6",
+                "minimum of 6",
+            ),
+            // 2^44 MB shifted into bytes would be 0; 2^43 negative.
+            (
+                "openai",
+                vec![("idle_memory", Value::from(17_592_186_044_416_i64))],
+                "out of range",
             ),
             (
                 "openai",
-                vec![("idle_cpus", Value::F64(0.0))],
-                "at least 0.01",
+                vec![("idle_memory", Value::from(8_796_093_022_208_i64))],
+                "out of range",
             ),
+            ("openai", vec![("idle_cpus", Value::F64(1e300))], "1024"),
+            ("openai", vec![("idle_cpus", Value::F64(0.0))], "from 0.01"),
             ("openai", vec![("max", Value::from(0))], "at least 1"),
         ];
         for (provider, fields, fix) in cases {

@@ -17,13 +17,19 @@ use crate::runtime::ResourceLimits;
 const GO_ZERO_TIME_SECS: i64 = -62_135_596_800;
 
 const MIB: i64 = 1024 * 1024;
+/// Largest memory a task may be given, in MB (16 TiB; more is a unit mistake, and would overflow
+/// into "unlimited" in bytes).
+const MAX_MEMORY_MB: i64 = 1 << 24;
+/// Docker's largest CPU weight.
+const MAX_CPU_SHARES: i64 = 262_144;
 
-/// Build the core's task from Nomad's TaskConfig and the decoded driver config.
+/// Build the core's task from Nomad's TaskConfig and the decoded driver config; an error names
+/// the resource that is out of range.
 pub fn task_spec(
     task: &nomad::TaskConfig,
     config: PolydevTaskConfig,
     plugin: &PluginConfig,
-) -> TaskSpec {
+) -> Result<TaskSpec, String> {
     let logs = (!plugin.disable_log_collection)
         .then(|| LogPaths {
             stdout: task.stdout_path.clone(),
@@ -33,7 +39,7 @@ pub fn task_spec(
             let unset = |p: &str| p.is_empty() || p == "/dev/null";
             !(unset(&paths.stdout) && unset(&paths.stderr))
         });
-    TaskSpec {
+    Ok(TaskSpec {
         id: task.id.clone(),
         name: task.name.clone(),
         alloc_id: task.alloc_id.clone(),
@@ -48,32 +54,51 @@ pub fn task_spec(
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-        limits: limits(task.resources.as_ref()),
+        limits: limits(task.resources.as_ref())?,
         alloc_dir: (!task.alloc_dir.is_empty()).then(|| task.alloc_dir.clone()),
         logs,
         config,
-    }
+    })
 }
 
 /// Nomad's allocated resources as cgroup limits: `memory_max` (when set) is the hard limit and
 /// `memory` the soft reservation, as in Nomad's docker driver.
-pub fn limits(resources: Option<&nomad::Resources>) -> ResourceLimits {
+pub fn limits(resources: Option<&nomad::Resources>) -> Result<ResourceLimits, String> {
     let mut limits = ResourceLimits::default();
     let Some(resources) = resources else {
-        return limits;
+        return Ok(limits);
+    };
+    let mb = |value: i64, what: &str| -> Result<i64, String> {
+        if (0..=MAX_MEMORY_MB).contains(&value) {
+            Ok(value * MIB)
+        } else {
+            Err(format!(
+                "task resources: {what} = {value} MB is out of range; give 0 to {MAX_MEMORY_MB} MB"
+            ))
+        }
     };
     if let Some(linux) = &resources.linux_resources {
+        if !(0..=MAX_MEMORY_MB * MIB).contains(&linux.memory_limit_bytes) {
+            return Err(format!(
+                "task resources: a memory limit of {} bytes is out of range",
+                linux.memory_limit_bytes
+            ));
+        }
         limits.memory_bytes = linux.memory_limit_bytes;
         limits.cpu_shares = linux.cpu_shares;
         limits.cpuset_cpus = linux.cpuset_cpus.clone();
     }
     if let Some(allocated) = &resources.allocated_resources {
         if let Some(memory) = &allocated.memory {
-            if memory.memory_max_mb > 0 {
-                limits.memory_bytes = memory.memory_max_mb * MIB;
-                limits.memory_reservation_bytes = memory.memory_mb * MIB;
-            } else if memory.memory_mb > 0 {
-                limits.memory_bytes = memory.memory_mb * MIB;
+            let (soft, hard) = (
+                mb(memory.memory_mb, "memory")?,
+                mb(memory.memory_max_mb, "memory_max")?,
+            );
+            if hard > 0 {
+                limits.memory_bytes = hard;
+                limits.memory_reservation_bytes = soft;
+            } else if soft > 0 {
+                limits.memory_bytes = soft;
             }
         }
         if let Some(cpu) = &allocated.cpu
@@ -82,7 +107,13 @@ pub fn limits(resources: Option<&nomad::Resources>) -> ResourceLimits {
             limits.cpu_shares = cpu.cpu_shares;
         }
     }
-    limits
+    if !(0..=MAX_CPU_SHARES).contains(&limits.cpu_shares) {
+        return Err(format!(
+            "task resources: cpu = {} is out of range; give 0 to {MAX_CPU_SHARES}",
+            limits.cpu_shares
+        ));
+    }
+    Ok(limits)
 }
 
 pub fn exit_result(outcome: &ExitOutcome) -> nomad::ExitResult {
@@ -282,11 +313,40 @@ mod tests {
             }),
             ports: vec![],
         };
-        let limits = limits(Some(&resources));
+        let limits = limits(Some(&resources)).unwrap();
         assert_eq!(limits.memory_bytes, 1024 * MIB);
         assert_eq!(limits.memory_reservation_bytes, 256 * MIB);
         assert_eq!(limits.cpu_shares, 500);
         assert_eq!(limits.cpuset_cpus, "0,1");
+    }
+
+    #[test]
+    fn out_of_range_resources_are_refused_not_wrapped() {
+        let memory = |memory_mb, memory_max_mb| nomad::Resources {
+            allocated_resources: Some(nomad::AllocatedTaskResources {
+                memory: Some(nomad::AllocatedMemoryResources {
+                    memory_mb,
+                    memory_max_mb,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        // 2^43 MB would be 2^63 bytes: an overflow into "unlimited".
+        for (mb, max) in [(8_796_093_022_208, 0), (-5, 0), (256, i64::MAX)] {
+            let err = limits(Some(&memory(mb, max))).unwrap_err();
+            assert!(err.contains("out of range") && err.contains("MB"), "{err}");
+        }
+        let cpu = nomad::Resources {
+            allocated_resources: Some(nomad::AllocatedTaskResources {
+                cpu: Some(nomad::AllocatedCpuResources {
+                    cpu_shares: 1 << 40,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(limits(Some(&cpu)).unwrap_err().contains("cpu"));
     }
 
     #[test]

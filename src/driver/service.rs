@@ -143,7 +143,8 @@ impl Driver for PolydevDriver {
         let core = self.core()?;
         let task_config = config::decode_task_config(&task.msgpack_driver_config, core.config())
             .map_err(status::from_config)?;
-        let spec = convert::task_spec(&task, task_config, core.config());
+        let spec = convert::task_spec(&task, task_config, core.config())
+            .map_err(Status::invalid_argument)?;
         let started = core.start_task(spec).await.map_err(status::from_core)?;
         Ok(Response::new(nomad::StartTaskResponse {
             result: nomad::start_task_response::Result::Success as i32,

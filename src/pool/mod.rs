@@ -330,7 +330,10 @@ impl WarmPool {
             ("provider", &pool.provider),
             ("node", &self.node),
             ("idle_nano_cpus", &pool.settings.idle_nano_cpus.to_string()),
-            ("idle_memory_bytes", &pool.settings.idle_memory_bytes.to_string()),
+            (
+                "idle_memory_bytes",
+                &pool.settings.idle_memory_bytes.to_string(),
+            ),
             ("cap_drop_all", &security.cap_drop_all.to_string()),
             ("no_new_privileges", &security.no_new_privileges.to_string()),
             ("pids_limit", &security.pids_limit.to_string()),
@@ -391,8 +394,15 @@ mod tests {
     fn the_pool_key_is_stable_across_builds() {
         // A golden value: it changes only if the fields or their encoding change, never with
         // the toolchain.
-        let key = pool_key(&[("image", "sha256:abc"), ("provider", "openai"), ("pids_limit", "512")]);
-        assert_eq!(key, "50c8691e64992f0d", "FNV-1a 64 of the three lines, computed independently");
+        let key = pool_key(&[
+            ("image", "sha256:abc"),
+            ("provider", "openai"),
+            ("pids_limit", "512"),
+        ]);
+        assert_eq!(
+            key, "50c8691e64992f0d",
+            "FNV-1a 64 of the three lines, computed independently"
+        );
         assert_eq!(pool_key(&[]), "cbf29ce484222325");
         assert_ne!(
             pool_key(&[("a", "bc")]),

@@ -306,12 +306,17 @@ fn security_errors() {
     assert_err(
         &sec("pids_limit", Value::from(0)),
         "security.pids_limit: 0",
-        "at least 1, such as 512",
+        "from 1 to 4194304, such as 512",
     );
     assert_err(
         &sec("pids_limit", Value::from(-5)),
         "security.pids_limit: -5",
-        "at least 1",
+        "from 1 to",
+    );
+    assert_err(
+        &sec("pids_limit", Value::from(1_i64 << 40)),
+        "security.pids_limit: 1099511627776",
+        "from 1 to",
     );
     assert_err(
         &sec("pids_limit", s("many")),
