@@ -15,22 +15,74 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
+use super::args::{Command, Opt, Outcome};
 use crate::config;
 use crate::credentials::sealed::secret_from_utf8;
 use crate::credentials::store::{Listing, MAX_VALUE_LEN};
 use crate::credentials::{EntryId, FileStore};
 
-pub const USAGE: &str = "    polydev credentials set --namespace NS --user ID --provider P [--variable VAR] [--data-dir DIR]
-        Store the value read from stdin (one trailing newline is dropped) as VAR of user ID in
-        Nomad namespace NS, encrypted. VAR defaults to the provider's first required credential
-        (OPENAI_API_KEY, ANTHROPIC_API_KEY, GOOGLE_API_KEY). Example:
-            printf %s \"$KEY\" | polydev credentials set --namespace default --user user_123 --provider openai
-    polydev credentials list [--namespace NS] [--user ID] [--data-dir DIR]
-        Show the stored entries: namespace, user, provider, variable names (never values).
-    polydev credentials rm --namespace NS --user ID --provider P [--variable VAR] [--data-dir DIR]
-        Remove one variable, or the user's whole entry for the provider.
-        --data-dir must be the plugin's data_dir (default /var/lib/polydev).
-";
+const NAMESPACE: Opt = Opt::Value {
+    name: "namespace",
+    value: "NS",
+    help: "the Nomad namespace whose jobs may use the key",
+};
+const USER: Opt = Opt::Value {
+    name: "user",
+    value: "ID",
+    help: "the user id tasks name in their config's user_id",
+};
+const PROVIDER: Opt = Opt::Value {
+    name: "provider",
+    value: "P",
+    help: "openai, anthropic, google, or a provider of your own",
+};
+const VARIABLE: Opt = Opt::Value {
+    name: "variable",
+    value: "VAR",
+    help: "the variable (default: the provider's first credential,\nOPENAI_API_KEY, ANTHROPIC_API_KEY or GOOGLE_API_KEY)",
+};
+const DATA_DIR: Opt = Opt::Value {
+    name: "data-dir",
+    value: "DIR",
+    help: "the plugin's data_dir (default /var/lib/polydev)",
+};
+
+const SET: Command = Command {
+    name: "credentials set",
+    summary:
+        "Store the value read from stdin (one trailing newline is dropped) as VAR of user ID in \
+Nomad namespace NS, encrypted under the plugin's data_dir. The value never comes from the
+command line, where ps and shell history would see it. Replaces an entry that has become
+unreadable.",
+    options: &[NAMESPACE, USER, PROVIDER, VARIABLE, DATA_DIR],
+    operands: None,
+    notes: "Example: printf %s \"$KEY\" | polydev credentials set --namespace default --user user_123 --provider openai",
+};
+const LIST: Command = Command {
+    name: "credentials list",
+    summary: "Show the stored entries: namespace, user, provider, when each was last changed, and \
+variable names — never values.",
+    options: &[NAMESPACE, USER, DATA_DIR],
+    operands: None,
+    notes: "",
+};
+const RM: Command = Command {
+    name: "credentials rm",
+    summary: "Remove one variable, or the user's whole entry for the provider (also an entry that has \
+become unreadable).",
+    options: &[NAMESPACE, USER, PROVIDER, VARIABLE, DATA_DIR],
+    operands: None,
+    notes: "",
+};
+
+/// Usage of every subcommand (for `polydev credentials --help`).
+fn overview() -> String {
+    [SET, LIST, RM]
+        .iter()
+        .map(super::args::usage)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
 
 /// Run `polydev credentials ARGS` with the process's stdin/stdout/stderr; returns the exit code.
 pub fn main(args: &[String]) -> i32 {
@@ -61,54 +113,38 @@ struct Options {
 }
 
 impl Options {
-    fn parse(args: &[String], allowed: &[&str]) -> Result<Self, Failure> {
-        let mut options = Options::default();
-        let mut iter = args.iter();
-        while let Some(arg) = iter.next() {
-            let (name, inline) = match arg.split_once('=') {
-                Some((name, value)) if name.starts_with("--") => (name, Some(value.to_string())),
-                _ => (arg.as_str(), None),
-            };
-            if !allowed.contains(&name) {
-                let hint = if name == "--value" {
-                    ": the value is read from stdin, never from the command line"
-                } else {
-                    ""
-                };
-                return Err(Failure::Usage(format!("unknown option {name:?}{hint}")));
+    /// `None`: `--help` was asked for (and printed).
+    fn parse(
+        command: &Command,
+        args: &[String],
+        stdout: &mut dyn Write,
+    ) -> Result<Option<Self>, Failure> {
+        let parsed = match super::args::parse(command, args).map_err(Failure::Usage)? {
+            Outcome::Help(text) => {
+                let _ = stdout.write_all(text.as_bytes());
+                return Ok(None);
             }
-            let value = match inline {
-                Some(value) => value,
-                None => iter
-                    .next()
-                    .filter(|value| !value.starts_with("--"))
-                    .cloned()
-                    .ok_or_else(|| Failure::Usage(format!("{name} needs a value")))?,
-            };
-            let slot = match name {
-                "--namespace" => &mut options.namespace,
-                "--user" => &mut options.user,
-                "--provider" => &mut options.provider,
-                "--variable" => &mut options.variable,
-                _ => {
-                    options.data_dir = Some(PathBuf::from(value));
-                    continue;
-                }
-            };
-            *slot = Some(value);
-        }
-        Ok(options)
+            Outcome::Run(parsed) => parsed,
+        };
+        let text = |name: &str| parsed.get(name).map(str::to_string);
+        Ok(Some(Options {
+            namespace: text("namespace"),
+            user: text("user"),
+            provider: text("provider"),
+            variable: text("variable"),
+            data_dir: text("data-dir").map(PathBuf::from),
+        }))
     }
 
     fn entry(&self) -> Result<EntryId, Failure> {
         let need = |value: &Option<String>, name: &str| {
             value
                 .clone()
-                .ok_or_else(|| Failure::Usage(format!("{name} is required")))
+                .ok_or_else(|| Failure::Usage(format!("--{name} is required")))
         };
-        let namespace = need(&self.namespace, "--namespace")?;
-        let user = need(&self.user, "--user")?;
-        let provider = need(&self.provider, "--provider")?;
+        let namespace = need(&self.namespace, "namespace")?;
+        let user = need(&self.user, "user")?;
+        let provider = need(&self.provider, "provider")?;
         EntryId::new(&namespace, &user, &provider).map_err(|e| Failure::Usage(e.to_string()))
     }
 
@@ -121,14 +157,6 @@ impl Options {
     }
 }
 
-const ENTRY_OPTIONS: &[&str] = &[
-    "--namespace",
-    "--user",
-    "--provider",
-    "--variable",
-    "--data-dir",
-];
-
 /// The testable core of [`main`].
 fn run(
     args: &[String],
@@ -137,31 +165,52 @@ fn run(
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> i32 {
-    let result = match args.first().map(String::as_str) {
+    let rest = args.get(1..).unwrap_or_default();
+    let (command, result) = match args.first().map(String::as_str) {
         Some("help" | "--help" | "-h") => {
-            let _ = write!(stdout, "Usage:\n{USAGE}");
+            let _ = stdout.write_all(overview().as_bytes());
             return 0;
         }
-        Some("set") => Options::parse(&args[1..], ENTRY_OPTIONS)
-            .and_then(|o| set(&o, stdin, stdin_is_terminal, stdout, stderr)),
-        Some("list") => Options::parse(&args[1..], &["--namespace", "--user", "--data-dir"])
-            .and_then(|o| list(&o, stdout)),
-        Some("rm") => Options::parse(&args[1..], ENTRY_OPTIONS).and_then(|o| rm(&o, stdout)),
-        Some(other) => Err(Failure::Usage(format!("unknown command {other:?}"))),
-        None => Err(Failure::Usage("name a command: set, list or rm".into())),
+        Some("set") => (
+            Some(&SET),
+            Options::parse(&SET, rest, stdout).and_then(|o| match o {
+                Some(o) => set(&o, stdin, stdin_is_terminal, stdout, stderr),
+                None => Ok(0),
+            }),
+        ),
+        Some("list") => (
+            Some(&LIST),
+            Options::parse(&LIST, rest, stdout).and_then(|o| match o {
+                Some(o) => list(&o, stdout),
+                None => Ok(0),
+            }),
+        ),
+        Some("rm") => (
+            Some(&RM),
+            Options::parse(&RM, rest, stdout).and_then(|o| match o {
+                Some(o) => rm(&o, stdout),
+                None => Ok(0),
+            }),
+        ),
+        Some(other) => (
+            None,
+            Err(Failure::Usage(format!("unknown command {other:?}"))),
+        ),
+        None => (
+            None,
+            Err(Failure::Usage("name a command: set, list or rm".into())),
+        ),
     };
-    let command = args.first().map(String::as_str).unwrap_or_default();
+    let name = command.map(|c| c.name).unwrap_or("credentials");
     match result {
         Ok(code) => code,
         Err(Failure::Usage(message)) => {
-            let _ = write!(
-                stderr,
-                "polydev credentials {command}: {message}\nUsage:\n{USAGE}"
-            );
+            let usage = command.map(super::args::usage).unwrap_or_else(overview);
+            let _ = write!(stderr, "polydev {name}: {message}\n\n{usage}");
             2
         }
         Err(Failure::Failed(message)) => {
-            let _ = writeln!(stderr, "polydev credentials {command}: {message}");
+            let _ = writeln!(stderr, "polydev {name}: {message}");
             1
         }
     }

@@ -26,6 +26,9 @@ pub const LABEL_NODE: &str = "io.polydev.node";
 /// Label with the owning plugin's `data_dir`: with the node, it says which plugin instance
 /// manages the container (reconciliation and the orphan sweep touch only their own).
 pub const LABEL_DATA_DIR: &str = "io.polydev.data-dir";
+/// Label with the Unix time after which the container may be removed by any polydev sweep
+/// (set by `polydev run` only).
+pub const LABEL_EXPIRES_AT: &str = "io.polydev.expires-at";
 /// uid:gid every task runs as (user `runtime` in the images).
 pub const TASK_USER: &str = "1000:1000";
 
@@ -123,15 +126,29 @@ pub fn network_mode_for(plugin: &PluginConfig, provider: &str) -> Option<String>
         .map(|mode| mode.as_str().to_string())
 }
 
-/// The full container spec of a cold-started task.
-pub fn task_container(task: &TaskSpec, plugin: &PluginConfig, node: &str) -> ContainerSpec {
+/// The full container spec of a cold-started task; `expires_after` sets [`LABEL_EXPIRES_AT`].
+pub fn task_container(
+    task: &TaskSpec,
+    plugin: &PluginConfig,
+    node: &str,
+    expires_after: Option<std::time::Duration>,
+) -> ContainerSpec {
     let security = &plugin.security;
+    let mut labels = labels(task, node, &plugin.data_dir.to_string_lossy());
+    if let Some(after) = expires_after {
+        let at = std::time::SystemTime::now() + after;
+        let secs = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        labels.insert(LABEL_EXPIRES_AT.into(), secs.to_string());
+    }
     ContainerSpec {
         name: container_name(task),
         image: task.config.image.clone(),
         user: TASK_USER.into(),
         env: Vec::new(),
-        labels: labels(task, node, &plugin.data_dir.to_string_lossy()),
+        labels,
         limits: task.limits.clone(),
         mounts: alloc_mounts(task),
         security: security_options(security),

@@ -34,8 +34,8 @@ mod supervise;
 mod task;
 
 pub use container::{
-    LABEL_DATA_DIR, LABEL_MANAGED, LABEL_NODE, LABEL_PROVIDER, TASK_USER, network_mode_for,
-    security_options,
+    LABEL_DATA_DIR, LABEL_EXPIRES_AT, LABEL_MANAGED, LABEL_NODE, LABEL_PROVIDER, TASK_USER,
+    network_mode_for, security_options,
 };
 pub use events::{EventBus, TaskEvent};
 pub use exec::ExecResult;
@@ -131,6 +131,10 @@ pub struct CoreSettings {
     pub node: String,
     /// Tasks' containers that no task claims back for this long are removed.
     pub orphan_grace: std::time::Duration,
+    /// Give task containers an expiry ([`LABEL_EXPIRES_AT`]) this long after their creation,
+    /// after which any polydev sweep removes them (`polydev run`: a bound that survives its
+    /// `kill -9`); `None` for Nomad's tasks, whose life Nomad decides.
+    pub expires_after: Option<std::time::Duration>,
 }
 
 /// What the core reaches the outside world through.

@@ -8,6 +8,9 @@
 //! (a cold-started container, or a pool container whose slot is claimed) and belong to no known
 //! task are noted; one still unclaimed after `orphan_grace` is removed with its slot and log
 //! forwarder files. Idle pool containers are the pool's business, not the sweep's.
+//!
+//! Containers of this node whose [`LABEL_EXPIRES_AT`] has passed are removed whichever
+//! polydev made them: a `polydev run` that was `kill -9`ed leaves its container behind with one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +18,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Core, LABEL_DATA_DIR, LABEL_MANAGED, LABEL_NODE};
+use super::{Core, LABEL_DATA_DIR, LABEL_EXPIRES_AT, LABEL_MANAGED, LABEL_NODE};
 use crate::pool::LABEL_SLOT;
 
 /// How often the sweep looks (more often when the grace period is shorter).
@@ -37,6 +40,11 @@ impl Core {
         });
     }
 
+    /// Remove expired containers of this node now (what `polydev run` does at its start).
+    pub async fn sweep_expired(&self) {
+        self.sweep_orphans(&mut HashMap::new()).await;
+    }
+
     /// One pass of the sweep; `first_seen` remembers when each orphan was first noticed.
     pub(super) async fn sweep_orphans(&self, first_seen: &mut HashMap<String, Instant>) {
         let Ok(containers) = self.runtime.list(LABEL_MANAGED, "true").await else {
@@ -45,7 +53,22 @@ impl Core {
         let known: std::collections::HashSet<String> =
             self.tasks.container_ids().into_iter().collect();
         let mut orphans = Vec::new();
+        let now_secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         for container in containers {
+            let expired = container.labels.get(LABEL_NODE) == Some(&self.settings.node)
+                && container
+                    .labels
+                    .get(LABEL_EXPIRES_AT)
+                    .and_then(|at| at.parse::<u64>().ok())
+                    .is_some_and(|at| at <= now_secs);
+            if expired && !known.contains(&container.id) {
+                tracing::warn!(container_id = %container.id, "removing a container past its expiry (a polydev run that was killed)");
+                let _ = self.runtime.remove(&container.id).await;
+                continue;
+            }
             let ours = container.labels.get(LABEL_NODE) == Some(&self.settings.node)
                 && container.labels.get(LABEL_DATA_DIR).map(String::as_str)
                     == Some(&*self.settings.config.data_dir.to_string_lossy());

@@ -329,7 +329,12 @@ impl Core {
 
     /// Create and start the task's container (cold start).
     async fn create_started_container(&self, task: &TaskSpec) -> Result<String, CoreError> {
-        let spec = task_container(task, &self.settings.config, &self.settings.node);
+        let spec = task_container(
+            task,
+            &self.settings.config,
+            &self.settings.node,
+            self.settings.expires_after,
+        );
         let container_id = self.runtime.create(&spec).await.map_err(|err| match err {
             RuntimeError::NotFound { kind: "image", .. } => CoreError::ImageMissing {
                 image: spec.image.clone(),

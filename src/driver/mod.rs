@@ -188,6 +188,7 @@ impl PolydevDriver {
         let settings = CoreSettings {
             node: self.inner.wiring.node.clone(),
             orphan_grace: config.orphan_grace,
+            expires_after: None,
             config,
         };
         let ports = CorePorts {

@@ -7,7 +7,11 @@
 //!   [`SinkOptions::retry_interval`] until [`SinkOptions::open_timeout`], then
 //!   [`LogError::NoReader`]. The runtime never blocks: a blocking `open(2)` could hang forever if
 //!   logmon is gone. A path that does not exist yet is waited for the same way.
-//! - anything else (a regular file, a tty): appended to through `tokio::fs` (tests, `polydev run`).
+//! - `/dev/fd/1` or `/dev/fd/2`: this process's own stdout or stderr, written through a
+//!   duplicate of the descriptor — the same open file, so output lands after what the caller's
+//!   shell wrote before and before what it writes after, for files, pipes, sockets and ttys alike
+//!   (`polydev run`). Reopening the path instead would start a file at offset 0 again.
+//! - anything else (a regular file, a tty): appended to through `tokio::fs` (tests).
 //!
 //! Writes to a FIFO apply back-pressure: a full pipe parks the task until it is writable again (no
 //! spinning, no blocked thread). SIGPIPE is ignored by Rust programs, so a reader that went away
@@ -83,6 +87,17 @@ impl Sink {
             return Ok(Sink {
                 path: path.to_path_buf(),
                 target: Target::Discard,
+                options: options.clone(),
+            });
+        }
+        if let Some(duplicate) = inherited_fd(path) {
+            let duplicate = duplicate.map_err(|source| LogError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            return Ok(Sink {
+                path: path.to_path_buf(),
+                target: Target::File(tokio::fs::File::from_std(std::fs::File::from(duplicate))),
                 options: options.clone(),
             });
         }
@@ -214,6 +229,16 @@ impl Sink {
         }
         Ok(())
     }
+}
+
+/// `/dev/fd/1` and `/dev/fd/2` name this process's stdout and stderr: a duplicate of it.
+fn inherited_fd(path: &Path) -> Option<std::io::Result<std::os::fd::OwnedFd>> {
+    let duplicate = match path.to_str()? {
+        "/dev/fd/1" => nix::unistd::dup(std::io::stdout()),
+        "/dev/fd/2" => nix::unistd::dup(std::io::stderr()),
+        _ => return None,
+    };
+    Some(duplicate.map_err(std::io::Error::from))
 }
 
 fn is_fifo(meta: &std::fs::Metadata) -> bool {

@@ -167,7 +167,7 @@ fn bad_input_is_refused_with_the_right_exit_code() {
         let out = cli(args, VALUE, dir.path());
         assert_eq!(out.code, 2, "{args}: {}", out.stderr);
         assert!(
-            out.stderr.contains(expect) && out.stderr.contains("Usage:"),
+            out.stderr.contains(expect) && out.stderr.contains("usage: polydev credentials"),
             "{args}: {}",
             out.stderr
         );
