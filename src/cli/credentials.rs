@@ -60,8 +60,8 @@ unreadable.",
 };
 const LIST: Command = Command {
     name: "credentials list",
-    summary: "Show the stored entries: namespace, user, provider, when each was last changed, and \
-variable names — never values.",
+    summary: "Show the stored entries: namespace, user, provider, when each was last changed \
+(UTC), and variable names — never values.",
     options: &[NAMESPACE, USER, DATA_DIR],
     operands: None,
     notes: "",
@@ -277,9 +277,16 @@ fn set(
     }
     let value = read_value(stdin)?;
     let store = options.store();
-    store
+    let replaced = store
         .set(&id, &variable, &value)
         .map_err(|e| Failure::Failed(e.to_string()))?;
+    if let Some(problem) = replaced {
+        let _ = writeln!(
+            stderr,
+            "polydev credentials set: the entry of {id} was unreadable ({problem}); it now holds \
+             only {variable}: register its other variables again"
+        );
+    }
     let _ = writeln!(
         stdout,
         "stored {variable} for {id} in {}",
@@ -336,15 +343,16 @@ fn list(options: &Options, stdout: &mut dyn Write) -> Result<i32, Failure> {
     })
 }
 
-/// Aligned columns: NAMESPACE USER PROVIDER VARIABLES.
+/// Aligned columns: NAMESPACE USER PROVIDER UPDATED VARIABLES.
 fn render_list(listed: &[Listing]) -> String {
-    let rows: Vec<[String; 4]> = listed
+    let rows: Vec<[String; 5]> = listed
         .iter()
         .map(|l| {
             [
                 l.id.namespace().to_string(),
                 l.id.user().to_string(),
                 l.id.provider().to_string(),
+                l.updated.map(utc).unwrap_or_else(|| "-".into()),
                 match &l.variables {
                     Ok(names) => names.join(","),
                     Err(problem) => format!("(unreadable: {problem})"),
@@ -352,7 +360,7 @@ fn render_list(listed: &[Listing]) -> String {
             ]
         })
         .collect();
-    let header = ["NAMESPACE", "USER", "PROVIDER", "VARIABLES"].map(String::from);
+    let header = ["NAMESPACE", "USER", "PROVIDER", "UPDATED", "VARIABLES"].map(String::from);
     let width = |i: usize| {
         std::iter::once(&header)
             .chain(&rows)
@@ -360,16 +368,25 @@ fn render_list(listed: &[Listing]) -> String {
             .max()
             .unwrap_or(0)
     };
-    let widths = [width(0), width(1), width(2)];
+    let widths = [width(0), width(1), width(2), width(3)];
     let mut out = String::new();
     for row in std::iter::once(&header).chain(&rows) {
         for (i, w) in widths.iter().enumerate() {
             out.push_str(&format!("{:<w$}  ", row[i]));
         }
-        out.push_str(&row[3]);
+        out.push_str(&row[4]);
         out.push('\n');
     }
     out
+}
+
+/// `2026-12-01T13:05:00Z`.
+fn utc(at: std::time::SystemTime) -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    time::OffsetDateTime::from(at)
+        .format(&format)
+        .unwrap_or_else(|_| "-".into())
 }
 
 fn rm(options: &Options, stdout: &mut dyn Write) -> Result<i32, Failure> {

@@ -92,6 +92,8 @@ pub enum StoreError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listing {
     pub id: EntryId,
+    /// When the entry file was last written (`set`/`rm`).
+    pub updated: Option<std::time::SystemTime>,
     /// The variable names stored, or why the file could not be read.
     pub variables: Result<Vec<String>, String>,
 }
@@ -200,13 +202,15 @@ impl FileStore {
     }
 
     /// Store `value` as `variable` of `id`, replacing any previous value; creates the key, the
-    /// data dir and the directories on first use.
+    /// data dir and the directories on first use. An entry file that no longer parses (what
+    /// the plugin tells the operator to fix with `set`) is replaced by a new one: returns the
+    /// problem it had, so the caller can say so.
     pub fn set(
         &self,
         id: &EntryId,
         variable: &str,
         value: &SecretString,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<String>, StoreError> {
         use secrecy::ExposeSecret;
         names::check(NameKind::Variable, variable)?;
         match value.expose_secret().len() {
@@ -221,11 +225,16 @@ impl FileStore {
         let user_dir = self.root.join(id.namespace()).join(id.user());
         private::ensure_dir(user_dir.parent().expect("has a parent"))?;
         private::ensure_dir(&user_dir)?;
-        let mut entry = self.load(id)?.unwrap_or_default();
+        let (mut entry, replaced) = match self.load(id) {
+            Ok(entry) => (entry.unwrap_or_default(), None),
+            Err(StoreError::Corrupt { problem, .. }) => (EntryFile::default(), Some(problem)),
+            Err(err) => return Err(err),
+        };
         entry
             .values
             .insert(variable.to_string(), key.seal(id, variable, value));
-        private::write_atomic(&self.entry_path(id), &entry.render())
+        private::write_atomic(&self.entry_path(id), &entry.render())?;
+        Ok(replaced)
     }
 
     /// Remove `variable` of `id`, or the whole entry when `variable` is `None`; returns the
@@ -242,8 +251,15 @@ impl FileStore {
             return Err(not_found());
         }
         let _lock = private::Lock::acquire(&self.root.join(".lock"))?;
-        let mut entry = self.load(id)?.ok_or_else(not_found)?;
         let path = self.entry_path(id);
+        let mut entry = match self.load(id) {
+            // The whole entry of a file that no longer parses can still go.
+            Err(StoreError::Corrupt { .. }) if variable.is_none() => {
+                std::fs::remove_file(&path).map_err(|err| io_error("cannot remove", &path, err))?;
+                return Ok(vec!["(the unreadable entry)".to_string()]);
+            }
+            loaded => loaded?.ok_or_else(not_found)?,
+        };
         let removed = match variable {
             Some(variable) => {
                 entry.values.remove(variable).ok_or_else(not_found)?;
@@ -297,7 +313,14 @@ impl FileStore {
                         Ok(None) => continue,
                         Err(err) => Err(err.to_string()),
                     };
-                    found.push(Listing { id, variables });
+                    let updated = std::fs::metadata(self.entry_path(&id))
+                        .and_then(|meta| meta.modified())
+                        .ok();
+                    found.push(Listing {
+                        id,
+                        updated,
+                        variables,
+                    });
                 }
             }
         }

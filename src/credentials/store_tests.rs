@@ -355,6 +355,23 @@ fn list_shows_names_never_values_and_remove_tidies_up() {
             .unwrap_err()
             .contains("corrupt")
     );
+    // ... and repaired as the plugin's error says: `set` replaces it, `rm` removes it.
+    let problem = store
+        .set(&a2, "OPENAI_API_KEY", &secret("sk-again"))
+        .unwrap();
+    assert!(problem.is_some_and(|p| p.contains("first line")));
+    assert_eq!(
+        get(&store, &a2, "OPENAI_API_KEY").unwrap().unwrap(),
+        "sk-again"
+    );
+    std::fs::write(store.entry_path(&a2), "junk\n").unwrap();
+    assert!(
+        store.remove(&a2, Some("OPENAI_API_KEY")).is_err(),
+        "one variable of an unreadable entry cannot be picked out"
+    );
+    store.remove(&a2, None).unwrap();
+    assert!(!store.entry_path(&a2).exists());
+    store.set(&a2, "OPENAI_API_KEY", &secret("sk-a2")).unwrap();
 
     assert_eq!(
         store.remove(&a1g, Some("GOOGLE_PROJECT_ID")).unwrap(),

@@ -199,7 +199,7 @@ fn list_shows_names_only_and_rm_removes() {
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(
         cli("list --namespace ns-a", "", dir.path()).stdout,
-        "NAMESPACE  USER  PROVIDER  VARIABLES\n"
+        "NAMESPACE  USER  PROVIDER  UPDATED  VARIABLES\n"
     );
     for (ns, user, provider, var) in [
         ("ns-a", "user1", "openai", "OPENAI_API_KEY"),
@@ -231,13 +231,40 @@ fn list_shows_names_only_and_rm_removes() {
         run(&args, &mut &b""[..], false, &mut stdout, &mut Vec::new()),
         0
     );
+    // Every row: the names, when it was written (today, UTC), the variables — never a value.
+    let listed = String::from_utf8(stdout).unwrap();
+    let rows: Vec<Vec<&str>> = listed
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
     assert_eq!(
-        String::from_utf8(stdout).unwrap(),
-        "NAMESPACE  USER                 PROVIDER   VARIABLES\n\
-         ns-a       user1                google     GOOGLE_API_KEY,GOOGLE_PROJECT_ID\n\
-         ns-a       user1                openai     OPENAI_API_KEY\n\
-         ns-b       someone@example.com  anthropic  ANTHROPIC_API_KEY\n"
+        rows[0],
+        ["NAMESPACE", "USER", "PROVIDER", "UPDATED", "VARIABLES"]
     );
+    let today = time::OffsetDateTime::now_utc().date().to_string();
+    let expected = [
+        [
+            "ns-a",
+            "user1",
+            "google",
+            "GOOGLE_API_KEY,GOOGLE_PROJECT_ID",
+        ],
+        ["ns-a", "user1", "openai", "OPENAI_API_KEY"],
+        [
+            "ns-b",
+            "someone@example.com",
+            "anthropic",
+            "ANTHROPIC_API_KEY",
+        ],
+    ];
+    assert_eq!(rows.len(), 4, "{listed}");
+    for (row, want) in rows[1..].iter().zip(expected) {
+        assert_eq!([row[0], row[1], row[2], row[4]], want, "{listed}");
+        assert!(
+            row[3].starts_with(&today) && row[3].ends_with('Z'),
+            "{listed}"
+        );
+    }
     let out = cli("list --user someone@example.com", "", dir.path());
     assert_eq!(out.stdout.lines().count(), 2);
 
