@@ -41,6 +41,10 @@ const VARIABLE: Opt = Opt::Value {
     value: "VAR",
     help: "the variable (default: the provider's first credential,\nOPENAI_API_KEY, ANTHROPIC_API_KEY or GOOGLE_API_KEY)",
 };
+const SHARED: Opt = Opt::Flag {
+    name: "shared",
+    help: "the node's shared key, for tasks that set no user_id\n(instead of --namespace and --user)",
+};
 const DATA_DIR: Opt = Opt::Value {
     name: "data-dir",
     value: "DIR",
@@ -51,12 +55,12 @@ const SET: Command = Command {
     name: "credentials set",
     summary:
         "Store the value read from stdin (one trailing newline is dropped) as VAR of user ID in \
-Nomad namespace NS, encrypted under the plugin's data_dir. The value never comes from the
-command line, where ps and shell history would see it. Replaces an entry that has become
-unreadable.",
-    options: &[NAMESPACE, USER, PROVIDER, VARIABLE, DATA_DIR],
+Nomad namespace NS, or with --shared as the node's shared key, encrypted under the plugin's
+data_dir. The value never comes from the command line, where ps and shell history would see it.
+Replaces an entry that has become unreadable.",
+    options: &[NAMESPACE, USER, SHARED, PROVIDER, VARIABLE, DATA_DIR],
     operands: None,
-    notes: "Example: printf %s \"$KEY\" | polydev credentials set --namespace default --user user_123 --provider openai",
+    notes: "Examples:\n  printf %s \"$KEY\" | polydev credentials set --namespace default --user user_123 --provider openai\n  printf %s \"$KEY\" | polydev credentials set --shared --provider anthropic",
 };
 const LIST: Command = Command {
     name: "credentials list",
@@ -68,9 +72,9 @@ const LIST: Command = Command {
 };
 const RM: Command = Command {
     name: "credentials rm",
-    summary: "Remove one variable, or the user's whole entry for the provider (also an entry that has \
-become unreadable).",
-    options: &[NAMESPACE, USER, PROVIDER, VARIABLE, DATA_DIR],
+    summary: "Remove one variable, or the user's (or with --shared the node's) whole entry for the \
+provider, also an entry that has become unreadable.",
+    options: &[NAMESPACE, USER, SHARED, PROVIDER, VARIABLE, DATA_DIR],
     operands: None,
     notes: "",
 };
@@ -109,6 +113,7 @@ struct Options {
     user: Option<String>,
     provider: Option<String>,
     variable: Option<String>,
+    shared: bool,
     data_dir: Option<PathBuf>,
 }
 
@@ -132,6 +137,7 @@ impl Options {
             user: text("user"),
             provider: text("provider"),
             variable: text("variable"),
+            shared: parsed.flag("shared"),
             data_dir: text("data-dir").map(PathBuf::from),
         }))
     }
@@ -142,10 +148,22 @@ impl Options {
                 .clone()
                 .ok_or_else(|| Failure::Usage(format!("--{name} is required")))
         };
-        let namespace = need(&self.namespace, "namespace")?;
-        let user = need(&self.user, "user")?;
         let provider = need(&self.provider, "provider")?;
-        EntryId::new(&namespace, &user, &provider).map_err(|e| Failure::Usage(e.to_string()))
+        let entry = if self.shared {
+            if self.namespace.is_some() || self.user.is_some() {
+                return Err(Failure::Usage(
+                    "--shared is the node's key for tasks without a user: drop --namespace and \
+                     --user, or drop --shared to name a user's key"
+                        .into(),
+                ));
+            }
+            EntryId::shared(&provider)
+        } else {
+            let namespace = need(&self.namespace, "namespace")?;
+            let user = need(&self.user, "user")?;
+            EntryId::new(&namespace, &user, &provider)
+        };
+        entry.map_err(|e| Failure::Usage(e.to_string()))
     }
 
     fn store(&self) -> FileStore {
@@ -348,9 +366,13 @@ fn render_list(listed: &[Listing]) -> String {
     let rows: Vec<[String; 5]> = listed
         .iter()
         .map(|l| {
+            let (namespace, user) = match l.id.is_shared() {
+                true => ("*", "(shared)"),
+                false => (l.id.namespace(), l.id.user()),
+            };
             [
-                l.id.namespace().to_string(),
-                l.id.user().to_string(),
+                namespace.to_string(),
+                user.to_string(),
                 l.id.provider().to_string(),
                 l.updated.map(utc).unwrap_or_else(|| "-".into()),
                 match &l.variables {

@@ -51,6 +51,13 @@ impl std::fmt::Display for CredentialKey {
 
 /// The operator command that registers `variable` for `key` (the value goes on stdin).
 pub fn set_command(key: &CredentialKey, variable: &str) -> String {
+    if key.user_id.is_none() {
+        return format!(
+            "polydev credentials set --shared --provider {} --variable {variable} (the value on \
+             stdin)",
+            key.provider
+        );
+    }
     format!(
         "polydev credentials set --namespace {} --user {} --provider {} --variable {variable} \
          (the value on stdin)",
@@ -76,18 +83,21 @@ pub fn rm_command(key: &CredentialKey) -> String {
 pub enum CredentialError {
     #[error(
         "missing credential {variable} for {key}: a task without a user_id gets the node's \
-         shared key from the Nomad agent's environment; set {variable} there (the polydev plugin \
-         inherits it), or give the task a user_id and register that user's key with \
-         `polydev credentials set`"
+         shared key, from the store's shared entry or else the Nomad agent's environment, and \
+         neither has it; register it with `{fix}`, or give the task a user_id and register that \
+         user's key with `polydev credentials set`",
+        fix = set_command(.key, .variable)
     )]
     Missing {
         key: CredentialKey,
         variable: String,
     },
     #[error(
-        "missing credential {variable} for {key}: the task sets no user_id, and the plugin config \
-         has credentials_from_env = false, so there is no shared key; give the task the user_id \
-         of a registered user, or set credentials_from_env = true"
+        "missing credential {variable} for {key}: the task sets no user_id and the node has no \
+         shared key in the store (credentials_from_env = false, so the agent's environment is \
+         not read); register one with `{fix}`, or give the task the user_id of a registered \
+         user",
+        fix = set_command(.key, .variable)
     )]
     SharedDisabled {
         key: CredentialKey,

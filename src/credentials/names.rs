@@ -129,6 +129,10 @@ fn is_variable(s: &str) -> bool {
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == b'_')
 }
 
+/// Directory names of the shared entries (not valid as a namespace or a user id).
+pub const SHARED_NAMESPACE: &str = "_shared";
+pub const SHARED_USER: &str = "_node";
+
 /// The identity of one stored entry — (namespace, user id, provider) — with every part checked.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EntryId {
@@ -150,6 +154,23 @@ impl EntryId {
         })
     }
 
+    /// The node's shared key of `provider`, for tasks that name no user. Its namespace and user
+    /// (`_shared`, `_node`) break the name rules on purpose: no Nomad namespace or user id can
+    /// name this entry.
+    pub fn shared(provider: &str) -> Result<Self, NameError> {
+        check(NameKind::Provider, provider)?;
+        Ok(EntryId {
+            namespace: SHARED_NAMESPACE.to_string(),
+            user: SHARED_USER.to_string(),
+            provider: provider.to_string(),
+        })
+    }
+
+    /// Whether this is a node-wide shared entry ([`EntryId::shared`]).
+    pub fn is_shared(&self) -> bool {
+        self.namespace == SHARED_NAMESPACE && self.user == SHARED_USER
+    }
+
     pub fn namespace(&self) -> &str {
         &self.namespace
     }
@@ -165,6 +186,9 @@ impl EntryId {
 
 impl fmt::Display for EntryId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_shared() {
+            return write!(f, "the node's shared key of provider {:?}", self.provider);
+        }
         write!(
             f,
             "namespace {:?}, user {:?}, provider {:?}",
@@ -185,6 +209,16 @@ mod tests {
         for bad in ["", "a_b", "a/b", "..", ".", "a b", "ü", &"n".repeat(129)] {
             assert!(check(NameKind::Namespace, bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn no_namespace_and_user_can_name_the_shared_entry() {
+        let shared = EntryId::shared("openai").unwrap();
+        assert!(shared.is_shared());
+        assert!(EntryId::new(SHARED_NAMESPACE, SHARED_USER, "openai").is_err());
+        assert!(check(NameKind::Namespace, SHARED_NAMESPACE).is_err());
+        assert!(check(NameKind::User, SHARED_USER).is_err());
+        assert!(EntryId::shared("Not A Provider").is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! | task | source | off when |
 //! |---|---|---|
 //! | with a `user_id` | the store entry (task's namespace, user, provider) — nothing else | `credentials_from_store = false` |
-//! | without a `user_id` | the node's shared key, from the agent's environment | `credentials_from_env = false` |
+//! | without a `user_id` | the node's shared key: the store's shared entry (`polydev credentials set --shared`), else the agent's environment | `credentials_from_store = false` / `credentials_from_env = false` |
 //!
 //! Invariants:
 //! - A task naming a user never falls back to the shared key, and never sees an entry of another
@@ -58,6 +58,17 @@ impl CredentialSource for ScopedSource {
         optional: &[String],
     ) -> Result<Credentials, CredentialError> {
         let Some(user) = &key.user_id else {
+            // The node's shared key: the store's shared entry first, then the agent's env.
+            if let Some(store) = &self.store {
+                let id = EntryId::shared(&key.provider).map_err(|err| CredentialError::Store {
+                    key: key.clone(),
+                    problem: err.to_string(),
+                })?;
+                let found = from_entry(store, key, &id, required, optional, true)?;
+                if !found.is_empty() {
+                    return Ok(found);
+                }
+            }
             return match (&self.shared, required.first()) {
                 (Some(shared), _) => shared.resolve(key, required, optional),
                 (None, Some(variable)) => Err(CredentialError::SharedDisabled {
@@ -91,6 +102,19 @@ fn from_store(
             problem: err.to_string(),
         }
     })?;
+    from_entry(store, key, &id, required, optional, false)
+}
+
+/// The variables of entry `id`; with `absent_is_empty`, an entry holding none of them is an
+/// empty answer (the caller falls back), otherwise a missing required one is the error.
+fn from_entry(
+    store: &FileStore,
+    key: &CredentialKey,
+    id: &EntryId,
+    required: &[String],
+    optional: &[String],
+    absent_is_empty: bool,
+) -> Result<Credentials, CredentialError> {
     let mut wanted: Vec<String> = required.to_vec();
     for variable in optional {
         if !wanted.contains(variable) {
@@ -98,8 +122,11 @@ fn from_store(
         }
     }
     let found = store
-        .get_many(&id, &wanted)
+        .get_many(id, &wanted)
         .map_err(|err| store_error(key, err))?;
+    if absent_is_empty && found.is_empty() {
+        return Ok(found);
+    }
     if let Some(missing) = required
         .iter()
         .find(|variable| !found.iter().any(|(name, _)| name == *variable))

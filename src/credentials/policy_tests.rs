@@ -277,3 +277,65 @@ fn broken_stores_give_clear_non_retryable_errors() {
     assert!(err.to_string().contains("invalid namespace"), "{err}");
     assert!(!matches!(err, CredentialError::Unavailable(_)));
 }
+
+#[test]
+fn the_stores_shared_entry_serves_tasks_without_a_user_and_nobody_else() {
+    let f = fixture();
+    let stored = "sk-shared-from-the-store-0123456789";
+    f.store
+        .set(
+            &EntryId::shared("openai").unwrap(),
+            "OPENAI_API_KEY",
+            &SecretString::from(stored),
+        )
+        .unwrap();
+    // It wins over the environment, in every namespace, and needs no environment at all.
+    let env_off = PluginConfig {
+        credentials_from_env: false,
+        ..f.config.clone()
+    };
+    for source in [source_for(&f.config, env()), source_for(&env_off, vec![])] {
+        for namespace in ["ns-a", "default"] {
+            assert_eq!(
+                openai(&*source, &key(namespace, None, "openai")).unwrap(),
+                stored
+            );
+        }
+        // A task naming a user never falls back to it.
+        let err = openai(&*source, &key("default", Some("user1"), "openai")).unwrap_err();
+        assert!(
+            matches!(err, CredentialError::NotRegistered { .. }),
+            "{err}"
+        );
+        assert_eq!(
+            openai(&*source, &key("ns-a", Some("user1"), "openai")).unwrap(),
+            USER_KEY
+        );
+    }
+    // Another provider's shared entry is not this one's: the error names the fix.
+    let err = source_for(&env_off, vec![])
+        .resolve(
+            &key("ns-a", None, "anthropic"),
+            &["ANTHROPIC_API_KEY".to_string()],
+            &[],
+        )
+        .unwrap_err();
+    let text = assert_clean(&err);
+    assert!(
+        text.contains("polydev credentials set --shared --provider anthropic"),
+        "{text}"
+    );
+    // With the store off, the shared entry is not read either.
+    let store_off = PluginConfig {
+        credentials_from_store: false,
+        ..f.config.clone()
+    };
+    assert_eq!(
+        openai(
+            &*source_for(&store_off, env()),
+            &key("ns-a", None, "openai")
+        )
+        .unwrap(),
+        SHARED_KEY
+    );
+}

@@ -28,7 +28,7 @@ use secrecy::SecretString;
 use zeroize::Zeroizing;
 
 use super::entry::EntryFile;
-use super::names::{self, EntryId, NameError, NameKind};
+use super::names::{self, EntryId, NameError, NameKind, SHARED_NAMESPACE, SHARED_USER};
 use super::private::{self, io_error};
 use super::sealed::{KEY_LEN, OpenError, StoreKey};
 use std::os::unix::fs::MetadataExt;
@@ -307,24 +307,39 @@ impl FileStore {
                 }
                 let user_dir = ns_dir.join(&u);
                 for provider in entry_names(&user_dir)? {
-                    let id = EntryId::new(&ns, &u, &provider)?;
-                    let variables = match self.load(&id) {
-                        Ok(Some(entry)) => Ok(entry.values.into_keys().collect()),
-                        Ok(None) => continue,
-                        Err(err) => Err(err.to_string()),
-                    };
-                    let updated = std::fs::metadata(self.entry_path(&id))
-                        .and_then(|meta| meta.modified())
-                        .ok();
-                    found.push(Listing {
-                        id,
-                        updated,
-                        variables,
-                    });
+                    self.push_listing(EntryId::new(&ns, &u, &provider)?, &mut found);
                 }
             }
         }
+        // The node's shared keys, when no namespace or user narrows the list.
+        let shared_dir = self.root.join(SHARED_NAMESPACE).join(SHARED_USER);
+        if namespace.is_none()
+            && user.is_none()
+            && private::check_dir(&self.root.join(SHARED_NAMESPACE))?
+            && private::check_dir(&shared_dir)?
+        {
+            for provider in entry_names(&shared_dir)? {
+                self.push_listing(EntryId::shared(&provider)?, &mut found);
+            }
+        }
         Ok(found)
+    }
+
+    /// `id`'s listing, if its entry exists (an unreadable one with its problem).
+    fn push_listing(&self, id: EntryId, found: &mut Vec<Listing>) {
+        let variables = match self.load(&id) {
+            Ok(Some(entry)) => Ok(entry.values.into_keys().collect()),
+            Ok(None) => return,
+            Err(err) => Err(err.to_string()),
+        };
+        let updated = std::fs::metadata(self.entry_path(&id))
+            .and_then(|meta| meta.modified())
+            .ok();
+        found.push(Listing {
+            id,
+            updated,
+            variables,
+        });
     }
 
     /// Private subdirectories of `dir` whose names follow `kind`'s rule, sorted.

@@ -12,7 +12,10 @@ struct Outcome {
 
 fn cli(args: &str, stdin: &str, data_dir: &std::path::Path) -> Outcome {
     let mut args: Vec<String> = args.split_whitespace().map(String::from).collect();
-    if args.len() > 1 {
+    if matches!(
+        args.first().map(String::as_str),
+        Some("set" | "list" | "rm")
+    ) {
         args.push(format!("--data-dir={}", data_dir.display()));
     }
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
@@ -307,4 +310,64 @@ fn list_shows_names_only_and_rm_removes() {
     let out = cli("list --namespace ns-a", "", dir.path());
     assert_eq!(out.code, 1);
     assert!(out.stdout.contains("(unreadable: "), "{}", out.stdout);
+}
+
+#[test]
+fn shared_keys_are_set_listed_and_removed_without_a_namespace_or_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cli("set --shared --provider anthropic", VALUE, dir.path());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .starts_with("stored ANTHROPIC_API_KEY for the node's shared key of provider"),
+        "{}",
+        out.stdout
+    );
+    let shared = EntryId::shared("anthropic").unwrap();
+    let got = FileStore::new(dir.path())
+        .get_many(&shared, &["ANTHROPIC_API_KEY".to_string()])
+        .unwrap();
+    assert_eq!(got[0].1.expose_secret(), VALUE);
+
+    cli(
+        "set --namespace ns-a --user user1 --provider openai",
+        VALUE,
+        dir.path(),
+    );
+    let out = cli("list", "", dir.path());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let shared_row = out
+        .stdout
+        .lines()
+        .find(|line| line.contains("anthropic"))
+        .unwrap_or_else(|| panic!("no shared row in\n{}", out.stdout));
+    assert!(
+        shared_row.starts_with("*") && shared_row.contains("(shared)"),
+        "{shared_row}"
+    );
+    // Narrowing to a namespace shows that namespace's users only.
+    let out = cli("list --namespace ns-a", "", dir.path());
+    assert!(!out.stdout.contains("anthropic"), "{}", out.stdout);
+
+    // --shared names no user: mixing them is a usage error that says so.
+    for args in [
+        "set --shared --user user1 --provider openai",
+        "rm --shared --namespace ns-a --provider openai",
+    ] {
+        let out = cli(args, VALUE, dir.path());
+        assert_eq!(out.code, 2, "{args}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("drop --namespace and --user"),
+            "{}",
+            out.stderr
+        );
+    }
+    let out = cli("rm --shared --provider anthropic", "", dir.path());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        FileStore::new(dir.path())
+            .get_many(&shared, &["ANTHROPIC_API_KEY".to_string()])
+            .unwrap()
+            .is_empty()
+    );
 }
