@@ -418,14 +418,16 @@ fn unknown_socket_group_is_refused_before_announcing() {
 
 #[test]
 fn without_the_cookie_it_prints_help_and_exits_2() {
+    // A usage error: the help goes to stderr (stdout stays clean for scripts) with exit 2.
     let out = Command::new(env!("CARGO_BIN_EXE_polydev"))
         .env_remove(MAGIC_COOKIE_KEY)
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(stdout.contains(MAGIC_COOKIE_KEY), "{stdout}");
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains(MAGIC_COOKIE_KEY), "{stderr}");
 }
 
 #[tokio::test]
