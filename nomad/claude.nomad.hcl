@@ -32,7 +32,9 @@ job "claude" {
         provider = "anthropic"
         user_id  = "${NOMAD_META_user_id}"
         command  = "claude"
-        args     = ["--print", "${NOMAD_META_prompt}"]
+        # `--` ends the options: a prompt such as "--dangerously-skip-permissions" stays a prompt
+        # (and "update" stays a prompt, not a subcommand).
+        args     = ["--print", "--", "${NOMAD_META_prompt}"]
       }
 
       resources {

@@ -32,7 +32,9 @@ job "codex" {
         provider = "openai"
         user_id  = "${NOMAD_META_user_id}"
         command  = "codex"
-        args     = ["exec", "--skip-git-repo-check", "${NOMAD_META_prompt}"]
+        # `--` ends the options: a prompt such as "--dangerously-bypass-approvals-and-sandbox" stays
+        # a prompt (and "resume" stays a prompt, not a subcommand).
+        args     = ["exec", "--skip-git-repo-check", "--", "${NOMAD_META_prompt}"]
       }
 
       resources {

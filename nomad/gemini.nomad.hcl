@@ -32,7 +32,9 @@ job "gemini" {
         provider = "google"
         user_id  = "${NOMAD_META_user_id}"
         command  = "gemini"
-        args     = ["--prompt", "${NOMAD_META_prompt}"]
+        # `--prompt=VALUE`: the CLI's parser takes everything after `=` as the value, so a prompt
+        # such as "--yolo" stays a prompt.
+        args     = ["--prompt=${NOMAD_META_prompt}"]
       }
 
       resources {

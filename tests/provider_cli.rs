@@ -2,7 +2,9 @@
 //! real provider images, the node's test key held by polydev's credential broker.
 //! - `--version`: the CLI's version text arrives in the task's stdout FIFO and the key is
 //!   nowhere in `docker inspect`.
-//! - A real prompt (`codex exec …`, `claude -p …`, `gemini -p …`): the CLI sends its request to
+//! - A real prompt, passed with the shipped jobspecs' `args` (`nomad/*.nomad.hcl`) and shaped
+//!   like one of the CLI's own flags (`--yolo`): it reaches the model as the prompt's text, so a
+//!   dispatched prompt cannot switch a CLI's behaviour. The CLI sends its request to
 //!   the broker in its network-less container; the stand-in API (`support::upstream`, the real
 //!   APIs are unreachable here) receives it with the real key in the provider's own header and
 //!   no placeholder, and answers in the API's documented streaming format; that answer is the
@@ -200,7 +202,13 @@ fn canned(request: &Recorded) -> Reply {
 }
 
 /// A real prompt through the broker: checks what reached the API and what the CLI printed.
-async fn prompt(provider: &str, command: &str, args: &[&str], model_path: &str, auth: &str) {
+async fn prompt(
+    provider: &str,
+    command: &str,
+    args: &[&str],
+    model_path: &str,
+    auth: &str,
+) -> Vec<Recorded> {
     let api = StandIn::start(canned).await;
     let run = run_task(provider, command, args, Some(&api)).await;
     let requests = api.requests();
@@ -244,6 +252,7 @@ async fn prompt(provider: &str, command: &str, args: &[&str], model_path: &str, 
     assert!(!run.stdout.contains(&run.key) && !run.stderr.contains(&run.key));
     let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
     eprintln!("{command}: the API got {paths:?}; stdout {:?}", run.stdout);
+    requests
 }
 
 /// Whatever happens in the test: stop the plugin, remove its containers, unmount its slots.
@@ -280,25 +289,93 @@ async fn gemini_cli_runs_through_the_driver() {
     run_cli("google", "gemini", "0.61.0").await;
 }
 
+/// The `args` of a shipped jobspec in `nomad/`, with `${NOMAD_META_prompt}` replaced by `prompt`
+/// the way Nomad's interpolation replaces it (inside the string, whatever the prompt holds).
+fn jobspec_args(file: &str, prompt: &str) -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("nomad")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let list = text
+        .lines()
+        .map(str::trim)
+        .find_map(|line| line.strip_prefix("args"))
+        .and_then(|rest| rest.trim_start().strip_prefix('='))
+        .unwrap_or_else(|| panic!("{} has no `args = [...]` line", path.display()));
+    let args: Vec<String> = serde_json::from_str(list.trim()).unwrap_or_else(|e| {
+        panic!(
+            "{}: args is not a list of plain strings: {e}",
+            path.display()
+        )
+    });
+    assert!(
+        args.iter().any(|a| a.contains("${NOMAD_META_prompt}")),
+        "{} does not pass the prompt",
+        path.display()
+    );
+    args.iter()
+        .map(|a| a.replace("${NOMAD_META_prompt}", prompt))
+        .collect()
+}
+
+/// A dispatched prompt that looks like one of the CLI's own flags goes through the shipped
+/// jobspec's args: it must reach the model as the prompt, not switch the CLI's behaviour.
+async fn jobspec_prompt(
+    file: &str,
+    provider: &str,
+    command: &str,
+    flag: &str,
+    model_path: &str,
+    auth: &str,
+) {
+    let args = jobspec_args(file, flag);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let requests = prompt(provider, command, &args, model_path, auth).await;
+    assert!(
+        requests
+            .iter()
+            .filter(|r| r.path.contains(model_path))
+            .any(|r| String::from_utf8_lossy(&r.body).contains(flag)),
+        "the prompt {flag:?} never reached the model as text: {requests:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codex_answers_a_prompt_through_the_broker_from_a_warm_container() {
-    let args = ["exec", "--skip-git-repo-check", "--", "Say hello"];
-    prompt("openai", "codex", &args, "/v1/responses", "authorization").await;
+    let flag = "--dangerously-bypass-approvals-and-sandbox";
+    jobspec_prompt(
+        "codex.nomad.hcl",
+        "openai",
+        "codex",
+        flag,
+        "/v1/responses",
+        "authorization",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_answers_a_prompt_through_the_broker() {
-    let args = ["-p", "Say hello"];
-    prompt("anthropic", "claude", &args, "/v1/messages", "x-api-key").await;
+    let flag = "--dangerously-skip-permissions";
+    jobspec_prompt(
+        "claude.nomad.hcl",
+        "anthropic",
+        "claude",
+        flag,
+        "/v1/messages",
+        "x-api-key",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gemini_answers_a_prompt_through_the_broker() {
-    let args = ["-m", "gemini-2.5-flash", "-p", "Say hello"];
-    prompt(
+    let flag = "--yolo";
+    jobspec_prompt(
+        "gemini.nomad.hcl",
         "google",
         "gemini",
-        &args,
+        flag,
         ":streamGenerateContent",
         "x-goog-api-key",
     )
