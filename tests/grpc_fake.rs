@@ -696,6 +696,7 @@ async fn recover_in_a_new_plugin_process_resumes_wait_and_logs() {
     base.set_config(support::set_config_request(config, false))
         .await
         .unwrap();
+    let started_state = started.handle.as_ref().unwrap().driver_state.clone();
     let recover = support::recover_after_agent_restart(started.handle.unwrap());
     driver.recover_task(recover.clone()).await.unwrap();
     driver.recover_task(recover).await.unwrap();
@@ -762,6 +763,21 @@ async fn recover_in_a_new_plugin_process_resumes_wait_and_logs() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
+    // A handle written by a newer polydev (a downgrade) is refused, not guessed at.
+    let newer = driver
+        .recover_task(nomad::RecoverTaskRequest {
+            task_id: String::new(),
+            handle: Some(nomad::TaskHandle {
+                version: polydev::core::HANDLE_VERSION + 1,
+                config: Some(task_config("r/t/5", None, &sh(&[]))),
+                state: 1,
+                driver_state: started_state,
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(newer.code(), Code::FailedPrecondition);
+    assert!(newer.message().contains("newer polydev"), "{newer:?}");
     shutdown.cancel();
 }
 

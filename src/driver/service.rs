@@ -112,6 +112,16 @@ impl Driver for PolydevDriver {
         let handle = request
             .handle
             .ok_or_else(|| Status::invalid_argument("RecoverTask needs a task handle"))?;
+        if handle.version > HANDLE_VERSION {
+            // Nomad then destroys the task and starts it anew; its container becomes an orphan
+            // that the sweep removes after orphan_grace.
+            return Err(Status::failed_precondition(format!(
+                "task handle version {} was written by a newer polydev (this one reads versions up \
+                 to {HANDLE_VERSION}); downgrading polydev under running tasks is not supported: \
+                 install the newer binary again, or let Nomad restart the task",
+                handle.version
+            )));
+        }
         let task = handle.config.ok_or_else(|| {
             Status::invalid_argument("RecoverTask needs the handle's task config")
         })?;
