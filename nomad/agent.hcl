@@ -4,6 +4,20 @@
 #   nomad agent -dev -plugin-dir=/opt/nomad/plugins -config=nomad/agent.hcl
 #
 # Every option is shown at its default; uncomment a line to change it.
+#
+# Installed as /etc/nomad.d/polydev.hcl next to the client's own configuration, with the
+# systemd unit nomad/nomad-client.service.
+
+# Nomad passes its own environment to every exec, raw_exec and java task (minus this list) and
+# keeps the task's environment in its client state. If provider keys live in the agent's
+# environment (credentials_from_env below), they must be on the list. Setting the option
+# replaces Nomad's default list, so the list starts with Nomad 1.6's defaults. (Image-based
+# drivers such as docker and polydev never pass the host environment on.)
+client {
+  options = {
+    "env.denylist" = "CONSUL_TOKEN,CONSUL_HTTP_TOKEN,VAULT_TOKEN,NOMAD_LICENSE,AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY,AWS_SESSION_TOKEN,GOOGLE_APPLICATION_CREDENTIALS,OPENAI_API_KEY,ANTHROPIC_API_KEY,GOOGLE_API_KEY,GEMINI_API_KEY,GOOGLE_PROJECT_ID"
+  }
+}
 
 plugin "polydev" {
   config {
@@ -13,12 +27,15 @@ plugin "polydev" {
     # polydev's own state: log cursors and per-task log forwarder files (<data_dir>/logs).
     # data_dir = "/var/lib/polydev"
 
-    # Tasks WITHOUT a user_id: take each provider's credential variables (OPENAI_API_KEY, ...)
-    # from the agent's own environment, which Nomad passes to the plugin. One shared key.
+    # Tasks WITHOUT a user_id get the node's shared key: first the store's shared entry
+    # (`polydev credentials set --shared --provider openai`, the recommended home), else each
+    # provider's variables (OPENAI_API_KEY, ...) from the agent's own environment, which Nomad
+    # passes to the plugin. false: the environment is never read (keep the store's entry).
     # credentials_from_env = true
 
-    # Tasks WITH a user_id: take that user's credentials, registered for the job's namespace,
-    # from the encrypted store in <data_dir>/credentials (`polydev credentials set ...`).
+    # The encrypted store in <data_dir>/credentials (`polydev credentials set ...`): tasks WITH
+    # a user_id take that user's credentials registered for the job's namespace, and only
+    # those; tasks without one take its shared entry. false: the store is never read.
     # credentials_from_store = true
 
     # Task containers that no task claims back after a restart are removed after this long.
