@@ -20,6 +20,7 @@ pub mod plugin;
 pub mod pool;
 pub mod provider;
 pub mod task;
+pub mod vault;
 
 pub use broker::{BrokerConfig, EgressRule};
 pub use error::ConfigError;
@@ -30,3 +31,4 @@ pub use plugin::{
 pub use pool::{PoolConfig, WhenEmpty};
 pub use provider::{ApiAuth, ApiRoute, CredentialMode, KnownCli, ProviderConfig};
 pub use task::{TaskConfig, decode_task_config, task_config_schema};
+pub use vault::{VaultAuth, VaultConfig};

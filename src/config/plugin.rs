@@ -33,6 +33,7 @@ use super::duration;
 use super::hclspec::{Spec, attr, block, block_map, default, hcl_string, literal, object};
 use super::pool::{PoolConfig, pool_schema, pools};
 use super::provider::{ProviderConfig, builtin_providers, provider_schema, providers};
+use super::vault::{VaultConfig, vault, vault_schema};
 
 const WHAT: &str = "plugin config";
 
@@ -80,6 +81,8 @@ pub struct PluginConfig {
     pub broker: BrokerConfig,
     /// Destinations a broker-mode task may reach besides its provider's API (CONNECT proxy).
     pub egress: Vec<EgressRule>,
+    /// Users' keys in Vault / OpenBao, consulted before the local store; `None`: not used.
+    pub vault: Option<VaultConfig>,
 }
 
 /// A Docker engine endpoint. Only unix sockets for now.
@@ -170,6 +173,7 @@ impl Default for PluginConfig {
                 .collect(),
             broker: BrokerConfig::default(),
             egress: Vec::new(),
+            vault: None,
         }
     }
 }
@@ -234,6 +238,7 @@ pub fn plugin_config_schema() -> Spec {
         ("pool", block_map("pool", &["provider"], pool_schema())),
         ("broker", block("broker", false, broker_schema())),
         ("egress", block("egress", false, egress_schema())),
+        ("vault", block("vault", false, vault_schema())),
     ])
 }
 
@@ -293,6 +298,7 @@ pub fn decode_plugin_config(msgpack: &[u8]) -> Result<PluginConfig, ConfigError>
             None => defaults.egress,
             Some(o) => egress(&o)?,
         },
+        vault: root.object("vault")?.map(|o| vault(&o)).transpose()?,
     })
 }
 

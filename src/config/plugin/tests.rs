@@ -22,6 +22,7 @@ fn nomad_defaults() -> Vec<(&'static str, Value)> {
         ("pool", map(vec![])),
         ("provider", map(vec![])),
         ("security", Value::Nil),
+        ("vault", Value::Nil),
     ]
 }
 
