@@ -46,6 +46,7 @@ pub mod mountinfo;
 pub mod plugin;
 pub mod pool;
 pub mod runtime;
+pub mod vault;
 
 /// Generated protobuf and gRPC code (Nomad v2.0.5 and go-plugin v1.8.0 protos).
 #[allow(clippy::all, clippy::pedantic, missing_docs, dead_code)]
