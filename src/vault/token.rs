@@ -259,7 +259,10 @@ fn info_of(body: &serde_json::Value, at: &str) -> TokenInfo {
 }
 
 /// A one-line secret from an operator's file (a trailing newline is dropped).
-fn read_secret_file(path: &std::path::Path, what: &'static str) -> Result<SecretString, VaultError> {
+fn read_secret_file(
+    path: &std::path::Path,
+    what: &'static str,
+) -> Result<SecretString, VaultError> {
     let text = std::fs::read_to_string(path).map_err(|e| VaultError::File {
         what,
         path: path.display().to_string(),

@@ -176,15 +176,16 @@ impl StandIn {
     }
 }
 
-/// A CA and a leaf for `127.0.0.1`/`localhost` signed by it; the acceptor and the CA's PEM.
-fn tls() -> (TlsAcceptor, String) {
+/// A fresh CA and a leaf for `127.0.0.1`/`localhost` signed by it, as PEM: (CA certificate,
+/// leaf certificate, leaf private key).
+pub fn test_certificates() -> (String, String, String) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
         .distinguished_name
-        .push(rcgen::DnType::CommonName, "polydev test stand-in CA");
+        .push(rcgen::DnType::CommonName, "polydev test CA");
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
     let leaf_key = KeyPair::generate().unwrap();
@@ -192,17 +193,25 @@ fn tls() -> (TlsAcceptor, String) {
         .unwrap()
         .signed_by(&leaf_key, &issuer)
         .unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
+    (ca_cert.pem(), leaf.pem(), leaf_key.serialize_pem())
+}
+
+/// A TLS acceptor for a fresh leaf, and its CA's PEM.
+fn tls() -> (TlsAcceptor, String) {
+    use rustls::pki_types::pem::PemObject;
+    let (ca, leaf, key) = test_certificates();
+    let leaf = rustls::pki_types::CertificateDer::from_pem_slice(leaf.as_bytes()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .unwrap()
     .with_no_client_auth()
-    .with_single_cert(vec![leaf.der().clone()], key)
+    .with_single_cert(vec![leaf], key)
     .unwrap();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    (TlsAcceptor::from(Arc::new(config)), ca_cert.pem())
+    (TlsAcceptor::from(Arc::new(config)), ca)
 }
 
 async fn serve(

@@ -1,0 +1,337 @@
+//! polydev's Vault source against a real OpenBao dev server (TLS, its own CA): reads through the
+//! cache, rotation and deletion within `cache_ttl`, stale-if-error, the permission error, a
+//! short-TTL token renewed across its expiry, AppRole login (and login again past the max TTL),
+//! and OpenBao stopped and started again. No error holds a key or a token.
+
+mod support;
+
+use std::time::Duration;
+
+use polydev::config::{VaultAuth, VaultConfig};
+use polydev::credentials::EntryId;
+use polydev::vault::{VaultError, VaultHealth, VaultStore};
+use secrecy::ExposeSecret;
+use support::openbao::OpenBao;
+use tokio_util::sync::CancellationToken;
+
+fn config(bao: &OpenBao, auth: VaultAuth, cache_ttl: Duration) -> VaultConfig {
+    VaultConfig {
+        address: bao.address.clone(),
+        mount: "secret".into(),
+        path_prefix: "polydev".into(),
+        auth,
+        ca_file: Some(bao.ca_file.clone()),
+        namespace: None,
+        cache_ttl,
+        stale_if_error: Duration::from_millis(1),
+        request_timeout: Duration::from_secs(5),
+    }
+}
+
+fn token_file(bao: &OpenBao, token: &str) -> VaultAuth {
+    let path = bao.dir().join(format!("token-{}", token.len()));
+    std::fs::write(&path, format!("{token}\n")).unwrap();
+    VaultAuth::TokenFile(path)
+}
+
+fn user(ns: &str, user: &str) -> EntryId {
+    EntryId::new(ns, user, "openai").unwrap()
+}
+
+async fn key_of(store: &VaultStore, id: &EntryId) -> Option<String> {
+    store.read(id).await.unwrap().and_then(|entry| {
+        entry
+            .get("OPENAI_API_KEY")
+            .map(|v| v.expose_secret().to_string())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_and_deletion_reach_readers_within_the_cache_ttl() {
+    let bao = OpenBao::start();
+    let auth = token_file(&bao, &bao.root_token);
+    let ttl = Duration::from_millis(800);
+    let store = VaultStore::connect(&config(&bao, auth, ttl), CancellationToken::new())
+        .await
+        .unwrap();
+    let id = user("default", "user_123");
+    assert_eq!(key_of(&store, &id).await, None);
+    bao.put(
+        "polydev/default/user_123/openai",
+        &[("OPENAI_API_KEY", "sk-first-0001")],
+    );
+    tokio::time::sleep(ttl).await;
+    assert_eq!(key_of(&store, &id).await.as_deref(), Some("sk-first-0001"));
+
+    bao.put(
+        "polydev/default/user_123/openai",
+        &[("OPENAI_API_KEY", "sk-second-0002")],
+    );
+    // Within the TTL the cached value may still be served; after it, the new one is.
+    tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+    assert_eq!(key_of(&store, &id).await.as_deref(), Some("sk-second-0002"));
+
+    bao.must(&[
+        "kv",
+        "metadata",
+        "delete",
+        "secret/polydev/default/user_123/openai",
+    ]);
+    tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+    assert_eq!(key_of(&store, &id).await, None);
+
+    // A soft delete (`kv delete`, the latest version only) is a deletion too.
+    bao.put(
+        "polydev/default/user_123/openai",
+        &[("OPENAI_API_KEY", "sk-third-0003")],
+    );
+    tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+    assert_eq!(key_of(&store, &id).await.as_deref(), Some("sk-third-0003"));
+    bao.must(&["kv", "delete", "secret/polydev/default/user_123/openai"]);
+    tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+    assert_eq!(key_of(&store, &id).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_are_separate_subtrees() {
+    let bao = OpenBao::start();
+    let auth = token_file(&bao, &bao.root_token);
+    let store = VaultStore::connect(
+        &config(&bao, auth, Duration::from_millis(1)),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    bao.put(
+        "polydev/team-a/alice/openai",
+        &[("OPENAI_API_KEY", "sk-alice-0001")],
+    );
+    assert_eq!(
+        key_of(&store, &user("team-a", "alice")).await.as_deref(),
+        Some("sk-alice-0001")
+    );
+    assert_eq!(key_of(&store, &user("team-b", "alice")).await, None);
+    bao.put(
+        "polydev/_shared/_node/openai",
+        &[("OPENAI_API_KEY", "sk-node-0001")],
+    );
+    let shared = store
+        .read(&EntryId::shared("openai").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(shared["OPENAI_API_KEY"].expose_secret(), "sk-node-0001");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_without_read_gets_the_permission_error_naming_path_and_policy() {
+    let bao = OpenBao::start();
+    bao.put(
+        "polydev/default/user_123/openai",
+        &[("OPENAI_API_KEY", "sk-denied-0001")],
+    );
+    let token = bao.token_with_policy(
+        "elsewhere",
+        "path \"secret/data/other/*\" { capabilities = [\"read\"] }",
+        &[],
+    );
+    let auth = token_file(&bao, &token);
+    let store = VaultStore::connect(
+        &config(&bao, auth, Duration::from_secs(1)),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let err = store.read(&user("default", "user_123")).await.unwrap_err();
+    assert!(matches!(err, VaultError::Denied { .. }), "{err:?}");
+    assert!(!err.is_retryable());
+    let text = err.to_string();
+    assert!(
+        text.contains("secret/polydev/default/user_123/openai"),
+        "{text}"
+    );
+    assert!(text.contains("path \"secret/data/polydev/*\""), "{text}");
+    assert!(text.contains("\"read\""), "{text}");
+    assert!(
+        !text.contains(&token) && !text.contains("sk-denied"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_token_is_refused_at_connect_without_showing_it() {
+    let bao = OpenBao::start();
+    let auth = token_file(&bao, "s.not-a-real-token-0000");
+    let err = VaultStore::connect(
+        &config(&bao, auth, Duration::from_secs(1)),
+        CancellationToken::new(),
+    )
+    .await
+    .err()
+    .expect("a bad token is an error");
+    let text = err.to_string();
+    assert!(text.contains("token is unusable"), "{text}");
+    assert!(text.contains("token-"), "names the token file: {text}");
+    assert!(!text.contains("s.not-a-real-token"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_ttl_token_is_renewed_across_its_expiry() {
+    let bao = OpenBao::start();
+    bao.put(
+        "polydev/default/user_123/openai",
+        &[("OPENAI_API_KEY", "sk-renew-0001")],
+    );
+    let token = bao.token_with_policy(
+        "polydev",
+        "path \"secret/data/polydev/*\" { capabilities = [\"read\"] }",
+        &["-ttl=3s", "-explicit-max-ttl=60s"],
+    );
+    let auth = token_file(&bao, &token);
+    let store = VaultStore::connect(
+        &config(&bao, auth, Duration::from_millis(1)),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let id = user("default", "user_123");
+    // Nine seconds is three of the token's original lifetimes.
+    for _ in 0..9 {
+        assert_eq!(key_of(&store, &id).await.as_deref(), Some("sk-renew-0001"));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let (code, out, _) = bao.cli_as(&token, &["token", "lookup", "-format=json"], None);
+    assert_eq!(code, Some(0), "the token itself was kept alive: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approle_logs_in_and_logs_in_again_past_the_max_ttl() {
+    let bao = OpenBao::start();
+    bao.put(
+        "polydev/default/user_123/openai",
+        &[("OPENAI_API_KEY", "sk-approle-0001")],
+    );
+    bao.must(&["auth", "enable", "approle"]);
+    let (code, out, err) = bao.cli_as(
+        &bao.root_token,
+        &["policy", "write", "polydev", "-"],
+        Some("path \"secret/data/polydev/*\" { capabilities = [\"read\"] }"),
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    bao.must(&[
+        "write",
+        "auth/approle/role/polydev",
+        "token_policies=polydev",
+        "token_ttl=2s",
+        "token_max_ttl=4s",
+    ]);
+    let role_id = bao.must(&[
+        "read",
+        "-field=role_id",
+        "auth/approle/role/polydev/role-id",
+    ]);
+    let secret_id = bao.must(&[
+        "write",
+        "-f",
+        "-field=secret_id",
+        "auth/approle/role/polydev/secret-id",
+    ]);
+    let role_file = bao.dir().join("role-id");
+    let secret_file = bao.dir().join("secret-id");
+    std::fs::write(&role_file, role_id.trim()).unwrap();
+    std::fs::write(&secret_file, secret_id.trim()).unwrap();
+    let auth = VaultAuth::AppRole {
+        mount: "approle".into(),
+        role_id_file: role_file,
+        secret_id_file: secret_file,
+    };
+    let store = VaultStore::connect(
+        &config(&bao, auth, Duration::from_millis(1)),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let id = user("default", "user_123");
+    for _ in 0..8 {
+        assert_eq!(
+            key_of(&store, &id).await.as_deref(),
+            Some("sk-approle-0001")
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openbao_stopped_is_retryable_and_unhealthy_then_works_again() {
+    let mut bao = OpenBao::start();
+    bao.put(
+        "polydev/default/user_123/openai",
+        &[("OPENAI_API_KEY", "sk-fault-0001")],
+    );
+    let auth = token_file(&bao, &bao.root_token);
+    let mut settings = config(&bao, auth, Duration::from_millis(200));
+    settings.stale_if_error = Duration::from_secs(2);
+    let store = VaultStore::connect(&settings, CancellationToken::new())
+        .await
+        .unwrap();
+    let id = user("default", "user_123");
+    assert_eq!(key_of(&store, &id).await.as_deref(), Some("sk-fault-0001"));
+
+    bao.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Past the TTL but within stale_if_error: the cached entry is served.
+    assert_eq!(key_of(&store, &id).await.as_deref(), Some("sk-fault-0001"));
+    assert!(matches!(store.health(), VaultHealth::Unhealthy(_)));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let err = store.read(&id).await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(err.to_string().contains(&bao.address), "{err}");
+    assert!(!err.to_string().contains("sk-fault"), "{err}");
+
+    bao.resume();
+    bao.put(
+        "polydev/default/user_123/openai",
+        &[("OPENAI_API_KEY", "sk-fault-0002")],
+    );
+    assert_eq!(key_of(&store, &id).await.as_deref(), Some("sk-fault-0002"));
+    assert_eq!(store.health(), VaultHealth::Healthy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_writes_keep_other_variables_and_list_shows_them() {
+    let bao = OpenBao::start();
+    let auth = token_file(&bao, &bao.root_token);
+    let store = VaultStore::connect(
+        &config(&bao, auth, Duration::from_millis(1)),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let id = EntryId::new("default", "user_123", "google").unwrap();
+    store
+        .set(&id, "GOOGLE_API_KEY", &"g-key-0001".to_string().into())
+        .await
+        .unwrap();
+    store
+        .set(&id, "GOOGLE_PROJECT_ID", &"proj-1".to_string().into())
+        .await
+        .unwrap();
+    let entry = store.read(&id).await.unwrap().unwrap();
+    assert_eq!(entry["GOOGLE_API_KEY"].expose_secret(), "g-key-0001");
+    assert_eq!(entry["GOOGLE_PROJECT_ID"].expose_secret(), "proj-1");
+    let listed = store.list(None, None).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].0, id);
+    assert!(listed[0].1.is_some(), "the update time is read");
+    assert_eq!(listed[0].2, vec!["GOOGLE_API_KEY", "GOOGLE_PROJECT_ID"]);
+    assert_eq!(
+        store.remove(&id, Some("GOOGLE_PROJECT_ID")).await.unwrap(),
+        vec!["GOOGLE_PROJECT_ID"]
+    );
+    assert_eq!(
+        store.remove(&id, None).await.unwrap(),
+        vec!["GOOGLE_API_KEY"]
+    );
+    assert!(store.read(&id).await.unwrap().is_none());
+    assert!(store.list(None, None).await.unwrap().is_empty());
+}
