@@ -68,8 +68,9 @@ impl Switchable {
     }
 }
 
+#[async_trait::async_trait]
 impl CredentialSource for Switchable {
-    fn resolve(
+    async fn resolve(
         &self,
         key: &CredentialKey,
         required: &[String],

@@ -116,7 +116,7 @@ async fn forward(
     {
         return Err(Refusal::BodyTooLarge { limit });
     }
-    let key = ctx.current_key()?;
+    let key = ctx.current_key().await?;
     let upstream = &ctx.upstream;
     let path_and_query = rewrite_query(
         parts.uri.path(),
@@ -178,9 +178,9 @@ async fn forward(
 
 impl TaskContext {
     /// The task's key as the credential source has it now.
-    fn current_key(&self) -> Result<secrecy::SecretString, Refusal> {
+    async fn current_key(&self) -> Result<secrecy::SecretString, Refusal> {
         let wanted = std::slice::from_ref(&self.credential);
-        match self.credentials.resolve(&self.key, wanted, &[]) {
+        match self.credentials.resolve(&self.key, wanted, &[]).await {
             Ok(found) => found
                 .into_iter()
                 .find(|(name, _)| *name == self.credential)

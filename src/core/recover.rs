@@ -42,7 +42,7 @@ impl Core {
             }
             Err(err) => return Err(err.into()),
         };
-        let secrets = self.redaction_secrets(&state);
+        let secrets = self.redaction_secrets(&state).await;
         let broker_at = state
             .broker_port
             .zip(container.init_pid.filter(|_| container.running));
@@ -103,7 +103,7 @@ impl Core {
 
     /// The values to redact from a recovered task's output: looked up again from the credential
     /// source, since no secret is ever persisted. A lookup failure only loses redaction.
-    fn redaction_secrets(&self, state: &DriverState) -> Vec<secrecy::SecretString> {
+    async fn redaction_secrets(&self, state: &DriverState) -> Vec<secrecy::SecretString> {
         if state.redacted_variables.is_empty() {
             return Vec::new();
         }
@@ -115,6 +115,7 @@ impl Core {
         match self
             .credentials
             .resolve(&key, &[], &state.redacted_variables)
+            .await
         {
             Ok(found) => found.into_iter().map(|(_, value)| value).collect(),
             Err(err) => {

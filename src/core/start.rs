@@ -51,11 +51,14 @@ impl Core {
             user_id: task.config.user_id.clone(),
             provider: task.config.provider.clone(),
         };
-        let credentials = self.credentials.resolve(
-            &key,
-            &task.config.credentials,
-            &task.config.optional_credentials,
-        )?;
+        let credentials = self
+            .credentials
+            .resolve(
+                &key,
+                &task.config.credentials,
+                &task.config.optional_credentials,
+            )
+            .await?;
         let brokered = self
             .settings
             .config

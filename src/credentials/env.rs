@@ -34,8 +34,21 @@ impl EnvSource {
     }
 }
 
+#[async_trait::async_trait]
 impl CredentialSource for EnvSource {
-    fn resolve(
+    async fn resolve(
+        &self,
+        key: &CredentialKey,
+        required: &[String],
+        optional: &[String],
+    ) -> Result<Credentials, CredentialError> {
+        self.lookup(key, required, optional)
+    }
+}
+
+impl EnvSource {
+    /// [`CredentialSource::resolve`], without waiting: the values are in memory.
+    pub fn lookup(
         &self,
         key: &CredentialKey,
         required: &[String],
@@ -64,8 +77,9 @@ impl CredentialSource for EnvSource {
 /// A source that never has anything: used when the operator disabled every source.
 pub struct NoSource;
 
+#[async_trait::async_trait]
 impl CredentialSource for NoSource {
-    fn resolve(
+    async fn resolve(
         &self,
         key: &CredentialKey,
         required: &[String],
@@ -101,7 +115,7 @@ mod tests {
             ("EMPTY".to_string(), String::new()),
         ]);
         let found = source
-            .resolve(
+            .lookup(
                 &key(),
                 &["OPENAI_API_KEY".into()],
                 &["EMPTY".into(), "NOPE".into()],
@@ -116,19 +130,18 @@ mod tests {
     fn missing_names_variable_and_key_but_never_a_value() {
         let source = EnvSource::from_pairs([("OTHER".to_string(), "secret-value".to_string())]);
         let err = source
-            .resolve(&key(), &["OPENAI_API_KEY".into()], &[])
+            .lookup(&key(), &["OPENAI_API_KEY".into()], &[])
             .unwrap_err()
             .to_string();
         assert!(err.contains("OPENAI_API_KEY"), "{err}");
         assert!(err.contains("\"default\""), "{err}");
         assert!(!err.contains("secret-value"));
-        let err = NoSource
-            .resolve(&key(), &["OPENAI_API_KEY".into()], &[])
-            .unwrap_err();
+        let err =
+            futures::executor::block_on(NoSource.resolve(&key(), &["OPENAI_API_KEY".into()], &[]))
+                .unwrap_err();
         assert!(err.to_string().contains("OPENAI_API_KEY"));
         assert!(
-            NoSource
-                .resolve(&key(), &[], &["X".into()])
+            futures::executor::block_on(NoSource.resolve(&key(), &[], &["X".into()]))
                 .unwrap()
                 .is_empty()
         );

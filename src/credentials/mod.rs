@@ -139,6 +139,20 @@ pub enum CredentialError {
     CorruptEntry { key: CredentialKey, problem: String },
     #[error("the credential store cannot serve {key}: {problem}")]
     Store { key: CredentialKey, problem: String },
+    #[error("Vault cannot serve {key}: {problem}")]
+    Vault { key: CredentialKey, problem: String },
+    #[error(
+        "no credential {variable} is registered for {key}: not in Vault at {path} (a job can \
+         only use its own namespace's entries), nor in this node's store; write it with `bao kv \
+         put {path} {variable}=-` (the value on stdin; `vault kv put` alike), or `polydev \
+         credentials set --backend vault ...`"
+    )]
+    NotInVault {
+        key: CredentialKey,
+        variable: String,
+        /// Boxed: keeps the error (and every `Result` carrying it) small.
+        path: Box<str>,
+    },
     #[error("credential source unavailable: {0}")]
     Unavailable(String),
 }
@@ -146,14 +160,22 @@ pub enum CredentialError {
 /// Resolved credentials: variable name → value.
 pub type Credentials = Vec<(String, SecretString)>;
 
-/// A place credentials are looked up.
+/// A place credentials are looked up. Async: a source may ask a server (Vault) over the
+/// network.
+#[async_trait::async_trait]
 pub trait CredentialSource: Send + Sync + 'static {
     /// Resolve every `required` variable (all must exist and be non-empty) and whichever
     /// `optional` ones exist for `key`.
-    fn resolve(
+    async fn resolve(
         &self,
         key: &CredentialKey,
         required: &[String],
         optional: &[String],
     ) -> Result<Credentials, CredentialError>;
+
+    /// Fingerprint attributes describing the source's health (`driver.polydev.credentials.*`);
+    /// none by default.
+    fn attributes(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }

@@ -1,10 +1,14 @@
 //! Which credentials a task gets: the resolution policy, and [`source_for`], which builds it from
 //! the plugin config.
 //!
-//! | task | source | off when |
+//! | task | sources, in order | off when |
 //! |---|---|---|
-//! | with a `user_id` | the store entry (task's namespace, user, provider) — nothing else | `credentials_from_store = false` |
-//! | without a `user_id` | the node's shared key: the store's shared entry (`polydev credentials set --shared`), else the agent's environment | `credentials_from_store = false` / `credentials_from_env = false` |
+//! | with a `user_id` | Vault's entry (task's namespace, user, provider), then the store's — nothing else | no `vault {}` block / `credentials_from_store = false` |
+//! | without a `user_id` | the node's shared key: Vault's shared entry, the store's (`polydev credentials set --shared`), then the agent's environment | no `vault {}` / `credentials_from_store = false` / `credentials_from_env = false` |
+//!
+//! A source is skipped only when it has no entry; an entry that exists but lacks a required
+//! variable, or a source that cannot answer (Vault unreachable), is the error: a key revoked in
+//! Vault never falls back to an older copy elsewhere.
 //!
 //! Invariants:
 //! - A task naming a user never falls back to the shared key, and never sees an entry of another
@@ -21,12 +25,15 @@ use super::names::EntryId;
 use super::store::{FileStore, StoreError};
 use super::{CredentialError, CredentialKey, CredentialSource, Credentials, EnvSource};
 use crate::config::PluginConfig;
+use crate::vault::{VaultHealth, VaultStore};
 
 /// The credential source of a plugin configuration. `environment` is the agent's (the plugin's)
 /// environment; only the variables some configured provider declares are kept from it.
+/// `vault` is the connected Vault store when the config has a `vault {}` block.
 pub fn source_for(
     config: &PluginConfig,
     environment: Vec<(String, String)>,
+    vault: Option<Arc<VaultStore>>,
 ) -> Arc<dyn CredentialSource> {
     let declared = |name: &str| {
         config.providers.values().any(|p| {
@@ -41,68 +48,130 @@ pub fn source_for(
         store: config
             .credentials_from_store
             .then(|| FileStore::new(&config.data_dir)),
+        vault,
     })
 }
 
-/// Per-user credentials from the store, the shared key from the environment; either may be off.
+/// Vault, then the local store, then (for tasks without a user) the agent's environment; any of
+/// them may be off.
 pub struct ScopedSource {
     pub shared: Option<EnvSource>,
     pub store: Option<FileStore>,
+    pub vault: Option<Arc<VaultStore>>,
 }
 
+#[async_trait::async_trait]
 impl CredentialSource for ScopedSource {
-    fn resolve(
+    async fn resolve(
         &self,
         key: &CredentialKey,
         required: &[String],
         optional: &[String],
     ) -> Result<Credentials, CredentialError> {
-        let Some(user) = &key.user_id else {
-            // The node's shared key: the store's shared entry first, then the agent's env.
+        let id = match &key.user_id {
+            Some(user) => EntryId::new(&key.namespace, user, &key.provider),
+            None => EntryId::shared(&key.provider),
+        }
+        .map_err(|err| CredentialError::Store {
+            key: key.clone(),
+            problem: err.to_string(),
+        })?;
+        if let Some(vault) = &self.vault
+            && let Some(found) = from_vault(vault, key, &id, required, optional).await?
+        {
+            return Ok(found);
+        }
+        if key.user_id.is_none() {
+            // The node's shared key: the store's shared entry, then the agent's env.
             if let Some(store) = &self.store {
-                let id = EntryId::shared(&key.provider).map_err(|err| CredentialError::Store {
-                    key: key.clone(),
-                    problem: err.to_string(),
-                })?;
                 let found = from_entry(store, key, &id, required, optional, true)?;
                 if !found.is_empty() {
                     return Ok(found);
                 }
             }
             return match (&self.shared, required.first()) {
-                (Some(shared), _) => shared.resolve(key, required, optional),
+                (Some(shared), _) => shared.lookup(key, required, optional),
                 (None, Some(variable)) => Err(CredentialError::SharedDisabled {
                     key: key.clone(),
                     variable: variable.clone(),
                 }),
                 (None, None) => Ok(Vec::new()),
             };
-        };
-        match (&self.store, required.first()) {
-            (Some(store), _) => from_store(store, key, user, required, optional),
-            (None, Some(variable)) => Err(CredentialError::StoreDisabled {
+        }
+        match (&self.store, &self.vault, required.first()) {
+            (Some(store), vault, _) => from_entry(store, key, &id, required, optional, false)
+                .map_err(|err| match (err, vault) {
+                    (CredentialError::NotRegistered { variable, .. }, Some(vault)) => {
+                        not_in_vault(vault, key, &id, &variable)
+                    }
+                    (err, _) => err,
+                }),
+            (None, Some(vault), Some(variable)) => Err(not_in_vault(vault, key, &id, variable)),
+            (None, None, Some(variable)) => Err(CredentialError::StoreDisabled {
                 key: key.clone(),
                 variable: variable.clone(),
             }),
-            (None, None) => Ok(Vec::new()),
+            (None, _, None) => Ok(Vec::new()),
         }
+    }
+
+    fn attributes(&self) -> Vec<(String, String)> {
+        let Some(vault) = &self.vault else {
+            return Vec::new();
+        };
+        let value = match vault.health() {
+            VaultHealth::Healthy => "healthy".to_string(),
+            VaultHealth::Unhealthy(why) => format!("unhealthy: {why}"),
+        };
+        vec![("driver.polydev.credentials.vault".to_string(), value)]
     }
 }
 
-fn from_store(
-    store: &FileStore,
+/// The entry of `id` in Vault: `None` when Vault has none (the next source is asked); an
+/// entry missing a required variable is an error, as in the store.
+async fn from_vault(
+    vault: &VaultStore,
     key: &CredentialKey,
-    user: &str,
+    id: &EntryId,
     required: &[String],
     optional: &[String],
-) -> Result<Credentials, CredentialError> {
-    let id = EntryId::new(&key.namespace, user, &key.provider).map_err(|err| {
-        CredentialError::Store {
-            key: key.clone(),
-            problem: err.to_string(),
+) -> Result<Option<Credentials>, CredentialError> {
+    let entry = match vault.read(id).await {
+        Ok(Some(entry)) => entry,
+        Ok(None) => return Ok(None),
+        Err(err) if err.is_retryable() => {
+            return Err(CredentialError::Unavailable(format!("{key}: {err}")));
         }
-    })?;
-    from_entry(store, key, &id, required, optional, false)
+        Err(err) => {
+            return Err(CredentialError::Vault {
+                key: key.clone(),
+                problem: err.to_string(),
+            });
+        }
+    };
+    if let Some(missing) = required.iter().find(|v| !entry.contains_key(*v)) {
+        return Err(not_in_vault(vault, key, id, missing));
+    }
+    Ok(Some(
+        required
+            .iter()
+            .chain(optional.iter().filter(|v| !required.contains(v)))
+            .filter_map(|v| entry.get(v).map(|value| (v.clone(), value.clone())))
+            .collect(),
+    ))
+}
+
+fn not_in_vault(
+    vault: &VaultStore,
+    key: &CredentialKey,
+    id: &EntryId,
+    variable: &str,
+) -> CredentialError {
+    CredentialError::NotInVault {
+        key: key.clone(),
+        variable: variable.to_string(),
+        path: vault.display_path(id).into(),
+    }
 }
 
 /// The variables of entry `id`; with `absent_is_empty`, an entry holding none of them is an

@@ -5,6 +5,27 @@ use secrecy::{ExposeSecret, SecretString};
 use super::*;
 use crate::config::PluginConfig;
 
+/// `resolve` run to completion: the store and the environment answer without waiting.
+trait ResolveNow {
+    fn resolve_now(
+        &self,
+        key: &CredentialKey,
+        required: &[String],
+        optional: &[String],
+    ) -> Result<Credentials, CredentialError>;
+}
+
+impl<T: CredentialSource + ?Sized> ResolveNow for T {
+    fn resolve_now(
+        &self,
+        key: &CredentialKey,
+        required: &[String],
+        optional: &[String],
+    ) -> Result<Credentials, CredentialError> {
+        futures::executor::block_on(self.resolve(key, required, optional))
+    }
+}
+
 const USER_KEY: &str = "sk-user1-registered-0123456789";
 const SHARED_KEY: &str = "sk-shared-from-env-0123456789";
 
@@ -51,7 +72,7 @@ fn key(namespace: &str, user: Option<&str>, provider: &str) -> CredentialKey {
 }
 
 fn openai(source: &dyn CredentialSource, key: &CredentialKey) -> Result<String, CredentialError> {
-    let found = source.resolve(key, &["OPENAI_API_KEY".to_string()], &[])?;
+    let found = source.resolve_now(key, &["OPENAI_API_KEY".to_string()], &[])?;
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].0, "OPENAI_API_KEY");
     Ok(found[0].1.expose_secret().to_string())
@@ -69,7 +90,7 @@ fn assert_clean(err: &CredentialError) -> String {
 #[test]
 fn a_user_task_gets_its_own_registered_key_never_the_shared_one() {
     let f = fixture();
-    let source = source_for(&f.config, env());
+    let source = source_for(&f.config, env(), None);
     assert_eq!(
         openai(&*source, &key("ns-a", Some("user1"), "openai")).unwrap(),
         USER_KEY
@@ -95,7 +116,7 @@ fn a_user_task_gets_its_own_registered_key_never_the_shared_one() {
 #[test]
 fn a_job_of_another_namespace_cannot_use_the_users_key() {
     let f = fixture();
-    let source = source_for(&f.config, env());
+    let source = source_for(&f.config, env(), None);
     let err = openai(&*source, &key("ns-b", Some("user1"), "openai")).unwrap_err();
     let text = assert_clean(&err);
     assert!(
@@ -125,13 +146,13 @@ fn a_job_of_another_namespace_cannot_use_the_users_key() {
 #[test]
 fn a_task_without_a_user_gets_the_shared_key_from_the_environment() {
     let f = fixture();
-    let source = source_for(&f.config, env());
+    let source = source_for(&f.config, env(), None);
     assert_eq!(
         openai(&*source, &key("ns-a", None, "openai")).unwrap(),
         SHARED_KEY
     );
     let err = openai(
-        &*source_for(&f.config, vec![]),
+        &*source_for(&f.config, vec![], None),
         &key("ns-a", None, "openai"),
     )
     .unwrap_err();
@@ -141,7 +162,7 @@ fn a_task_without_a_user_gets_the_shared_key_from_the_environment() {
 
     // Only declared provider variables are taken from the environment.
     let found = source
-        .resolve(&key("ns-a", None, "openai"), &[], &["HOME".to_string()])
+        .resolve_now(&key("ns-a", None, "openai"), &[], &["HOME".to_string()])
         .unwrap();
     assert!(found.is_empty(), "HOME is no provider's credential");
 
@@ -149,13 +170,17 @@ fn a_task_without_a_user_gets_the_shared_key_from_the_environment() {
         credentials_from_env: false,
         ..f.config.clone()
     };
-    let err = openai(&*source_for(&off, env()), &key("ns-a", None, "openai")).unwrap_err();
+    let err = openai(
+        &*source_for(&off, env(), None),
+        &key("ns-a", None, "openai"),
+    )
+    .unwrap_err();
     let text = assert_clean(&err);
     assert!(text.contains("credentials_from_env = false"), "{text}");
     // ... while user tasks still work.
     assert_eq!(
         openai(
-            &*source_for(&off, env()),
+            &*source_for(&off, env(), None),
             &key("ns-a", Some("user1"), "openai")
         )
         .unwrap(),
@@ -170,7 +195,7 @@ fn with_the_store_off_user_tasks_fail_clearly() {
         credentials_from_store: false,
         ..f.config.clone()
     };
-    let source = source_for(&off, env());
+    let source = source_for(&off, env(), None);
     let err = openai(&*source, &key("ns-a", Some("user1"), "openai")).unwrap_err();
     let text = assert_clean(&err);
     assert!(
@@ -188,7 +213,7 @@ fn with_the_store_off_user_tasks_fail_clearly() {
     // Nothing required: nothing to fail.
     assert!(
         source
-            .resolve(
+            .resolve_now(
                 &key("ns-a", Some("user1"), "openai"),
                 &[],
                 &["OPENAI_API_KEY".into()]
@@ -201,18 +226,22 @@ fn with_the_store_off_user_tasks_fail_clearly() {
 #[test]
 fn set_and_rm_take_effect_without_a_new_source() {
     let f = fixture();
-    let source = source_for(&f.config, env());
+    let source = source_for(&f.config, env(), None);
     let google = key("ns-a", Some("user1"), "google");
     let required = ["GOOGLE_API_KEY".to_string()];
     let optional = ["GOOGLE_PROJECT_ID".to_string()];
-    let err = source.resolve(&google, &required, &optional).unwrap_err();
+    let err = source
+        .resolve_now(&google, &required, &optional)
+        .unwrap_err();
     assert!(err.to_string().contains("GOOGLE_API_KEY"), "{err}");
 
     let id = EntryId::new("ns-a", "user1", "google").unwrap();
     f.store
         .set(&id, "GOOGLE_PROJECT_ID", &SecretString::from("proj-1"))
         .unwrap();
-    let err = source.resolve(&google, &required, &optional).unwrap_err();
+    let err = source
+        .resolve_now(&google, &required, &optional)
+        .unwrap_err();
     assert!(
         matches!(err, CredentialError::NotRegistered { ref variable, .. } if variable == "GOOGLE_API_KEY"),
         "{err}"
@@ -221,7 +250,7 @@ fn set_and_rm_take_effect_without_a_new_source() {
     f.store
         .set(&id, "GOOGLE_API_KEY", &SecretString::from("g-key-1"))
         .unwrap();
-    let found = source.resolve(&google, &required, &optional).unwrap();
+    let found = source.resolve_now(&google, &required, &optional).unwrap();
     let found: Vec<(&str, &str)> = found
         .iter()
         .map(|(k, v)| (k.as_str(), v.expose_secret()))
@@ -236,17 +265,20 @@ fn set_and_rm_take_effect_without_a_new_source() {
 
     f.store.remove(&id, Some("GOOGLE_PROJECT_ID")).unwrap();
     assert_eq!(
-        source.resolve(&google, &required, &optional).unwrap().len(),
+        source
+            .resolve_now(&google, &required, &optional)
+            .unwrap()
+            .len(),
         1
     );
     f.store.remove(&id, None).unwrap();
-    assert!(source.resolve(&google, &required, &optional).is_err());
+    assert!(source.resolve_now(&google, &required, &optional).is_err());
 }
 
 #[test]
 fn broken_stores_give_clear_non_retryable_errors() {
     let f = fixture();
-    let source = source_for(&f.config, env());
+    let source = source_for(&f.config, env(), None);
     let user1 = key("ns-a", Some("user1"), "openai");
     let a = EntryId::new("ns-a", "user1", "openai").unwrap();
 
@@ -294,7 +326,10 @@ fn the_stores_shared_entry_serves_tasks_without_a_user_and_nobody_else() {
         credentials_from_env: false,
         ..f.config.clone()
     };
-    for source in [source_for(&f.config, env()), source_for(&env_off, vec![])] {
+    for source in [
+        source_for(&f.config, env(), None),
+        source_for(&env_off, vec![], None),
+    ] {
         for namespace in ["ns-a", "default"] {
             assert_eq!(
                 openai(&*source, &key(namespace, None, "openai")).unwrap(),
@@ -313,8 +348,8 @@ fn the_stores_shared_entry_serves_tasks_without_a_user_and_nobody_else() {
         );
     }
     // Another provider's shared entry is not this one's: the error names the fix.
-    let err = source_for(&env_off, vec![])
-        .resolve(
+    let err = source_for(&env_off, vec![], None)
+        .resolve_now(
             &key("ns-a", None, "anthropic"),
             &["ANTHROPIC_API_KEY".to_string()],
             &[],
@@ -332,7 +367,7 @@ fn the_stores_shared_entry_serves_tasks_without_a_user_and_nobody_else() {
     };
     assert_eq!(
         openai(
-            &*source_for(&store_off, env()),
+            &*source_for(&store_off, env(), None),
             &key("ns-a", None, "openai")
         )
         .unwrap(),

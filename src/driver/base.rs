@@ -42,7 +42,12 @@ impl BasePlugin for PolydevDriver {
         let request = request.into_inner();
         let config =
             config::decode_plugin_config(&request.msgpack_config).map_err(status::from_config)?;
-        self.configure(&request.msgpack_config, config)?;
+        let vault = if self.is_current(&request.msgpack_config) {
+            None
+        } else {
+            self.connect_vault(&config).await?
+        };
+        self.configure(&request.msgpack_config, config, vault)?;
         // Nomad's validation launch sends no nomad_config and is killed right after: it must not
         // touch containers. The long-lived instance sends it (and opens Fingerprint, which also
         // starts the background work, for agents that do not).

@@ -151,8 +151,38 @@ impl PolydevDriver {
             .ok_or_else(status::not_configured)
     }
 
+    /// Whether `msgpack` is the configuration already applied.
+    fn is_current(&self, msgpack: &[u8]) -> bool {
+        self.inner
+            .configured
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|c| c.msgpack == msgpack)
+    }
+
+    /// Connect to the config's Vault, if it has a `vault {}` block: the token is obtained and
+    /// checked now, so a bad one fails SetConfig with the reason.
+    async fn connect_vault(
+        &self,
+        config: &PluginConfig,
+    ) -> Result<Option<Arc<crate::vault::VaultStore>>, tonic::Status> {
+        let Some(settings) = &config.vault else {
+            return Ok(None);
+        };
+        crate::vault::VaultStore::connect(settings, self.inner.shutdown.child_token())
+            .await
+            .map(Some)
+            .map_err(|e| tonic::Status::invalid_argument(format!("plugin config: vault: {e}")))
+    }
+
     /// Apply a plugin configuration (SetConfig).
-    fn configure(&self, msgpack: &[u8], config: PluginConfig) -> Result<(), tonic::Status> {
+    fn configure(
+        &self,
+        msgpack: &[u8],
+        config: PluginConfig,
+        vault: Option<Arc<crate::vault::VaultStore>>,
+    ) -> Result<(), tonic::Status> {
         let mut configured = self
             .inner
             .configured
@@ -171,7 +201,7 @@ impl PolydevDriver {
         let runtime =
             (self.inner.wiring.runtime)(&config).map_err(tonic::Status::invalid_argument)?;
         let credentials =
-            crate::credentials::source_for(&config, self.inner.wiring.environment.clone());
+            crate::credentials::source_for(&config, self.inner.wiring.environment.clone(), vault);
         let forwarder = (self.inner.wiring.forwarder)(&config, runtime.clone());
         let broker = Broker::new(
             &config,
