@@ -335,3 +335,109 @@ async fn operator_writes_keep_other_variables_and_list_shows_them() {
     assert!(store.read(&id).await.unwrap().is_none());
     assert!(store.list(None, None).await.unwrap().is_empty());
 }
+
+/// `polydev credentials … --backend vault` (the real binary) with `args`, `stdin` fed.
+fn operator_cli(
+    bao: &OpenBao,
+    token_file: &std::path::Path,
+    args: &[&str],
+    stdin: &str,
+) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_polydev"))
+        .arg("credentials")
+        .args(args)
+        .arg("--backend=vault")
+        .arg(format!("--vault-token-file={}", token_file.display()))
+        .env("VAULT_ADDR", &bao.address)
+        .env("VAULT_CACERT", &bao.ca_file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_operator_cli_writes_lists_and_removes_entries_in_vault() {
+    let bao = OpenBao::start();
+    let VaultAuth::TokenFile(token) = token_file(&bao, &bao.root_token) else {
+        unreachable!()
+    };
+    let set = [
+        "set",
+        "--namespace",
+        "default",
+        "--user",
+        "user_123",
+        "--provider",
+        "openai",
+    ];
+    let (code, out, err) = operator_cli(&bao, &token, &set, "sk-from-the-cli-0001\n");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("secret/polydev/default/user_123/openai"),
+        "{out}"
+    );
+    assert_eq!(
+        bao.must(&[
+            "kv",
+            "get",
+            "-field=OPENAI_API_KEY",
+            "secret/polydev/default/user_123/openai"
+        ])
+        .trim(),
+        "sk-from-the-cli-0001"
+    );
+    let shared = ["set", "--shared", "--provider", "anthropic"];
+    let (code, out, err) = operator_cli(&bao, &token, &shared, "sk-ant-shared-0001");
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = operator_cli(&bao, &token, &["list"], "");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("default    user_123  openai"), "{out}");
+    assert!(
+        out.contains("(shared)") && out.contains("ANTHROPIC_API_KEY"),
+        "{out}"
+    );
+    assert!(!out.contains("sk-"), "list shows no value: {out}");
+    let rm = [
+        "rm",
+        "--namespace",
+        "default",
+        "--user",
+        "user_123",
+        "--provider",
+        "openai",
+    ];
+    let (code, out, err) = operator_cli(&bao, &token, &rm, "");
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, _) = bao.cli(&["kv", "get", "secret/polydev/default/user_123/openai"]);
+    assert_ne!(code, Some(0), "the entry is gone");
+    let (code, _, err) = operator_cli(&bao, &token, &rm, "");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("Vault has no entry at secret/polydev/default/user_123/openai"),
+        "{err}"
+    );
+    // No server named: a usage error saying how to name one.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_polydev"))
+        .args(["credentials", "list", "--backend", "vault"])
+        .env_remove("VAULT_ADDR")
+        .env_remove("BAO_ADDR")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--vault-address"));
+}

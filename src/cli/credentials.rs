@@ -1,5 +1,6 @@
 //! `polydev credentials set|list|rm`: the operator's side of the encrypted credential store
-//! (`crate::credentials::FileStore`) that the plugin reads at every StartTask.
+//! (`crate::credentials::FileStore`) that the plugin reads at every StartTask, or with
+//! `--backend vault` of the cluster's Vault ([`vault`]).
 //!
 //! Invariants:
 //! - A value only ever enters through stdin — never argv, where `ps` and shell history see it —
@@ -20,6 +21,8 @@ use crate::config;
 use crate::credentials::sealed::secret_from_utf8;
 use crate::credentials::store::{Listing, MAX_VALUE_LEN};
 use crate::credentials::{EntryId, FileStore};
+
+mod vault;
 
 const NAMESPACE: Opt = Opt::Value {
     name: "namespace",
@@ -58,15 +61,40 @@ const SET: Command = Command {
 Nomad namespace NS, or with --shared as the node's shared key, encrypted under the plugin's
 data_dir. The value never comes from the command line, where ps and shell history would see it.
 Replaces an entry that has become unreadable.",
-    options: &[NAMESPACE, USER, SHARED, PROVIDER, VARIABLE, DATA_DIR],
+    options: &[
+        NAMESPACE,
+        USER,
+        SHARED,
+        PROVIDER,
+        VARIABLE,
+        DATA_DIR,
+        vault::BACKEND,
+        vault::ADDRESS,
+        vault::TOKEN_FILE,
+        vault::MOUNT,
+        vault::PREFIX,
+        vault::CA_FILE,
+        vault::NAMESPACE,
+    ],
     operands: None,
-    notes: "Examples:\n  printf %s \"$KEY\" | polydev credentials set --namespace default --user user_123 --provider openai\n  printf %s \"$KEY\" | polydev credentials set --shared --provider anthropic",
+    notes: "Examples:\n  printf %s \"$KEY\" | polydev credentials set --namespace default --user user_123 --provider openai\n  printf %s \"$KEY\" | polydev credentials set --shared --provider anthropic\n  printf %s \"$KEY\" | polydev credentials set --backend vault --namespace default --user user_123 --provider openai",
 };
 const LIST: Command = Command {
     name: "credentials list",
     summary: "Show the stored entries: namespace, user, provider, when each was last changed \
 (UTC), and variable names — never values.",
-    options: &[NAMESPACE, USER, DATA_DIR],
+    options: &[
+        NAMESPACE,
+        USER,
+        DATA_DIR,
+        vault::BACKEND,
+        vault::ADDRESS,
+        vault::TOKEN_FILE,
+        vault::MOUNT,
+        vault::PREFIX,
+        vault::CA_FILE,
+        vault::NAMESPACE,
+    ],
     operands: None,
     notes: "",
 };
@@ -74,7 +102,21 @@ const RM: Command = Command {
     name: "credentials rm",
     summary: "Remove one variable, or the user's (or with --shared the node's) whole entry for the \
 provider, also an entry that has become unreadable.",
-    options: &[NAMESPACE, USER, SHARED, PROVIDER, VARIABLE, DATA_DIR],
+    options: &[
+        NAMESPACE,
+        USER,
+        SHARED,
+        PROVIDER,
+        VARIABLE,
+        DATA_DIR,
+        vault::BACKEND,
+        vault::ADDRESS,
+        vault::TOKEN_FILE,
+        vault::MOUNT,
+        vault::PREFIX,
+        vault::CA_FILE,
+        vault::NAMESPACE,
+    ],
     operands: None,
     notes: "",
 };
@@ -115,6 +157,9 @@ struct Options {
     variable: Option<String>,
     shared: bool,
     data_dir: Option<PathBuf>,
+    /// `--backend vault`.
+    in_vault: bool,
+    vault: vault::VaultOptions,
 }
 
 impl Options {
@@ -139,6 +184,23 @@ impl Options {
             variable: text("variable"),
             shared: parsed.flag("shared"),
             data_dir: text("data-dir").map(PathBuf::from),
+            in_vault: match parsed.get("backend") {
+                None | Some("file") => false,
+                Some("vault") => true,
+                Some(other) => {
+                    return Err(Failure::Usage(format!(
+                        "--backend {other:?}: use file (this node's store) or vault"
+                    )));
+                }
+            },
+            vault: vault::VaultOptions {
+                address: text("vault-address"),
+                token_file: text("vault-token-file"),
+                mount: text("vault-mount"),
+                prefix: text("vault-prefix"),
+                ca_file: text("vault-ca-file"),
+                namespace: text("vault-namespace"),
+            },
         }))
     }
 
@@ -294,6 +356,9 @@ fn set(
         );
     }
     let value = read_value(stdin)?;
+    if options.in_vault {
+        return vault::set(options, &id, &variable, &value, stdout);
+    }
     let store = options.store();
     let replaced = store
         .set(&id, &variable, &value)
@@ -346,6 +411,11 @@ fn read_value(stdin: &mut dyn Read) -> Result<SecretString, Failure> {
 }
 
 fn list(options: &Options, stdout: &mut dyn Write) -> Result<i32, Failure> {
+    if options.in_vault {
+        let listed = vault::list(options)?;
+        let _ = stdout.write_all(render_list(&listed).as_bytes());
+        return Ok(0);
+    }
     let listed = options
         .store()
         .list(options.namespace.as_deref(), options.user.as_deref())
@@ -413,6 +483,9 @@ fn utc(at: std::time::SystemTime) -> String {
 
 fn rm(options: &Options, stdout: &mut dyn Write) -> Result<i32, Failure> {
     let id = options.entry()?;
+    if options.in_vault {
+        return vault::rm(options, &id, stdout);
+    }
     let removed = options
         .store()
         .remove(&id, options.variable.as_deref())

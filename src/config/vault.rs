@@ -168,6 +168,34 @@ pub(crate) fn vault(obj: &Obj<'_>) -> Result<VaultConfig, ConfigError> {
     })
 }
 
+impl VaultConfig {
+    /// The settings of the operator CLI's `--backend vault` (the same checks as the plugin
+    /// block's; `field` names the option in errors). The cache is off: an operator reads what
+    /// Vault has now.
+    pub fn for_cli(
+        address: &str,
+        mount: &str,
+        path_prefix: &str,
+        token_file: &str,
+        ca_file: Option<&str>,
+        namespace: Option<&str>,
+    ) -> Result<VaultConfig, ConfigError> {
+        Ok(VaultConfig {
+            address: address_of(address, "--vault-address")?,
+            mount: segments(mount, "--vault-mount", DEFAULT_MOUNT)?,
+            path_prefix: segments(path_prefix, "--vault-prefix", DEFAULT_PATH_PREFIX)?,
+            auth: VaultAuth::TokenFile(file(token_file, "--vault-token-file")?),
+            ca_file: ca_file.map(|p| file(p, "--vault-ca-file")).transpose()?,
+            namespace: namespace
+                .map(|ns| segments(ns, "--vault-namespace", "team-a"))
+                .transpose()?,
+            cache_ttl: Duration::from_millis(1),
+            stale_if_error: Duration::from_millis(1),
+            request_timeout: duration::default(DEFAULT_REQUEST_TIMEOUT),
+        })
+    }
+}
+
 fn approle(obj: &Obj<'_>) -> Result<VaultAuth, ConfigError> {
     let required = |key: &str| -> Result<PathBuf, ConfigError> {
         match obj.string(key)?.filter(|s| !s.is_empty()) {

@@ -205,6 +205,11 @@ impl Core {
         &self.events
     }
 
+    /// The credential sources' own fingerprint attributes (Vault's health).
+    pub fn credential_attributes(&self) -> Vec<(String, String)> {
+        self.credentials.attributes()
+    }
+
     pub fn tasks(&self) -> &TaskStore {
         &self.tasks
     }

@@ -204,6 +204,16 @@ pub fn task_event(event: TaskEvent) -> nomad::DriverTaskEvent {
     }
 }
 
+/// Extra string attributes (the credential sources') on a fingerprint.
+pub fn add_string_attributes(
+    response: &mut nomad::FingerprintResponse,
+    attributes: Vec<(String, String)>,
+) {
+    for (name, value) in attributes {
+        response.attributes.insert(name, string_attr(value));
+    }
+}
+
 fn string_attr(value: impl Into<String>) -> Attribute {
     Attribute {
         unit: String::new(),

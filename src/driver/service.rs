@@ -79,7 +79,8 @@ impl Driver for PolydevDriver {
             let mut idle = convert::StableIdle::default();
             loop {
                 let health = core.probe_health().await;
-                let response = convert::fingerprint(&health, idle.observe(&health.pools));
+                let mut response = convert::fingerprint(&health, idle.observe(&health.pools));
+                convert::add_string_attributes(&mut response, core.credential_attributes());
                 let due = match &last_sent {
                     None => true,
                     Some((previous, at)) => {
