@@ -441,3 +441,93 @@ fn the_operator_cli_writes_lists_and_removes_entries_in_vault() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--vault-address"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_are_asked_in_a_fixed_order_vault_store_environment() {
+    use polydev::credentials::{CredentialError, CredentialKey, FileStore};
+    let mut bao = OpenBao::start();
+    let data = tempfile::tempdir().unwrap();
+    let plugin = polydev::config::PluginConfig {
+        data_dir: data.path().join("data"),
+        ..Default::default()
+    };
+    let store = FileStore::new(&plugin.data_dir);
+    let set = |id: &EntryId, value: &str| {
+        store
+            .set(id, "OPENAI_API_KEY", &value.to_string().into())
+            .unwrap();
+    };
+    set(&user("default", "u1"), "sk-store-u1");
+    set(&user("default", "u2"), "sk-store-u2");
+    set(&EntryId::shared("openai").unwrap(), "sk-store-shared");
+    bao.put(
+        "polydev/default/u1/openai",
+        &[("OPENAI_API_KEY", "sk-vault-u1")],
+    );
+    let auth = token_file(&bao, &bao.root_token);
+    let vault = VaultStore::connect(
+        &config(&bao, auth, Duration::from_millis(1)),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let env = vec![("OPENAI_API_KEY".to_string(), "sk-env".to_string())];
+    let source = polydev::credentials::source_for(&plugin, env, Some(vault));
+    let resolve = async |user: Option<&str>| {
+        let key = CredentialKey {
+            namespace: "default".into(),
+            user_id: user.map(str::to_string),
+            provider: "openai".into(),
+        };
+        source
+            .resolve(&key, &["OPENAI_API_KEY".to_string()], &[])
+            .await
+            .map(|found| found[0].1.expose_secret().to_string())
+    };
+    assert_eq!(
+        resolve(Some("u1")).await.unwrap(),
+        "sk-vault-u1",
+        "Vault first"
+    );
+    assert_eq!(
+        resolve(Some("u2")).await.unwrap(),
+        "sk-store-u2",
+        "then the store"
+    );
+    assert_eq!(
+        resolve(None).await.unwrap(),
+        "sk-store-shared",
+        "shared: the store"
+    );
+    store
+        .remove(&EntryId::shared("openai").unwrap(), None)
+        .unwrap();
+    assert_eq!(
+        resolve(None).await.unwrap(),
+        "sk-env",
+        "shared: then the environment"
+    );
+    bao.put(
+        "polydev/_shared/_node/openai",
+        &[("OPENAI_API_KEY", "sk-vault-shared")],
+    );
+    assert_eq!(
+        resolve(None).await.unwrap(),
+        "sk-vault-shared",
+        "shared: Vault first"
+    );
+    let missing = resolve(Some("u3")).await.unwrap_err();
+    assert!(
+        matches!(missing, CredentialError::NotInVault { .. }),
+        "{missing:?}"
+    );
+    assert!(
+        missing
+            .to_string()
+            .contains("secret/polydev/default/u3/openai")
+    );
+    // Vault down: no fallback to the store's older copy; a retryable error instead.
+    bao.stop();
+    let down = resolve(Some("u2")).await.unwrap_err();
+    assert!(matches!(down, CredentialError::Unavailable(_)), "{down:?}");
+}
