@@ -38,6 +38,26 @@ plugin "polydev" {
     # those; tasks without one take its shared entry. false: the store is never read.
     # credentials_from_store = true
 
+    # Users' keys from one Vault / OpenBao for every node (KV v2), asked before the local store.
+    # Entries: <mount>/<path_prefix>/<nomad namespace>/<user_id>/<provider>, keys named like
+    # the provider's variables; the token needs `read` on <mount>/data/<path_prefix>/*.
+    # vault {
+    #   address         = "https://vault.service.consul:8200"
+    #   mount           = "secret"
+    #   path_prefix     = "polydev"
+    #   token_file      = "/etc/polydev/vault-token"   # root-only; or the approle block below
+    #   # approle {
+    #   #   role_id_file   = "/etc/polydev/role-id"
+    #   #   secret_id_file = "/etc/polydev/secret-id"
+    #   #   mount          = "approle"
+    #   # }
+    #   ca_file         = ""       # extra CA certificates (PEM) for the server
+    #   namespace       = ""       # Vault Enterprise / OpenBao namespace
+    #   cache_ttl       = "30s"    # a rotation or deletion reaches running tasks within this
+    #   stale_if_error  = "5m"     # how long past cache_ttl a cached entry serves while Vault is down
+    #   request_timeout = "10s"
+    # }
+
     # Task containers that no task claims back after a restart are removed after this long.
     # orphan_grace = "10m"
 
