@@ -18,6 +18,8 @@
 //!   allowlist; the key never enters the container.
 //! - [`pool`]: the warm pool — idle containers per provider, claimed by StartTask, refilled and
 //!   reconciled in the background.
+//! - [`container_spec`]: what every polydev container is made with, task or warm — labels, the
+//!   task user, hardening, network mode; a leaf that `core` and `pool` both use.
 //! - [`config`]: hclspec schemas and cty-msgpack decoding of the plugin and task configuration.
 //! - [`credentials`]: where a task's provider credentials come from.
 //! - [`logs`]: the log pump — container output → Nomad's FIFOs, resumable, redacted — and the
@@ -35,6 +37,7 @@
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod container_spec;
 pub mod core;
 pub mod credentials;
 pub mod docker;

@@ -33,10 +33,6 @@ mod store;
 mod supervise;
 mod task;
 
-pub use container::{
-    LABEL_DATA_DIR, LABEL_EXPIRES_AT, LABEL_MANAGED, LABEL_NODE, LABEL_PROVIDER, TASK_USER,
-    network_mode_for, security_options,
-};
 pub use events::{EventBus, TaskEvent};
 pub use exec::ExecResult;
 pub use health::{Health, HealthState};
@@ -54,6 +50,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{BindError, Broker, BrokerError};
 use crate::config::PluginConfig;
+use crate::container_spec::LABEL_DATA_DIR;
 use crate::credentials::{CredentialError, CredentialSource};
 use crate::engine::EngineWatch;
 use crate::logs::forward::LogForwarder;
@@ -131,7 +128,7 @@ pub struct CoreSettings {
     pub node: String,
     /// Tasks' containers that no task claims back for this long are removed.
     pub orphan_grace: std::time::Duration,
-    /// Give task containers an expiry ([`LABEL_EXPIRES_AT`]) this long after their creation,
+    /// Give task containers an expiry ([`crate::container_spec::LABEL_EXPIRES_AT`]) this long after their creation,
     /// after which any polydev sweep removes them (`polydev run`: a bound that survives its
     /// `kill -9`); `None` for Nomad's tasks, whose life Nomad decides.
     pub expires_after: Option<std::time::Duration>,

@@ -29,17 +29,12 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 
 use crate::config::{PluginConfig, PoolConfig, WhenEmpty};
-use crate::core::{
-    LABEL_DATA_DIR, LABEL_MANAGED, LABEL_NODE, LABEL_PROVIDER, TASK_USER, network_mode_for,
+use crate::container_spec::{
+    LABEL_POOL_KEY, LABEL_SLOT, TASK_USER, belongs_to, managed_labels, network_mode_for,
     security_options,
 };
 use crate::runtime::{ContainerRuntime, ContainerSpec, ResourceLimits, SecurityOptions};
 use slots::SlotRoot;
-
-/// Label carrying a pool container's slot id.
-pub const LABEL_SLOT: &str = "io.polydev.slot";
-/// Label carrying the pool key the container was made for.
-pub const LABEL_POOL_KEY: &str = "io.polydev.pool-key";
 
 /// An idle, started container waiting for a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,8 +156,7 @@ impl WarmPool {
 
     /// Whether a container with these labels belongs to this plugin instance.
     pub fn owns(&self, labels: &BTreeMap<String, String>) -> bool {
-        labels.get(LABEL_NODE) == Some(&self.node)
-            && labels.get(LABEL_DATA_DIR) == Some(&self.data_dir)
+        belongs_to(labels, &self.node, &self.data_dir)
     }
 
     /// Whether `provider` keeps warm containers at all.
@@ -294,14 +288,9 @@ impl WarmPool {
         slot: &str,
     ) -> Result<ContainerSpec, slots::SlotError> {
         let mounts = self.slots.create(slot)?;
-        let labels = BTreeMap::from([
-            (LABEL_MANAGED.to_string(), "true".to_string()),
-            (LABEL_PROVIDER.to_string(), pool.provider.clone()),
-            (LABEL_NODE.to_string(), self.node.clone()),
-            (LABEL_DATA_DIR.to_string(), self.data_dir.clone()),
-            (LABEL_SLOT.to_string(), slot.to_string()),
-            (LABEL_POOL_KEY.to_string(), key.to_string()),
-        ]);
+        let mut labels = managed_labels(&pool.provider, &self.node, &self.data_dir);
+        labels.insert(LABEL_SLOT.to_string(), slot.to_string());
+        labels.insert(LABEL_POOL_KEY.to_string(), key.to_string());
         Ok(ContainerSpec {
             name: format!("polydev-pool-{}-{slot}", pool.provider),
             image: pool.image.clone(),
