@@ -6,6 +6,8 @@
 //!
 //! Dependencies point inward: `plugin → driver → core ← docker`; `core`, `logs`, `broker` and
 //! `credentials` never name tonic or bollard types, and `core` never names HTTP types.
+//! `core` and `pool` never name each other: both build containers from `container_spec`, and
+//! `core` reaches the pool only through the `pool_port` trait, which `driver` wires in.
 //!
 //! - [`plugin`]: the go-plugin server side — magic cookie, unix socket, handshake line,
 //!   `GRPCController/Shutdown`, health `plugin`, signals.
@@ -20,6 +22,8 @@
 //!   reconciled in the background.
 //! - [`container_spec`]: what every polydev container is made with, task or warm — labels, the
 //!   task user, hardening, network mode; a leaf that `core` and `pool` both use.
+//! - [`pool_port`]: the warm pool as `core` sees it — the trait `pool` implements and the
+//!   driver wires in, so `core` and `pool` never name each other.
 //! - [`config`]: hclspec schemas and cty-msgpack decoding of the plugin and task configuration.
 //! - [`credentials`]: where a task's provider credentials come from.
 //! - [`logs`]: the log pump — container output → Nomad's FIFOs, resumable, redacted — and the
@@ -48,6 +52,7 @@ pub mod logs;
 pub mod mountinfo;
 pub mod plugin;
 pub mod pool;
+pub mod pool_port;
 pub mod runtime;
 
 /// Generated protobuf and gRPC code (Nomad v2.0.5 and go-plugin v1.8.0 protos).

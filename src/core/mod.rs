@@ -54,8 +54,7 @@ use crate::container_spec::LABEL_DATA_DIR;
 use crate::credentials::{CredentialError, CredentialSource};
 use crate::engine::EngineWatch;
 use crate::logs::forward::LogForwarder;
-use crate::pool::slots::SlotError;
-use crate::pool::{PoolError, WarmPool};
+use crate::pool_port::{ClaimError, WarmPoolPort};
 use crate::runtime::{ContainerRuntime, RuntimeError};
 
 /// What can go wrong in a lifecycle verb. Messages say what was wrong and how to fix it.
@@ -86,9 +85,7 @@ pub enum CoreError {
     #[error("container engine: {0}")]
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
-    Pool(#[from] PoolError),
-    #[error(transparent)]
-    Slot(#[from] SlotError),
+    Pool(#[from] ClaimError),
     #[error("credential broker: {0}")]
     Broker(#[from] BrokerError),
     #[error(
@@ -104,7 +101,8 @@ impl CoreError {
         match self {
             CoreError::Runtime(e) => e.is_retryable(),
             CoreError::Credentials(CredentialError::Unavailable(_)) => true,
-            CoreError::Pool(_) | CoreError::StoppedBeforeStart { .. } => true,
+            CoreError::Pool(err) => err.is_retryable(),
+            CoreError::StoppedBeforeStart { .. } => true,
             _ => false,
         }
     }
@@ -152,7 +150,7 @@ pub struct Core {
     broker: Arc<Broker>,
     settings: CoreSettings,
     /// `None` outside the plugin (the operator CLI starts every task cold).
-    pool: Option<Arc<WarmPool>>,
+    pool: Option<Arc<dyn WarmPoolPort>>,
     background_started: std::sync::atomic::AtomicBool,
     /// Follows the engine once the background work started (plugin only).
     engine: std::sync::OnceLock<Arc<EngineWatch>>,
@@ -165,7 +163,7 @@ impl Core {
     pub fn new(
         ports: CorePorts,
         settings: CoreSettings,
-        pool: Option<Arc<WarmPool>>,
+        pool: Option<Arc<dyn WarmPoolPort>>,
         events: EventBus,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
@@ -233,7 +231,7 @@ impl Core {
         });
     }
 
-    pub fn pool(&self) -> Option<&Arc<WarmPool>> {
+    pub fn pool(&self) -> Option<&Arc<dyn WarmPoolPort>> {
         self.pool.as_ref()
     }
 
@@ -254,22 +252,9 @@ impl Core {
             self.shutdown.clone(),
         );
         let _ = self.engine.set(watch.clone());
-        if let Some(pool) = self.pool.clone().filter(|p| p.any_enabled()) {
-            let shutdown = self.shutdown.clone();
-            // Subscribed before the reconcile, so no death after it goes unseen.
-            let news = watch.subscribe();
-            tokio::spawn(async move {
-                if let Err(err) = pool.slots().prepare() {
-                    tracing::error!(error = %err, "the warm pool is off: its slot directory cannot be prepared");
-                    pool.disable(&err.to_string());
-                    return;
-                }
-                if let Err(err) = pool.reconcile().await {
-                    tracing::warn!(error = %err, "cannot reconcile the warm pool with Docker yet");
-                }
-                pool.spawn_refillers(&shutdown);
-                pool.follow_engine(news, shutdown).await;
-            });
+        if let Some(pool) = self.pool.clone() {
+            // Subscribed before the pool's reconcile, so no death after it goes unseen.
+            pool.spawn_background(watch.subscribe(), self.shutdown.clone());
         }
         self.spawn_orphan_sweep();
     }

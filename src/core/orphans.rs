@@ -79,7 +79,7 @@ impl Core {
             }
             let slot = container.labels.get(LABEL_SLOT).cloned();
             let is_task = match (&slot, &self.pool) {
-                (Some(slot), Some(pool)) => pool.slots().is_claimed(slot),
+                (Some(slot), Some(pool)) => pool.slot_is_claimed(slot),
                 (Some(_), None) => false,
                 (None, _) => true,
             };
