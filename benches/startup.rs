@@ -64,7 +64,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
-use polydev::core::{DriverState, LaunchSpec, TASK_USER};
+use polydev::container_spec::TASK_USER;
+use polydev::core::{DriverState, LaunchSpec};
 use polydev::docker::DockerRuntime;
 use polydev::pb::hashicorp::nomad::plugins::drivers::proto::{
     self as nomad, driver_client::DriverClient,

@@ -6,6 +6,8 @@
 //!
 //! Dependencies point inward: `plugin → driver → core ← docker`; `core`, `logs`, `broker` and
 //! `credentials` never name tonic or bollard types, and `core` never names HTTP types.
+//! `core` and `pool` never name each other: both build containers from `container_spec`, and
+//! `core` reaches the pool only through the `pool_port` trait, which `driver` wires in.
 //!
 //! - [`plugin`]: the go-plugin server side — magic cookie, unix socket, handshake line,
 //!   `GRPCController/Shutdown`, health `plugin`, signals.
@@ -18,6 +20,10 @@
 //!   allowlist; the key never enters the container.
 //! - [`pool`]: the warm pool — idle containers per provider, claimed by StartTask, refilled and
 //!   reconciled in the background.
+//! - [`container_spec`]: what every polydev container is made with, task or warm — labels, the
+//!   task user, hardening, network mode; a leaf that `core` and `pool` both use.
+//! - [`pool_port`]: the warm pool as `core` sees it — the trait `pool` implements and the
+//!   driver wires in, so `core` and `pool` never name each other.
 //! - [`config`]: hclspec schemas and cty-msgpack decoding of the plugin and task configuration.
 //! - [`credentials`]: where a task's provider credentials come from.
 //! - [`logs`]: the log pump — container output → Nomad's FIFOs, resumable, redacted — and the
@@ -35,6 +41,7 @@
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod container_spec;
 pub mod core;
 pub mod credentials;
 pub mod docker;
@@ -45,6 +52,7 @@ pub mod logs;
 pub mod mountinfo;
 pub mod plugin;
 pub mod pool;
+pub mod pool_port;
 pub mod runtime;
 pub mod vault;
 

@@ -11,9 +11,8 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use super::args::{Command, Opt, Outcome};
-use crate::core::{LABEL_DATA_DIR, LABEL_MANAGED, LABEL_PROVIDER};
+use crate::container_spec::{LABEL_DATA_DIR, LABEL_MANAGED, LABEL_PROVIDER, LABEL_SLOT};
 use crate::docker::DockerRuntime;
-use crate::pool::LABEL_SLOT;
 use crate::pool::slots::SlotRoot;
 use crate::runtime::{ContainerRuntime, ContainerSummary};
 

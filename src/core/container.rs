@@ -1,36 +1,22 @@
 //! Turning a task into a container: names, labels, mounts, limits, and the launch spec.
 //!
+//! What every polydev container shares with the warm pool's (labels, user, hardening, network
+//! mode) comes from [`crate::container_spec`]; this file adds what only a task has.
+//!
 //! Invariants:
-//! - Labels live in polydev's own namespace (`io.polydev.*`) — never `com.hashicorp.nomad.*`,
-//!   which Nomad's docker driver garbage-collects — and never carry a user id or a secret.
-//! - The container runs as uid 1000 with every capability dropped and `no-new-privileges`.
-//! - A container of a broker-mode provider has no network (`none`): it reaches polydev's
-//!   credential broker on its own loopback and nothing else. `security.network_mode` applies
-//!   to env-mode providers only.
+//! - A task's own labels never override polydev's ([`crate::container_spec::managed_labels`]).
 //! - Nomad's alloc layout is bound at the container paths Nomad's env advertises under
 //!   IMAGE isolation: `/alloc`, `/local`, `/secrets`.
 
 use std::collections::BTreeMap;
 
-use crate::config::{NetworkMode, PluginConfig, SecurityConfig};
-use crate::runtime::{BindMount, ContainerSpec, SecurityOptions};
+use crate::config::PluginConfig;
+use crate::container_spec::{
+    LABEL_EXPIRES_AT, TASK_USER, managed_labels, network_mode_for, security_options,
+};
+use crate::runtime::{BindMount, ContainerSpec};
 
 use super::task::TaskSpec;
-
-/// Label marking every container polydev manages.
-pub const LABEL_MANAGED: &str = "io.polydev.managed";
-/// Label naming the provider a container was made for.
-pub const LABEL_PROVIDER: &str = "io.polydev.provider";
-/// Label with the Nomad node (or host) that owns the container.
-pub const LABEL_NODE: &str = "io.polydev.node";
-/// Label with the owning plugin's `data_dir`: with the node, it says which plugin instance
-/// manages the container (reconciliation and the orphan sweep touch only their own).
-pub const LABEL_DATA_DIR: &str = "io.polydev.data-dir";
-/// Label with the Unix time after which the container may be removed by any polydev sweep
-/// (set by `polydev run` only).
-pub const LABEL_EXPIRES_AT: &str = "io.polydev.expires-at";
-/// uid:gid every task runs as (user `runtime` in the images).
-pub const TASK_USER: &str = "1000:1000";
 
 /// Container name for a task: readable in `docker ps`, unique per (re)start.
 pub fn container_name(task: &TaskSpec) -> String {
@@ -63,10 +49,7 @@ fn sanitize_name(raw: &str) -> String {
 /// The labels every polydev container carries, plus the task's own extra labels.
 pub fn labels(task: &TaskSpec, node: &str, data_dir: &str) -> BTreeMap<String, String> {
     let mut labels = task.config.labels.clone();
-    labels.insert(LABEL_MANAGED.into(), "true".into());
-    labels.insert(LABEL_PROVIDER.into(), task.config.provider.clone());
-    labels.insert(LABEL_NODE.into(), node.to_string());
-    labels.insert(LABEL_DATA_DIR.into(), data_dir.to_string());
+    labels.extend(managed_labels(&task.config.provider, node, data_dir));
     labels
 }
 
@@ -96,34 +79,6 @@ pub fn alloc_mounts(task: &TaskSpec) -> Vec<BindMount> {
             receives_host_mounts: false,
         },
     ]
-}
-
-/// The hardening every polydev container gets (task or warm pool): all capabilities dropped, no
-/// new privileges, and the operator's `security` settings.
-pub fn security_options(security: &SecurityConfig) -> SecurityOptions {
-    SecurityOptions {
-        cap_drop_all: true,
-        no_new_privileges: true,
-        pids_limit: security.pids_limit,
-        read_only_rootfs: security.read_only_rootfs,
-        oci_runtime: security.runtime.clone(),
-    }
-}
-
-/// The Docker network mode of `provider`'s containers: none in broker mode, else the
-/// operator's `security.network_mode` (`None`: Docker's default bridge).
-pub fn network_mode_for(plugin: &PluginConfig, provider: &str) -> Option<String> {
-    let brokered = plugin
-        .providers
-        .get(provider)
-        .is_some_and(|p| p.credential_mode.route().is_some());
-    if brokered {
-        return Some(NetworkMode::None.as_str().to_string());
-    }
-    plugin
-        .security
-        .network_mode
-        .map(|mode| mode.as_str().to_string())
 }
 
 /// The full container spec of a cold-started task; `expires_after` sets [`LABEL_EXPIRES_AT`].

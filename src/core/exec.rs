@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use super::container::TASK_USER;
 use super::{Core, CoreError};
+use crate::container_spec::TASK_USER;
 use crate::runtime::{ExecOutput, ExecSession};
 
 /// Output of a command run to completion.

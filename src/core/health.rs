@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use super::Core;
+use crate::pool_port::PoolStatus;
 
 /// Nomad's three driver health states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +27,7 @@ pub struct Health {
     /// Provider name → whether its image exists locally.
     pub images_present: BTreeMap<String, bool>,
     /// Provider name → its warm pool's state (empty outside the plugin).
-    pub pools: BTreeMap<String, crate::pool::PoolStatus>,
+    pub pools: BTreeMap<String, PoolStatus>,
 }
 
 impl Core {
@@ -63,7 +64,7 @@ impl Core {
         }
     }
 
-    fn pool_status(&self) -> BTreeMap<String, crate::pool::PoolStatus> {
+    fn pool_status(&self) -> BTreeMap<String, PoolStatus> {
         self.pool.as_ref().map(|p| p.status()).unwrap_or_default()
     }
 }

@@ -33,10 +33,6 @@ mod store;
 mod supervise;
 mod task;
 
-pub use container::{
-    LABEL_DATA_DIR, LABEL_EXPIRES_AT, LABEL_MANAGED, LABEL_NODE, LABEL_PROVIDER, TASK_USER,
-    network_mode_for, security_options,
-};
 pub use events::{EventBus, TaskEvent};
 pub use exec::ExecResult;
 pub use health::{Health, HealthState};
@@ -54,11 +50,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{BindError, Broker, BrokerError};
 use crate::config::PluginConfig;
+use crate::container_spec::LABEL_DATA_DIR;
 use crate::credentials::{CredentialError, CredentialSource};
 use crate::engine::EngineWatch;
 use crate::logs::forward::LogForwarder;
-use crate::pool::slots::SlotError;
-use crate::pool::{PoolError, WarmPool};
+use crate::pool_port::{ClaimError, WarmPoolPort};
 use crate::runtime::{ContainerRuntime, RuntimeError};
 
 /// What can go wrong in a lifecycle verb. Messages say what was wrong and how to fix it.
@@ -89,9 +85,7 @@ pub enum CoreError {
     #[error("container engine: {0}")]
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
-    Pool(#[from] PoolError),
-    #[error(transparent)]
-    Slot(#[from] SlotError),
+    Pool(#[from] ClaimError),
     #[error("credential broker: {0}")]
     Broker(#[from] BrokerError),
     #[error(
@@ -107,7 +101,8 @@ impl CoreError {
         match self {
             CoreError::Runtime(e) => e.is_retryable(),
             CoreError::Credentials(CredentialError::Unavailable(_)) => true,
-            CoreError::Pool(_) | CoreError::StoppedBeforeStart { .. } => true,
+            CoreError::Pool(err) => err.is_retryable(),
+            CoreError::StoppedBeforeStart { .. } => true,
             _ => false,
         }
     }
@@ -131,7 +126,7 @@ pub struct CoreSettings {
     pub node: String,
     /// Tasks' containers that no task claims back for this long are removed.
     pub orphan_grace: std::time::Duration,
-    /// Give task containers an expiry ([`LABEL_EXPIRES_AT`]) this long after their creation,
+    /// Give task containers an expiry ([`crate::container_spec::LABEL_EXPIRES_AT`]) this long after their creation,
     /// after which any polydev sweep removes them (`polydev run`: a bound that survives its
     /// `kill -9`); `None` for Nomad's tasks, whose life Nomad decides.
     pub expires_after: Option<std::time::Duration>,
@@ -155,7 +150,7 @@ pub struct Core {
     broker: Arc<Broker>,
     settings: CoreSettings,
     /// `None` outside the plugin (the operator CLI starts every task cold).
-    pool: Option<Arc<WarmPool>>,
+    pool: Option<Arc<dyn WarmPoolPort>>,
     background_started: std::sync::atomic::AtomicBool,
     /// Follows the engine once the background work started (plugin only).
     engine: std::sync::OnceLock<Arc<EngineWatch>>,
@@ -168,7 +163,7 @@ impl Core {
     pub fn new(
         ports: CorePorts,
         settings: CoreSettings,
-        pool: Option<Arc<WarmPool>>,
+        pool: Option<Arc<dyn WarmPoolPort>>,
         events: EventBus,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
@@ -241,7 +236,7 @@ impl Core {
         });
     }
 
-    pub fn pool(&self) -> Option<&Arc<WarmPool>> {
+    pub fn pool(&self) -> Option<&Arc<dyn WarmPoolPort>> {
         self.pool.as_ref()
     }
 
@@ -262,22 +257,9 @@ impl Core {
             self.shutdown.clone(),
         );
         let _ = self.engine.set(watch.clone());
-        if let Some(pool) = self.pool.clone().filter(|p| p.any_enabled()) {
-            let shutdown = self.shutdown.clone();
-            // Subscribed before the reconcile, so no death after it goes unseen.
-            let news = watch.subscribe();
-            tokio::spawn(async move {
-                if let Err(err) = pool.slots().prepare() {
-                    tracing::error!(error = %err, "the warm pool is off: its slot directory cannot be prepared");
-                    pool.disable(&err.to_string());
-                    return;
-                }
-                if let Err(err) = pool.reconcile().await {
-                    tracing::warn!(error = %err, "cannot reconcile the warm pool with Docker yet");
-                }
-                pool.spawn_refillers(&shutdown);
-                pool.follow_engine(news, shutdown).await;
-            });
+        if let Some(pool) = self.pool.clone() {
+            // Subscribed before the pool's reconcile, so no death after it goes unseen.
+            pool.spawn_background(watch.subscribe(), self.shutdown.clone());
         }
         self.spawn_orphan_sweep();
     }

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Core, LABEL_DATA_DIR, LABEL_EXPIRES_AT, LABEL_MANAGED, LABEL_NODE};
-use crate::pool::LABEL_SLOT;
+use super::Core;
+use crate::container_spec::{LABEL_EXPIRES_AT, LABEL_MANAGED, LABEL_NODE, LABEL_SLOT, belongs_to};
 
 /// How often the sweep looks (more often when the grace period is shorter).
 const SWEEP_PERIOD: Duration = Duration::from_secs(30);
@@ -69,15 +69,17 @@ impl Core {
                 let _ = self.runtime.remove(&container.id).await;
                 continue;
             }
-            let ours = container.labels.get(LABEL_NODE) == Some(&self.settings.node)
-                && container.labels.get(LABEL_DATA_DIR).map(String::as_str)
-                    == Some(&*self.settings.config.data_dir.to_string_lossy());
+            let ours = belongs_to(
+                &container.labels,
+                &self.settings.node,
+                &self.settings.config.data_dir.to_string_lossy(),
+            );
             if !ours || known.contains(&container.id) {
                 continue;
             }
             let slot = container.labels.get(LABEL_SLOT).cloned();
             let is_task = match (&slot, &self.pool) {
-                (Some(slot), Some(pool)) => pool.slots().is_claimed(slot),
+                (Some(slot), Some(pool)) => pool.slot_is_claimed(slot),
                 (Some(_), None) => false,
                 (None, _) => true,
             };

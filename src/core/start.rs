@@ -17,9 +17,8 @@ use super::store::TaskEntry;
 use super::task::{DriverState, TaskSpec};
 use super::{Core, CoreError};
 use crate::broker::{BrokerLease, BrokeredTask, ListenerSite};
-use crate::config::{ProviderConfig, WhenEmpty};
+use crate::config::ProviderConfig;
 use crate::credentials::CredentialKey;
-use crate::pool::{IdleContainer, PoolError, WarmPool};
 use crate::runtime::RuntimeError;
 
 /// What StartTask hands back to Nomad.
@@ -234,34 +233,19 @@ impl Core {
         else {
             return Ok((self.create_started_container(task).await?, None));
         };
-        let idle = match pool.take_idle(provider) {
-            Some(idle) => Some(idle),
-            None => match pool.when_empty(provider) {
-                WhenEmpty::Cold => None,
-                WhenEmpty::Fail => {
-                    return Err(PoolError::Empty {
-                        provider: provider.clone(),
-                    }
-                    .into());
-                }
-                WhenEmpty::Wait(limit) => Some(pool.wait_idle(provider, limit).await?),
-            },
-        };
-        if let Some(idle) = idle {
-            if let Err(err) = self.claim(pool, &idle, task) {
-                pool.discard(idle);
-                pool.task_released(provider);
-                return Err(err);
-            }
-            let short: String = idle.id.chars().take(12).collect();
+        let warm = pool
+            .claim(provider, task.alloc_dir.as_deref(), &task.name)
+            .await?;
+        if let Some(warm) = warm {
+            let short: String = warm.id.chars().take(12).collect();
             let message = format!("claimed warm container {short}");
             self.publish_for(&task.id, &task.alloc_id, &task.name, message);
             let claim = WarmClaim {
-                slot: idle.slot,
-                cgroup_pid: idle.cgroup_pid,
-                init_pid: idle.init_pid,
+                slot: warm.slot,
+                cgroup_pid: warm.cgroup_pid,
+                init_pid: warm.init_pid,
             };
-            return Ok((idle.id, Some(claim)));
+            return Ok((warm.id, Some(claim)));
         }
         self.publish_for(
             &task.id,
@@ -301,20 +285,6 @@ impl Core {
         task.config.labels.is_empty() && provider_image == Some(task.config.image.as_str())
     }
 
-    /// Hand an idle container this task's directories (its limits follow with the launch spec).
-    fn claim(
-        &self,
-        pool: &WarmPool,
-        idle: &IdleContainer,
-        task: &TaskSpec,
-    ) -> Result<(), CoreError> {
-        match task.alloc_dir.as_deref() {
-            Some(alloc_dir) => pool.slots().attach(&idle.slot, alloc_dir, &task.name)?,
-            None => pool.slots().mark_claimed(&idle.slot)?,
-        }
-        Ok(())
-    }
-
     /// Undo a warm claim that did not become a task: its slot, and its count in the pool.
     fn forget_claim(&self, provider: &str, slot: Option<&str>) {
         if let (Some(pool), Some(_)) = (&self.pool, slot) {
@@ -326,7 +296,7 @@ impl Core {
     /// Unmount and delete a warm task's slot.
     pub(super) fn release_slot(&self, slot: Option<&str>) {
         if let (Some(pool), Some(slot)) = (&self.pool, slot) {
-            pool.slots().release(slot);
+            pool.release_slot(slot);
         }
     }
 

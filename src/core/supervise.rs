@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use super::store::TaskEntry;
 use super::task::{ExitOutcome, LogPaths};
 use super::{Core, CoreError};
-use crate::logs::forward::{ForwardEnd, ForwardJob};
+use crate::logs::forward::{ForwardEnd, ForwardError, ForwardJob};
 
 /// How long the exit waits for the log pump to finish after the container ended.
 const PUMP_DRAIN_LIMIT: Duration = Duration::from_secs(30);
@@ -66,7 +66,7 @@ impl Core {
         task: &TaskEntry,
         paths: LogPaths,
         secrets: Vec<SecretString>,
-    ) -> JoinHandle<Result<ForwardEnd, String>> {
+    ) -> JoinHandle<Result<ForwardEnd, ForwardError>> {
         let forwarder = self.forwarder.clone();
         let job = ForwardJob {
             container_id: task.container_id().to_string(),
@@ -81,7 +81,7 @@ impl Core {
     async fn finish_pump(
         &self,
         task: &TaskEntry,
-        mut pump: JoinHandle<Result<ForwardEnd, String>>,
+        mut pump: JoinHandle<Result<ForwardEnd, ForwardError>>,
     ) {
         match tokio::time::timeout(PUMP_DRAIN_LIMIT, &mut pump).await {
             Ok(Ok(Ok(_))) => {}

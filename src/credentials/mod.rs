@@ -25,6 +25,7 @@ pub mod store;
 pub use env::{EnvSource, NoSource};
 pub use names::EntryId;
 pub use policy::{ScopedSource, source_for};
+pub use private::PrivateFileError;
 pub use store::{FileStore, StoreError};
 
 use secrecy::SecretString;

@@ -22,6 +22,7 @@
 use std::sync::Arc;
 
 use super::names::EntryId;
+use super::private::PrivateFileError;
 use super::store::{FileStore, StoreError};
 use super::{CredentialError, CredentialKey, CredentialSource, Credentials, EnvSource};
 use crate::config::PluginConfig;
@@ -221,7 +222,9 @@ fn store_error(key: &CredentialKey, err: StoreError) -> CredentialError {
             key: key.clone(),
             problem: err.to_string(),
         },
-        StoreError::Io { .. } => CredentialError::Unavailable(format!("{key}: {err}")),
+        StoreError::Io { .. } | StoreError::Private(PrivateFileError::Io { .. }) => {
+            CredentialError::Unavailable(format!("{key}: {err}"))
+        }
         other => CredentialError::Store {
             key: key.clone(),
             problem: other.to_string(),

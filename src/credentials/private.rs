@@ -18,24 +18,49 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::store::StoreError;
-
 /// The effective uid of this process: the owner every store file must have.
 pub fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
 }
 
-fn refused(path: &Path, problem: String, fix: String) -> StoreError {
-    StoreError::Refused {
+/// Why a private file or directory cannot be used. Messages name the path, and for anything not
+/// private, the exact command that fixes it.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivateFileError {
+    #[error("refusing to use {path}: {problem}; fix: {fix}", path = path.display())]
+    Refused {
+        path: PathBuf,
+        problem: String,
+        fix: String,
+    },
+    #[error(
+        "{path} is too large: it is {size} bytes, more than the {limit} allowed",
+        path = path.display()
+    )]
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
+    #[error("{action} {path}: {source}", path = path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn refused(path: &Path, problem: String, fix: String) -> PrivateFileError {
+    PrivateFileError::Refused {
         path: path.to_path_buf(),
         problem,
         fix,
     }
 }
 
-pub(crate) fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> StoreError {
-    StoreError::Io {
+fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> PrivateFileError {
+    PrivateFileError::Io {
         action,
         path: path.to_path_buf(),
         source,
@@ -44,7 +69,7 @@ pub(crate) fn io_error(action: &'static str, path: &Path, source: std::io::Error
 
 /// Check that `meta` (of `path`, not followed through a symlink) is a private directory or a
 /// private regular file.
-pub fn check(path: &Path, meta: &Metadata, directory: bool) -> Result<(), StoreError> {
+pub fn check(path: &Path, meta: &Metadata, directory: bool) -> Result<(), PrivateFileError> {
     let kind = if directory {
         "a directory"
     } else {
@@ -89,7 +114,7 @@ pub fn check(path: &Path, meta: &Metadata, directory: bool) -> Result<(), StoreE
 
 /// Whether the private directory `path` exists (`false` if it does not; an error if it is not
 /// private).
-pub fn check_dir(path: &Path) -> Result<bool, StoreError> {
+pub fn check_dir(path: &Path) -> Result<bool, PrivateFileError> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) => check(path, &meta, true).map(|()| true),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -99,7 +124,7 @@ pub fn check_dir(path: &Path) -> Result<bool, StoreError> {
 
 /// Make sure the private directory `path` exists: create it 0700 (its parent must exist), or
 /// check the one that is there.
-pub fn ensure_dir(path: &Path) -> Result<(), StoreError> {
+pub fn ensure_dir(path: &Path) -> Result<(), PrivateFileError> {
     match std::fs::DirBuilder::new().mode(0o700).create(path) {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => check_dir(path).map(|_| ()),
@@ -109,7 +134,7 @@ pub fn ensure_dir(path: &Path) -> Result<(), StoreError> {
 
 /// Make sure `path` and its missing parents exist, creating them 0700. Existing ancestors are not
 /// checked (the data dir's parents are the operator's business).
-pub fn ensure_parents(path: &Path) -> Result<(), StoreError> {
+pub fn ensure_parents(path: &Path) -> Result<(), PrivateFileError> {
     std::fs::DirBuilder::new()
         .mode(0o700)
         .recursive(true)
@@ -119,7 +144,7 @@ pub fn ensure_parents(path: &Path) -> Result<(), StoreError> {
 
 /// Open the private file `path` for reading and return its whole content (at most `limit`
 /// bytes), with its metadata; `None` if it does not exist.
-pub fn read_file(path: &Path, limit: u64) -> Result<Option<(Vec<u8>, Metadata)>, StoreError> {
+pub fn read_file(path: &Path, limit: u64) -> Result<Option<(Vec<u8>, Metadata)>, PrivateFileError> {
     let mut file = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
@@ -145,9 +170,10 @@ pub fn read_file(path: &Path, limit: u64) -> Result<Option<(Vec<u8>, Metadata)>,
         .map_err(|err| io_error("cannot inspect", path, err))?;
     check(path, &meta, false)?;
     if meta.len() > limit {
-        return Err(StoreError::Corrupt {
+        return Err(PrivateFileError::TooLarge {
             path: path.to_path_buf(),
-            problem: format!("it is {} bytes, more than the {limit} allowed", meta.len()),
+            size: meta.len(),
+            limit,
         });
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
@@ -159,7 +185,7 @@ pub fn read_file(path: &Path, limit: u64) -> Result<Option<(Vec<u8>, Metadata)>,
 }
 
 /// A temp file next to `target`, created 0600; its name starts with `.` so readers skip it.
-fn temp_file(target: &Path) -> Result<(File, PathBuf), StoreError> {
+fn temp_file(target: &Path) -> Result<(File, PathBuf), PrivateFileError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = target.parent().unwrap_or(Path::new("."));
     let name = target
@@ -184,7 +210,7 @@ fn temp_file(target: &Path) -> Result<(File, PathBuf), StoreError> {
     Ok((file, temp))
 }
 
-fn write_temp(target: &Path, bytes: &[u8]) -> Result<PathBuf, StoreError> {
+fn write_temp(target: &Path, bytes: &[u8]) -> Result<PathBuf, PrivateFileError> {
     let (mut file, temp) = temp_file(target)?;
     let written = file.write_all(bytes).and_then(|()| file.sync_all());
     if let Err(err) = written {
@@ -194,14 +220,14 @@ fn write_temp(target: &Path, bytes: &[u8]) -> Result<PathBuf, StoreError> {
     Ok(temp)
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+fn sync_dir(dir: &Path) -> Result<(), PrivateFileError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|err| io_error("cannot sync", dir, err))
 }
 
 /// Replace `target` with `bytes` atomically (temp file, fsync, rename, fsync of the directory).
-pub fn write_atomic(target: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+pub fn write_atomic(target: &Path, bytes: &[u8]) -> Result<(), PrivateFileError> {
     let temp = write_temp(target, bytes)?;
     if let Err(err) = std::fs::rename(&temp, target) {
         let _ = std::fs::remove_file(&temp);
@@ -212,7 +238,7 @@ pub fn write_atomic(target: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 
 /// Create `target` with `bytes` atomically unless it exists; `false` if it already existed (its
 /// content is then left alone).
-pub fn create_once(target: &Path, bytes: &[u8]) -> Result<bool, StoreError> {
+pub fn create_once(target: &Path, bytes: &[u8]) -> Result<bool, PrivateFileError> {
     let temp = write_temp(target, bytes)?;
     let linked = std::fs::hard_link(&temp, target);
     let _ = std::fs::remove_file(&temp);
@@ -230,7 +256,7 @@ pub struct Lock {
 }
 
 impl Lock {
-    pub fn acquire(path: &Path) -> Result<Lock, StoreError> {
+    pub fn acquire(path: &Path) -> Result<Lock, PrivateFileError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -310,7 +336,13 @@ mod tests {
         );
 
         let err = read_file(&file, 3).unwrap_err().to_string();
-        assert!(err.contains("more than the 3"), "{err}");
+        assert_eq!(
+            err,
+            format!(
+                "{} is too large: it is 5 bytes, more than the 3 allowed",
+                file.display()
+            )
+        );
         assert!(read_file(&sub.join("absent"), 100).unwrap().is_none());
     }
 

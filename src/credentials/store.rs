@@ -29,7 +29,7 @@ use zeroize::Zeroizing;
 
 use super::entry::EntryFile;
 use super::names::{self, EntryId, NameError, NameKind, SHARED_NAMESPACE, SHARED_USER};
-use super::private::{self, io_error};
+use super::private::{self, PrivateFileError};
 use super::sealed::{KEY_LEN, OpenError, StoreKey};
 use std::os::unix::fs::MetadataExt;
 
@@ -43,12 +43,9 @@ const MAX_ENTRY_FILE_LEN: u64 = 4 * 1024 * 1024;
 pub enum StoreError {
     #[error(transparent)]
     Name(#[from] NameError),
-    #[error("refusing to use {path}: {problem}; fix: {fix}", path = path.display())]
-    Refused {
-        path: PathBuf,
-        problem: String,
-        fix: String,
-    },
+    /// A file or directory is not private, or cannot be read or written.
+    #[error(transparent)]
+    Private(#[from] PrivateFileError),
     #[error(
         "the store key {path} does not exist{}",
         if *.entries_exist {
@@ -362,7 +359,9 @@ impl FileStore {
             }
         }
         let path = self.entry_path(id);
-        let Some((bytes, _)) = private::read_file(&path, MAX_ENTRY_FILE_LEN)? else {
+        let Some((bytes, _)) =
+            private::read_file(&path, MAX_ENTRY_FILE_LEN).map_err(oversized_is_corrupt)?
+        else {
             return Ok(None);
         };
         EntryFile::parse(&bytes)
@@ -390,14 +389,15 @@ impl FileStore {
         {
             return Ok(key.clone());
         }
-        let Some((bytes, meta)) =
-            private::read_file(path, KEY_LEN as u64).map_err(|err| match err {
+        let Some((bytes, meta)) = private::read_file(path, KEY_LEN as u64).map_err(|err| {
+            match oversized_is_corrupt(err) {
                 StoreError::Corrupt { problem, .. } => StoreError::BadKey {
                     path: path.clone(),
                     problem,
                 },
                 other => other,
-            })?
+            }
+        })?
         else {
             return Err(StoreError::NoKey {
                 path: path.clone(),
@@ -438,6 +438,26 @@ impl FileStore {
     /// the caller then refuses rather than creating a key over unreadable entries.
     fn any_entry(&self) -> bool {
         self.list(None, None).map(|l| !l.is_empty()).unwrap_or(true)
+    }
+}
+
+/// A store file larger than any valid one is corrupt, like one that does not parse (so `set`
+/// replaces such an entry, and `rm` removes it).
+fn oversized_is_corrupt(err: PrivateFileError) -> StoreError {
+    match err {
+        PrivateFileError::TooLarge { path, size, limit } => StoreError::Corrupt {
+            path,
+            problem: format!("it is {size} bytes, more than the {limit} allowed"),
+        },
+        other => other.into(),
+    }
+}
+
+fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
     }
 }
 

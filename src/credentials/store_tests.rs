@@ -245,7 +245,10 @@ fn anything_not_private_is_refused_with_the_fix() {
         set_mode(&path, bad);
         let err = get(&store, &a, "OPENAI_API_KEY").unwrap_err();
         let text = err.to_string();
-        assert!(matches!(err, StoreError::Refused { .. }), "{text}");
+        assert!(
+            matches!(err, StoreError::Private(PrivateFileError::Refused { .. })),
+            "{text}"
+        );
         assert!(
             text.contains(&path.display().to_string()) && text.contains(fix),
             "{text}"
@@ -254,7 +257,10 @@ fn anything_not_private_is_refused_with_the_fix() {
             let write = store
                 .set(&a, "OPENAI_API_KEY", &secret("other"))
                 .unwrap_err();
-            assert!(matches!(write, StoreError::Refused { .. }), "{write}");
+            assert!(
+                matches!(write, StoreError::Private(PrivateFileError::Refused { .. })),
+                "{write}"
+            );
         }
         set_mode(&path, good);
     }
@@ -267,6 +273,26 @@ fn anything_not_private_is_refused_with_the_fix() {
     std::os::unix::fs::symlink(&other, &entry).unwrap();
     let err = get(&store, &a, "OPENAI_API_KEY").unwrap_err();
     assert!(err.to_string().contains("symbolic link"), "{err}");
+}
+
+#[test]
+fn an_oversized_entry_is_corrupt_so_set_replaces_it() {
+    let data = tempfile::tempdir().unwrap();
+    let store = FileStore::new(data.path());
+    let a = id("default", "u1", "openai");
+    store.set(&a, "OPENAI_API_KEY", &secret(VALUE)).unwrap();
+    let entry = store.entry_path(&a);
+    std::fs::write(&entry, vec![b'x'; MAX_ENTRY_FILE_LEN as usize + 1]).unwrap();
+    let err = get(&store, &a, "OPENAI_API_KEY").unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .ends_with("is corrupt: it is 4194305 bytes, more than the 4194304 allowed"),
+        "{err}"
+    );
+    let replaced = store.set(&a, "OPENAI_API_KEY", &secret(VALUE)).unwrap();
+    assert!(replaced.is_some_and(|problem| problem.contains("4194305 bytes")));
+    assert_eq!(get(&store, &a, "OPENAI_API_KEY").unwrap().unwrap(), VALUE);
 }
 
 #[test]

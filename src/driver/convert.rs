@@ -10,7 +10,7 @@ use crate::config::{PluginConfig, TaskConfig as PolydevTaskConfig};
 use crate::core::{ExitOutcome, Health, HealthState, LogPaths, TaskEvent, TaskSpec, TaskUsage};
 use crate::pb::hashicorp::nomad::plugins::drivers::proto as nomad;
 use crate::pb::hashicorp::nomad::plugins::shared::structs::{Attribute, attribute};
-use crate::pool::PoolStatus;
+use crate::pool_port::PoolStatus;
 use crate::runtime::ResourceLimits;
 
 /// Go's zero time, which Nomad's client accepts where a timestamp is "unset".

@@ -13,6 +13,7 @@ use tonic::{Code, Status};
 use crate::config::ConfigError;
 use crate::core::CoreError;
 use crate::pb::hashicorp::nomad::plugins::shared::structs::RecoverableError;
+use crate::pool_port::ClaimError;
 
 const RECOVERABLE_TYPE_URL: &str =
     "type.googleapis.com/hashicorp.nomad.plugins.shared.structs.RecoverableError";
@@ -55,7 +56,7 @@ pub fn from_core(err: CoreError) -> Status {
         | CoreError::NotRunning(_)
         | CoreError::Credentials(_)
         | CoreError::ImageMissing { .. } => Code::FailedPrecondition,
-        CoreError::Runtime(_) | CoreError::Slot(_) => Code::Internal,
+        CoreError::Runtime(_) | CoreError::Pool(ClaimError::Slot(_)) => Code::Internal,
         CoreError::Pool(_) | CoreError::Broker(_) | CoreError::StoppedBeforeStart { .. } => {
             Code::FailedPrecondition
         }

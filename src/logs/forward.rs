@@ -53,6 +53,41 @@ pub enum ForwardEnd {
     Detached,
 }
 
+/// Why forwarding failed; published as a task event ("log forwarding failed: ...").
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error(transparent)]
+    Pump(#[from] LogError),
+    #[error(transparent)]
+    Engine(#[from] crate::runtime::RuntimeError),
+    /// A forwarder process failed, in its own words (its `.done` file).
+    #[error("{0}")]
+    ForwarderFailed(String),
+    #[error("the log forwarder exited without a result; see {}", log.display())]
+    NoResult { log: PathBuf },
+    #[error("cannot create {}: {source}", path.display())]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open {}: {source}", path.display())]
+    OpenLog {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start the log forwarder {}: {source}", executable.display())]
+    Spawn {
+        executable: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the log forwarder has no stdin")]
+    NoStdin,
+    #[error("cannot hand redaction values to the log forwarder: {0}")]
+    HandSecrets(#[source] std::io::Error),
+    #[error("waiting for the log forwarder failed: {0}")]
+    Wait(#[source] std::io::Error),
+}
+
 /// Runs log pumps.
 #[async_trait]
 pub trait LogForwarder: Send + Sync + 'static {
@@ -61,7 +96,7 @@ pub trait LogForwarder: Send + Sync + 'static {
         &self,
         job: ForwardJob,
         cancel: CancellationToken,
-    ) -> Result<ForwardEnd, String>;
+    ) -> Result<ForwardEnd, ForwardError>;
 
     /// The task is being destroyed: stop forwarding and delete what was kept for it.
     async fn discard(&self, container_id: &str);
@@ -90,16 +125,15 @@ impl LogForwarder for InProcessForwarder {
         &self,
         job: ForwardJob,
         cancel: CancellationToken,
-    ) -> Result<ForwardEnd, String> {
-        pump_once(
+    ) -> Result<ForwardEnd, ForwardError> {
+        Ok(pump_once(
             self.runtime.clone(),
             &self.state_dir,
             &self.sink_options,
             job,
             cancel,
         )
-        .await
-        .map_err(|e| e.to_string())
+        .await?)
     }
 
     async fn discard(&self, container_id: &str) {
@@ -167,25 +201,27 @@ impl ProcessForwarder {
         is_forwarder_of(pid, container_id).then_some(pid)
     }
 
-    fn outcome(&self, container_id: &str) -> Result<ForwardEnd, String> {
+    fn outcome(&self, container_id: &str) -> Result<ForwardEnd, ForwardError> {
         match std::fs::read_to_string(self.file(container_id, "done")) {
             Ok(text) if text.trim() == "ok" => Ok(ForwardEnd::Completed),
-            Ok(text) => Err(text.trim().to_string()),
-            Err(_) => Err(format!(
-                "the log forwarder exited without a result; see {}",
-                self.file(container_id, "forwarder.log").display()
-            )),
+            Ok(text) => Err(ForwardError::ForwarderFailed(text.trim().to_string())),
+            Err(_) => Err(ForwardError::NoResult {
+                log: self.file(container_id, "forwarder.log"),
+            }),
         }
     }
 
-    async fn spawn(&self, job: &ForwardJob) -> Result<tokio::process::Child, String> {
+    async fn spawn(&self, job: &ForwardJob) -> Result<tokio::process::Child, ForwardError> {
         create_private_dir(&self.state_dir)?;
         let log_path = self.file(&job.container_id, "forwarder.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
-            .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
+            .map_err(|source| ForwardError::OpenLog {
+                path: log_path.clone(),
+                source,
+            })?;
         let _ = std::fs::remove_file(self.file(&job.container_id, "done"));
         let mut command = tokio::process::Command::new(&self.executable);
         command
@@ -203,16 +239,14 @@ impl ProcessForwarder {
         if let Ok(filter) = std::env::var("POLYDEV_LOG") {
             command.env("POLYDEV_LOG", filter);
         }
-        let mut child = command.spawn().map_err(|e| {
-            format!(
-                "cannot start the log forwarder {}: {e}",
-                self.executable.display()
-            )
+        let mut child = command.spawn().map_err(|source| ForwardError::Spawn {
+            executable: self.executable.clone(),
+            source,
         })?;
         if let Some(pid) = child.id() {
             let _ = std::fs::write(self.file(&job.container_id, "pid"), pid.to_string());
         }
-        let mut stdin = child.stdin.take().ok_or("the log forwarder has no stdin")?;
+        let mut stdin = child.stdin.take().ok_or(ForwardError::NoStdin)?;
         let mut secrets = zeroize::Zeroizing::new(Vec::new());
         for secret in &job.secrets {
             secrets.extend_from_slice(STANDARD.encode(secret.expose_secret()).as_bytes());
@@ -221,7 +255,7 @@ impl ProcessForwarder {
         stdin
             .write_all(&secrets)
             .await
-            .map_err(|e| format!("cannot hand redaction values to the log forwarder: {e}"))?;
+            .map_err(ForwardError::HandSecrets)?;
         drop(stdin);
         Ok(child)
     }
@@ -233,7 +267,7 @@ impl LogForwarder for ProcessForwarder {
         &self,
         job: ForwardJob,
         cancel: CancellationToken,
-    ) -> Result<ForwardEnd, String> {
+    ) -> Result<ForwardEnd, ForwardError> {
         if let Some(pid) = self.live_forwarder(&job.container_id) {
             tracing::debug!(container_id = %job.container_id, pid, "adopting the running log forwarder");
             while is_forwarder_of(pid, &job.container_id) {
@@ -254,7 +288,7 @@ impl LogForwarder for ProcessForwarder {
             () = cancel.cancelled() => Ok(ForwardEnd::Detached),
             status = child.wait() => match status {
                 Ok(_) => self.outcome(&job.container_id),
-                Err(e) => Err(format!("waiting for the log forwarder failed: {e}")),
+                Err(e) => Err(ForwardError::Wait(e)),
             },
         }
     }
@@ -285,14 +319,17 @@ impl LogForwarder for ProcessForwarder {
 }
 
 /// Create `dir` (and missing parents) readable by its owner only: it describes every task.
-fn create_private_dir(dir: &Path) -> Result<(), String> {
+fn create_private_dir(dir: &Path) -> Result<(), ForwardError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
         .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))
+        .map_err(|source| ForwardError::StateDir {
+            path: dir.to_path_buf(),
+            source,
+        })
 }
 
 /// Whether `pid` is a live `forward-logs` process for `container_id` (guards against pid reuse).
@@ -350,7 +387,7 @@ pub fn forwarder_main(args: &[String]) -> i32 {
     let state_dir = PathBuf::from(state_dir);
     let done_path = state_dir.join(format!("{container_id}.done"));
     let result = runtime.block_on(async {
-        let docker = crate::docker::DockerRuntime::connect(endpoint).map_err(|e| e.to_string())?;
+        let docker = crate::docker::DockerRuntime::connect(endpoint)?;
         let cancel = CancellationToken::new();
         let on_term = cancel.clone();
         tokio::spawn(async move {
@@ -375,7 +412,7 @@ pub fn forwarder_main(args: &[String]) -> i32 {
             cancel,
         )
         .await
-        .map_err(|e| e.to_string())
+        .map_err(ForwardError::from)
     });
     match result {
         Ok(ForwardEnd::Completed) => {
@@ -383,7 +420,8 @@ pub fn forwarder_main(args: &[String]) -> i32 {
             0
         }
         Ok(ForwardEnd::Detached) => 0,
-        Err(message) => {
+        Err(err) => {
+            let message = err.to_string();
             eprintln_safe(&format!(
                 "log forwarding for {container_id} failed: {message}"
             ));
@@ -411,4 +449,29 @@ fn read_secrets_from_stdin() -> Vec<SecretString> {
 fn eprintln_safe(message: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "{message}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forwarder_process_outcome_says_what_went_wrong_and_where_to_look() {
+        let dir = tempfile::tempdir().unwrap();
+        let forwarder = ProcessForwarder::new("polydev".into(), String::new(), dir.path().into());
+        let err = forwarder.outcome("c1").unwrap_err();
+        let log = dir.path().join("c1.forwarder.log");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the log forwarder exited without a result; see {}",
+                log.display()
+            )
+        );
+        std::fs::write(dir.path().join("c1.done"), "no reader opened log FIFO x\n").unwrap();
+        let err = forwarder.outcome("c1").unwrap_err();
+        assert_eq!(err.to_string(), "no reader opened log FIFO x");
+        std::fs::write(dir.path().join("c1.done"), "ok").unwrap();
+        assert_eq!(forwarder.outcome("c1").unwrap(), ForwardEnd::Completed);
+    }
 }

@@ -13,8 +13,8 @@ use std::sync::atomic::Ordering;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 
-use super::{IdleContainer, LABEL_SLOT, WarmPool, lock};
-use crate::core::LABEL_MANAGED;
+use super::{IdleContainer, WarmPool, lock};
+use crate::container_spec::{LABEL_MANAGED, LABEL_SLOT};
 use crate::engine::EngineNews;
 
 impl WarmPool {

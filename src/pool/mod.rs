@@ -12,12 +12,15 @@
 //!   StartTasks never get the same one. Containers are one-shot: a claimed container is never
 //!   returned to the pool.
 //! - Every claim wakes the refiller; refill failures back off (1 s doubling to 60 s) and are
-//!   reported in [`PoolStatus::last_error`], never retried in a hot loop.
+//!   reported in [`crate::pool_port::PoolStatus::last_error`], never retried in a hot loop.
+//! - The task lifecycle reaches the pool only through [`crate::pool_port::WarmPoolPort`]
+//!   (implemented in `port`); the pool never names `core`.
 //! - Idle containers older than `max_idle_age`, of another image, or made with other settings
 //!   (the *pool key*) are replaced; see [`reconcile`] for what happens at plugin start.
 //! - The pool never holds more than `max` containers of a provider (idle + running tasks).
 
 mod follow;
+mod port;
 pub mod reconcile;
 mod refill;
 pub mod slots;
@@ -29,17 +32,13 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 
 use crate::config::{PluginConfig, PoolConfig, WhenEmpty};
-use crate::core::{
-    LABEL_DATA_DIR, LABEL_MANAGED, LABEL_NODE, LABEL_PROVIDER, TASK_USER, network_mode_for,
+use crate::container_spec::{
+    LABEL_POOL_KEY, LABEL_SLOT, TASK_USER, belongs_to, managed_labels, network_mode_for,
     security_options,
 };
+use crate::pool_port::ClaimError;
 use crate::runtime::{ContainerRuntime, ContainerSpec, ResourceLimits, SecurityOptions};
 use slots::SlotRoot;
-
-/// Label carrying a pool container's slot id.
-pub const LABEL_SLOT: &str = "io.polydev.slot";
-/// Label carrying the pool key the container was made for.
-pub const LABEL_POOL_KEY: &str = "io.polydev.pool-key";
 
 /// An idle, started container waiting for a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,31 +53,6 @@ pub struct IdleContainer {
     pub cgroup_pid: Option<u32>,
     /// Its init process on the host (the credential broker binds in its network namespace).
     pub init_pid: Option<u32>,
-}
-
-/// A pool's state, for the fingerprint and `polydev pool status`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct PoolStatus {
-    pub idle: usize,
-    pub target: u32,
-    pub creating: usize,
-    pub in_use: usize,
-    pub last_error: Option<String>,
-}
-
-/// What a claim that found nothing does, and what it was told.
-#[derive(Debug, thiserror::Error)]
-pub enum PoolError {
-    #[error(
-        "the warm pool of provider {provider:?} is empty and when_empty = \"fail\": retry later, \
-         or raise pool \"{provider}\" {{ target = ... }}"
-    )]
-    Empty { provider: String },
-    #[error(
-        "no warm container of provider {provider:?} became free within {waited:?} \
-         (when_empty = \"wait\"): raise the pool's target or wait_timeout"
-    )]
-    WaitTimedOut { provider: String, waited: Duration },
 }
 
 /// One provider's pool.
@@ -161,17 +135,7 @@ impl WarmPool {
 
     /// Whether a container with these labels belongs to this plugin instance.
     pub fn owns(&self, labels: &BTreeMap<String, String>) -> bool {
-        labels.get(LABEL_NODE) == Some(&self.node)
-            && labels.get(LABEL_DATA_DIR) == Some(&self.data_dir)
-    }
-
-    /// Whether `provider` keeps warm containers at all.
-    pub fn is_enabled(&self, provider: &str) -> bool {
-        self.disabled_reason().is_none()
-            && self
-                .pools
-                .get(provider)
-                .is_some_and(|p| p.settings.target > 0)
+        belongs_to(labels, &self.node, &self.data_dir)
     }
 
     /// Whether any provider keeps warm containers.
@@ -202,7 +166,9 @@ impl WarmPool {
     /// Pop an idle container of `provider` (first come, first served), waking the refiller.
     /// One whose init process is gone (a local check, no engine call) is discarded and the
     /// next one taken: a claim never gets a container known not to run. The container counts
-    /// as in use from here on: call [`WarmPool::task_released`] if the claim fails.
+    /// as in use from here on: call [`WarmPoolPort::task_released`] if the claim fails.
+    ///
+    /// [`WarmPoolPort::task_released`]: crate::pool_port::WarmPoolPort::task_released
     pub fn take_idle(&self, provider: &str) -> Option<IdleContainer> {
         let pool = self.pools.get(provider)?;
         let taken = loop {
@@ -230,9 +196,9 @@ impl WarmPool {
         &self,
         provider: &str,
         limit: Duration,
-    ) -> Result<IdleContainer, PoolError> {
+    ) -> Result<IdleContainer, ClaimError> {
         let Some(pool) = self.pools.get(provider) else {
-            return Err(PoolError::Empty {
+            return Err(ClaimError::Empty {
                 provider: provider.to_string(),
             });
         };
@@ -243,47 +209,12 @@ impl WarmPool {
                 return Ok(idle);
             }
             if tokio::time::timeout_at(deadline, added).await.is_err() {
-                return Err(PoolError::WaitTimedOut {
+                return Err(ClaimError::WaitTimedOut {
                     provider: provider.to_string(),
                     waited: limit,
                 });
             }
         }
-    }
-
-    /// A task of `provider` started cold or was recovered: it counts towards `max`.
-    pub fn task_started(&self, provider: &str) {
-        if let Some(pool) = self.pools.get(provider) {
-            lock(&pool.state).in_use += 1;
-        }
-    }
-
-    /// A task of `provider` was destroyed: room for the refiller again.
-    pub fn task_released(&self, provider: &str) {
-        if let Some(pool) = self.pools.get(provider) {
-            let mut state = lock(&pool.state);
-            state.in_use = state.in_use.saturating_sub(1);
-            drop(state);
-            pool.wake.notify_one();
-        }
-    }
-
-    /// Every pool's state.
-    pub fn status(&self) -> BTreeMap<String, PoolStatus> {
-        self.pools
-            .iter()
-            .map(|(name, pool)| {
-                let state = lock(&pool.state);
-                let status = PoolStatus {
-                    idle: state.idle.len(),
-                    target: pool.settings.target,
-                    creating: state.creating,
-                    in_use: state.in_use,
-                    last_error: self.disabled_reason().or_else(|| state.last_error.clone()),
-                };
-                (name.clone(), status)
-            })
-            .collect()
     }
 
     /// The spec of a new idle container of `pool` in `slot`.
@@ -294,14 +225,9 @@ impl WarmPool {
         slot: &str,
     ) -> Result<ContainerSpec, slots::SlotError> {
         let mounts = self.slots.create(slot)?;
-        let labels = BTreeMap::from([
-            (LABEL_MANAGED.to_string(), "true".to_string()),
-            (LABEL_PROVIDER.to_string(), pool.provider.clone()),
-            (LABEL_NODE.to_string(), self.node.clone()),
-            (LABEL_DATA_DIR.to_string(), self.data_dir.clone()),
-            (LABEL_SLOT.to_string(), slot.to_string()),
-            (LABEL_POOL_KEY.to_string(), key.to_string()),
-        ]);
+        let mut labels = managed_labels(&pool.provider, &self.node, &self.data_dir);
+        labels.insert(LABEL_SLOT.to_string(), slot.to_string());
+        labels.insert(LABEL_POOL_KEY.to_string(), key.to_string());
         Ok(ContainerSpec {
             name: format!("polydev-pool-{}-{slot}", pool.provider),
             image: pool.image.clone(),

@@ -12,8 +12,8 @@
 use std::collections::BTreeSet;
 use std::time::SystemTime;
 
-use super::{IdleContainer, LABEL_POOL_KEY, LABEL_SLOT, WarmPool, lock};
-use crate::core::{LABEL_MANAGED, LABEL_PROVIDER};
+use super::{IdleContainer, WarmPool, lock};
+use crate::container_spec::{LABEL_MANAGED, LABEL_POOL_KEY, LABEL_PROVIDER, LABEL_SLOT};
 
 /// What reconciliation did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -12,11 +12,32 @@ use std::time::{Duration, SystemTime};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::slots::SlotError;
 use super::{IdleContainer, ProviderPool, WarmPool, lock, new_slot_id};
+use crate::runtime::RuntimeError;
 
 const PASS_PERIOD: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// Why a refill pass or one creation failed; shown in the pool status (`last_error`).
+#[derive(Debug, thiserror::Error)]
+enum RefillError {
+    #[error("cannot inspect image {image}: {source}")]
+    InspectImage { image: String, source: RuntimeError },
+    #[error("image {image} is not present on this node: build it with containers/build-images.sh")]
+    ImageMissing { image: String },
+    #[error(transparent)]
+    Slot(#[from] SlotError),
+    #[error("creating a warm container: {0}")]
+    Create(#[source] RuntimeError),
+    #[error("starting a warm container: {0}")]
+    Start(#[source] RuntimeError),
+    #[error("a warm container did not stay up: {0}")]
+    InspectAfterStart(#[source] RuntimeError),
+    #[error("a warm container did not stay up: it exited")]
+    Exited,
+}
 
 impl WarmPool {
     /// Start one refiller per enabled pool; they stop when `shutdown` is cancelled (idle
@@ -28,7 +49,7 @@ impl WarmPool {
     }
 
     async fn refill_loop(self: Arc<Self>, pool: Arc<ProviderPool>, shutdown: CancellationToken) {
-        let mut creations: JoinSet<Result<IdleContainer, String>> = JoinSet::new();
+        let mut creations: JoinSet<Result<IdleContainer, RefillError>> = JoinSet::new();
         let mut backoff = BACKOFF_MIN;
         let mut not_before = tokio::time::Instant::now();
         loop {
@@ -45,8 +66,8 @@ impl WarmPool {
                         self.retire_stale(&pool, &key);
                         self.start_creations(&pool, &key, &mut creations);
                     }
-                    Err(message) => {
-                        lock(&pool.state).last_error = Some(message);
+                    Err(err) => {
+                        lock(&pool.state).last_error = Some(err.to_string());
                         not_before = tokio::time::Instant::now() + backoff;
                         backoff = (backoff * 2).min(BACKOFF_MAX);
                     }
@@ -70,9 +91,9 @@ impl WarmPool {
                             drop(state);
                             pool.idle_added.notify_waiters();
                         }
-                        Ok(Err(message)) => {
-                            tracing::warn!(provider = %pool.provider, error = %message, retry_in = ?backoff, "warm pool refill failed");
-                            state.last_error = Some(message);
+                        Ok(Err(err)) => {
+                            tracing::warn!(provider = %pool.provider, error = %err, retry_in = ?backoff, "warm pool refill failed");
+                            state.last_error = Some(err.to_string());
                             not_before = tokio::time::Instant::now() + backoff;
                             backoff = (backoff * 2).min(BACKOFF_MAX);
                         }
@@ -86,17 +107,17 @@ impl WarmPool {
     }
 
     /// The pool key for the image as it is now; stores it in the pool state.
-    async fn refresh_key(&self, pool: &ProviderPool) -> Result<String, String> {
+    async fn refresh_key(&self, pool: &ProviderPool) -> Result<String, RefillError> {
         let image_id = self
             .runtime
             .image_id(&pool.image)
             .await
-            .map_err(|e| format!("cannot inspect image {}: {e}", pool.image))?
-            .ok_or_else(|| {
-                format!(
-                    "image {} is not present on this node: build it with containers/build-images.sh",
-                    pool.image
-                )
+            .map_err(|source| RefillError::InspectImage {
+                image: pool.image.clone(),
+                source,
+            })?
+            .ok_or_else(|| RefillError::ImageMissing {
+                image: pool.image.clone(),
             })?;
         let key = self.key_for(pool, &image_id);
         lock(&pool.state).key = Some(key.clone());
@@ -129,7 +150,7 @@ impl WarmPool {
         self: &Arc<Self>,
         pool: &Arc<ProviderPool>,
         key: &str,
-        creations: &mut JoinSet<Result<IdleContainer, String>>,
+        creations: &mut JoinSet<Result<IdleContainer, RefillError>>,
     ) {
         let settings = &pool.settings;
         let mut state = lock(&pool.state);
@@ -149,22 +170,24 @@ impl WarmPool {
     }
 
     /// Create and start one idle container; on failure, leave nothing behind.
-    async fn create_idle(&self, pool: &ProviderPool, key: &str) -> Result<IdleContainer, String> {
+    async fn create_idle(
+        &self,
+        pool: &ProviderPool,
+        key: &str,
+    ) -> Result<IdleContainer, RefillError> {
         let slot = new_slot_id();
-        let spec = self
-            .idle_spec(pool, key, &slot)
-            .map_err(|e| e.to_string())?;
+        let spec = self.idle_spec(pool, key, &slot)?;
         let id = match self.runtime.create(&spec).await {
             Ok(id) => id,
             Err(err) => {
                 self.slots.release(&slot);
-                return Err(format!("creating a warm container: {err}"));
+                return Err(RefillError::Create(err));
             }
         };
         if let Err(err) = self.runtime.start(&id).await {
             let _ = self.runtime.remove(&id).await;
             self.slots.release(&slot);
-            return Err(format!("starting a warm container: {err}"));
+            return Err(RefillError::Start(err));
         }
         // Learn where its limits live now, off the claim's path (a container that died at
         // once is treated like a failed start).
@@ -173,8 +196,9 @@ impl WarmPool {
             outcome => {
                 let _ = self.runtime.remove(&id).await;
                 self.slots.release(&slot);
-                let why = outcome.map_or_else(|e| e.to_string(), |_| "it exited".into());
-                return Err(format!("a warm container did not stay up: {why}"));
+                return Err(
+                    outcome.map_or_else(RefillError::InspectAfterStart, |_| RefillError::Exited)
+                );
             }
         };
         tracing::debug!(provider = %pool.provider, container_id = %id, "warm container ready");
@@ -200,5 +224,33 @@ impl WarmPool {
             }
             slots.release(&idle.slot);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refill_errors_read_as_before_in_the_pool_status() {
+        let missing = RefillError::ImageMissing {
+            image: "polydev/openai:1".into(),
+        };
+        assert_eq!(
+            missing.to_string(),
+            "image polydev/openai:1 is not present on this node: build it with \
+             containers/build-images.sh"
+        );
+        let create = RefillError::Create(RuntimeError::Unavailable("socket gone".into()));
+        assert!(
+            create
+                .to_string()
+                .starts_with("creating a warm container: "),
+            "{create}"
+        );
+        assert_eq!(
+            RefillError::Exited.to_string(),
+            "a warm container did not stay up: it exited"
+        );
     }
 }

@@ -1,0 +1,105 @@
+//! What every polydev container is made with, task or warm: its labels, the user it runs as, its
+//! hardening and its network mode.
+//!
+//! The task lifecycle ([`crate::core`]) builds task containers and the warm pool
+//! ([`crate::pool`]) builds idle ones from these same parts, so an idle container is exactly what
+//! a cold start creates, minus the task. This module names neither of them: it depends only on
+//! the configuration and the container-engine port.
+//!
+//! Invariants:
+//! - Labels live in polydev's own namespace (`io.polydev.*`) — never `com.hashicorp.nomad.*`,
+//!   which Nomad's docker driver garbage-collects — and never carry a user id or a secret.
+//! - [`LABEL_NODE`] and [`LABEL_DATA_DIR`] together say which plugin instance manages a
+//!   container; reconciliation and sweeps touch only their own ([`belongs_to`]).
+//! - Every container runs as [`TASK_USER`] (uid 1000) with every capability dropped and
+//!   `no-new-privileges` ([`security_options`]).
+//! - A container of a broker-mode provider has no network (`none`): it reaches polydev's
+//!   credential broker on its own loopback and nothing else. `security.network_mode` applies
+//!   to env-mode providers only ([`network_mode_for`]).
+
+use std::collections::BTreeMap;
+
+use crate::config::{NetworkMode, PluginConfig, SecurityConfig};
+use crate::runtime::SecurityOptions;
+
+/// Label marking every container polydev manages.
+pub const LABEL_MANAGED: &str = "io.polydev.managed";
+/// Label naming the provider a container was made for.
+pub const LABEL_PROVIDER: &str = "io.polydev.provider";
+/// Label with the Nomad node (or host) that owns the container.
+pub const LABEL_NODE: &str = "io.polydev.node";
+/// Label with the owning plugin's `data_dir`: with the node, it says which plugin instance
+/// manages the container (reconciliation and the orphan sweep touch only their own).
+pub const LABEL_DATA_DIR: &str = "io.polydev.data-dir";
+/// Label with the Unix time after which the container may be removed by any polydev sweep
+/// (set by `polydev run` only).
+pub const LABEL_EXPIRES_AT: &str = "io.polydev.expires-at";
+/// Label carrying a pool container's slot id (see `pool::slots`).
+pub const LABEL_SLOT: &str = "io.polydev.slot";
+/// Label carrying the pool key a pool container was made for.
+pub const LABEL_POOL_KEY: &str = "io.polydev.pool-key";
+/// uid:gid every task runs as (user `runtime` in the images).
+pub const TASK_USER: &str = "1000:1000";
+
+/// The labels every polydev container of `provider` carries, made by the plugin instance of
+/// `node` and `data_dir`.
+pub fn managed_labels(provider: &str, node: &str, data_dir: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_MANAGED.to_string(), "true".to_string()),
+        (LABEL_PROVIDER.to_string(), provider.to_string()),
+        (LABEL_NODE.to_string(), node.to_string()),
+        (LABEL_DATA_DIR.to_string(), data_dir.to_string()),
+    ])
+}
+
+/// Whether a container with these labels belongs to the plugin instance of `node` and
+/// `data_dir`.
+pub fn belongs_to(labels: &BTreeMap<String, String>, node: &str, data_dir: &str) -> bool {
+    labels.get(LABEL_NODE).map(String::as_str) == Some(node)
+        && labels.get(LABEL_DATA_DIR).map(String::as_str) == Some(data_dir)
+}
+
+/// The hardening every polydev container gets (task or warm pool): all capabilities dropped, no
+/// new privileges, and the operator's `security` settings.
+pub fn security_options(security: &SecurityConfig) -> SecurityOptions {
+    SecurityOptions {
+        cap_drop_all: true,
+        no_new_privileges: true,
+        pids_limit: security.pids_limit,
+        read_only_rootfs: security.read_only_rootfs,
+        oci_runtime: security.runtime.clone(),
+    }
+}
+
+/// The Docker network mode of `provider`'s containers: none in broker mode, else the
+/// operator's `security.network_mode` (`None`: Docker's default bridge).
+pub fn network_mode_for(plugin: &PluginConfig, provider: &str) -> Option<String> {
+    let brokered = plugin
+        .providers
+        .get(provider)
+        .is_some_and(|p| p.credential_mode.route().is_some());
+    if brokered {
+        return Some(NetworkMode::None.as_str().to_string());
+    }
+    plugin
+        .security
+        .network_mode
+        .map(|mode| mode.as_str().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn managed_labels_name_the_owner_and_stay_in_polydevs_namespace() {
+        let labels = managed_labels("openai", "node-1", "/var/lib/polydev");
+        assert!(labels.keys().all(|k| k.starts_with("io.polydev.")));
+        assert_eq!(labels[LABEL_MANAGED], "true");
+        assert_eq!(labels[LABEL_PROVIDER], "openai");
+        assert!(belongs_to(&labels, "node-1", "/var/lib/polydev"));
+        assert!(!belongs_to(&labels, "node-2", "/var/lib/polydev"));
+        assert!(!belongs_to(&labels, "node-1", "/srv/polydev"));
+        assert!(!belongs_to(&BTreeMap::new(), "node-1", "/var/lib/polydev"));
+    }
+}

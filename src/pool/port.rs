@@ -1,0 +1,122 @@
+//! The pool's side of [`crate::pool_port`]: what the task lifecycle calls — claims, the count of
+//! tasks per provider, task slots, status, and the start of the background work.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use super::{WarmPool, lock};
+use crate::config::WhenEmpty;
+use crate::engine::EngineNews;
+use crate::pool_port::{ClaimError, PoolStatus, WarmContainer, WarmPoolPort};
+
+#[async_trait]
+impl WarmPoolPort for WarmPool {
+    fn spawn_background(
+        self: Arc<Self>,
+        news: broadcast::Receiver<EngineNews>,
+        shutdown: CancellationToken,
+    ) {
+        if !self.any_enabled() {
+            return;
+        }
+        tokio::spawn(async move {
+            if let Err(err) = self.slots.prepare() {
+                tracing::error!(error = %err, "the warm pool is off: its slot directory cannot be prepared");
+                self.disable(&err.to_string());
+                return;
+            }
+            if let Err(err) = self.reconcile().await {
+                tracing::warn!(error = %err, "cannot reconcile the warm pool with Docker yet");
+            }
+            self.spawn_refillers(&shutdown);
+            self.follow_engine(news, shutdown).await;
+        });
+    }
+
+    fn is_enabled(&self, provider: &str) -> bool {
+        self.disabled_reason().is_none()
+            && self
+                .pools
+                .get(provider)
+                .is_some_and(|p| p.settings.target > 0)
+    }
+
+    async fn claim(
+        &self,
+        provider: &str,
+        alloc_dir: Option<&str>,
+        task_name: &str,
+    ) -> Result<Option<WarmContainer>, ClaimError> {
+        let idle = match self.take_idle(provider) {
+            Some(idle) => idle,
+            None => match self.when_empty(provider) {
+                WhenEmpty::Cold => return Ok(None),
+                WhenEmpty::Fail => {
+                    return Err(ClaimError::Empty {
+                        provider: provider.to_string(),
+                    });
+                }
+                WhenEmpty::Wait(limit) => self.wait_idle(provider, limit).await?,
+            },
+        };
+        let attached = match alloc_dir {
+            Some(alloc_dir) => self.slots.attach(&idle.slot, alloc_dir, task_name),
+            None => self.slots.mark_claimed(&idle.slot),
+        };
+        if let Err(err) = attached {
+            self.discard(idle);
+            self.task_released(provider);
+            return Err(ClaimError::Slot(Box::new(err)));
+        }
+        Ok(Some(WarmContainer {
+            id: idle.id,
+            slot: idle.slot,
+            cgroup_pid: idle.cgroup_pid,
+            init_pid: idle.init_pid,
+        }))
+    }
+
+    fn task_started(&self, provider: &str) {
+        if let Some(pool) = self.pools.get(provider) {
+            lock(&pool.state).in_use += 1;
+        }
+    }
+
+    fn task_released(&self, provider: &str) {
+        if let Some(pool) = self.pools.get(provider) {
+            let mut state = lock(&pool.state);
+            state.in_use = state.in_use.saturating_sub(1);
+            drop(state);
+            pool.wake.notify_one();
+        }
+    }
+
+    fn slot_is_claimed(&self, slot: &str) -> bool {
+        self.slots.is_claimed(slot)
+    }
+
+    fn release_slot(&self, slot: &str) {
+        self.slots.release(slot);
+    }
+
+    fn status(&self) -> BTreeMap<String, PoolStatus> {
+        self.pools
+            .iter()
+            .map(|(name, pool)| {
+                let state = lock(&pool.state);
+                let status = PoolStatus {
+                    idle: state.idle.len(),
+                    target: pool.settings.target,
+                    creating: state.creating,
+                    in_use: state.in_use,
+                    last_error: self.disabled_reason().or_else(|| state.last_error.clone()),
+                };
+                (name.clone(), status)
+            })
+            .collect()
+    }
+}

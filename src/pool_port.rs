@@ -1,0 +1,142 @@
+//! The warm pool as the task lifecycle sees it: the port [`crate::core`] reaches the pool
+//! through, implemented by [`crate::pool::WarmPool`] and wired in where the `Core` is built
+//! (`driver`; the operator CLI has no pool).
+//!
+//! `core` names only this trait and its types, never the pool's, and the pool never names
+//! `core`: the pool is free to keep, refill and reconcile its containers as it likes.
+//!
+//! Contract:
+//! - [`WarmPoolPort::claim`] hands an idle container to exactly one caller. From then on it
+//!   counts as in use; [`WarmPoolPort::task_released`] gives the count back when the claim does
+//!   not become a task, or when the task is destroyed.
+//! - A failed claim leaves nothing behind: the container taken is discarded and its count
+//!   released before the error is returned.
+//! - Only a claim under `when_empty = "wait"` waits; every other call returns at once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::EngineNews;
+
+/// What the task lifecycle needs from the warm pool.
+#[async_trait]
+pub trait WarmPoolPort: Send + Sync {
+    /// Start the pool's background work if any provider keeps warm containers: prepare the
+    /// slots, reconcile with the engine, refill, and follow `news` (subscribed by the caller
+    /// before this call, so no container death after the reconcile goes unseen) until
+    /// `shutdown`.
+    fn spawn_background(
+        self: Arc<Self>,
+        news: broadcast::Receiver<EngineNews>,
+        shutdown: CancellationToken,
+    );
+
+    /// Whether `provider` keeps warm containers (and the pool works on this host).
+    fn is_enabled(&self, provider: &str) -> bool;
+
+    /// Take an idle container of `provider` for a task, per the pool's `when_empty` policy, and
+    /// hand it the task's directories: with `alloc_dir`, Nomad's `<alloc_dir>/alloc` and
+    /// `<alloc_dir>/<task_name>/{local,secrets}` are mounted into its slot; without (outside
+    /// Nomad), the slot is only marked claimed. `Ok(None)`: the pool is empty and
+    /// `when_empty = "cold"`, start the task cold.
+    async fn claim(
+        &self,
+        provider: &str,
+        alloc_dir: Option<&str>,
+        task_name: &str,
+    ) -> Result<Option<WarmContainer>, ClaimError>;
+
+    /// A task of `provider` started cold or was recovered: it counts towards the pool's `max`.
+    fn task_started(&self, provider: &str);
+
+    /// A task of `provider` (or a claim that did not become one) is gone: room for the refiller.
+    fn task_released(&self, provider: &str);
+
+    /// Whether `slot` belongs to a task (a claimed pool container), not to an idle container.
+    fn slot_is_claimed(&self, slot: &str) -> bool;
+
+    /// Unmount and delete a task's slot.
+    fn release_slot(&self, slot: &str);
+
+    /// Every provider's pool state.
+    fn status(&self) -> BTreeMap<String, PoolStatus>;
+}
+
+/// A claimed warm container: started, waiting for its task's launch spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarmContainer {
+    pub id: String,
+    /// The slot holding the task's directories.
+    pub slot: String,
+    /// Where its limits live on the host (see [`crate::runtime::ContainerState::cgroup_pid`]),
+    /// when the pool knows it.
+    pub cgroup_pid: Option<u32>,
+    /// Its init process on the host (the credential broker binds in its network namespace).
+    pub init_pid: Option<u32>,
+}
+
+/// A pool's state, for the fingerprint and `polydev pool status`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PoolStatus {
+    pub idle: usize,
+    pub target: u32,
+    pub creating: usize,
+    pub in_use: usize,
+    pub last_error: Option<String>,
+}
+
+/// Why a claim gave no container.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    #[error(
+        "the warm pool of provider {provider:?} is empty and when_empty = \"fail\": retry later, \
+         or raise pool \"{provider}\" {{ target = ... }}"
+    )]
+    Empty { provider: String },
+    #[error(
+        "no warm container of provider {provider:?} became free within {waited:?} \
+         (when_empty = \"wait\"): raise the pool's target or wait_timeout"
+    )]
+    WaitTimedOut { provider: String, waited: Duration },
+    /// The container's slot would not take the task's directories (the pool's slot error).
+    #[error(transparent)]
+    Slot(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ClaimError {
+    /// Whether Nomad should retry: an empty pool fills again, a broken slot does not mend.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, ClaimError::Slot(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_pool_is_worth_a_retry_and_says_how_to_avoid_it() {
+        let empty = ClaimError::Empty {
+            provider: "openai".into(),
+        };
+        assert!(empty.is_retryable());
+        assert!(
+            empty
+                .to_string()
+                .contains("pool \"openai\" { target = ... }"),
+            "{empty}"
+        );
+        let slot = ClaimError::Slot(Box::new(std::io::Error::other("mount refused")));
+        assert!(!slot.is_retryable());
+        assert_eq!(
+            slot.to_string(),
+            "mount refused",
+            "the slot error speaks for itself"
+        );
+    }
+}
