@@ -22,7 +22,8 @@
 //! - [`credentials`]: where a task's provider credentials come from.
 //! - [`logs`]: the log pump — container output → Nomad's FIFOs, resumable, redacted — and the
 //!   forwarder process that keeps it running across plugin restarts.
-//! - [`runtime`]: the container-engine port (trait) and its in-memory fake.
+//! - [`runtime`]: the container-engine port (trait) and its in-memory fake (tests and the
+//!   `fake-runtime` feature only).
 //! - [`engine`]: follows the engine — its event stream for polydev's containers, its outages —
 //!   for the pool and the task supervisors.
 //! - [`docker`]: the port implemented with bollard against a real Docker engine.
