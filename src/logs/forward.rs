@@ -273,7 +273,7 @@ impl LogForwarder for ProcessForwarder {
                 pid,
                 "log forwarder did not end; terminating it"
             );
-            terminate(pid);
+            terminate(pid, container_id);
         }
         for extension in ["pid", "done", "forwarder.log"] {
             let _ = std::fs::remove_file(self.file(container_id, extension));
@@ -320,11 +320,29 @@ fn is_zombie(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-fn terminate(pid: u32) {
-    let _ = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status();
+/// SIGTERM to `pid` if it is still the forwarder of `container_id`. The pid came from a file and
+/// may not be our child, so it can exit, be reaped and be reused at any moment: a pidfd is taken
+/// first and the identity checked after, so the signal reaches the process that was checked or,
+/// if that one is gone, nobody. Kernels before 5.3 have no pidfd; there it is a plain `kill(2)`.
+fn terminate(pid: u32, container_id: &str) {
+    let Ok(raw) = i32::try_from(pid) else { return };
+    let Some(target) = rustix::process::Pid::from_raw(raw) else {
+        return;
+    };
+    match rustix::process::pidfd_open(target, rustix::process::PidfdFlags::empty()) {
+        Ok(pidfd) => {
+            if is_forwarder_of(pid, container_id) {
+                let _ = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::TERM);
+            }
+        }
+        Err(rustix::io::Errno::NOSYS) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(raw),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        Err(_) => {} // gone already (ESRCH)
+    }
 }
 
 /// The `forward-logs` process: `forward-logs <container> <stdout> <stderr> <state-dir>
@@ -412,3 +430,6 @@ fn eprintln_safe(message: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "{message}");
 }
+
+#[cfg(test)]
+mod tests;
