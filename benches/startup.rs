@@ -54,7 +54,6 @@ mod stats;
 mod svg;
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -265,8 +264,11 @@ impl Drop for CleanupGuard {
 /// forwarders, and drop the alias tags. Idempotent.
 fn cleanup_everything() {
     for pid in PLUGIN_PIDS.lock().unwrap().drain(..) {
-        // SAFETY: plain kill(2) on a pid this process spawned and has not reaped yet.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        // A pid this process spawned and has not reaped yet: it cannot have been reused.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
     let Some(info) = CLEANUP.get() else { return };
     remove_run_containers(&info.images);
@@ -315,15 +317,22 @@ fn remove_run_containers(images: &[String]) -> usize {
     ids.len()
 }
 
-/// `polydev forward-logs` processes whose arguments live under `root` (this run's data dirs).
-fn forwarders(root: &Path) -> Vec<u32> {
+/// `polydev forward-logs` processes whose arguments live under `root` (this run's data dirs), as
+/// pidfds taken before their argv was read: they are not our children and may exit and have
+/// their pid reused at any moment, but a pidfd keeps naming the process that was checked.
+fn forwarders(root: &Path) -> Vec<(u32, std::os::fd::OwnedFd)> {
     let root = root.as_os_str().as_bytes();
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
+        let Some((pid, target)) = entry
             .file_name()
             .to_str()
             .and_then(|s| s.parse::<u32>().ok())
+            .and_then(|pid| Some((pid, rustix::process::Pid::from_raw(pid.try_into().ok()?)?)))
+        else {
+            continue;
+        };
+        let Ok(pidfd) = rustix::process::pidfd_open(target, rustix::process::PidfdFlags::empty())
         else {
             continue;
         };
@@ -332,23 +341,23 @@ fn forwarders(root: &Path) -> Vec<u32> {
         };
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
         if args.get(1) == Some(&&b"forward-logs"[..]) && args.iter().any(|a| a.starts_with(root)) {
-            pids.push(pid);
+            pids.push((pid, pidfd));
         }
     }
     pids
 }
 
 fn stop_forwarders(root: &Path) {
-    let pids = forwarders(root);
-    for pid in &pids {
-        // SAFETY: kill(2) on a forwarder the plugin we spawned started, identified by its argv.
-        unsafe { libc::kill(*pid as i32, libc::SIGTERM) };
+    use rustix::process::{Signal, pidfd_send_signal};
+    let pidfds = forwarders(root);
+    for (_, pidfd) in &pidfds {
+        let _ = pidfd_send_signal(pidfd, Signal::TERM);
     }
-    if !pids.is_empty() {
+    if !pidfds.is_empty() {
         std::thread::sleep(Duration::from_millis(300));
-        for pid in forwarders(root) {
-            // SAFETY: as above; it survived SIGTERM.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        for (_, pidfd) in forwarders(root) {
+            // It survived SIGTERM.
+            let _ = pidfd_send_signal(&pidfd, Signal::KILL);
         }
     }
 }
@@ -608,10 +617,11 @@ struct TimedFifo {
 
 impl TimedFifo {
     fn start(path: &Path, first: Option<oneshot::Sender<Instant>>) -> TimedFifo {
-        let c_path = CString::new(path.as_os_str().as_bytes()).unwrap();
-        // SAFETY: mkfifo with a valid NUL-terminated path; the result is checked.
-        let rc = unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) };
-        assert_eq!(rc, 0, "mkfifo {}", path.display());
+        if let Err(errno) =
+            nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        {
+            panic!("mkfifo {}: {errno}", path.display());
+        }
         let owned = path.to_path_buf();
         let thread = std::thread::spawn(move || {
             use std::io::Read;
@@ -663,16 +673,12 @@ impl Drop for TimedFifo {
 
 /// A reader blocked in open(2) because no writer ever came: open and close the write end once.
 fn release_fifo_reader(path: &Path) {
-    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
-        return;
-    };
-    // SAFETY: open/close of a path we created; a failure (no reader) is fine.
-    unsafe {
-        let fd = libc::open(c_path.as_ptr(), libc::O_WRONLY | libc::O_NONBLOCK);
-        if fd >= 0 {
-            libc::close(fd);
-        }
-    }
+    use std::os::unix::fs::OpenOptionsExt;
+    // Opened and closed at once; a failure (no reader left) is fine.
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path);
 }
 
 fn sleep_task() -> TaskOptions {

@@ -25,15 +25,19 @@
 //! - [`pool_port`]: the warm pool as `core` sees it — the trait `pool` implements and the
 //!   driver wires in, so `core` and `pool` never name each other.
 //! - [`config`]: hclspec schemas and cty-msgpack decoding of the plugin and task configuration.
-//! - [`credentials`]: where a task's provider credentials come from.
+//! - [`credentials`]: where a task's provider credentials come from, and in which order (Vault,
+//!   the node's encrypted store, the agent's environment).
+//! - [`vault`]: users' keys from Vault or OpenBao (KV v2) — token lifecycle, a per-entry cache,
+//!   health for the fingerprint.
 //! - [`logs`]: the log pump — container output → Nomad's FIFOs, resumable, redacted — and the
 //!   forwarder process that keeps it running across plugin restarts.
-//! - [`runtime`]: the container-engine port (trait) and its in-memory fake.
+//! - [`runtime`]: the container-engine port (trait) and its in-memory fake (tests and the
+//!   `fake-runtime` feature only).
 //! - [`engine`]: follows the engine — its event stream for polydev's containers, its outages —
 //!   for the pool and the task supervisors.
 //! - [`docker`]: the port implemented with bollard against a real Docker engine.
-//! - [`cli`]: the operator CLI (`polydev run`, `polydev credentials`, `polydev pool status`,
-//!   `polydev version`).
+//! - [`cli`]: the operator CLI (`polydev run`, `polydev credentials set|list|rm` on the local
+//!   store or `--backend vault`, `polydev pool status|drain`, `polydev version`, `polydev help`).
 //! - [`logging`]: hclog-shaped JSON on stderr, which Nomad's agent understands.
 //! - [`mountinfo`]: `/proc/<pid>/mountinfo` parsed, for the pool's slots and the cgroup writer.
 //! - [`pb`]: code generated from the vendored protos (`proto/`).

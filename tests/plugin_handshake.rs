@@ -10,6 +10,9 @@ use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
 use polydev::pb::plugin::Empty;
 use polydev::pb::plugin::grpc_controller_client::GrpcControllerClient;
 use polydev::pb::plugin::grpc_stdio_client::GrpcStdioClient;
@@ -122,10 +125,10 @@ impl Plugin {
             .unwrap()
     }
 
-    fn signal(&self, signal: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
-        // SAFETY: kill(2) on our own child's pid; no memory is involved.
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    /// A signal to the plugin: our own child, not yet reaped, so its pid cannot be reused.
+    fn signal(&self, signal: Signal) {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        nix::sys::signal::kill(pid, signal).unwrap();
     }
 
     fn is_running(&mut self) -> bool {
@@ -313,7 +316,7 @@ async fn socket_dir_is_honoured_and_left_in_place() {
         health(plugin.channel().await, "plugin").await.unwrap(),
         ServingStatus::Serving
     );
-    plugin.signal(libc::SIGTERM);
+    plugin.signal(Signal::SIGTERM);
     let (status, _) = plugin.wait_exit(GO_PLUGIN_KILL_GRACE).await;
     assert_eq!(status.code(), Some(0));
     assert!(!socket.exists());
@@ -330,8 +333,7 @@ async fn socket_dir_is_honoured_and_left_in_place() {
 
 /// The name of this process's effective group, from /etc/group.
 fn own_group() -> (u32, Option<String>) {
-    // SAFETY: getegid(2) cannot fail and touches no memory.
-    let gid = unsafe { libc::getegid() };
+    let gid = nix::unistd::getegid().as_raw();
     let name = std::fs::read_to_string("/etc/group")
         .ok()
         .and_then(|groups| {
@@ -356,7 +358,7 @@ async fn socket_group_by_name_or_gid() {
         assert_eq!(meta.mode() & 0o777, 0o660, "{spec}");
         let dir_meta = std::fs::metadata(plugin.socket().parent().unwrap()).unwrap();
         assert_eq!((dir_meta.gid(), dir_meta.mode() & 0o777), (gid, 0o710));
-        plugin.signal(libc::SIGTERM);
+        plugin.signal(Signal::SIGTERM);
         assert_eq!(
             plugin.wait_exit(GO_PLUGIN_KILL_GRACE).await.0.code(),
             Some(0)
@@ -434,7 +436,7 @@ fn without_the_cookie_it_prints_help_and_exits_2() {
 async fn sigint_is_ignored_and_sigterm_stops_gracefully() {
     let mut plugin = Plugin::start(&[]);
     let socket = plugin.socket();
-    plugin.signal(libc::SIGINT);
+    plugin.signal(Signal::SIGINT);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(plugin.is_running(), "SIGINT stopped the plugin");
     assert_eq!(
@@ -442,7 +444,7 @@ async fn sigint_is_ignored_and_sigterm_stops_gracefully() {
         ServingStatus::Serving
     );
     let sent = Instant::now();
-    plugin.signal(libc::SIGTERM);
+    plugin.signal(Signal::SIGTERM);
     let (status, _) = plugin.wait_exit(GO_PLUGIN_KILL_GRACE).await;
     println!("SIGTERM→exit latency: {:?}", sent.elapsed());
     assert_eq!(status.code(), Some(0), "{status:?}");
@@ -460,7 +462,7 @@ async fn sigint_is_ignored_and_sigterm_stops_gracefully() {
 async fn a_broken_stderr_pipe_does_not_kill_the_plugin() {
     // As after an agent crash: nobody reads stderr any more, so every log write gets EPIPE.
     let mut plugin = Plugin::start_with(&[], false);
-    plugin.signal(libc::SIGINT); // logs at debug → EPIPE
+    plugin.signal(Signal::SIGINT); // logs at debug → EPIPE
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(plugin.is_running());
     let channel = plugin.channel().await;

@@ -183,7 +183,7 @@ pub(super) async fn rss(run: &Run, tasks: usize) -> Result<Rss> {
     let (loaded_kb, _, peak_kb) = memory_kb(session.pid);
     let pids = forwarders(&session.data_dir);
     let (mut forwarders_rss_kb, mut forwarders_anon_kb) = (0, 0);
-    for pid in &pids {
+    for (pid, _) in &pids {
         let (rss, anon, _) = memory_kb(*pid);
         forwarders_rss_kb += rss;
         forwarders_anon_kb += anon;

@@ -7,8 +7,8 @@
 //!
 //! Layout:
 //! - [`policy`]: which source serves which task ([`source_for`], [`ScopedSource`]): a task with a
-//!   `user_id` gets that user's credentials of its own namespace from the store, a task without
-//!   one the node's shared key from the agent's environment.
+//!   `user_id` gets that user's credentials of its own namespace from Vault, else the store; a
+//!   task without one the node's shared key from Vault, the store, else the agent's environment.
 //! - [`env`]: [`EnvSource`], the agent's environment; [`NoSource`].
 //! - [`store`]: [`FileStore`], the encrypted per-user store under `<data_dir>`, built from
 //!   [`names`] (path-safe name rules), [`sealed`] (ChaCha20-Poly1305 with identity-bound AAD),

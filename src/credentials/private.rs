@@ -20,8 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The effective uid of this process: the owner every store file must have.
 pub fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
+    nix::unistd::geteuid().as_raw()
 }
 
 /// Why a private file or directory cannot be used. Messages name the path, and for anything not
@@ -252,7 +251,7 @@ pub fn create_once(target: &Path, bytes: &[u8]) -> Result<bool, PrivateFileError
 /// An exclusive `flock` on a private lock file, held until dropped. Serialises the store's
 /// writers (read-modify-write of an entry file); readers never take it.
 pub struct Lock {
-    _file: File,
+    _file: nix::fcntl::Flock<File>,
 }
 
 impl Lock {
@@ -270,16 +269,12 @@ impl Lock {
             .metadata()
             .map_err(|err| io_error("cannot inspect", path, err))?;
         check(path, &meta, false)?;
-        use std::os::fd::AsRawFd;
+        let mut file = file;
         loop {
-            // SAFETY: flock on a descriptor this function owns; the result is checked.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-            if rc == 0 {
-                return Ok(Lock { _file: file });
-            }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(io_error("cannot lock", path, err));
+            match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive) {
+                Ok(locked) => return Ok(Lock { _file: locked }),
+                Err((unlocked, nix::errno::Errno::EINTR)) => file = unlocked,
+                Err((_, errno)) => return Err(io_error("cannot lock", path, errno.into())),
             }
         }
     }

@@ -307,7 +307,7 @@ impl LogForwarder for ProcessForwarder {
                 pid,
                 "log forwarder did not end; terminating it"
             );
-            terminate(pid);
+            terminate(pid, container_id);
         }
         for extension in ["pid", "done", "forwarder.log"] {
             let _ = std::fs::remove_file(self.file(container_id, extension));
@@ -357,11 +357,29 @@ fn is_zombie(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-fn terminate(pid: u32) {
-    let _ = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status();
+/// SIGTERM to `pid` if it is still the forwarder of `container_id`. The pid came from a file and
+/// may not be our child, so it can exit, be reaped and be reused at any moment: a pidfd is taken
+/// first and the identity checked after, so the signal reaches the process that was checked or,
+/// if that one is gone, nobody. Kernels before 5.3 have no pidfd; there it is a plain `kill(2)`.
+fn terminate(pid: u32, container_id: &str) {
+    let Ok(raw) = i32::try_from(pid) else { return };
+    let Some(target) = rustix::process::Pid::from_raw(raw) else {
+        return;
+    };
+    match rustix::process::pidfd_open(target, rustix::process::PidfdFlags::empty()) {
+        Ok(pidfd) => {
+            if is_forwarder_of(pid, container_id) {
+                let _ = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::TERM);
+            }
+        }
+        Err(rustix::io::Errno::NOSYS) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(raw),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        Err(_) => {} // gone already (ESRCH)
+    }
 }
 
 /// The `forward-logs` process: `forward-logs <container> <stdout> <stderr> <state-dir>
@@ -452,26 +470,4 @@ fn eprintln_safe(message: &str) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_forwarder_process_outcome_says_what_went_wrong_and_where_to_look() {
-        let dir = tempfile::tempdir().unwrap();
-        let forwarder = ProcessForwarder::new("polydev".into(), String::new(), dir.path().into());
-        let err = forwarder.outcome("c1").unwrap_err();
-        let log = dir.path().join("c1.forwarder.log");
-        assert_eq!(
-            err.to_string(),
-            format!(
-                "the log forwarder exited without a result; see {}",
-                log.display()
-            )
-        );
-        std::fs::write(dir.path().join("c1.done"), "no reader opened log FIFO x\n").unwrap();
-        let err = forwarder.outcome("c1").unwrap_err();
-        assert_eq!(err.to_string(), "no reader opened log FIFO x");
-        std::fs::write(dir.path().join("c1.done"), "ok").unwrap();
-        assert_eq!(forwarder.outcome("c1").unwrap(), ForwardEnd::Completed);
-    }
-}
+mod tests;

@@ -7,16 +7,10 @@ use std::thread::JoinHandle;
 /// Creates a FIFO (mode 0600) at `dir/name`.
 pub fn mkfifo(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
-    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: `c_path` is a valid NUL-terminated string that outlives the call.
-    let rc = unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) };
-    assert_eq!(
-        rc,
-        0,
-        "mkfifo {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
+    if let Err(errno) = nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+    {
+        panic!("mkfifo {}: {errno}", path.display());
+    }
     path
 }
 

@@ -14,7 +14,6 @@
 //!   `setGroupWritable` does; a private directory additionally becomes `0710` and group-owned
 //!   so that group members can reach the socket.
 
-use std::ffi::CString;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -179,31 +178,13 @@ pub fn resolve_group(group: &str) -> Result<u32, SocketError> {
     })
 }
 
-/// `getgrnam_r(3)`, growing the buffer on `ERANGE`.
+/// The gid of the group called `name` (`getgrnam_r(3)`; nix grows the buffer on `ERANGE`). A name
+/// with a NUL byte, an unknown name and a failed lookup all give `None`.
 fn lookup_group_name(name: &str) -> Option<u32> {
-    let cname = CString::new(name).ok()?;
-    let mut buf = vec![0 as libc::c_char; 1024];
-    loop {
-        // SAFETY: `group` is plain old data that getgrnam_r fills in; `buf` outlives the call and
-        // its length is passed; `result` is written by the call. Nothing borrowed from `buf` is
-        // used after it, only the copied gid.
-        let mut group: libc::group = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::group = std::ptr::null_mut();
-        let rc = unsafe {
-            libc::getgrnam_r(
-                cname.as_ptr(),
-                &mut group,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc == libc::ERANGE && buf.len() < 1 << 20 {
-            buf.resize(buf.len() * 2, 0);
-            continue;
-        }
-        return (rc == 0 && !result.is_null()).then_some(group.gr_gid);
-    }
+    nix::unistd::Group::from_name(name)
+        .ok()
+        .flatten()
+        .map(|group| group.gid.as_raw())
 }
 
 #[cfg(test)]
@@ -244,7 +225,7 @@ mod tests {
     #[tokio::test]
     async fn configured_dir_is_kept_and_group_applied() {
         let dir = tempfile::tempdir().unwrap();
-        let gid = unsafe { libc::getegid() };
+        let gid = nix::unistd::getegid().as_raw();
         let socket = PluginSocket::bind(Some(dir.path()), Some(&gid.to_string())).unwrap();
         let path = socket.path().to_path_buf();
         assert_eq!(path.parent().unwrap(), dir.path());

@@ -2,7 +2,8 @@
 //!
 //! `core`, `pool`, `logs` and `credentials` only ever talk to a [`ContainerRuntime`]; the Docker
 //! adapter (`crate::docker`) implements it against a real engine, and `runtime::fake` implements it
-//! in memory for fast, deterministic tests. No tonic or bollard type crosses this boundary.
+//! in memory for fast, deterministic tests (only in test builds and with the `fake-runtime` cargo
+//! feature, never in the shipped binary). No tonic or bollard type crosses this boundary.
 //!
 //! Invariants every implementation keeps:
 //! - A container is identified by the engine's full id string. Operations on an id the engine does
@@ -12,6 +13,7 @@
 //! - Long-lived operations (`wait`, `logs`) are cancel-safe: dropping the future or stream releases
 //!   the connection and changes nothing in the engine.
 
+#[cfg(any(test, feature = "fake-runtime"))]
 pub mod fake;
 
 use std::collections::BTreeMap;

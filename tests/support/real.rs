@@ -202,10 +202,11 @@ pub struct FifoReader {
 
 impl FifoReader {
     pub fn start(path: &Path) -> FifoReader {
-        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: mkfifo with a valid NUL-terminated path; the result is checked.
-        let rc = unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) };
-        assert_eq!(rc, 0, "mkfifo {}", path.display());
+        if let Err(errno) =
+            nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        {
+            panic!("mkfifo {}: {errno}", path.display());
+        }
         let path = path.to_path_buf();
         let received = Arc::new(Mutex::new(Vec::new()));
         let sink = received.clone();
