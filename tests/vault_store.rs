@@ -34,6 +34,17 @@ fn token_file(bao: &OpenBao, token: &str) -> VaultAuth {
     VaultAuth::TokenFile(path)
 }
 
+/// A store connected to `bao` with `auth` and a cache of `cache_ttl`.
+async fn connected(
+    bao: &OpenBao,
+    auth: VaultAuth,
+    cache_ttl: Duration,
+) -> std::sync::Arc<VaultStore> {
+    VaultStore::connect(&config(bao, auth, cache_ttl), CancellationToken::new())
+        .await
+        .unwrap()
+}
+
 fn user(ns: &str, user: &str) -> EntryId {
     EntryId::new(ns, user, "openai").unwrap()
 }
@@ -96,12 +107,7 @@ async fn rotation_and_deletion_reach_readers_within_the_cache_ttl() {
 async fn namespaces_are_separate_subtrees() {
     let bao = OpenBao::start();
     let auth = token_file(&bao, &bao.root_token);
-    let store = VaultStore::connect(
-        &config(&bao, auth, Duration::from_millis(1)),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let store = connected(&bao, auth, Duration::from_millis(1)).await;
     bao.put(
         "polydev/team-a/alice/openai",
         &[("OPENAI_API_KEY", "sk-alice-0001")],
@@ -136,12 +142,7 @@ async fn a_token_without_read_gets_the_permission_error_naming_path_and_policy()
         &[],
     );
     let auth = token_file(&bao, &token);
-    let store = VaultStore::connect(
-        &config(&bao, auth, Duration::from_secs(1)),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let store = connected(&bao, auth, Duration::from_secs(1)).await;
     let err = store.read(&user("default", "user_123")).await.unwrap_err();
     assert!(matches!(err, VaultError::Denied { .. }), "{err:?}");
     assert!(!err.is_retryable());
@@ -188,12 +189,7 @@ async fn a_short_ttl_token_is_renewed_across_its_expiry() {
         &["-ttl=3s", "-explicit-max-ttl=60s"],
     );
     let auth = token_file(&bao, &token);
-    let store = VaultStore::connect(
-        &config(&bao, auth, Duration::from_millis(1)),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let store = connected(&bao, auth, Duration::from_millis(1)).await;
     let id = user("default", "user_123");
     // Nine seconds is three of the token's original lifetimes.
     for _ in 0..9 {
@@ -245,12 +241,7 @@ async fn approle_logs_in_and_logs_in_again_past_the_max_ttl() {
         role_id_file: role_file,
         secret_id_file: secret_file,
     };
-    let store = VaultStore::connect(
-        &config(&bao, auth, Duration::from_millis(1)),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let store = connected(&bao, auth, Duration::from_millis(1)).await;
     let id = user("default", "user_123");
     for _ in 0..8 {
         assert_eq!(
@@ -301,12 +292,7 @@ async fn openbao_stopped_is_retryable_and_unhealthy_then_works_again() {
 async fn operator_writes_keep_other_variables_and_list_shows_them() {
     let bao = OpenBao::start();
     let auth = token_file(&bao, &bao.root_token);
-    let store = VaultStore::connect(
-        &config(&bao, auth, Duration::from_millis(1)),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let store = connected(&bao, auth, Duration::from_millis(1)).await;
     let id = EntryId::new("default", "user_123", "google").unwrap();
     store
         .set(&id, "GOOGLE_API_KEY", &"g-key-0001".to_string().into())
@@ -465,12 +451,7 @@ async fn sources_are_asked_in_a_fixed_order_vault_store_environment() {
         &[("OPENAI_API_KEY", "sk-vault-u1")],
     );
     let auth = token_file(&bao, &bao.root_token);
-    let vault = VaultStore::connect(
-        &config(&bao, auth, Duration::from_millis(1)),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let vault = connected(&bao, auth, Duration::from_millis(1)).await;
     let env = vec![("OPENAI_API_KEY".to_string(), "sk-env".to_string())];
     let source = polydev::credentials::source_for(&plugin, env, Some(vault));
     let resolve = async |user: Option<&str>| {

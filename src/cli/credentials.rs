@@ -54,6 +54,23 @@ const DATA_DIR: Opt = Opt::Value {
     help: "the plugin's data_dir (default /var/lib/polydev)",
 };
 
+/// Options of the commands that name one entry (`set`, `rm`).
+const ENTRY_OPTIONS: &[Opt] = &[
+    NAMESPACE,
+    USER,
+    SHARED,
+    PROVIDER,
+    VARIABLE,
+    DATA_DIR,
+    vault::BACKEND,
+    vault::ADDRESS,
+    vault::TOKEN_FILE,
+    vault::MOUNT,
+    vault::PREFIX,
+    vault::CA_FILE,
+    vault::NAMESPACE,
+];
+
 const SET: Command = Command {
     name: "credentials set",
     summary:
@@ -61,21 +78,7 @@ const SET: Command = Command {
 Nomad namespace NS, or with --shared as the node's shared key, encrypted under the plugin's
 data_dir. The value never comes from the command line, where ps and shell history would see it.
 Replaces an entry that has become unreadable.",
-    options: &[
-        NAMESPACE,
-        USER,
-        SHARED,
-        PROVIDER,
-        VARIABLE,
-        DATA_DIR,
-        vault::BACKEND,
-        vault::ADDRESS,
-        vault::TOKEN_FILE,
-        vault::MOUNT,
-        vault::PREFIX,
-        vault::CA_FILE,
-        vault::NAMESPACE,
-    ],
+    options: ENTRY_OPTIONS,
     operands: None,
     notes: "Examples:\n  printf %s \"$KEY\" | polydev credentials set --namespace default --user user_123 --provider openai\n  printf %s \"$KEY\" | polydev credentials set --shared --provider anthropic\n  printf %s \"$KEY\" | polydev credentials set --backend vault --namespace default --user user_123 --provider openai",
 };
@@ -102,21 +105,7 @@ const RM: Command = Command {
     name: "credentials rm",
     summary: "Remove one variable, or the user's (or with --shared the node's) whole entry for the \
 provider, also an entry that has become unreadable.",
-    options: &[
-        NAMESPACE,
-        USER,
-        SHARED,
-        PROVIDER,
-        VARIABLE,
-        DATA_DIR,
-        vault::BACKEND,
-        vault::ADDRESS,
-        vault::TOKEN_FILE,
-        vault::MOUNT,
-        vault::PREFIX,
-        vault::CA_FILE,
-        vault::NAMESPACE,
-    ],
+    options: ENTRY_OPTIONS,
     operands: None,
     notes: "",
 };
