@@ -2,7 +2,8 @@
 //! nodes) reading one real OpenBao, real Docker, the busybox test image as the `anthropic`
 //! provider in broker mode, and the stand-in API of `support::upstream` as its upstream.
 //!
-//! Shown here: a key written once to OpenBao reaches a task on each node through its broker; a
+//! Shown here: a key written once to OpenBao reaches a task on each node through its broker (and
+//! an env-mode task in its environment); a
 //! rotation reaches the next request of running tasks within `cache_ttl`, a deletion makes it a
 //! 401; a job of another namespace naming the user fails with the path it looked at; with
 //! OpenBao stopped StartTask fails retryable and the fingerprint's
@@ -26,19 +27,25 @@ use support::{PoolOptions, ProviderOptions, TaskOptions, cty_object, task_config
 const CANNED: &str = "{\"content\":[{\"type\":\"text\",\"text\":\"canned-from-the-api\"}]}";
 const ENTRY: &str = "polydev/default/u1/anthropic";
 
-/// One "node": a plugin with its own data dir, reading `bao` with a 1 s cache.
+/// One "node": a plugin with its own data dir, reading `bao` with a 1 s cache; its providers in
+/// broker mode.
 async fn node(api: &StandIn, bao: &OpenBao) -> Setup {
+    let broker = ProviderOptions {
+        credential_mode: None,
+        api_upstream: Some(api.origin()),
+        upstream_ca_file: Some(api.ca_path()),
+    };
+    node_with(bao, broker).await
+}
+
+/// [`node`] with other provider settings (env mode: the key in the CLI's environment).
+async fn node_with(bao: &OpenBao, providers: ProviderOptions) -> Setup {
     ensure_test_image();
     let data_dir = tempfile::tempdir().unwrap();
     let token_file = data_dir.path().join("vault-token");
     std::fs::write(&token_file, &bao.root_token).unwrap();
     let plugin = Plugin::spawn(&[("POLYDEV_LOG", "debug")]);
     let (mut base, driver) = plugin.clients().await;
-    let providers = ProviderOptions {
-        credential_mode: None,
-        api_upstream: Some(api.origin()),
-        upstream_ca_file: Some(api.ca_path()),
-    };
     let config = support::plugin_config_for(
         TEST_IMAGE,
         data_dir.path(),
@@ -234,4 +241,29 @@ async fn openbao_down_is_retryable_and_unhealthy_and_back_without_a_plugin_resta
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(!node.plugin.stderr().contains(&key));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_env_mode_task_gets_the_key_from_vault_in_its_environment() {
+    let bao = OpenBao::start();
+    let key = test_key();
+    bao.put(ENTRY, &[("ANTHROPIC_API_KEY", &key)]);
+    let mut node = node_with(&bao, ProviderOptions::env_mode()).await;
+    let mut options = asking_task();
+    // The key's length and its last four characters: enough to compare, and not the key, which
+    // the forwarder would redact.
+    options.args = vec![
+        "-c".into(),
+        "printf 'len=%s tail=%s\\n' ${#ANTHROPIC_API_KEY} ${ANTHROPIC_API_KEY#${ANTHROPIC_API_KEY%????}}".into(),
+    ];
+    let task = start(&mut node.driver, "env", options, 64).await;
+    wait(&mut node.driver, &task.id).await;
+    let (id, container) = (task.id.clone(), task.container.clone());
+    let stdout = String::from_utf8_lossy(&finish(task.stdout).await).into_owned();
+    destroy(&mut node.driver, &id, &container).await;
+    let expected = format!("len={} tail={}", key.len(), &key[key.len() - 4..]);
+    assert!(
+        stdout.contains(&expected),
+        "{stdout:?}, expected {expected:?}"
+    );
 }

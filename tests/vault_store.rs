@@ -512,3 +512,37 @@ async fn sources_are_asked_in_a_fixed_order_vault_store_environment() {
     let down = resolve(Some("u2")).await.unwrap_err();
     assert!(matches!(down, CredentialError::Unavailable(_)), "{down:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vault_namespace_is_sent_as_the_namespace_header() {
+    let bao = OpenBao::start();
+    bao.must(&["namespace", "create", "team-ns"]);
+    bao.must(&[
+        "secrets",
+        "enable",
+        "-namespace=team-ns",
+        "-path=secret",
+        "kv-v2",
+    ]);
+    bao.must(&[
+        "kv",
+        "put",
+        "-namespace=team-ns",
+        "secret/polydev/default/u1/openai",
+        "OPENAI_API_KEY=sk-in-a-namespace-0001",
+    ]);
+    let auth = token_file(&bao, &bao.root_token);
+    let mut settings = config(&bao, auth, Duration::from_millis(1));
+    let outside = VaultStore::connect(&settings, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(key_of(&outside, &user("default", "u1")).await, None);
+    settings.namespace = Some("team-ns".into());
+    let inside = VaultStore::connect(&settings, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        key_of(&inside, &user("default", "u1")).await.as_deref(),
+        Some("sk-in-a-namespace-0001")
+    );
+}
