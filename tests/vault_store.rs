@@ -546,3 +546,19 @@ async fn a_vault_namespace_is_sent_as_the_namespace_header() {
         Some("sk-in-a-namespace-0001")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_vault_is_a_retryable_error_that_says_so() {
+    let bao = OpenBao::start();
+    bao.put(
+        "polydev/default/u1/openai",
+        &[("OPENAI_API_KEY", "sk-sealed-0001")],
+    );
+    let auth = token_file(&bao, &bao.root_token);
+    let store = connected(&bao, auth, Duration::from_millis(1)).await;
+    bao.must(&["operator", "seal"]);
+    let err = store.read(&user("default", "u1")).await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(err.to_string().contains("sealed"), "{err}");
+    assert!(matches!(store.health(), VaultHealth::Unhealthy(_)));
+}
