@@ -40,10 +40,21 @@ async fn node(api: &StandIn, bao: &OpenBao) -> Setup {
 
 /// [`node`] with other provider settings (env mode: the key in the CLI's environment).
 async fn node_with(bao: &OpenBao, providers: ProviderOptions) -> Setup {
+    let (node, answer) = try_node(bao, providers, &bao.root_token).await;
+    answer.expect("SetConfig");
+    node
+}
+
+/// A node whose Vault token is `token`, and what its SetConfig answered.
+async fn try_node(
+    bao: &OpenBao,
+    providers: ProviderOptions,
+    token: &str,
+) -> (Setup, Result<(), tonic::Status>) {
     ensure_test_image();
     let data_dir = tempfile::tempdir().unwrap();
     let token_file = data_dir.path().join("vault-token");
-    std::fs::write(&token_file, &bao.root_token).unwrap();
+    std::fs::write(&token_file, token).unwrap();
     let plugin = Plugin::spawn(&[("POLYDEV_LOG", "debug")]);
     let (mut base, driver) = plugin.clients().await;
     let config = support::plugin_config_for(
@@ -65,15 +76,17 @@ async fn node_with(bao: &OpenBao, providers: ProviderOptions) -> Setup {
         ("request_timeout", Value::from("3s")),
     ]);
     let config = support::with_field(&config, "vault", vault);
-    base.set_config(support::set_config_request(config, true))
+    let answer = base
+        .set_config(support::set_config_request(config, true))
         .await
-        .expect("SetConfig");
-    Setup {
+        .map(|_| ());
+    let node = Setup {
         plugin,
         driver,
         data_dir,
         key: String::new(),
-    }
+    };
+    (node, answer)
 }
 
 /// A task of user `u1` that asks its API each time the test drops a go<N> file (N = 1..3).
@@ -265,5 +278,24 @@ async fn an_env_mode_task_gets_the_key_from_vault_in_its_environment() {
     assert!(
         stdout.contains(&expected),
         "{stdout:?}, expected {expected:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_vault_refuses_fails_set_config_naming_the_file_not_the_token() {
+    let bao = OpenBao::start();
+    let token = format!("s.refused-{}", test_key());
+    let (node, answer) = try_node(&bao, ProviderOptions::env_mode(), &token).await;
+    let err = answer.expect_err("SetConfig with a token Vault refuses");
+    let message = err.message();
+    assert!(message.contains("plugin config: vault:"), "{message}");
+    assert!(
+        message.contains("vault-token"),
+        "names the token file: {message}"
+    );
+    assert!(!message.contains(&token), "{message}");
+    assert!(
+        !node.plugin.stderr().contains(&token),
+        "the token in the plugin log"
     );
 }
