@@ -78,7 +78,8 @@ async fn rotation_and_deletion_reach_readers_within_the_cache_ttl() {
         "polydev/default/user_123/openai",
         &[("OPENAI_API_KEY", "sk-second-0002")],
     );
-    // Within the TTL the cached value may still be served; after it, the new one is.
+    // Within the TTL the cached value is served (no request to Vault); after it, the new one.
+    assert_eq!(key_of(&store, &id).await.as_deref(), Some("sk-first-0001"));
     tokio::time::sleep(ttl + Duration::from_millis(50)).await;
     assert_eq!(key_of(&store, &id).await.as_deref(), Some("sk-second-0002"));
 
@@ -561,4 +562,25 @@ async fn a_sealed_vault_is_a_retryable_error_that_says_so() {
     assert!(err.is_retryable(), "{err:?}");
     assert!(err.to_string().contains("sealed"), "{err}");
     assert!(matches!(store.health(), VaultHealth::Unhealthy(_)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_down_at_connect_reads_give_its_error_and_recover_once_it_answers() {
+    let mut bao = OpenBao::start();
+    bao.stop();
+    let auth = token_file(&bao, &bao.root_token);
+    let store = connected(&bao, auth, Duration::from_millis(1)).await;
+    assert!(matches!(store.health(), VaultHealth::Unhealthy(_)));
+    let err = store.read(&user("default", "u1")).await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(err.to_string().contains("cannot reach Vault"), "{err}");
+    bao.resume();
+    bao.put(
+        "polydev/default/u1/openai",
+        &[("OPENAI_API_KEY", "sk-late-0001")],
+    );
+    assert_eq!(
+        key_of(&store, &user("default", "u1")).await.as_deref(),
+        Some("sk-late-0001")
+    );
 }

@@ -346,7 +346,7 @@ fn set(
     }
     let value = read_value(stdin)?;
     if options.in_vault {
-        return vault::set(options, &id, &variable, &value, stdout);
+        return vault::set(options, &id, &variable, &value, stdout, stderr);
     }
     let store = options.store();
     let replaced = store

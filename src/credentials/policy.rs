@@ -7,8 +7,9 @@
 //! | without a `user_id` | the node's shared key: Vault's shared entry, the store's (`polydev credentials set --shared`), then the agent's environment | no `vault {}` / `credentials_from_store = false` / `credentials_from_env = false` |
 //!
 //! A source is skipped only when it has no entry; an entry that exists but lacks a required
-//! variable, or a source that cannot answer (Vault unreachable), is the error: a key revoked in
-//! Vault never falls back to an older copy elsewhere.
+//! variable, or a source that cannot answer (Vault unreachable), is the error: an outage never
+//! falls back to an older copy. (A key deleted in Vault is no entry: a node's own copy of it
+//! answers again, which the README and the CLI warn about.)
 //!
 //! Invariants:
 //! - A task naming a user never falls back to the shared key, and never sees an entry of another

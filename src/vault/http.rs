@@ -30,8 +30,8 @@ use crate::config::VaultConfig;
 /// Largest answer read from Vault (a KV entry with a few keys is a few KB).
 const MAX_ANSWER_BYTES: usize = 1 << 20;
 
-/// What Vault answered: its status and its JSON body (`Null` when empty).
-#[derive(Debug)]
+/// What Vault answered: its status and its JSON body (`Null` when empty). Deliberately not
+/// `Debug`: the body may hold keys or a token.
 pub struct Answer {
     pub status: StatusCode,
     pub body: serde_json::Value,

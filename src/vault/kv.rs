@@ -31,6 +31,9 @@ const HEALTH_PERIOD: Duration = Duration::from_secs(5);
 /// One entry's variables.
 pub type VaultEntry = BTreeMap<String, SecretString>;
 
+/// An entry's fields exactly as Vault has them (for writes that must keep them all).
+type RawEntry = serde_json::Map<String, serde_json::Value>;
+
 /// Whether Vault answers, for the fingerprint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VaultHealth {
@@ -55,7 +58,7 @@ pub struct VaultStore {
 impl VaultStore {
     /// Set up the client and obtain and check the token. A token Vault refuses (or an
     /// unreadable token file) is an error; a Vault that cannot answer yet is not: the store
-    /// then reports itself unhealthy and obtains the token in the background.
+    /// then reports itself unhealthy until reads or the renewal loop obtain the token.
     pub async fn connect(
         config: &VaultConfig,
         shutdown: CancellationToken,
@@ -69,29 +72,17 @@ impl VaultStore {
             cache: Mutex::new(HashMap::new()),
             health: RwLock::new(VaultHealth::Healthy),
         });
-        match token.obtain().await {
-            Ok(info) => token.spawn_renewal(info, shutdown.clone()),
+        match token.refresh(None).await {
+            Ok(()) => {}
+            // Reads obtain it on demand (and answer with Vault's own error meanwhile); the
+            // renewal loop keeps trying too.
             Err(err) if err.is_retryable() => {
+                tracing::warn!(error = %err, "Vault cannot answer yet; polydev keeps trying");
                 store.set_health(Err(&err));
-                let retry = token.clone();
-                let stop = shutdown.clone();
-                tokio::spawn(async move {
-                    let mut backoff = Duration::from_secs(1);
-                    loop {
-                        tokio::select! {
-                            _ = stop.cancelled() => return,
-                            _ = tokio::time::sleep(backoff) => {}
-                        }
-                        if let Ok(info) = retry.obtain().await {
-                            retry.spawn_renewal(info, stop);
-                            return;
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
-                    }
-                });
             }
             Err(err) => return Err(err),
         }
+        token.spawn_renewal(shutdown.clone());
         store.spawn_health_probe(shutdown);
         Ok(store)
     }
@@ -218,39 +209,56 @@ impl VaultStore {
             .await?;
         match answer.status.as_u16() {
             200 | 429 | 472 | 473 => Ok(()),
-            _ => Err(VaultError::Sealed {
+            503 => Err(VaultError::Sealed {
                 address: self.http.address().to_string(),
+            }),
+            501 => Err(VaultError::Status {
+                path: "sys/health".into(),
+                status: 501,
+                message: "Vault is not initialised (`bao operator init`)".into(),
+            }),
+            status => Err(VaultError::Status {
+                path: "sys/health".into(),
+                status,
+                message: answer.errors(),
             }),
         }
     }
 
-    /// `call` with the current token; a 403 from a token Vault no longer takes obtains a new
-    /// token and repeats the call once.
+    /// `call` with the current token (obtained first if there is none yet, so Vault's own
+    /// error is the answer). A 403 for a token Vault no longer takes obtains a new one and
+    /// repeats the call once.
     async fn authorised(
         &self,
         method: Method,
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<Answer, VaultError> {
-        for attempt in 0..2 {
-            let token = self.token.current().ok_or_else(|| VaultError::Token {
-                reason: "none was obtained yet (Vault could not be reached at start)".into(),
-                fix: "start or unseal Vault; polydev keeps trying".into(),
-            })?;
+        let mut refreshed = false;
+        loop {
+            let Some(token) = self.token.current() else {
+                self.token.refresh(None).await?;
+                refreshed = true;
+                continue;
+            };
             let answer = self
                 .http
                 .call(method.clone(), path, body, Some(&token))
                 .await?;
-            if answer.status == StatusCode::FORBIDDEN
-                && attempt == 0
-                && !self.token.still_valid().await?
-            {
-                self.token.obtain().await?;
-                continue;
+            if answer.status != StatusCode::FORBIDDEN || refreshed {
+                return Ok(answer);
             }
-            return Ok(answer);
+            // Refused: by policy (the answer stands), or for a token that died meanwhile.
+            let replaced = self
+                .token
+                .current()
+                .is_some_and(|now| now.expose_secret() != token.expose_secret());
+            if !replaced && self.token.is_valid(&token).await? {
+                return Ok(answer);
+            }
+            self.token.refresh(Some(&token)).await?;
+            refreshed = true;
         }
-        unreachable!("the loop returns on its second pass")
     }
 
     fn status_error(&self, answer: &Answer, path: String, capability: &'static str) -> VaultError {
@@ -271,53 +279,78 @@ impl VaultStore {
         }
     }
 
-    /// The entry as Vault has it now, with its version (0: none), bypassing the cache.
-    async fn fetch_versioned(&self, id: &EntryId) -> Result<(Option<VaultEntry>, u64), VaultError> {
+    /// The entry's fields as Vault has them now (all of them, also ones polydev does not use),
+    /// with its version (0: none), bypassing the cache.
+    async fn fetch_raw(&self, id: &EntryId) -> Result<(Option<RawEntry>, u64), VaultError> {
         let data = format!("{}/data/{}", self.config.mount, self.entry_path(id));
-        let answer = self.authorised(Method::GET, &data, None).await?;
-        match answer.status {
-            StatusCode::OK => {}
-            StatusCode::NOT_FOUND => {
-                // A deleted latest version is a 404 that still names its version.
-                let version = answer
-                    .body
-                    .pointer("/data/metadata/version")
-                    .and_then(|v| v.as_u64())
-                    .unwrap_or(0);
-                return Ok((None, version));
-            }
-            _ => return Err(self.status_error(&answer, self.display_path(id), "read")),
-        }
+        let mut answer = self.authorised(Method::GET, &data, None).await?;
         let version = answer
             .body
             .pointer("/data/metadata/version")
             .and_then(|v| v.as_u64())
             .unwrap_or(0);
-        let Some(fields) = answer
+        match answer.status {
+            StatusCode::OK => {}
+            // No entry: a 404 without error text (a deleted latest version still names its
+            // version). One with text ("no handler for route") means a wrong mount.
+            StatusCode::NOT_FOUND if answer.errors().is_empty() => return Ok((None, version)),
+            StatusCode::NOT_FOUND => {
+                return Err(VaultError::Status {
+                    path: self.display_path(id),
+                    status: 404,
+                    message: format!(
+                        "{}; is vault.mount {:?} a KV version 2 mount?",
+                        answer.errors(),
+                        self.config.mount
+                    ),
+                });
+            }
+            _ => return Err(self.status_error(&answer, self.display_path(id), "read")),
+        }
+        match answer
             .body
-            .pointer("/data/data")
-            .and_then(|d| d.as_object())
-        else {
-            return Ok((None, version));
+            .pointer_mut("/data/data")
+            .map(serde_json::Value::take)
+        {
+            Some(serde_json::Value::Object(fields)) => Ok((Some(fields), version)),
+            _ => Err(VaultError::Malformed {
+                path: self.display_path(id),
+                problem: "the answer has no data.data object (is this a KV version 2 mount?)"
+                    .into(),
+                fix: self.put_command(id),
+            }),
+        }
+    }
+
+    /// The entry's variables polydev can use: string values under valid variable names.
+    async fn fetch(&self, id: &EntryId) -> Result<Option<VaultEntry>, VaultError> {
+        let Some(fields) = self.fetch_raw(id).await?.0 else {
+            return Ok(None);
         };
         let mut entry = VaultEntry::new();
         for (name, value) in fields {
-            let Some(text) = value.as_str() else {
+            if names::check(NameKind::Variable, &name).is_err() {
+                continue;
+            }
+            let serde_json::Value::String(text) = value else {
                 return Err(VaultError::Malformed {
                     path: self.display_path(id),
                     problem: format!("the value of {name} is not a string"),
-                    fix: format!("polydev credentials set --backend vault … --variable {name}"),
+                    fix: self.put_command(id),
                 });
             };
-            if names::check(NameKind::Variable, name).is_ok() {
-                entry.insert(name.clone(), SecretString::from(text.to_string()));
-            }
+            entry.insert(name, SecretString::from(text));
         }
-        Ok((Some(entry), version))
+        Ok(Some(entry))
     }
 
-    async fn fetch(&self, id: &EntryId) -> Result<Option<VaultEntry>, VaultError> {
-        Ok(self.fetch_versioned(id).await?.0)
+    /// The Vault CLI command that writes the entry again (the value on stdin).
+    fn put_command(&self, id: &EntryId) -> String {
+        format!(
+            "printf %s \"$KEY\" | bao kv put -mount={} {} VARIABLE=-",
+            self.config.mount,
+            self.entry_path(id)
+        )
     }
 
     /// Store `value` as `variable` of `id`, keeping the entry's other variables (a check-and-set
@@ -328,11 +361,8 @@ impl VaultStore {
         variable: &str,
         value: &SecretString,
     ) -> Result<(), VaultError> {
-        let (entry, version) = self.fetch_versioned(id).await?;
-        let mut data = serde_json::Map::new();
-        for (name, old) in entry.unwrap_or_default() {
-            data.insert(name, json!(old.expose_secret()));
-        }
+        let (entry, version) = self.fetch_raw(id).await?;
+        let mut data = entry.unwrap_or_default();
         data.insert(variable.to_string(), json!(value.expose_secret()));
         let body = json!({ "data": data, "options": { "cas": version } });
         let path = format!("{}/data/{}", self.config.mount, self.entry_path(id));
@@ -351,20 +381,21 @@ impl VaultStore {
         id: &EntryId,
         variable: Option<&str>,
     ) -> Result<Vec<String>, VaultError> {
-        let (entry, version) = self.fetch_versioned(id).await?;
-        let Some(entry) = entry else {
+        let (entry, version) = self.fetch_raw(id).await?;
+        let Some(mut rest) = entry else {
             return Ok(Vec::new());
         };
         let removed: Vec<String> = match variable {
-            Some(v) if entry.contains_key(v) => vec![v.to_string()],
+            Some(v) if rest.contains_key(v) => vec![v.to_string()],
             Some(_) => return Ok(Vec::new()),
-            None => entry.keys().cloned().collect(),
+            None => std::mem::take(&mut rest)
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect(),
         };
-        let rest: serde_json::Map<String, serde_json::Value> = entry
-            .iter()
-            .filter(|(name, _)| !removed.contains(name))
-            .map(|(name, value)| (name.clone(), json!(value.expose_secret())))
-            .collect();
+        for name in &removed {
+            rest.remove(name);
+        }
         let answer = if rest.is_empty() {
             let path = format!("{}/metadata/{}", self.config.mount, self.entry_path(id));
             self.authorised(Method::DELETE, &path, None).await?
@@ -410,10 +441,11 @@ impl VaultStore {
                     };
                     // Names polydev would never write are someone else's business.
                     let Ok(id) = id else { continue };
-                    let (entry, _) = self.fetch_versioned(&id).await?;
-                    let Some(entry) = entry else { continue };
+                    let Some(entry) = self.fetch_raw(&id).await?.0 else {
+                        continue;
+                    };
                     let updated = self.updated(&id).await?;
-                    out.push((id, updated, entry.into_keys().collect()));
+                    out.push((id, updated, entry.into_iter().map(|(k, _)| k).collect()));
                 }
             }
         }

@@ -28,11 +28,29 @@ pub struct TokenInfo {
     pub renewable: bool,
 }
 
+/// The token in use and what Vault said of it.
+struct Held {
+    token: SecretString,
+    info: TokenInfo,
+}
+
+/// What the renewal loop does next.
+enum Next {
+    Renew,
+    Obtain,
+    Check,
+}
+
 /// Holds the current token and keeps it valid.
 pub struct TokenKeeper {
     http: Arc<VaultHttp>,
     auth: VaultAuth,
-    token: RwLock<Option<SecretString>>,
+    held: RwLock<Option<Held>>,
+    /// One login at a time: concurrent refusals share one new token (an AppRole secret id
+    /// may allow few uses).
+    login: tokio::sync::Mutex<()>,
+    /// Woken when a new token is in place, so the renewal loop plans from it.
+    changed: Arc<tokio::sync::Notify>,
 }
 
 impl TokenKeeper {
@@ -40,17 +58,42 @@ impl TokenKeeper {
         TokenKeeper {
             http,
             auth,
-            token: RwLock::new(None),
+            held: RwLock::new(None),
+            login: tokio::sync::Mutex::new(()),
+            changed: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
     /// The current token, if one was obtained.
     pub fn current(&self) -> Option<SecretString> {
-        self.token.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.held
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|held| held.token.clone())
     }
 
-    /// Obtain a token (file or AppRole) and check it with `lookup-self`.
-    pub async fn obtain(&self) -> Result<TokenInfo, VaultError> {
+    fn info(&self) -> Option<TokenInfo> {
+        self.held
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|held| held.info)
+    }
+
+    /// Obtain a new token (file or AppRole, checked with `lookup-self`) in place of `stale`
+    /// (`None`: there is none yet) — unless another caller already replaced it meanwhile.
+    pub async fn refresh(&self, stale: Option<&SecretString>) -> Result<(), VaultError> {
+        let _one_login = self.login.lock().await;
+        let now = self.current();
+        let replaced = match (&now, stale) {
+            (Some(now), Some(stale)) => now.expose_secret() != stale.expose_secret(),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if replaced {
+            return Ok(());
+        }
         let token = match &self.auth {
             VaultAuth::TokenFile(path) => read_secret_file(path, "vault.token_file")?,
             VaultAuth::AppRole {
@@ -64,8 +107,9 @@ impl TokenKeeper {
             }
         };
         let info = self.lookup(&token).await?;
-        *self.token.write().unwrap_or_else(|e| e.into_inner()) = Some(token);
-        Ok(info)
+        *self.held.write().unwrap_or_else(|e| e.into_inner()) = Some(Held { token, info });
+        self.changed.notify_waiters();
+        Ok(())
     }
 
     async fn approle_login(
@@ -129,32 +173,25 @@ impl TokenKeeper {
         }
     }
 
-    /// Whether the current token is still good (a failed read may be a missing policy or a
-    /// dead token; this tells which).
-    pub async fn still_valid(&self) -> Result<bool, VaultError> {
-        let Some(token) = self.current() else {
-            return Ok(false);
-        };
-        match self.lookup(&token).await {
+    /// Whether Vault still takes `token` (a refused read may be a missing policy or a dead
+    /// token; this tells which).
+    pub async fn is_valid(&self, token: &SecretString) -> Result<bool, VaultError> {
+        match self.lookup(token).await {
             Ok(_) => Ok(true),
             Err(VaultError::Token { .. }) => Ok(false),
             Err(other) => Err(other),
         }
     }
 
-    /// Renew the current token; its new TTL.
-    async fn renew(&self) -> Result<TokenInfo, VaultError> {
-        let token = self.current().ok_or_else(|| VaultError::Token {
-            reason: "there is no token to renew".into(),
-            fix: self.fix(),
-        })?;
+    /// Renew the current token; what Vault says of it afterwards.
+    async fn renew(&self, token: &SecretString) -> Result<TokenInfo, VaultError> {
         let answer = self
             .http
             .call(
                 Method::POST,
                 "auth/token/renew-self",
                 Some(&json!({})),
-                Some(&token),
+                Some(token),
             )
             .await?;
         if answer.status.is_success() {
@@ -184,60 +221,93 @@ impl TokenKeeper {
         }
     }
 
-    /// Keep the token valid until `shutdown`: renew at 2/3 of its TTL, obtain a new one when
-    /// renewal fails.
-    pub fn spawn_renewal(self: &Arc<Self>, mut info: TokenInfo, shutdown: CancellationToken) {
+    /// Keep a token valid until `shutdown` or until the keeper is dropped: obtain one while
+    /// there is none, renew a renewable one at 2/3 of its TTL, obtain a new one at 2/3 of the
+    /// TTL once renewal stops extending it (its max TTL) or for a token that cannot be renewed.
+    pub fn spawn_renewal(self: &Arc<Self>, shutdown: CancellationToken) {
         let keeper = Arc::downgrade(self);
+        let changed = self.changed.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_secs(1);
+            let mut failed = false;
             loop {
-                let wait = match info.ttl {
-                    Some(ttl) => (ttl * 2 / 3).max(Duration::from_millis(500)),
-                    // A token without expiry: look again now and then, in case it is revoked
-                    // and a new one must be read.
-                    None => Duration::from_secs(300),
+                let Some(strong) = keeper.upgrade() else {
+                    return;
                 };
+                let (wait, next) = match strong.info() {
+                    None => (Duration::ZERO, Next::Obtain),
+                    Some(TokenInfo { ttl: None, .. }) => (Duration::from_secs(300), Next::Check),
+                    Some(TokenInfo {
+                        ttl: Some(ttl),
+                        renewable,
+                    }) => (
+                        (ttl * 2 / 3).max(Duration::from_millis(500)),
+                        if renewable { Next::Renew } else { Next::Obtain },
+                    ),
+                };
+                let wait = if failed { backoff } else { wait };
+                drop(strong);
+                let new_token = changed.notified();
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
+                    _ = new_token => continue,
                     _ = tokio::time::sleep(wait) => {}
                 }
                 let Some(keeper) = keeper.upgrade() else {
                     return;
                 };
-                let renewed = if info.renewable && info.ttl.is_some() {
-                    keeper.renew().await
-                } else {
-                    keeper.still_valid().await.and_then(|valid| {
-                        if valid {
-                            Ok(info)
-                        } else {
-                            Err(VaultError::Token {
-                                reason: "it is no longer valid".into(),
-                                fix: keeper.fix(),
-                            })
-                        }
-                    })
-                };
-                let next = match renewed {
-                    Ok(next) => Ok(next),
-                    Err(_) => keeper.obtain().await,
-                };
-                match next {
-                    Ok(next) => {
-                        info = next;
+                match keeper.step(next).await {
+                    Ok(()) => {
+                        failed = false;
                         backoff = Duration::from_secs(1);
                     }
                     Err(err) => {
                         tracing::warn!(error = %err, "cannot renew or replace polydev's Vault token; retrying");
-                        info = TokenInfo {
-                            ttl: Some(backoff * 3 / 2),
-                            renewable: false,
-                        };
+                        failed = true;
                         backoff = (backoff * 2).min(Duration::from_secs(30));
                     }
                 }
             }
         });
+    }
+
+    async fn step(&self, next: Next) -> Result<(), VaultError> {
+        let current = self.current();
+        let Some(token) = current.as_ref() else {
+            return self.refresh(None).await;
+        };
+        match next {
+            Next::Obtain => self.refresh(Some(token)).await,
+            Next::Check => match self.is_valid(token).await? {
+                true => Ok(()),
+                false => self.refresh(Some(token)).await,
+            },
+            Next::Renew => {
+                let before = self.info().and_then(|info| info.ttl);
+                let after = match self.renew(token).await {
+                    Ok(info) => info,
+                    Err(_) => return self.refresh(Some(token)).await,
+                };
+                // Renewal no longer extends the token (its max TTL is near): obtain a new one
+                // before it expires instead of renewing again.
+                let capped = match (after.ttl, before) {
+                    (None, _) => return self.refresh(Some(token)).await,
+                    (Some(after), Some(before)) => after < before,
+                    (Some(_), None) => false,
+                };
+                let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
+                if let Some(held) = held
+                    .as_mut()
+                    .filter(|h| h.token.expose_secret() == token.expose_secret())
+                {
+                    held.info = TokenInfo {
+                        ttl: after.ttl,
+                        renewable: !capped,
+                    };
+                }
+                Ok(())
+            }
+        }
     }
 }
 

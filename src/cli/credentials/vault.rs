@@ -139,6 +139,7 @@ pub fn set(
     variable: &str,
     value: &SecretString,
     stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
 ) -> Result<i32, Failure> {
     let path = with_store(options, async |store| {
         store
@@ -148,6 +149,16 @@ pub fn set(
         Ok(store.display_path(id))
     })?;
     let _ = writeln!(stdout, "stored {variable} for {id} in Vault at {path}");
+    // Vault is asked first, but a node's own copy answers again once the Vault entry is gone.
+    let local = options.store().get_many(id, &[variable.to_string()]);
+    if local.is_ok_and(|found| !found.is_empty()) {
+        let _ = writeln!(
+            stderr,
+            "polydev credentials set: note: this node's store also holds {variable} for {id}; \
+             it would serve again if the Vault entry were deleted: remove it with `polydev \
+             credentials rm` (without --backend) on each node"
+        );
+    }
     Ok(0)
 }
 
