@@ -27,6 +27,7 @@
 //! - [`config`]: hclspec schemas and cty-msgpack decoding of the plugin and task configuration.
 //! - [`credentials`]: where a task's provider credentials come from, and in which order (Vault,
 //!   the node's encrypted store, the agent's environment).
+//! - [`tls`]: the TLS client settings of every HTTPS client (broker upstreams, Vault).
 //! - [`vault`]: users' keys from Vault or OpenBao (KV v2) — token lifecycle, a per-entry cache,
 //!   health for the fingerprint.
 //! - [`logs`]: the log pump — container output → Nomad's FIFOs, resumable, redacted — and the
@@ -58,6 +59,7 @@ pub mod plugin;
 pub mod pool;
 pub mod pool_port;
 pub mod runtime;
+pub mod tls;
 pub mod vault;
 
 /// Generated protobuf and gRPC code (Nomad v2.0.5 and go-plugin v1.8.0 protos).

@@ -10,7 +10,6 @@
 //!   own credential), so a new request rarely pays a TLS handshake.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,12 +17,11 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 
 use super::body::ProxyBody;
 use crate::config::{ApiAuth, ApiRoute, PluginConfig};
+use crate::tls::{self, TlsSetupError};
 
 /// How long an idle pooled connection to an upstream is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -93,7 +91,7 @@ impl Upstream {
 
 /// The upstreams of every broker-mode provider of `config`.
 pub fn upstreams(config: &PluginConfig) -> Result<BTreeMap<String, Arc<Upstream>>, UpstreamError> {
-    let system_roots = system_roots();
+    let system_roots = tls::system_roots();
     let mut out = BTreeMap::new();
     for (name, provider) in &config.providers {
         let Some(route) = provider.credential_mode.route() else {
@@ -114,49 +112,27 @@ pub fn upstreams(config: &PluginConfig) -> Result<BTreeMap<String, Arc<Upstream>
     Ok(out)
 }
 
-/// The system's CA certificates (`/etc/ssl/certs` on Debian); unreadable entries are skipped.
-fn system_roots() -> Vec<CertificateDer<'static>> {
-    let found = rustls_native_certs::load_native_certs();
-    if !found.errors.is_empty() {
-        tracing::warn!(
-            errors = found.errors.len(),
-            "some system CA certificates could not be read"
-        );
-    }
-    found.certs
-}
-
 fn client(
     provider: &str,
     route: &ApiRoute,
     system_roots: &[CertificateDer<'static>],
     connect_timeout: Duration,
 ) -> Result<HttpsClient, UpstreamError> {
-    let mut roots = RootCertStore::empty();
-    let (_added, _ignored) = roots.add_parsable_certificates(system_roots.iter().cloned());
-    if let Some(path) = &route.ca_file {
-        for cert in read_ca_file(provider, path)? {
-            roots
-                .add(cert)
-                .map_err(|e| ca_error(provider, path, &e.to_string()))?;
+    let tls = tls::client_config(system_roots, route.ca_file.as_deref()).map_err(|err| {
+        let provider = provider.to_string();
+        match err {
+            TlsSetupError::CaFile { path, reason } => UpstreamError::CaFile {
+                provider,
+                path,
+                reason,
+            },
+            TlsSetupError::NoRoots => UpstreamError::NoRoots {
+                provider,
+                origin: route.upstream_origin.clone(),
+            },
+            TlsSetupError::Config(reason) => UpstreamError::Tls { provider, reason },
         }
-    }
-    if roots.is_empty() {
-        return Err(UpstreamError::NoRoots {
-            provider: provider.to_string(),
-            origin: route.upstream_origin.clone(),
-        });
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| UpstreamError::Tls {
-        provider: provider.to_string(),
-        reason: e.to_string(),
-    })?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    })?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -169,28 +145,6 @@ fn client(
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .build(https))
-}
-
-fn read_ca_file(
-    provider: &str,
-    path: &Path,
-) -> Result<Vec<CertificateDer<'static>>, UpstreamError> {
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| ca_error(provider, path, &e.to_string()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| ca_error(provider, path, &e.to_string()))?;
-    if certs.is_empty() {
-        return Err(ca_error(provider, path, "it holds no CERTIFICATE block"));
-    }
-    Ok(certs)
-}
-
-fn ca_error(provider: &str, path: &Path, reason: &str) -> UpstreamError {
-    UpstreamError::CaFile {
-        provider: provider.to_string(),
-        path: path.display().to_string(),
-        reason: reason.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -8,8 +8,6 @@
 //!   token, a request body or an answer's secret data (Vault's own error strings are kept: they
 //!   never contain secrets).
 
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,13 +17,11 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use rustls::RootCertStore;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::VaultError;
 use crate::config::VaultConfig;
+use crate::tls::TlsSetupError;
 
 /// Largest answer read from Vault (a KV entry with a few keys is a few KB).
 const MAX_ANSWER_BYTES: usize = 1 << 20;
@@ -64,25 +60,20 @@ pub struct VaultHttp {
 
 impl VaultHttp {
     pub fn new(config: &VaultConfig) -> Result<Self, VaultError> {
-        let mut roots = RootCertStore::empty();
-        let system = rustls_native_certs::load_native_certs();
-        let (_added, _ignored) = roots.add_parsable_certificates(system.certs);
-        if let Some(path) = &config.ca_file {
-            for cert in read_ca_file(path)? {
-                roots.add(cert).map_err(|e| VaultError::File {
+        let tls = crate::tls::client_config(&crate::tls::system_roots(), config.ca_file.as_deref())
+            .map_err(|err| match err {
+                TlsSetupError::CaFile { path, reason } => VaultError::File {
                     what: "vault.ca_file",
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                })?;
-            }
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| VaultError::Setup(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+                    path,
+                    reason,
+                },
+                TlsSetupError::NoRoots => VaultError::Setup(format!(
+                    "no CA certificate to check {} against: the system has none (install \
+                     Debian's ca-certificates) and vault.ca_file is not set",
+                    config.address
+                )),
+                TlsSetupError::Config(reason) => VaultError::Setup(reason),
+            })?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -179,20 +170,4 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, VaultError> {
-    let error = |reason: String| VaultError::File {
-        what: "vault.ca_file",
-        path: path.display().to_string(),
-        reason,
-    };
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| error(e.to_string()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| error(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(error("it holds no CERTIFICATE block".into()));
-    }
-    Ok(certs)
 }
