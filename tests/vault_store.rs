@@ -330,31 +330,17 @@ fn operator_cli(
     args: &[&str],
     stdin: &str,
 ) -> (i32, String, String) {
-    use std::io::Write;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_polydev"))
-        .arg("credentials")
-        .args(args)
-        .arg("--backend=vault")
-        .arg(format!("--vault-token-file={}", token_file.display()))
-        .env("VAULT_ADDR", &bao.address)
-        .env("VAULT_CACERT", &bao.ca_file)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let token = format!("--vault-token-file={}", token_file.display());
+    let args: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(["--backend=vault", &token])
+        .collect();
+    let env = [
+        ("VAULT_ADDR", bao.address.as_str()),
+        ("VAULT_CACERT", bao.ca_file.to_str().unwrap()),
+    ];
+    support::real::credentials_cli_with_env(&args, &bao.dir().join("data"), &env, stdin)
 }
 
 #[test]

@@ -252,11 +252,22 @@ impl FifoReader {
 
 /// Run `polydev credentials ARGS --data-dir DIR` with `stdin`; returns (exit code, stdout, stderr).
 pub fn credentials_cli(args: &[&str], data_dir: &Path, stdin: &str) -> (i32, String, String) {
+    credentials_cli_with_env(args, data_dir, &[], stdin)
+}
+
+/// [`credentials_cli`] with `env` added to its environment.
+pub fn credentials_cli_with_env(
+    args: &[&str],
+    data_dir: &Path,
+    env: &[(&str, &str)],
+    stdin: &str,
+) -> (i32, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_polydev"))
         .arg("credentials")
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)
+        .envs(env.iter().copied())
         .env_remove("NOMAD_PLUGIN_MAGIC_COOKIE")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
