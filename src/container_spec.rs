@@ -13,6 +13,10 @@
 //!   container; reconciliation and sweeps touch only their own ([`belongs_to`]).
 //! - Every container runs as [`TASK_USER`] (uid 1000) with every capability dropped and
 //!   `no-new-privileges` ([`security_options`]).
+//! - A task sees Nomad's directories at `/alloc`, `/local` and `/secrets` ([`task_dirs`]), and
+//!   `/alloc/logs` read-only: Nomad makes that directory writable by everyone, and root processes
+//!   (Nomad's logmon, polydev's log forwarder) open the FIFOs in it, so a task that could replace
+//!   them could point those processes at any host file.
 //! - A container of a broker-mode provider has no network (`none`): it reaches polydev's
 //!   credential broker on its own loopback and nothing else. `security.network_mode` applies
 //!   to env-mode providers only ([`network_mode_for`]).
@@ -40,6 +44,44 @@ pub const LABEL_SLOT: &str = "io.polydev.slot";
 pub const LABEL_POOL_KEY: &str = "io.polydev.pool-key";
 /// uid:gid every task runs as (user `runtime` in the images).
 pub const TASK_USER: &str = "1000:1000";
+
+/// One of Nomad's task directories as a polydev container gets it: a bind of `host_path` at
+/// `container_path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskDir {
+    pub host_path: std::path::PathBuf,
+    pub container_path: &'static str,
+    pub read_only: bool,
+}
+
+/// Nomad's directories of task `task_name` in the alloc dir `alloc_dir`, as every polydev task
+/// container gets them (IMAGE isolation), parents before what is mounted inside them:
+/// `/alloc` (the alloc's shared dir), `/alloc/logs` read-only over it, `/local` and `/secrets`.
+pub fn task_dirs(alloc_dir: &std::path::Path, task_name: &str) -> [TaskDir; 4] {
+    let task_dir = alloc_dir.join(task_name);
+    [
+        TaskDir {
+            host_path: alloc_dir.join("alloc"),
+            container_path: "/alloc",
+            read_only: false,
+        },
+        TaskDir {
+            host_path: alloc_dir.join("alloc/logs"),
+            container_path: "/alloc/logs",
+            read_only: true,
+        },
+        TaskDir {
+            host_path: task_dir.join("local"),
+            container_path: "/local",
+            read_only: false,
+        },
+        TaskDir {
+            host_path: task_dir.join("secrets"),
+            container_path: "/secrets",
+            read_only: false,
+        },
+    ]
+}
 
 /// The labels every polydev container of `provider` carries, made by the plugin instance of
 /// `node` and `data_dir`.
@@ -90,6 +132,24 @@ pub fn network_mode_for(plugin: &PluginConfig, provider: &str) -> Option<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_logs_dir_is_read_only_and_mounted_after_its_parent() {
+        let dirs = task_dirs(std::path::Path::new("/nomad/alloc/a1"), "web");
+        let paths: Vec<_> = dirs.iter().map(|d| d.container_path).collect();
+        assert_eq!(paths, ["/alloc", "/alloc/logs", "/local", "/secrets"]);
+        let logs = &dirs[1];
+        assert!(logs.read_only);
+        assert_eq!(
+            logs.host_path,
+            std::path::Path::new("/nomad/alloc/a1/alloc/logs")
+        );
+        assert_eq!(dirs.iter().filter(|d| d.read_only).count(), 1);
+        assert_eq!(
+            dirs[3].host_path,
+            std::path::Path::new("/nomad/alloc/a1/web/secrets")
+        );
+    }
 
     #[test]
     fn managed_labels_name_the_owner_and_stay_in_polydevs_namespace() {

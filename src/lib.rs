@@ -39,6 +39,8 @@
 //! - [`docker`]: the port implemented with bollard against a real Docker engine.
 //! - [`cli`]: the operator CLI (`polydev run`, `polydev credentials set|list|rm` on the local
 //!   store or `--backend vault`, `polydev pool status|drain`, `polydev version`, `polydev help`).
+//! - [`safe_open`]: opening paths a task can write (its log FIFOs, the directories bound into its
+//!   container) as root without following what the task planted there.
 //! - [`logging`]: hclog-shaped JSON on stderr, which Nomad's agent understands.
 //! - [`mountinfo`]: `/proc/<pid>/mountinfo` parsed, for the pool's slots and the cgroup writer.
 //! - [`pb`]: code generated from the vendored protos (`proto/`).
@@ -59,6 +61,7 @@ pub mod plugin;
 pub mod pool;
 pub mod pool_port;
 pub mod runtime;
+pub mod safe_open;
 pub mod tls;
 pub mod vault;
 

@@ -6,13 +6,15 @@
 //! Invariants:
 //! - A task's own labels never override polydev's ([`crate::container_spec::managed_labels`]).
 //! - Nomad's alloc layout is bound at the container paths Nomad's env advertises under
-//!   IMAGE isolation: `/alloc`, `/local`, `/secrets`.
+//!   IMAGE isolation: `/alloc`, `/local`, `/secrets`, with `/alloc/logs` read-only
+//!   ([`crate::container_spec::task_dirs`]); a bind's source is checked not to be a symlink
+//!   before the container is created ([`check_alloc_dirs`]).
 
 use std::collections::BTreeMap;
 
 use crate::config::PluginConfig;
 use crate::container_spec::{
-    LABEL_EXPIRES_AT, TASK_USER, managed_labels, network_mode_for, security_options,
+    LABEL_EXPIRES_AT, TASK_USER, managed_labels, network_mode_for, security_options, task_dirs,
 };
 use crate::runtime::{BindMount, ContainerSpec};
 
@@ -53,32 +55,33 @@ pub fn labels(task: &TaskSpec, node: &str, data_dir: &str) -> BTreeMap<String, S
     labels
 }
 
-/// Bind mounts of Nomad's alloc layout (none outside Nomad).
+/// Bind mounts of Nomad's alloc layout (none outside Nomad), from
+/// [`crate::container_spec::task_dirs`]: `/alloc/logs` is read-only.
 pub fn alloc_mounts(task: &TaskSpec) -> Vec<BindMount> {
     let Some(alloc_dir) = task.alloc_dir.as_deref() else {
         return Vec::new();
     };
-    let task_dir = format!("{alloc_dir}/{}", task.name);
-    vec![
-        BindMount {
-            host_path: format!("{alloc_dir}/alloc"),
-            container_path: "/alloc".into(),
-            read_only: false,
+    task_dirs(std::path::Path::new(alloc_dir), &task.name)
+        .into_iter()
+        .map(|dir| BindMount {
+            host_path: dir.host_path.to_string_lossy().into_owned(),
+            container_path: dir.container_path.into(),
+            read_only: dir.read_only,
             receives_host_mounts: false,
-        },
-        BindMount {
-            host_path: format!("{task_dir}/local"),
-            container_path: "/local".into(),
-            read_only: false,
-            receives_host_mounts: false,
-        },
-        BindMount {
-            host_path: format!("{task_dir}/secrets"),
-            container_path: "/secrets".into(),
-            read_only: false,
-            receives_host_mounts: false,
-        },
-    ]
+        })
+        .collect()
+}
+
+/// Checks that each of the task's directories is a real directory, not a symlink: Docker
+/// follows a symlink in a bind's source, and a name the task could write may be one.
+pub fn check_alloc_dirs(task: &TaskSpec) -> Result<(), crate::safe_open::UnsafePath> {
+    let Some(alloc_dir) = task.alloc_dir.as_deref() else {
+        return Ok(());
+    };
+    for dir in task_dirs(std::path::Path::new(alloc_dir), &task.name) {
+        crate::safe_open::DirHandle::open(&dir.host_path)?;
+    }
+    Ok(())
 }
 
 /// The full container spec of a cold-started task; `expires_after` sets [`LABEL_EXPIRES_AT`].

@@ -82,6 +82,8 @@ pub enum CoreError {
     ContainerGone { task: String, container: String },
     #[error("task {0} is not running")]
     NotRunning(String),
+    #[error("the task's directories cannot be given to its container: {0}")]
+    TaskDirs(#[from] crate::safe_open::UnsafePath),
     #[error("container engine: {0}")]
     Runtime(#[from] RuntimeError),
     #[error(transparent)]

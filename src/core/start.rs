@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use secrecy::SecretString;
 
 use super::cli::{BrokerAddress, cli_launch};
-use super::container::task_container;
+use super::container::{check_alloc_dirs, task_container};
 use super::launch::LaunchSpec;
 use super::store::TaskEntry;
 use super::task::{DriverState, TaskSpec};
@@ -302,6 +302,7 @@ impl Core {
 
     /// Create and start the task's container (cold start).
     async fn create_started_container(&self, task: &TaskSpec) -> Result<String, CoreError> {
+        check_alloc_dirs(task)?;
         let spec = task_container(
             task,
             &self.settings.config,

@@ -55,7 +55,8 @@ pub fn from_core(err: CoreError) -> Status {
         CoreError::StillRunning(_)
         | CoreError::NotRunning(_)
         | CoreError::Credentials(_)
-        | CoreError::ImageMissing { .. } => Code::FailedPrecondition,
+        | CoreError::ImageMissing { .. }
+        | CoreError::TaskDirs(_) => Code::FailedPrecondition,
         CoreError::Runtime(_) | CoreError::Pool(ClaimError::Slot(_)) => Code::Internal,
         CoreError::Pool(_) | CoreError::Broker(_) | CoreError::StoppedBeforeStart { .. } => {
             Code::FailedPrecondition

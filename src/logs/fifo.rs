@@ -2,16 +2,18 @@
 //!
 //! [`Sink::open`] decides by what the path is:
 //! - `/dev/null` (Nomad's `logs { disabled = true }`): discard, without opening anything.
-//! - a FIFO (logmon's): opened `O_WRONLY | O_NONBLOCK` through [`tokio::net::unix::pipe`]. Until
-//!   logmon has the read side open the open fails with `ENXIO`; it is retried every
-//!   [`SinkOptions::retry_interval`] until [`SinkOptions::open_timeout`], then
-//!   [`LogError::NoReader`]. The runtime never blocks: a blocking `open(2)` could hang forever if
-//!   logmon is gone. A path that does not exist yet is waited for the same way.
 //! - `/dev/fd/1` or `/dev/fd/2`: this process's own stdout or stderr, written through a
 //!   duplicate of the descriptor — the same open file, so output lands after what the caller's
 //!   shell wrote before and before what it writes after, for files, pipes, sockets and ttys alike
 //!   (`polydev run`). Reopening the path instead would start a file at offset 0 again.
-//! - anything else (a regular file, a tty): appended to through `tokio::fs` (tests).
+//! - anything else must be a FIFO (logmon's) owned by this process's user, opened through
+//!   [`crate::safe_open`]: never through a symlink, and never a regular file or a device in its
+//!   place, which are refused ([`LogError::Unsafe`]) rather than created or appended to. The path
+//!   sits in the alloc's `logs/` directory, which Nomad makes writable by everyone. It is opened
+//!   `O_WRONLY | O_NONBLOCK`; until logmon has the read side open that fails with `ENXIO`, and it
+//!   is retried every [`SinkOptions::retry_interval`] until [`SinkOptions::open_timeout`], then
+//!   [`LogError::NoReader`]. The runtime never blocks: a blocking `open(2)` could hang forever if
+//!   logmon is gone. A path that does not exist yet is waited for the same way.
 //!
 //! Writes to a FIFO apply back-pressure: a full pipe parks the task until it is writable again (no
 //! spinning, no blocked thread). SIGPIPE is ignored by Rust programs, so a reader that went away
@@ -32,6 +34,7 @@ use tokio::net::unix::pipe;
 use tokio::time::Instant;
 
 use crate::runtime::LogStream;
+use crate::safe_open;
 
 use super::LogError;
 
@@ -102,41 +105,22 @@ impl Sink {
             });
         }
         let deadline = Instant::now() + options.open_timeout;
-        loop {
-            match tokio::fs::metadata(path).await {
-                Ok(meta) if is_fifo(&meta) => {
-                    let sender = open_fifo(path, options, deadline).await?;
-                    return Ok(Sink {
-                        path: path.to_path_buf(),
-                        target: Target::Fifo(sender),
-                        options: options.clone(),
-                    });
-                }
-                Ok(_) => return Self::append_file(path).await,
-                Err(err) if err.kind() == ErrorKind::NotFound => {
-                    if Instant::now() >= deadline {
-                        return Err(LogError::SinkMissing {
-                            path: path.to_path_buf(),
-                            waited: options.open_timeout,
-                        });
-                    }
-                    tokio::time::sleep(options.retry_interval).await;
-                }
-                Err(source) => {
-                    return Err(LogError::Open {
-                        path: path.to_path_buf(),
-                        source,
-                    });
-                }
-            }
-        }
+        let sender = open_fifo(path, options, deadline).await?;
+        Ok(Sink {
+            path: path.to_path_buf(),
+            target: Target::Fifo(sender),
+            options: options.clone(),
+        })
     }
 
-    /// Appends to a regular file, creating it if needed.
+    /// Appends to a regular file, creating it if needed (tests read a pump's output this way;
+    /// task output only ever goes to a FIFO, `/dev/null` or the caller's own stdout/stderr).
+    #[cfg(test)]
     pub async fn append_file(path: &Path) -> Result<Sink, LogError> {
         let file = tokio::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .await
             .map_err(|source| LogError::Open {
@@ -241,37 +225,48 @@ fn inherited_fd(path: &Path) -> Option<std::io::Result<std::os::fd::OwnedFd>> {
     Some(duplicate.map_err(std::io::Error::from))
 }
 
-fn is_fifo(meta: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    meta.file_type().is_fifo()
-}
-
+/// Opens the FIFO at `path` for writing through [`safe_open`], waiting (until `deadline`) while it
+/// does not exist yet or has no reader. Anything but a FIFO owned by this process's user is
+/// refused at once: a task may have planted a symlink or a file in its place.
 async fn open_fifo(
     path: &Path,
     options: &SinkOptions,
     deadline: Instant,
 ) -> Result<pipe::Sender, LogError> {
+    let owner = nix::unistd::geteuid().as_raw();
     loop {
-        match pipe::OpenOptions::new().open_sender(path) {
-            Ok(sender) => return Ok(sender),
-            Err(err)
-                if err.raw_os_error() == Some(libc::ENXIO) || err.kind() == ErrorKind::NotFound =>
-            {
-                if Instant::now() >= deadline {
-                    return Err(LogError::NoReader {
-                        path: path.to_path_buf(),
-                        waited: options.open_timeout,
-                    });
-                }
-                tokio::time::sleep(options.retry_interval).await;
-            }
-            Err(source) => {
-                return Err(LogError::Open {
-                    path: path.to_path_buf(),
-                    source,
-                });
-            }
+        let opened = safe_open::open_fifo_for_writing(path, owner);
+        let waiting = match &opened {
+            Ok(_) => false,
+            Err(err) => err.os_error().is_some_and(|source| {
+                source.raw_os_error() == Some(libc::ENXIO) || source.kind() == ErrorKind::NotFound
+            }),
+        };
+        if !waiting {
+            let fd = opened.map_err(|refused| LogError::Unsafe(Box::new(refused)))?;
+            return pipe::Sender::from_owned_fd(fd).map_err(|source| LogError::Open {
+                path: path.to_path_buf(),
+                source,
+            });
         }
+        if Instant::now() >= deadline {
+            let missing = opened
+                .err()
+                .and_then(|err| err.os_error().map(std::io::Error::kind))
+                == Some(ErrorKind::NotFound);
+            return Err(if missing {
+                LogError::SinkMissing {
+                    path: path.to_path_buf(),
+                    waited: options.open_timeout,
+                }
+            } else {
+                LogError::NoReader {
+                    path: path.to_path_buf(),
+                    waited: options.open_timeout,
+                }
+            });
+        }
+        tokio::time::sleep(options.retry_interval).await;
     }
 }
 

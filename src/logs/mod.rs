@@ -42,6 +42,10 @@ pub enum LogError {
     /// The sink path does not exist (with log collection disabled, the pump must not be run).
     #[error("log sink {} does not exist after waiting {waited:?}", path.display())]
     SinkMissing { path: PathBuf, waited: Duration },
+    /// The sink path is not a FIFO of ours: a symlink, a regular file, a device, or a FIFO of
+    /// another user. Task output is never written there.
+    #[error("refusing the log sink: {0}")]
+    Unsafe(Box<crate::safe_open::UnsafePath>),
     /// Opening a sink failed for another reason.
     #[error("cannot open log sink {}: {source}", path.display())]
     Open {

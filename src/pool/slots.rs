@@ -9,24 +9,44 @@
 //! For propagation to work the slots root must be a *shared* mount: [`SlotRoot::prepare`] bind-
 //! mounts it onto itself and marks it `rshared` (once; it stays so across plugin restarts).
 //!
+//! The task's `/alloc/logs` is mounted read-only over its `/alloc` in the same way
+//! ([`crate::container_spec::task_dirs`]). A read-only flag set by remounting does not reach the
+//! copies a mount propagates to, so the read-only mount is made first at a private *staging* point
+//! inside the slot and then bind-mounted onto the slot: the copy that reaches the container is
+//! cloned from a mount that is already read-only.
+//!
 //! Invariants:
+//! - The slots root and every slot are `0700` root: a slot holds a running task's `/secrets`.
+//! - Every directory mounted, as source or as target, is opened without following a final
+//!   symlink and mounted through its descriptor ([`crate::safe_open::DirHandle`]): the task's
+//!   alloc dir is writable by the alloc's tasks.
 //! - A slot's `claimed` marker is written before any task directory is mounted into it, so after
 //!   a crash a slot with task data is never mistaken for an idle one.
 //! - [`SlotRoot::release`] detaches every mount of a slot before deleting its directory; it never
 //!   follows a mount into the task's directories.
 
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
+use crate::container_spec::task_dirs;
 use crate::runtime::BindMount;
+use crate::safe_open::{DirHandle, UnsafePath};
 
-/// The three directories Nomad gives a task under IMAGE isolation, as (slot subdir, container path).
-const TASK_DIRS: [(&str, &str); 3] = [
+/// The directories a slot binds into its container, as (slot subdir, container path); what
+/// [`task_dirs`] mounts inside them (`/alloc/logs`) arrives with the claim.
+const SLOT_DIRS: [(&str, &str); 3] = [
     ("alloc", "/alloc"),
     ("local", "/local"),
     ("secrets", "/secrets"),
 ];
+
+/// Where a read-only mount is made before it is bound into the slot.
+const STAGING: &str = "staging";
+
+/// Mode of the slots root and of every slot directory.
+const PRIVATE_DIR: u32 = 0o700;
 
 /// Marker file of a slot whose container belongs to a task.
 const CLAIMED: &str = "claimed";
@@ -48,6 +68,8 @@ pub enum SlotError {
         path: PathBuf,
         source: nix::Error,
     },
+    #[error(transparent)]
+    Unsafe(#[from] UnsafePath),
 }
 
 /// `<data_dir>/slots`.
@@ -65,10 +87,7 @@ impl SlotRoot {
 
     /// Create the root and make it a shared mount (idempotent).
     pub fn prepare(&self) -> Result<(), SlotError> {
-        std::fs::create_dir_all(&self.root).map_err(|source| SlotError::Io {
-            path: self.root.clone(),
-            source,
-        })?;
+        create_private_dir(&self.root)?;
         if is_shared_mount_point(&self.root) {
             return Ok(());
         }
@@ -105,8 +124,9 @@ impl SlotRoot {
     /// Create an empty slot and return the binds its container is created with.
     pub fn create(&self, slot: &str) -> Result<Vec<BindMount>, SlotError> {
         let dir = self.path(slot);
-        let mut binds = Vec::with_capacity(TASK_DIRS.len());
-        for (sub, container_path) in TASK_DIRS {
+        create_private_dir(&dir)?;
+        let mut binds = Vec::with_capacity(SLOT_DIRS.len());
+        for (sub, container_path) in SLOT_DIRS {
             let path = dir.join(sub);
             std::fs::create_dir_all(&path).map_err(|source| SlotError::Io {
                 path: path.clone(),
@@ -132,31 +152,27 @@ impl SlotRoot {
         self.path(slot).is_dir()
     }
 
-    /// Mark the slot claimed, then mount the task's directories into it.
+    /// Mark the slot claimed, then mount the task's directories into it: each of
+    /// [`task_dirs`] at the slot path of its container path, read-only where it says so.
     pub fn attach(&self, slot: &str, alloc_dir: &str, task_name: &str) -> Result<(), SlotError> {
         let dir = self.path(slot);
         std::fs::write(dir.join(CLAIMED), task_name).map_err(|source| SlotError::Io {
             path: dir.join(CLAIMED),
             source,
         })?;
-        for (sub, _) in TASK_DIRS {
-            let source_dir = match sub {
-                "alloc" => format!("{alloc_dir}/alloc"),
-                other => format!("{alloc_dir}/{task_name}/{other}"),
-            };
-            let target = dir.join(sub);
-            mount(
-                Some(source_dir.as_str()),
-                &target,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(|source| SlotError::Mount {
-                action: "bind-mount the task directory onto",
-                path: target,
-                source,
-            })?;
+        for task_dir in task_dirs(Path::new(alloc_dir), task_name) {
+            let source = DirHandle::open(&task_dir.host_path)?;
+            let target = dir.join(task_dir.container_path.trim_start_matches('/'));
+            if task_dir.read_only {
+                let staging = dir.join(STAGING);
+                let read_only = stage_read_only(&source, &staging);
+                let bound = read_only.and_then(|()| bind(&DirHandle::open(&staging)?, &target));
+                detach_all(&staging);
+                let _ = std::fs::remove_dir(&staging);
+                bound?;
+            } else {
+                bind(&source, &target)?;
+            }
         }
         Ok(())
     }
@@ -173,10 +189,10 @@ impl SlotRoot {
     /// Unmount the task's directories (if mounted) and delete the slot. Idempotent.
     pub fn release(&self, slot: &str) {
         let dir = self.path(slot);
-        for (sub, _) in TASK_DIRS {
+        for sub in SLOT_DIRS.map(|(sub, _)| sub).into_iter().chain([STAGING]) {
             let target = dir.join(sub);
-            // Detach until nothing is mounted there any more (a mount may be stacked).
-            while umount2(&target, MntFlags::MNT_DETACH).is_ok() {}
+            // A detach takes what is mounted inside (`alloc/logs`) with it.
+            detach_all(&target);
             let _ = std::fs::remove_dir(&target);
         }
         let _ = std::fs::remove_file(dir.join(CLAIMED));
@@ -196,6 +212,66 @@ impl SlotRoot {
             .filter(|e| e.path().is_dir())
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect()
+    }
+}
+
+/// Creates `dir` (and its parents) and makes it `0700`, also when it already existed with a
+/// wider mode (slots of earlier versions were `0755`).
+fn create_private_dir(dir: &Path) -> Result<(), SlotError> {
+    let io = |source| SlotError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR)
+        .create(dir)
+        .map_err(io)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(PRIVATE_DIR)).map_err(io)
+}
+
+/// Bind-mounts the directory `source` onto the directory `target` (opened without following).
+fn bind(source: &DirHandle, target: &Path) -> Result<(), SlotError> {
+    let target_dir = DirHandle::open(target)?;
+    mount(
+        Some(&source.proc_path()),
+        &target_dir.proc_path(),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|source| SlotError::Mount {
+        action: "bind-mount the task directory onto",
+        path: target.to_path_buf(),
+        source,
+    })
+}
+
+/// Makes a read-only (and nosuid, nodev, noexec) bind mount of `source` at `staging`.
+fn stage_read_only(source: &DirHandle, staging: &Path) -> Result<(), SlotError> {
+    create_private_dir(staging)?;
+    bind(source, staging)?;
+    let flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV
+        | MsFlags::MS_NOEXEC;
+    mount(None::<&str>, staging, None::<&str>, flags, None::<&str>).map_err(|source| {
+        SlotError::Mount {
+            action: "make read-only",
+            path: staging.to_path_buf(),
+            source,
+        }
+    })
+}
+
+/// Detaches every mount stacked at `path` (bounded: a slot never holds more than a few).
+fn detach_all(path: &Path) {
+    for _ in 0..16 {
+        if umount2(path, MntFlags::MNT_DETACH).is_err() {
+            return;
+        }
     }
 }
 

@@ -19,21 +19,55 @@ async fn dev_null_is_discarded_without_opening() {
 }
 
 #[tokio::test]
-async fn regular_files_are_appended_to() {
+async fn a_planted_file_or_symlink_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "root-only\n").unwrap();
+    let as_file = dir.path().join("file.fifo");
+    std::fs::write(&as_file, "planted\n").unwrap();
+    let as_link = dir.path().join("link.fifo");
+    std::os::unix::fs::symlink(&victim, &as_link).unwrap();
+    let real_fifo = mkfifo(dir.path(), "real.fifo");
+    let _reader = spawn_reader(&real_fifo);
+    let to_fifo = dir.path().join("to-fifo.fifo");
+    std::os::unix::fs::symlink(&real_fifo, &to_fifo).unwrap();
+
+    for (path, says) in [
+        (&as_file, "is a regular file, not a FIFO"),
+        (&as_link, "is a symlink"),
+        (&to_fifo, "is a symlink"),
+    ] {
+        let err = Sink::open(path, &quick()).await.unwrap_err();
+        assert!(
+            matches!(err, LogError::Unsafe(_)),
+            "{}: {err}",
+            path.display()
+        );
+        assert!(err.to_string().contains(says), "{err}");
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root-only\n");
+    assert_eq!(std::fs::read_to_string(&as_file).unwrap(), "planted\n");
+    let mut sink = Sink::open(&real_fifo, &quick()).await.unwrap();
+    sink.write_all(b"done").await.unwrap();
+}
+
+#[tokio::test]
+async fn the_test_only_file_sink_appends_without_following_a_symlink() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("out.log");
     let mut first = Sink::append_file(&path).await.unwrap();
     first.write_all(b"one\n").await.unwrap();
     first.close().await.unwrap();
-    let mut second = Sink::open(&path, &quick()).await.unwrap();
-    assert!(matches!(second.target, Target::File(_)));
+    let mut second = Sink::append_file(&path).await.unwrap();
     second.write_all(b"two").await.unwrap();
     assert_eq!(
         std::fs::read(&path).unwrap(),
         b"one\ntwo",
-        "visible before close: flushed per write"
+        "flushed per write"
     );
-    second.close().await.unwrap();
+    let link = dir.path().join("link.log");
+    std::os::unix::fs::symlink(&path, &link).unwrap();
+    assert!(Sink::append_file(&link).await.is_err());
 }
 
 #[tokio::test]
