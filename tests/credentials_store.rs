@@ -60,6 +60,10 @@ fn plugin_config(data_dir: &Path) -> Vec<u8> {
         ("container_log", Value::Nil),
         ("credentials_from_env", Value::Boolean(true)),
         ("credentials_from_store", Value::Boolean(true)),
+        (
+            "credentials_key_file",
+            Value::from(support::key_file(data_dir).to_str().unwrap()),
+        ),
         ("data_dir", Value::from(data_dir.to_str().unwrap())),
         ("disable_log_collection", Value::Nil),
         ("docker_endpoint", Value::Nil),

@@ -62,6 +62,10 @@ fn config(data_dir: &Path, api: Option<&StandIn>) -> Vec<u8> {
         ])
     };
     encode(&cty_object(vec![
+        (
+            "credentials_key_file",
+            Value::from(support::key_file(data_dir).to_str().unwrap()),
+        ),
         ("data_dir", Value::from(data_dir.to_str().unwrap())),
         (
             "pool",

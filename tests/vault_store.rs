@@ -422,9 +422,10 @@ async fn sources_are_asked_in_a_fixed_order_vault_store_environment() {
     let data = tempfile::tempdir().unwrap();
     let plugin = polydev::config::PluginConfig {
         data_dir: data.path().join("data"),
+        credentials_key_file: data.path().join("keys/credentials.key"),
         ..Default::default()
     };
-    let store = FileStore::new(&plugin.data_dir);
+    let store = FileStore::new(&plugin.data_dir, &plugin.credentials_key_file);
     let set = |id: &EntryId, value: &str| {
         store
             .set(id, "OPENAI_API_KEY", &value.to_string().into())

@@ -53,6 +53,11 @@ const DATA_DIR: Opt = Opt::Value {
     value: "DIR",
     help: "the plugin's data_dir (default /var/lib/polydev)",
 };
+const KEY_FILE: Opt = Opt::Value {
+    name: "key-file",
+    value: "FILE",
+    help: "the plugin's credentials_key_file, the key that seals\nthe entries (default /etc/polydev/credentials.key)",
+};
 
 /// Options of the commands that name one entry (`set`, `rm`).
 const ENTRY_OPTIONS: &[Opt] = &[
@@ -62,6 +67,7 @@ const ENTRY_OPTIONS: &[Opt] = &[
     PROVIDER,
     VARIABLE,
     DATA_DIR,
+    KEY_FILE,
     vault::BACKEND,
     vault::ADDRESS,
     vault::TOKEN_FILE,
@@ -146,6 +152,7 @@ struct Options {
     variable: Option<String>,
     shared: bool,
     data_dir: Option<PathBuf>,
+    key_file: Option<String>,
     /// `--backend vault`.
     in_vault: bool,
     vault: vault::VaultOptions,
@@ -173,6 +180,7 @@ impl Options {
             variable: text("variable"),
             shared: parsed.flag("shared"),
             data_dir: text("data-dir").map(PathBuf::from),
+            key_file: text("key-file"),
             in_vault: match parsed.get("backend") {
                 None | Some("file") => false,
                 Some("vault") => true,
@@ -217,12 +225,19 @@ impl Options {
         entry.map_err(|e| Failure::Usage(e.to_string()))
     }
 
-    fn store(&self) -> FileStore {
-        FileStore::new(
-            self.data_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(config::plugin::DEFAULT_DATA_DIR)),
-        )
+    /// The node's store at `--data-dir`, sealed with `--key-file` (checked as the plugin checks
+    /// `credentials_key_file`).
+    fn store(&self) -> Result<FileStore, Failure> {
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(config::plugin::DEFAULT_DATA_DIR));
+        let key_file = match &self.key_file {
+            None => PathBuf::from(config::plugin::DEFAULT_CREDENTIALS_KEY_FILE),
+            Some(given) => config::plugin::credentials_key_file(given, &data_dir, "--key-file")
+                .map_err(|e| Failure::Usage(e.to_string()))?,
+        };
+        Ok(FileStore::new(data_dir, key_file))
     }
 }
 
@@ -348,7 +363,7 @@ fn set(
     if options.in_vault {
         return vault::set(options, &id, &variable, &value, stdout, stderr);
     }
-    let store = options.store();
+    let store = options.store()?;
     let replaced = store
         .set(&id, &variable, &value)
         .map_err(|e| Failure::Failed(e.to_string()))?;
@@ -406,7 +421,7 @@ fn list(options: &Options, stdout: &mut dyn Write) -> Result<i32, Failure> {
         return Ok(0);
     }
     let listed = options
-        .store()
+        .store()?
         .list(options.namespace.as_deref(), options.user.as_deref())
         .map_err(|e| match e {
             crate::credentials::StoreError::Name(e) => Failure::Usage(e.to_string()),
@@ -476,7 +491,7 @@ fn rm(options: &Options, stdout: &mut dyn Write) -> Result<i32, Failure> {
         return vault::rm(options, &id, stdout);
     }
     let removed = options
-        .store()
+        .store()?
         .remove(&id, options.variable.as_deref())
         .map_err(|e| match e {
             crate::credentials::StoreError::Name(e) => Failure::Usage(e.to_string()),

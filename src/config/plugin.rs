@@ -41,6 +41,8 @@ const WHAT: &str = "plugin config";
 pub const DEFAULT_DOCKER_ENDPOINT: &str = "unix:///var/run/docker.sock";
 /// Default for `data_dir`.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/polydev";
+/// Default for `credentials_key_file`: outside `data_dir`, apart from the entries it seals.
+pub const DEFAULT_CREDENTIALS_KEY_FILE: &str = "/etc/polydev/credentials.key";
 /// Default for `security.pids_limit`.
 pub const DEFAULT_PIDS_LIMIT: i64 = 512;
 /// Largest `security.pids_limit` (Linux's `pid_max` ceiling).
@@ -73,6 +75,8 @@ pub struct PluginConfig {
     pub credentials_from_env: bool,
     /// Read per-user credentials from the encrypted store in `<data_dir>/credentials`.
     pub credentials_from_store: bool,
+    /// The store's sealing key: never inside `<data_dir>/credentials`, beside what it seals.
+    pub credentials_key_file: PathBuf,
     /// Warm pool settings, one per provider.
     pub pools: BTreeMap<String, PoolConfig>,
     /// Task containers no task claims back (after a restart) are removed after this long.
@@ -166,6 +170,7 @@ impl Default for PluginConfig {
             disable_log_collection: false,
             credentials_from_env: true,
             credentials_from_store: true,
+            credentials_key_file: PathBuf::from(DEFAULT_CREDENTIALS_KEY_FILE),
             orphan_grace: duration::default(DEFAULT_ORPHAN_GRACE),
             pools: builtin_providers()
                 .into_keys()
@@ -234,6 +239,11 @@ pub fn plugin_config_schema() -> Spec {
         with_default("disable_log_collection", "bool", "false".into()),
         with_default("credentials_from_env", "bool", "true".into()),
         with_default("credentials_from_store", "bool", "true".into()),
+        with_default(
+            "credentials_key_file",
+            "string",
+            hcl_string(DEFAULT_CREDENTIALS_KEY_FILE),
+        ),
         with_default("orphan_grace", "string", hcl_string(DEFAULT_ORPHAN_GRACE)),
         ("pool", block_map("pool", &["provider"], pool_schema())),
         ("broker", block("broker", false, broker_schema())),
@@ -256,15 +266,21 @@ pub fn decode_plugin_config(msgpack: &[u8]) -> Result<PluginConfig, ConfigError>
     let defaults = PluginConfig::default();
     let providers = providers(&root)?;
     let pools = pools(&root, WHAT, providers.keys().cloned())?;
+    let data_dir = match root.string("data_dir")? {
+        None => defaults.data_dir,
+        Some(s) => data_dir(&s, &root.field("data_dir"))?,
+    };
+    let credentials_key_file = match root.string("credentials_key_file")? {
+        None => defaults.credentials_key_file,
+        Some(s) => credentials_key_file(&s, &data_dir, &root.field("credentials_key_file"))?,
+    };
     Ok(PluginConfig {
         docker_endpoint: match root.string("docker_endpoint")? {
             None => defaults.docker_endpoint,
             Some(s) => docker_endpoint(&s, &root.field("docker_endpoint"))?,
         },
-        data_dir: match root.string("data_dir")? {
-            None => defaults.data_dir,
-            Some(s) => data_dir(&s, &root.field("data_dir"))?,
-        },
+        data_dir,
+        credentials_key_file,
         providers,
         pools,
         security: match root.object("security")? {
@@ -333,6 +349,36 @@ fn data_dir(s: &str, field: &str) -> Result<PathBuf, ConfigError> {
         ));
     }
     Ok(PathBuf::from(s))
+}
+
+/// An absolute file path that is not inside `<data_dir>/credentials`, where the entries it
+/// seals live: a copy or a disclosure of that directory must not carry the key with it.
+pub fn credentials_key_file(s: &str, data_dir: &Path, field: &str) -> Result<PathBuf, ConfigError> {
+    let fix = format!("use an absolute file path such as {DEFAULT_CREDENTIALS_KEY_FILE:?}");
+    if !s.starts_with('/') || s.contains('\0') || s.ends_with('/') {
+        return Err(ConfigError::invalid(
+            field,
+            format!("{s:?} is not an absolute file path"),
+            fix,
+        ));
+    }
+    let path = PathBuf::from(s);
+    let entries = data_dir.join("credentials");
+    if path
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+        || path.starts_with(&entries)
+    {
+        return Err(ConfigError::invalid(
+            field,
+            format!(
+                "{s:?} would put the key beside the entries it seals (in {}) or uses \"..\"",
+                entries.display()
+            ),
+            fix,
+        ));
+    }
+    Ok(path)
 }
 
 /// `^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`, the shape of Docker runtime names.

@@ -49,7 +49,7 @@ pub fn source_for(
         }),
         store: config
             .credentials_from_store
-            .then(|| FileStore::new(&config.data_dir)),
+            .then(|| FileStore::new(&config.data_dir, &config.credentials_key_file)),
         vault,
     })
 }

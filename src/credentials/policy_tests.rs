@@ -39,9 +39,10 @@ fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let config = PluginConfig {
         data_dir: dir.path().join("data"),
+        credentials_key_file: dir.path().join("keys/credentials.key"),
         ..PluginConfig::default()
     };
-    let store = FileStore::new(&config.data_dir);
+    let store = FileStore::new(&config.data_dir, &config.credentials_key_file);
     store
         .set(
             &EntryId::new("ns-a", "user1", "openai").unwrap(),

@@ -121,6 +121,32 @@ pub fn check_dir(path: &Path) -> Result<bool, PrivateFileError> {
     }
 }
 
+/// Check that the directory `path` (followed if it is a link: the operator's own layout) can be
+/// written only by this uid or root, so nobody else can swap what is in it.
+pub fn check_only_owner_writes(path: &Path) -> Result<(), PrivateFileError> {
+    let meta = std::fs::metadata(path).map_err(|err| io_error("cannot inspect", path, err))?;
+    let me = euid();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(refused(
+            path,
+            format!(
+                "the key's directory is owned by uid {}, not by uid {me} or root",
+                meta.uid()
+            ),
+            format!("chown {me} {}", path.display()),
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(refused(
+            path,
+            format!("the key's directory is writable by group or others (mode {mode:04o})"),
+            format!("chmod go-w {}", path.display()),
+        ));
+    }
+    Ok(())
+}
+
 /// Make sure the private directory `path` exists: create it 0700 (its parent must exist), or
 /// check the one that is there.
 pub fn ensure_dir(path: &Path) -> Result<(), PrivateFileError> {

@@ -1,17 +1,22 @@
 //! [`FileStore`]: per-user provider credentials, encrypted at rest under the plugin's data dir.
 //!
 //! ```text
-//! <data_dir>/credentials.key                              32 random bytes        0600
+//! <key_file>  (default /etc/polydev/credentials.key)       32 random bytes        0600
 //! <data_dir>/credentials/                                                        0700
 //! <data_dir>/credentials/.lock                            flock of the writers   0600
 //! <data_dir>/credentials/<namespace>/<user>/                                     0700
 //! <data_dir>/credentials/<namespace>/<user>/<provider>.cred   one entry (entry.rs) 0600
 //! ```
 //!
+//! The sealing key lives apart from what it seals (`credentials_key_file`, outside `data_dir` by
+//! default): anything that copies or discloses the data dir — a backup, a bug that lets a task read
+//! a file there — does not carry the key along with the sealed entries.
+//!
 //! Invariants:
 //! - Every name is checked ([`super::names`]) before it touches a path.
 //! - Every file and directory read must be private ([`super::private`]): owned by this uid, no
-//!   group/other bits, no symlinks. Anything else is refused with the command that fixes it.
+//!   group/other bits, no symlinks. Anything else is refused with the command that fixes it. The
+//!   key file's directory must be writable by nobody else either (else the key could be swapped).
 //! - Only [`FileStore::set`] creates the key (the operator CLI); reading never does, so a plugin
 //!   never invents a key nobody registered anything under. `set` also refuses to create a new key
 //!   while entries exist (they would be sealed under a key that is gone).
@@ -57,6 +62,15 @@ pub enum StoreError {
         path = path.display()
     )]
     NoKey { path: PathBuf, entries_exist: bool },
+    #[error(
+        "the store key {path} does not exist, but {legacy} does: polydev now keeps the key \
+         apart from the entries it seals; move it with `install -d -m 0700 {dir} && mv {legacy} \
+         {path}`, or set credentials_key_file (and --key-file) to where it is",
+        path = path.display(),
+        legacy = legacy.display(),
+        dir = path.parent().unwrap_or(Path::new("/")).display()
+    )]
+    KeyMoved { path: PathBuf, legacy: PathBuf },
     #[error("the store key {path} is unusable: {problem}", path = path.display())]
     BadKey { path: PathBuf, problem: String },
     #[error("{path} is corrupt: {problem}", path = path.display())]
@@ -135,13 +149,13 @@ impl std::fmt::Debug for FileStore {
 }
 
 impl FileStore {
-    /// The store of `data_dir`: entries in `<data_dir>/credentials/`, key in
-    /// `<data_dir>/credentials.key`. Touches nothing until used.
-    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+    /// The store of `data_dir`: entries in `<data_dir>/credentials/`, sealed with the key in
+    /// `key_path`. Touches nothing until used.
+    pub fn new(data_dir: impl Into<PathBuf>, key_path: impl Into<PathBuf>) -> Self {
         let data_dir = data_dir.into();
         FileStore {
             root: data_dir.join("credentials"),
-            key_path: data_dir.join("credentials.key"),
+            key_path: key_path.into(),
             data_dir,
             cached_key: Mutex::new(None),
         }
@@ -216,6 +230,9 @@ impl FileStore {
             _ => {}
         }
         private::ensure_parents(&self.data_dir)?;
+        if let Some(key_dir) = self.key_path.parent() {
+            private::ensure_parents(key_dir)?;
+        }
         private::ensure_dir(&self.root)?;
         let _lock = private::Lock::acquire(&self.root.join(".lock"))?;
         let key = self.key_or_create()?;
@@ -374,15 +391,13 @@ impl FileStore {
         let path = &self.key_path;
         let meta = match std::fs::symlink_metadata(path) {
             Ok(meta) => meta,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StoreError::NoKey {
-                    path: path.clone(),
-                    entries_exist: self.any_entry(),
-                });
-            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Err(self.no_key()),
             Err(err) => return Err(io_error("cannot inspect", path, err)),
         };
         private::check(path, &meta, false)?;
+        if let Some(dir) = path.parent() {
+            private::check_only_owner_writes(dir)?;
+        }
         let mut cached = self.cached_key.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((stamp, key)) = cached.as_ref()
             && *stamp == FileStamp::of(&meta)
@@ -399,10 +414,7 @@ impl FileStore {
             }
         })?
         else {
-            return Err(StoreError::NoKey {
-                path: path.clone(),
-                entries_exist: self.any_entry(),
-            });
+            return Err(self.no_key());
         };
         let bytes = Zeroizing::new(bytes);
         let array: &[u8; KEY_LEN] =
@@ -431,6 +443,22 @@ impl FileStore {
                 self.key()
             }
             other => other,
+        }
+    }
+
+    /// Why there is no key: none was ever made, or one is still where versions before
+    /// `credentials_key_file` kept it (`<data_dir>/credentials.key`).
+    fn no_key(&self) -> StoreError {
+        let legacy = self.data_dir.join("credentials.key");
+        if legacy != self.key_path && legacy.exists() {
+            return StoreError::KeyMoved {
+                path: self.key_path.clone(),
+                legacy,
+            };
+        }
+        StoreError::NoKey {
+            path: self.key_path.clone(),
+            entries_exist: self.any_entry(),
         }
     }
 

@@ -62,7 +62,10 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 #[test]
 fn round_trip_with_private_layout_and_no_plaintext_on_disk() {
     let data = tempfile::tempdir().unwrap();
-    let store = FileStore::new(data.path().join("state"));
+    let store = FileStore::new(
+        data.path().join("state"),
+        data.path().join("keys/credentials.key"),
+    );
     let a = id("team-a", "user_1", "google");
     assert!(get(&store, &a, "GOOGLE_API_KEY").unwrap().is_none());
     assert!(
@@ -112,6 +115,11 @@ fn round_trip_with_private_layout_and_no_plaintext_on_disk() {
     assert_eq!(mode(store.key_path()), 0o600);
     assert_eq!(std::fs::metadata(store.key_path()).unwrap().len(), 32);
     assert_eq!(mode(&entry), 0o600);
+    assert_eq!(
+        mode(&data.path().join("keys")),
+        0o700,
+        "the key's own directory"
+    );
     for dir in [
         "state",
         "state/credentials",
@@ -135,7 +143,7 @@ fn round_trip_with_private_layout_and_no_plaintext_on_disk() {
 #[test]
 fn a_file_copied_to_another_identity_does_not_decrypt() {
     let data = tempfile::tempdir().unwrap();
-    let store = FileStore::new(data.path());
+    let store = FileStore::new(data.path(), test_key_file(data.path()));
     let owner = id("ns-a", "user1", "openai");
     store.set(&owner, "OPENAI_API_KEY", &secret(VALUE)).unwrap();
     for thief in [
@@ -166,7 +174,7 @@ fn a_file_copied_to_another_identity_does_not_decrypt() {
 #[test]
 fn tampering_a_wrong_key_and_a_missing_key_are_errors() {
     let data = tempfile::tempdir().unwrap();
-    let store = FileStore::new(data.path());
+    let store = FileStore::new(data.path(), test_key_file(data.path()));
     let a = id("default", "u1", "openai");
     store.set(&a, "OPENAI_API_KEY", &secret(VALUE)).unwrap();
     let path = store.entry_path(&a);
@@ -229,7 +237,7 @@ fn tampering_a_wrong_key_and_a_missing_key_are_errors() {
 #[test]
 fn anything_not_private_is_refused_with_the_fix() {
     let data = tempfile::tempdir().unwrap();
-    let store = FileStore::new(data.path());
+    let store = FileStore::new(data.path(), test_key_file(data.path()));
     let a = id("default", "u1", "openai");
     store.set(&a, "OPENAI_API_KEY", &secret(VALUE)).unwrap();
     let entry = store.entry_path(&a);
@@ -278,7 +286,7 @@ fn anything_not_private_is_refused_with_the_fix() {
 #[test]
 fn an_oversized_entry_is_corrupt_so_set_replaces_it() {
     let data = tempfile::tempdir().unwrap();
-    let store = FileStore::new(data.path());
+    let store = FileStore::new(data.path(), test_key_file(data.path()));
     let a = id("default", "u1", "openai");
     store.set(&a, "OPENAI_API_KEY", &secret(VALUE)).unwrap();
     let entry = store.entry_path(&a);
@@ -301,7 +309,7 @@ fn a_key_of_another_owner_is_refused() {
         return; // only root can give files away; CI runs as root
     }
     let data = tempfile::tempdir().unwrap();
-    let store = FileStore::new(data.path());
+    let store = FileStore::new(data.path(), test_key_file(data.path()));
     let a = id("default", "u1", "openai");
     store.set(&a, "OPENAI_API_KEY", &secret(VALUE)).unwrap();
     std::os::unix::fs::chown(store.key_path(), Some(4321), None).unwrap();
@@ -319,7 +327,7 @@ fn a_key_of_another_owner_is_refused() {
 #[test]
 fn list_shows_names_never_values_and_remove_tidies_up() {
     let data = tempfile::tempdir().unwrap();
-    let store = FileStore::new(data.path());
+    let store = FileStore::new(data.path(), test_key_file(data.path()));
     assert!(store.list(None, None).unwrap().is_empty());
     let a1 = id("ns-a", "user1", "openai");
     let a1g = id("ns-a", "user1", "google");
@@ -426,7 +434,10 @@ fn list_shows_names_never_values_and_remove_tidies_up() {
         err,
         r#"nothing is stored for namespace "ns-b", user "user1", provider "anthropic""#
     );
-    let empty = FileStore::new(data.path().join("nothing"));
+    let empty = FileStore::new(
+        data.path().join("nothing"),
+        test_key_file(data.path().join("nothing")),
+    );
     assert!(matches!(
         empty.remove(&a1, None),
         Err(StoreError::NotFound { .. })
@@ -436,7 +447,7 @@ fn list_shows_names_never_values_and_remove_tidies_up() {
 #[test]
 fn names_and_values_are_checked() {
     let data = tempfile::tempdir().unwrap();
-    let store = FileStore::new(data.path());
+    let store = FileStore::new(data.path(), test_key_file(data.path()));
     let a = id("default", "u1", "openai");
     for bad in ["", "lower", "A-B", "1A", "A B"] {
         let err = store.set(&a, bad, &secret("v")).unwrap_err();
@@ -461,7 +472,7 @@ fn names_and_values_are_checked() {
 #[test]
 fn concurrent_writers_lose_no_variable() {
     let data = tempfile::tempdir().unwrap();
-    let store = std::sync::Arc::new(FileStore::new(data.path()));
+    let store = std::sync::Arc::new(FileStore::new(data.path(), test_key_file(data.path())));
     let a = id("default", "u1", "openai");
     let threads: Vec<_> = (0..8)
         .map(|i| {
@@ -485,4 +496,65 @@ fn concurrent_writers_lose_no_variable() {
             format!("value-{i}")
         );
     }
+}
+
+#[test]
+fn the_key_lives_apart_and_its_directory_must_not_be_writable_by_others() {
+    let data = tempfile::tempdir().unwrap();
+    let keys = data.path().join("keys");
+    let store = FileStore::new(data.path().join("state"), keys.join("credentials.key"));
+    let a = id("team-a", "user_1", "openai");
+    store
+        .set(&a, "OPENAI_API_KEY", &SecretString::from(VALUE))
+        .unwrap();
+    assert!(!data.path().join("state/credentials.key").exists());
+    assert!(
+        all_files(&data.path().join("state"))
+            .iter()
+            .all(|(path, _)| !path.ends_with("credentials.key")),
+        "nothing key-like beside the entries"
+    );
+    // A directory others can write lets them swap the key: refused, with the fix.
+    set_mode(&keys, 0o777);
+    let err = get(&store, &a, "OPENAI_API_KEY").unwrap_err().to_string();
+    assert!(err.contains("writable by group or others"), "{err}");
+    assert!(
+        err.contains(&format!("chmod go-w {}", keys.display())),
+        "{err}"
+    );
+    set_mode(&keys, 0o755);
+    assert_eq!(get(&store, &a, "OPENAI_API_KEY").unwrap().unwrap(), VALUE);
+}
+
+#[test]
+fn a_key_left_in_the_data_dir_by_an_older_version_is_named_with_the_move() {
+    let data = tempfile::tempdir().unwrap();
+    let state = data.path().join("state");
+    let old = FileStore::new(&state, state.join("credentials.key"));
+    let a = id("team-a", "user_1", "openai");
+    old.set(&a, "OPENAI_API_KEY", &SecretString::from(VALUE))
+        .unwrap();
+    let moved_to = data.path().join("etc/credentials.key");
+    let store = FileStore::new(&state, &moved_to);
+    let err = get(&store, &a, "OPENAI_API_KEY").unwrap_err().to_string();
+    assert!(
+        err.contains(&format!(
+            "mv {} {}",
+            state.join("credentials.key").display(),
+            moved_to.display()
+        )),
+        "{err}"
+    );
+    let err = store
+        .set(&a, "OPENAI_API_KEY", &SecretString::from("sk-other"))
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::KeyMoved { .. }),
+        "never a new key over old entries: {err}"
+    );
+}
+
+/// The test store's key: in a directory of its own, outside `<data_dir>/credentials`.
+fn test_key_file(data_dir: impl AsRef<std::path::Path>) -> std::path::PathBuf {
+    data_dir.as_ref().join("sealing/credentials.key")
 }

@@ -149,6 +149,12 @@ impl ProviderOptions {
     }
 }
 
+/// Where a test's store key lives: outside `<data_dir>/credentials`, as the plugin requires, and
+/// inside the test's own temporary directory, so it goes with it.
+pub fn key_file(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("sealing/credentials.key")
+}
+
 /// The agent's `plugin "polydev" { config {} }` with every provider pointed at `image`, the
 /// key in the CLI's environment, and the warm pool off.
 pub fn plugin_config(image: &str, data_dir: &Path) -> Vec<u8> {
@@ -186,6 +192,10 @@ pub fn plugin_config_for(
     encode(&cty_object(vec![
         ("container_log", Value::Nil),
         ("credentials_from_env", Value::Boolean(true)),
+        (
+            "credentials_key_file",
+            Value::from(key_file(data_dir).to_str().unwrap()),
+        ),
         ("data_dir", Value::from(data_dir.to_str().unwrap())),
         ("disable_log_collection", Value::Nil),
         ("docker_endpoint", Value::Nil),

@@ -250,7 +250,8 @@ impl FifoReader {
     }
 }
 
-/// Run `polydev credentials ARGS --data-dir DIR` with `stdin`; returns (exit code, stdout, stderr).
+/// Run `polydev credentials ARGS --data-dir DIR` (and the test's `--key-file` where the command
+/// takes one) with `stdin`; returns (exit code, stdout, stderr).
 pub fn credentials_cli(args: &[&str], data_dir: &Path, stdin: &str) -> (i32, String, String) {
     credentials_cli_with_env(args, data_dir, &[], stdin)
 }
@@ -262,11 +263,16 @@ pub fn credentials_cli_with_env(
     env: &[(&str, &str)],
     stdin: &str,
 ) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_polydev"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_polydev"));
+    command
         .arg("credentials")
         .args(args)
         .arg("--data-dir")
-        .arg(data_dir)
+        .arg(data_dir);
+    if matches!(args.first(), Some(&"set" | &"rm")) {
+        command.arg("--key-file").arg(super::key_file(data_dir));
+    }
+    let mut child = command
         .envs(env.iter().copied())
         .env_remove("NOMAD_PLUGIN_MAGIC_COOKIE")
         .stdin(Stdio::piped())

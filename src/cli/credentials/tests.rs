@@ -18,6 +18,9 @@ fn cli(args: &str, stdin: &str, data_dir: &std::path::Path) -> Outcome {
     ) {
         args.push(format!("--data-dir={}", data_dir.display()));
     }
+    if matches!(args.first().map(String::as_str), Some("set" | "rm")) {
+        args.push(format!("--key-file={}", test_key_file(data_dir).display()));
+    }
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     let code = run(
         &args,
@@ -43,7 +46,7 @@ fn stored(
     var: &str,
 ) -> Option<String> {
     let id = EntryId::new(ns, user, provider).unwrap();
-    FileStore::new(data_dir)
+    FileStore::new(data_dir, test_key_file(data_dir))
         .get_many(&id, &[var.to_string()])
         .unwrap()
         .pop()
@@ -304,8 +307,8 @@ fn list_shows_names_only_and_rm_removes() {
     );
 
     // An unreadable entry is shown as such and makes list exit 1.
-    let path =
-        FileStore::new(dir.path()).entry_path(&EntryId::new("ns-a", "user1", "openai").unwrap());
+    let path = FileStore::new(dir.path(), test_key_file(dir.path()))
+        .entry_path(&EntryId::new("ns-a", "user1", "openai").unwrap());
     std::fs::write(path, "junk\n").unwrap();
     let out = cli("list --namespace ns-a", "", dir.path());
     assert_eq!(out.code, 1);
@@ -324,7 +327,7 @@ fn shared_keys_are_set_listed_and_removed_without_a_namespace_or_user() {
         out.stdout
     );
     let shared = EntryId::shared("anthropic").unwrap();
-    let got = FileStore::new(dir.path())
+    let got = FileStore::new(dir.path(), test_key_file(dir.path()))
         .get_many(&shared, &["ANTHROPIC_API_KEY".to_string()])
         .unwrap();
     assert_eq!(got[0].1.expose_secret(), VALUE);
@@ -365,9 +368,14 @@ fn shared_keys_are_set_listed_and_removed_without_a_namespace_or_user() {
     let out = cli("rm --shared --provider anthropic", "", dir.path());
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
-        FileStore::new(dir.path())
+        FileStore::new(dir.path(), test_key_file(dir.path()))
             .get_many(&shared, &["ANTHROPIC_API_KEY".to_string()])
             .unwrap()
             .is_empty()
     );
+}
+
+/// The test store's key: in a directory of its own, outside `<data_dir>/credentials`.
+fn test_key_file(data_dir: impl AsRef<std::path::Path>) -> std::path::PathBuf {
+    data_dir.as_ref().join("sealing/credentials.key")
 }

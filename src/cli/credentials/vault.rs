@@ -150,8 +150,11 @@ pub fn set(
     })?;
     let _ = writeln!(stdout, "stored {variable} for {id} in Vault at {path}");
     // Vault is asked first, but a node's own copy answers again once the Vault entry is gone.
-    let local = options.store().get_many(id, &[variable.to_string()]);
-    if local.is_ok_and(|found| !found.is_empty()) {
+    let local = options
+        .store()
+        .ok()
+        .and_then(|store| store.get_many(id, &[variable.to_string()]).ok());
+    if local.is_some_and(|found| !found.is_empty()) {
         let _ = writeln!(
             stderr,
             "polydev credentials set: note: this node's store also holds {variable} for {id}; \

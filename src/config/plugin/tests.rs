@@ -14,6 +14,7 @@ fn nomad_defaults() -> Vec<(&'static str, Value)> {
         ("container_log", Value::Nil),
         ("credentials_from_env", Value::Boolean(true)),
         ("credentials_from_store", Value::Boolean(true)),
+        ("credentials_key_file", s(DEFAULT_CREDENTIALS_KEY_FILE)),
         ("data_dir", s(DEFAULT_DATA_DIR)),
         ("disable_log_collection", Value::Boolean(false)),
         ("docker_endpoint", s(DEFAULT_DOCKER_ENDPOINT)),
@@ -413,6 +414,50 @@ fn endpoint_and_data_dir_errors() {
         "data_dir: expected a string",
         "restart",
     );
+}
+
+#[test]
+fn the_key_file_is_outside_the_entries_it_seals() {
+    let defaults = decode_plugin_config(&payload(vec![])).unwrap();
+    assert_eq!(
+        defaults.credentials_key_file,
+        Path::new("/etc/polydev/credentials.key")
+    );
+    assert!(
+        !defaults
+            .credentials_key_file
+            .starts_with(&defaults.data_dir)
+    );
+    let moved = decode_plugin_config(&payload(vec![
+        ("data_dir", s("/srv/polydev")),
+        ("credentials_key_file", s("/srv/keys/polydev.key")),
+    ]))
+    .unwrap();
+    assert_eq!(
+        moved.credentials_key_file,
+        Path::new("/srv/keys/polydev.key")
+    );
+    for bad in [
+        "/srv/polydev/credentials/credentials.key",
+        "/srv/polydev/credentials/default/k",
+        "/srv/keys/../polydev/credentials/k",
+    ] {
+        assert_err(
+            &payload(vec![
+                ("data_dir", s("/srv/polydev")),
+                ("credentials_key_file", s(bad)),
+            ]),
+            "credentials_key_file",
+            "beside the entries it seals",
+        );
+    }
+    for bad in ["", "keys/credentials.key", "/etc/polydev/"] {
+        assert_err(
+            &payload(vec![("credentials_key_file", s(bad))]),
+            "credentials_key_file",
+            "is not an absolute file path",
+        );
+    }
 }
 
 #[test]
