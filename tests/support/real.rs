@@ -207,6 +207,11 @@ impl FifoReader {
         {
             panic!("mkfifo {}: {errno}", path.display());
         }
+        Self::reopen(path)
+    }
+
+    /// Read the FIFO already at `path` again, as logmon does for a restarted task.
+    pub fn reopen(path: &Path) -> FifoReader {
         let path = path.to_path_buf();
         let received = Arc::new(Mutex::new(Vec::new()));
         let sink = received.clone();

@@ -206,6 +206,12 @@ pub struct Started {
 /// Removes a task's container when the test ends, so a failing test leaks nothing.
 pub struct ContainerGuard(String);
 
+impl ContainerGuard {
+    pub fn new(container: &str) -> ContainerGuard {
+        ContainerGuard(container.to_string())
+    }
+}
+
 impl Drop for ContainerGuard {
     fn drop(&mut self) {
         let _ = std::process::Command::new("docker")
