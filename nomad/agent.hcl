@@ -38,6 +38,10 @@ plugin "polydev" {
     # those; tasks without one take its shared entry. false: the store is never read.
     # credentials_from_store = true
 
+    # The store's sealing key, kept apart from the entries it seals (0600, in a directory only
+    # root can write; never inside <data_dir>/credentials). `polydev credentials set --key-file`.
+    # credentials_key_file = "/etc/polydev/credentials.key"
+
     # Users' keys from one Vault / OpenBao for every node (KV v2), asked before the local store.
     # Entries: <mount>/<path_prefix>/<nomad namespace>/<user_id>/<provider>, keys named like
     # the provider's variables; the token needs `read` on <mount>/data/<path_prefix>/*.
