@@ -63,16 +63,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
-use polydev::container_spec::TASK_USER;
+use polydev::config::SecurityConfig;
+use polydev::container_spec::{security_options, task_user};
 use polydev::core::{DriverState, LaunchSpec};
 use polydev::docker::DockerRuntime;
 use polydev::pb::hashicorp::nomad::plugins::drivers::proto::{
     self as nomad, driver_client::DriverClient,
 };
 use polydev::pb::hashicorp::nomad::plugins::shared::structs::attribute::Value as AttrValue;
-use polydev::runtime::{
-    ContainerRuntime, ContainerSpec, ExecOutput, ResourceLimits, SecurityOptions,
-};
+use polydev::runtime::{ContainerRuntime, ContainerSpec, ExecOutput, ResourceLimits};
 use rmpv::Value;
 use secrecy::SecretString;
 use stats::{Summary, ms};

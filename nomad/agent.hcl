@@ -104,8 +104,8 @@ plugin "polydev" {
     #   optional_credentials = ["GOOGLE_PROJECT_ID"]
     # }
 
-    # Isolation of task containers. Every container also runs as uid 1000 with all
-    # capabilities dropped and no-new-privileges; privileged mode does not exist.
+    # Isolation of task containers. Every container also runs with all capabilities dropped
+    # and no-new-privileges; privileged mode does not exist.
     # security {
     #   pids_limit           = 512    # processes per task container
     #   read_only_rootfs     = false  # mount the image read-only
@@ -113,6 +113,8 @@ plugin "polydev" {
     #   allow_image_override = false  # let jobspecs set `image`
     #   network_mode         = ""     # env-mode providers only: "bridge", "none" or "host";
     #                                 # "" = Docker's default bridge (broker mode: always none)
+    #   task_uid             = 2100000000  # uid and gid tasks run as: ids no host account or
+    #   task_gid             = 2100000000  # group may have (checked at start; see the README)
     # }
 
     # The per-task credential broker's limits.

@@ -6,7 +6,8 @@
 #   nomad alloc logs <alloc-id> claude           # the CLI's output
 #
 # polydev injects the anthropic credentials of (this job's namespace, user_id) itself; nothing secret
-# is written here. The task runs as uid 1000 in a one-shot container whose PID 1 is `claude`.
+# is written here. The task runs as the node's task user (security.task_uid, 2100000000 by
+# default) in a one-shot container whose PID 1 is `claude`.
 job "claude" {
   type = "batch"
 

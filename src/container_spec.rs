@@ -11,8 +11,12 @@
 //!   which Nomad's docker driver garbage-collects — and never carry a user id or a secret.
 //! - [`LABEL_NODE`] and [`LABEL_DATA_DIR`] together say which plugin instance manages a
 //!   container; reconciliation and sweeps touch only their own ([`belongs_to`]).
-//! - Every container runs as [`TASK_USER`] (uid 1000) with every capability dropped and
-//!   `no-new-privileges` ([`security_options`]).
+//! - Every container runs as the operator's `security.task_uid:task_gid` ([`task_user`]; by
+//!   default 2100000000, an id no host account has, checked at start by [`crate::task_user`])
+//!   with every capability dropped and `no-new-privileges` ([`security_options`]).
+//! - The task user's home, [`TASK_HOME`], is always an empty tmpfs owned by that uid and gid:
+//!   writable whatever uid the image's own user has, and whether or not the root is read-only.
+//!   A read-only root also gets a tmpfs `/tmp` (mode 1777).
 //! - A task sees Nomad's directories at `/alloc`, `/local` and `/secrets` ([`task_dirs`]), and
 //!   `/alloc/logs` read-only: Nomad makes that directory writable by everyone, and root processes
 //!   (Nomad's logmon, polydev's log forwarder) open the FIFOs in it, so a task that could replace
@@ -24,7 +28,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::{NetworkMode, PluginConfig, SecurityConfig};
-use crate::runtime::SecurityOptions;
+use crate::runtime::{ScratchMount, SecurityOptions};
 
 /// Label marking every container polydev manages.
 pub const LABEL_MANAGED: &str = "io.polydev.managed";
@@ -42,8 +46,14 @@ pub const LABEL_EXPIRES_AT: &str = "io.polydev.expires-at";
 pub const LABEL_SLOT: &str = "io.polydev.slot";
 /// Label carrying the pool key a pool container was made for.
 pub const LABEL_POOL_KEY: &str = "io.polydev.pool-key";
-/// uid:gid every task runs as (user `runtime` in the images).
-pub const TASK_USER: &str = "1000:1000";
+/// The task user's home in polydev's images (`HOME`), where the CLIs keep their state and the
+/// launch spec's files go.
+pub const TASK_HOME: &str = "/home/runtime";
+
+/// The `uid:gid` every task container (and every command exec'd in one) runs as.
+pub fn task_user(security: &SecurityConfig) -> String {
+    format!("{}:{}", security.task_uid, security.task_gid)
+}
 
 /// One of Nomad's task directories as a polydev container gets it: a bind of `host_path` at
 /// `container_path`.
@@ -102,7 +112,8 @@ pub fn belongs_to(labels: &BTreeMap<String, String>, node: &str, data_dir: &str)
 }
 
 /// The hardening every polydev container gets (task or warm pool): all capabilities dropped, no
-/// new privileges, and the operator's `security` settings.
+/// new privileges, the operator's `security` settings, and the scratch space the task user can
+/// write.
 pub fn security_options(security: &SecurityConfig) -> SecurityOptions {
     SecurityOptions {
         cap_drop_all: true,
@@ -110,7 +121,30 @@ pub fn security_options(security: &SecurityConfig) -> SecurityOptions {
         pids_limit: security.pids_limit,
         read_only_rootfs: security.read_only_rootfs,
         oci_runtime: security.runtime.clone(),
+        scratch: scratch_mounts(security),
     }
+}
+
+/// The tmpfs mounts of a container: the task user's home (its own, mode 0700; programs may run
+/// from it unless the root is read-only, as they could from the image's home before), and with
+/// a read-only root, `/tmp`.
+fn scratch_mounts(security: &SecurityConfig) -> Vec<ScratchMount> {
+    let home = ScratchMount {
+        container_path: TASK_HOME.to_string(),
+        owner: Some((security.task_uid, security.task_gid)),
+        mode: 0o700,
+        exec: !security.read_only_rootfs,
+    };
+    if !security.read_only_rootfs {
+        return vec![home];
+    }
+    let tmp = ScratchMount {
+        container_path: "/tmp".to_string(),
+        owner: None,
+        mode: 0o1777,
+        exec: false,
+    };
+    vec![tmp, home]
 }
 
 /// The Docker network mode of `provider`'s containers: none in broker mode, else the
@@ -161,5 +195,45 @@ mod tests {
         assert!(!belongs_to(&labels, "node-2", "/var/lib/polydev"));
         assert!(!belongs_to(&labels, "node-1", "/srv/polydev"));
         assert!(!belongs_to(&BTreeMap::new(), "node-1", "/var/lib/polydev"));
+    }
+
+    #[test]
+    fn containers_run_as_the_configured_ids_with_a_home_they_own() {
+        let security = SecurityConfig {
+            task_uid: 2_100_000_007,
+            task_gid: 2_100_000_009,
+            ..SecurityConfig::default()
+        };
+        assert_eq!(task_user(&security), "2100000007:2100000009");
+        assert_eq!(
+            task_user(&SecurityConfig::default()),
+            "2100000000:2100000000"
+        );
+        let options = security_options(&security);
+        assert_eq!(
+            options.scratch,
+            vec![ScratchMount {
+                container_path: "/home/runtime".into(),
+                owner: Some((2_100_000_007, 2_100_000_009)),
+                mode: 0o700,
+                exec: true,
+            }]
+        );
+        let read_only = security_options(&SecurityConfig {
+            read_only_rootfs: true,
+            ..security
+        });
+        let paths: Vec<_> = read_only
+            .scratch
+            .iter()
+            .map(|m| (m.container_path.as_str(), m.owner, m.exec))
+            .collect();
+        assert_eq!(
+            paths,
+            vec![
+                ("/tmp", None, false),
+                ("/home/runtime", Some((2_100_000_007, 2_100_000_009)), false),
+            ]
+        );
     }
 }

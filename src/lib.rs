@@ -21,7 +21,8 @@
 //! - [`pool`]: the warm pool — idle containers per provider, claimed by StartTask, refilled and
 //!   reconciled in the background.
 //! - [`container_spec`]: what every polydev container is made with, task or warm — labels, the
-//!   task user, hardening, network mode; a leaf that `core` and `pool` both use.
+//!   task user and its home, hardening, network mode; a leaf that `core` and `pool` both use.
+//! - [`task_user`]: the start-time check that no host account or group has the ids tasks run as.
 //! - [`pool_port`]: the warm pool as `core` sees it — the trait `pool` implements and the
 //!   driver wires in, so `core` and `pool` never name each other.
 //! - [`config`]: hclspec schemas and cty-msgpack decoding of the plugin and task configuration.
@@ -62,6 +63,7 @@ pub mod pool;
 pub mod pool_port;
 pub mod runtime;
 pub mod safe_open;
+pub mod task_user;
 pub mod tls;
 pub mod vault;
 

@@ -214,8 +214,8 @@ async fn signal_exec_inspect_and_stats_on_a_running_task() {
         .into_inner();
     assert_eq!(
         String::from_utf8_lossy(&exec.stdout).trim(),
-        "1000",
-        "tasks run as uid 1000"
+        "2100000000",
+        "tasks run as the default task uid"
     );
     assert_eq!(exec.result.unwrap().exit_code, 0);
 

@@ -335,7 +335,7 @@ async fn start_runs_a_task_and_wait_reports_its_exit_to_every_waiter() {
         .collect();
     assert!(decoded.contains(&format!("OPENAI_API_KEY={KEY}")));
     assert!(decoded.contains(&"PROVIDER=openai".to_string()));
-    assert_eq!(created.user, "1000:1000");
+    assert_eq!(created.user, "2100000000:2100000000");
     assert_eq!(created.limits.memory_bytes, 128 << 20);
 
     let mut waiters = Vec::new();

@@ -129,7 +129,7 @@ async fn fills_claims_with_an_event_refills_and_hands_over_the_task_dirs() {
 
     let result = wait(&mut s.driver, &task.id).await;
     assert_eq!(result.result.unwrap().exit_code, 0);
-    assert_eq!(finish(task.stdout).await, b"hi from openai\n1000\n");
+    assert_eq!(finish(task.stdout).await, b"hi from openai\n2100000000\n");
     // The file the task wrote through the slot landed in Nomad's task dir on the host.
     let proof = task._alloc.root.path().join("warm/local/proof");
     assert_eq!(std::fs::read_to_string(proof).unwrap(), "hi from openai\n");

@@ -40,21 +40,25 @@ async fn node(api: &StandIn, bao: &OpenBao) -> Setup {
 
 /// [`node`] with other provider settings (env mode: the key in the CLI's environment).
 async fn node_with(bao: &OpenBao, providers: ProviderOptions) -> Setup {
-    let (node, answer) = try_node(bao, providers, &bao.root_token).await;
+    let (node, answer) = try_node(bao, providers, &bao.root_token, 0o600).await;
     answer.expect("SetConfig");
     node
 }
 
-/// A node whose Vault token is `token`, and what its SetConfig answered.
+/// A node whose Vault token is `token`, in a file of mode `mode`, and what its SetConfig
+/// answered.
 async fn try_node(
     bao: &OpenBao,
     providers: ProviderOptions,
     token: &str,
+    mode: u32,
 ) -> (Setup, Result<(), tonic::Status>) {
+    use std::os::unix::fs::PermissionsExt;
     ensure_test_image();
     let data_dir = tempfile::tempdir().unwrap();
     let token_file = data_dir.path().join("vault-token");
     std::fs::write(&token_file, token).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(mode)).unwrap();
     let plugin = Plugin::spawn(&[("POLYDEV_LOG", "debug")]);
     let (mut base, driver) = plugin.clients().await;
     let config = support::plugin_config_for(
@@ -285,7 +289,7 @@ async fn an_env_mode_task_gets_the_key_from_vault_in_its_environment() {
 async fn a_token_vault_refuses_fails_set_config_naming_the_file_not_the_token() {
     let bao = OpenBao::start();
     let token = format!("s.refused-{}", test_key());
-    let (node, answer) = try_node(&bao, ProviderOptions::env_mode(), &token).await;
+    let (node, answer) = try_node(&bao, ProviderOptions::env_mode(), &token, 0o600).await;
     let err = answer.expect_err("SetConfig with a token Vault refuses");
     let message = err.message();
     assert!(message.contains("plugin config: vault:"), "{message}");
@@ -298,4 +302,28 @@ async fn a_token_vault_refuses_fails_set_config_naming_the_file_not_the_token() 
         !node.plugin.stderr().contains(&token),
         "the token in the plugin log"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_file_others_can_read_fails_set_config_with_the_fix() {
+    let bao = OpenBao::start();
+    // A token Vault would accept: the file's mode alone is what is wrong.
+    let token = bao.root_token.clone();
+    let (node, answer) = try_node(&bao, ProviderOptions::env_mode(), &token, 0o644).await;
+    let err = answer.expect_err("SetConfig with a token file of mode 0644");
+    let message = err.message();
+    let path = node.data_dir.path().join("vault-token");
+    let path = path.display();
+    assert!(
+        message.starts_with(&format!(
+            "plugin config: vault: vault.token_file: refusing to use {path}: it is owned by uid 0 \
+             with mode 0644"
+        )),
+        "{message}"
+    );
+    assert!(
+        message.ends_with(&format!("fix: chown root: {path} && chmod 0600 {path}")),
+        "{message}"
+    );
+    assert!(!message.contains(&token), "{message}");
 }

@@ -28,9 +28,16 @@ fn config(bao: &OpenBao, auth: VaultAuth, cache_ttl: Duration) -> VaultConfig {
     }
 }
 
+/// Write a secret file the way polydev requires it: readable by its owner only.
+fn write_private(path: &std::path::Path, content: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, content).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 fn token_file(bao: &OpenBao, token: &str) -> VaultAuth {
     let path = bao.dir().join(format!("token-{}", token.len()));
-    std::fs::write(&path, format!("{token}\n")).unwrap();
+    write_private(&path, &format!("{token}\n"));
     VaultAuth::TokenFile(path)
 }
 
@@ -235,8 +242,8 @@ async fn approle_logs_in_and_logs_in_again_past_the_max_ttl() {
     ]);
     let role_file = bao.dir().join("role-id");
     let secret_file = bao.dir().join("secret-id");
-    std::fs::write(&role_file, role_id.trim()).unwrap();
-    std::fs::write(&secret_file, secret_id.trim()).unwrap();
+    write_private(&role_file, role_id.trim());
+    write_private(&secret_file, secret_id.trim());
     let auth = VaultAuth::AppRole {
         mount: "approle".into(),
         role_id_file: role_file,

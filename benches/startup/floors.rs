@@ -38,12 +38,13 @@ fn idle_limits() -> ResourceLimits {
     }
 }
 
-/// A container like a task's (hardened, uid 1000, local log driver), without alloc mounts.
+/// A container like a task's (hardened, the default task user and its home, local log driver),
+/// without alloc mounts.
 fn floor_spec(run: &Run, name: &str, warm: bool, limits: ResourceLimits) -> ContainerSpec {
     ContainerSpec {
         name: format!("polydev-bench-{}-{name}", run.id),
         image: run.openai.clone(),
-        user: TASK_USER.into(),
+        user: task_user(&SecurityConfig::default()),
         env: if warm {
             vec!["WARM_POOL=true".into()]
         } else {
@@ -52,7 +53,7 @@ fn floor_spec(run: &Run, name: &str, warm: bool, limits: ResourceLimits) -> Cont
         labels: BTreeMap::from([("io.polydev.bench".to_string(), run.id.clone())]),
         limits,
         mounts: Vec::new(),
-        security: SecurityOptions::default(),
+        security: security_options(&SecurityConfig::default()),
         work_dir: None,
         network_mode: None,
         log_max_size: "100m".into(),
@@ -87,7 +88,12 @@ pub(super) async fn measure(run: &Run, n: usize) -> Result<Floors> {
     for i in 0..=n {
         let t0 = Instant::now();
         let session = docker
-            .exec(&id, TASK_USER, vec!["echo".into(), "x".into()], false)
+            .exec(
+                &id,
+                &task_user(&SecurityConfig::default()),
+                vec!["echo".into(), "x".into()],
+                false,
+            )
             .await?;
         drop(session.input);
         let mut output = session.output;

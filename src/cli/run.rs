@@ -280,6 +280,12 @@ async fn run_task(options: RunOptions) -> Result<i32, String> {
     let docker: Arc<dyn ContainerRuntime> = Arc::new(
         DockerRuntime::connect(&plugin.docker_endpoint.to_string()).map_err(|e| e.to_string())?,
     );
+    if let Some(note) = crate::task_user::check_on_host(&plugin.security, docker.as_ref())
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        super::print_err(&format!("polydev run: note: {note}"));
+    }
     let state_dir = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
     let shutdown = CancellationToken::new();
     let credentials: Arc<dyn CredentialSource> = Arc::new(EnvSource::from_process_env());

@@ -7,7 +7,7 @@
 //!     data_dir        = "/var/lib/polydev"
 //!     provider "openai" { image = "registry.local/codex:1.2" }   # overrides only image
 //!     provider "aider"  { image = "aider:latest", command = "aider", credentials = ["OPENAI_API_KEY"] }
-//!     security { pids_limit = 256, runtime = "runsc", network_mode = "none" }
+//!     security { pids_limit = 256, runtime = "runsc", network_mode = "none", task_uid = 2100000000 }
 //!     container_log { max_size = "10m", max_files = 2 }
 //!   }
 //! }
@@ -20,6 +20,8 @@
 //! - Every credential name matches `^[A-Z_][A-Z0-9_]*$` and appears at most once per provider,
 //!   in either the required or the optional list.
 //! - Paths are absolute; `pids_limit` and `max_files` are at least 1; `max_size` is a Docker size.
+//! - `task_uid` and `task_gid` are from 1 to 2^31 - 1 (never root). Whether a host account has
+//!   them is not a decoding question: [`crate::task_user`] checks that when the plugin starts.
 //! - Empty bytes decode to [`PluginConfig::default`], as does a payload holding only defaults.
 
 use std::collections::BTreeMap;
@@ -47,6 +49,14 @@ pub const DEFAULT_CREDENTIALS_KEY_FILE: &str = "/etc/polydev/credentials.key";
 pub const DEFAULT_PIDS_LIMIT: i64 = 512;
 /// Largest `security.pids_limit` (Linux's `pid_max` ceiling).
 const MAX_PIDS_LIMIT: i64 = 4_194_304;
+/// Default for `security.task_uid` and `security.task_gid`: the uid and gid task containers run
+/// as. It lies in systemd's unused range 1879048192-2147352575 (UIDS-GIDS.md), so it is no
+/// regular (1000-60000), system, dynamic-service or nspawn-container id; above SSSD's default
+/// ID-mapping ceiling (2000200000) and shadow's default subordinate ids (100000-600100000); below
+/// 2^31, which tools that read ids as signed 32-bit numbers mishandle.
+pub const DEFAULT_TASK_ID: u32 = 2_100_000_000;
+/// The largest task uid or gid (2^31 - 1).
+const MAX_TASK_ID: i64 = i32::MAX as i64;
 /// Default for `container_log.max_size`.
 pub const DEFAULT_LOG_MAX_SIZE: &str = "100m";
 /// Default for `container_log.max_files`.
@@ -126,6 +136,10 @@ pub struct SecurityConfig {
     pub allow_image_override: bool,
     /// Docker network mode; `None` = Docker's default bridge.
     pub network_mode: Option<NetworkMode>,
+    /// uid every task container's processes run as; never 0, never a host account's.
+    pub task_uid: u32,
+    /// gid every task container's processes run as; never 0, never a host group's.
+    pub task_gid: u32,
 }
 
 /// The Docker network modes polydev allows.
@@ -191,6 +205,8 @@ impl Default for SecurityConfig {
             runtime: None,
             allow_image_override: false,
             network_mode: None,
+            task_uid: DEFAULT_TASK_ID,
+            task_gid: DEFAULT_TASK_ID,
         }
     }
 }
@@ -215,6 +231,8 @@ pub fn plugin_config_schema() -> Spec {
         with_default("runtime", "string", hcl_string("")),
         with_default("allow_image_override", "bool", "false".into()),
         with_default("network_mode", "string", hcl_string("")),
+        with_default("task_uid", "number", DEFAULT_TASK_ID.to_string()),
+        with_default("task_gid", "number", DEFAULT_TASK_ID.to_string()),
     ]);
     let container_log = object([
         with_default("max_size", "string", hcl_string(DEFAULT_LOG_MAX_SIZE)),
@@ -437,7 +455,29 @@ fn security(obj: &Obj<'_>) -> Result<SecurityConfig, ConfigError> {
             .bool("allow_image_override")?
             .unwrap_or(d.allow_image_override),
         network_mode,
+        task_uid: task_id(obj, "task_uid", "uid")?,
+        task_gid: task_id(obj, "task_gid", "gid")?,
     })
+}
+
+/// `security.task_uid` or `security.task_gid`: from 1 to 2^31 - 1.
+fn task_id(obj: &Obj<'_>, key: &str, kind: &str) -> Result<u32, ConfigError> {
+    let Some(id) = obj.integer(key)? else {
+        return Ok(DEFAULT_TASK_ID);
+    };
+    let problem = match u32::try_from(id) {
+        Ok(0) => format!("0 is root's {kind}: tasks never run as root"),
+        Ok(id) if i64::from(id) <= MAX_TASK_ID => return Ok(id),
+        _ => format!("{id} is not a usable {kind}"),
+    };
+    Err(ConfigError::invalid(
+        obj.field(key),
+        problem,
+        format!(
+            "set a {kind} from 1 to {MAX_TASK_ID} that no host account or group has, such as \
+             {DEFAULT_TASK_ID} (the default)"
+        ),
+    ))
 }
 
 /// `^[0-9]+[kmg]?$` with a positive number.

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use crate::config::PluginConfig;
 use crate::container_spec::{
-    LABEL_EXPIRES_AT, TASK_USER, managed_labels, network_mode_for, security_options, task_dirs,
+    LABEL_EXPIRES_AT, managed_labels, network_mode_for, security_options, task_dirs, task_user,
 };
 use crate::runtime::{BindMount, ContainerSpec};
 
@@ -104,7 +104,7 @@ pub fn task_container(
     ContainerSpec {
         name: container_name(task),
         image: task.config.image.clone(),
-        user: TASK_USER.into(),
+        user: task_user(security),
         env: Vec::new(),
         labels,
         limits: task.limits.clone(),

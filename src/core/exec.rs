@@ -1,14 +1,15 @@
 //! ExecTask and ExecTaskStreaming: run a command inside a running task's container.
 //!
-//! The command runs as the task's user (uid 1000) with the container's creation-time environment,
-//! which holds no credential: only the task's PID 1 received those through the launch spec.
+//! The command runs as the task's user (`security.task_uid:task_gid`) with the container's
+//! creation-time environment, which holds no credential: only the task's PID 1 received those
+//! through the launch spec.
 
 use std::time::Duration;
 
 use futures::StreamExt;
 
 use super::{Core, CoreError};
-use crate::container_spec::TASK_USER;
+use crate::container_spec::task_user;
 use crate::runtime::{ExecOutput, ExecSession};
 
 /// Output of a command run to completion.
@@ -33,7 +34,12 @@ impl Core {
         }
         Ok(self
             .runtime
-            .exec(task.container_id(), TASK_USER, argv, tty)
+            .exec(
+                task.container_id(),
+                &task_user(&self.settings.config.security),
+                argv,
+                tty,
+            )
             .await?)
     }
 

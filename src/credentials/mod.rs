@@ -18,7 +18,7 @@ pub mod entry;
 pub mod env;
 pub mod names;
 pub mod policy;
-mod private;
+pub(crate) mod private;
 pub mod sealed;
 pub mod store;
 

@@ -209,6 +209,52 @@ pub fn read_file(path: &Path, limit: u64) -> Result<Option<(Vec<u8>, Metadata)>,
     Ok(Some((bytes, meta)))
 }
 
+/// Read a secret the operator hands polydev in a file of their own (a Vault token, an AppRole
+/// role or secret id), at most `limit` bytes. The store's rules apply ([`read_file`]:
+/// `O_NOFOLLOW`, checked on the open descriptor, owned by this process's euid, no permission bit
+/// for group or others), and a file that is missing is an error. A refusal for its owner or mode
+/// names both as found, and the one command that fixes both.
+pub fn read_operator_secret(path: &Path, limit: u64) -> Result<Vec<u8>, PrivateFileError> {
+    match read_file(path, limit) {
+        Ok(Some((bytes, _))) => Ok(bytes),
+        Ok(None) => Err(io_error(
+            "cannot open",
+            path,
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        )),
+        Err(refusal @ PrivateFileError::Refused { .. }) => {
+            // Stat again only to word the message: the file was refused already.
+            match std::fs::symlink_metadata(path) {
+                Ok(meta) if meta.is_file() => Err(owner_and_mode_refusal(path, &meta)),
+                _ => Err(refusal),
+            }
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// A regular file's refusal that shows its owner and mode and fixes both at once.
+fn owner_and_mode_refusal(path: &Path, meta: &Metadata) -> PrivateFileError {
+    let me = euid();
+    let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(me))
+        .ok()
+        .flatten()
+        .map_or_else(|| me.to_string(), |user| user.name);
+    refused(
+        path,
+        format!(
+            "it is owned by uid {} with mode {:04o}, and must be owned by uid {me} ({name}, \
+             which polydev runs as) with no permission for group or others",
+            meta.uid(),
+            meta.mode() & 0o7777
+        ),
+        format!(
+            "chown {name}: {path} && chmod 0600 {path}",
+            path = path.display()
+        ),
+    )
+}
+
 /// A temp file next to `target`, created 0600; its name starts with `.` so readers skip it.
 fn temp_file(target: &Path) -> Result<(File, PathBuf), PrivateFileError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -391,6 +437,57 @@ mod tests {
                 .to_string()
                 .contains("uid 4242")
         );
+    }
+
+    #[test]
+    fn operator_secrets_must_be_private_and_a_refusal_fixes_owner_and_mode_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("vault-token");
+        std::fs::write(&file, "s.token\n").unwrap();
+        set_mode(&file, 0o600);
+        assert_eq!(read_operator_secret(&file, 100).unwrap(), b"s.token\n");
+
+        let me = euid();
+        let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(me))
+            .unwrap()
+            .map_or_else(|| me.to_string(), |u| u.name);
+        let fix = format!(
+            "fix: chown {name}: {path} && chmod 0600 {path}",
+            path = file.display()
+        );
+        for mode in [0o640, 0o604, 0o660, 0o644] {
+            set_mode(&file, mode);
+            let err = read_operator_secret(&file, 100).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!(
+                    "refusing to use {path}: it is owned by uid {me} with mode {mode:04o}, and \
+                     must be owned by uid {me} ({name}, which polydev runs as) with no \
+                     permission for group or others; {fix}",
+                    path = file.display()
+                )
+            );
+        }
+        set_mode(&file, 0o600);
+        if me == 0 {
+            std::os::unix::fs::chown(&file, Some(4242), None).unwrap();
+            let err = read_operator_secret(&file, 100).unwrap_err().to_string();
+            assert!(
+                err.contains("owned by uid 4242 with mode 0600") && err.ends_with(&fix),
+                "{err}"
+            );
+            std::os::unix::fs::chown(&file, Some(0), None).unwrap();
+        }
+
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let err = read_operator_secret(&link, 100).unwrap_err().to_string();
+        assert!(err.contains("it is a symbolic link"), "O_NOFOLLOW: {err}");
+        let err = read_operator_secret(&dir.path().join("absent"), 100)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("cannot open "), "{err}");
+        assert!(read_operator_secret(&file, 3).is_err(), "too large");
     }
 
     #[test]

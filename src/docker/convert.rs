@@ -13,22 +13,12 @@ use bollard::models::{
 use bytes::Bytes;
 
 use crate::runtime::{
-    ContainerEvent, ContainerEventKind, ContainerSpec, ResourceLimits, StatsSample,
+    ContainerEvent, ContainerEventKind, ContainerSpec, ResourceLimits, ScratchMount, StatsSample,
 };
 
 /// The log driver of task containers: `local` stores raw bytes (json-file would replace invalid
 /// UTF-8), keeps partial-line metadata, and supports reading back with `docker logs`.
 pub const LOG_DRIVER: &str = "local";
-
-/// Writable scratch space of a container with a read-only root filesystem: `/tmp`, and the
-/// task user's home (where the CLIs keep their state and the launch spec's files go).
-const READ_ONLY_TMPFS: [(&str, &str); 2] = [
-    ("/tmp", "rw,nosuid,nodev,mode=1777"),
-    (
-        "/home/runtime",
-        "rw,nosuid,nodev,uid=1000,gid=1000,mode=0700",
-    ),
-];
 
 /// A container event of interest, from Docker's `/events` message.
 pub fn container_event(message: &bollard::models::EventMessage) -> Option<ContainerEvent> {
@@ -78,10 +68,11 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         security_opt: (!security_opt.is_empty()).then_some(security_opt),
         pids_limit: (security.pids_limit > 0).then_some(security.pids_limit),
         readonly_rootfs: Some(security.read_only_rootfs),
-        tmpfs: security.read_only_rootfs.then(|| {
-            READ_ONLY_TMPFS
+        tmpfs: (!security.scratch.is_empty()).then(|| {
+            security
+                .scratch
                 .iter()
-                .map(|(path, options)| (path.to_string(), options.to_string()))
+                .map(|m| (m.container_path.clone(), tmpfs_options(m)))
                 .collect()
         }),
         runtime: security.oci_runtime.clone(),
@@ -117,6 +108,31 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         host_config: Some(host_config),
         ..Default::default()
     }
+}
+
+/// Docker's `HostConfig.Tmpfs` options of a scratch mount. Docker adds `noexec` unless told
+/// `exec`; `uid`, `gid` and `mode` go to the kernel's tmpfs as they are.
+fn tmpfs_options(mount: &ScratchMount) -> String {
+    let mut options = String::from("rw,nosuid,nodev");
+    if mount.exec {
+        options.push_str(",exec");
+    }
+    if let Some((uid, gid)) = mount.owner {
+        options.push_str(&format!(",uid={uid},gid={gid}"));
+    }
+    options.push_str(&format!(",mode={:04o}", mount.mode));
+    options
+}
+
+/// Whether Docker's `/info` `SecurityOptions` (`name=seccomp,profile=default`, `name=userns`,
+/// ...) say that every container runs in a user namespace of its own: `userns-remap`, or a
+/// rootless engine.
+pub fn remaps_users(security_options: &[String]) -> bool {
+    security_options.iter().any(|option| {
+        option
+            .split(',')
+            .any(|pair| matches!(pair, "name=userns" | "name=rootless"))
+    })
 }
 
 /// Build the `POST /containers/{id}/update` body: only the fields that change (each costs the
@@ -268,13 +284,45 @@ mod tests {
     }
 
     #[test]
-    fn a_read_only_root_gets_a_writable_tmp_and_home() {
+    fn scratch_mounts_become_tmpfs_options() {
         assert_eq!(create_body(&spec()).host_config.unwrap().tmpfs, None);
-        let mut read_only = spec();
-        read_only.security.read_only_rootfs = true;
-        let tmpfs = create_body(&read_only).host_config.unwrap().tmpfs.unwrap();
+        let mut scratch = spec();
+        scratch.security.scratch = vec![
+            ScratchMount {
+                container_path: "/tmp".into(),
+                owner: None,
+                mode: 0o1777,
+                exec: false,
+            },
+            ScratchMount {
+                container_path: "/home/runtime".into(),
+                owner: Some((2_100_000_000, 2_100_000_001)),
+                mode: 0o700,
+                exec: true,
+            },
+        ];
+        let tmpfs = create_body(&scratch).host_config.unwrap().tmpfs.unwrap();
         assert_eq!(tmpfs["/tmp"], "rw,nosuid,nodev,mode=1777");
-        assert!(tmpfs["/home/runtime"].contains("uid=1000"));
+        assert_eq!(
+            tmpfs["/home/runtime"],
+            "rw,nosuid,nodev,exec,uid=2100000000,gid=2100000001,mode=0700"
+        );
+    }
+
+    #[test]
+    fn user_namespaces_are_read_from_the_security_options() {
+        let options = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(!remaps_users(&options(&["name=seccomp,profile=default"])));
+        assert!(!remaps_users(&[]));
+        assert!(remaps_users(&options(&[
+            "name=seccomp,profile=default",
+            "name=userns"
+        ])));
+        assert!(remaps_users(&options(&[
+            "name=seccomp,profile=default",
+            "name=rootless"
+        ])));
+        assert!(!remaps_users(&options(&["name=usernsX"])));
     }
 
     #[test]

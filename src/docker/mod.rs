@@ -182,6 +182,18 @@ impl ContainerRuntime for DockerRuntime {
         Ok(version.version.unwrap_or_else(|| "unknown".to_string()))
     }
 
+    async fn remaps_users(&self) -> RuntimeResult<bool> {
+        let info = self
+            .client()
+            .await?
+            .info()
+            .await
+            .map_err(|e| classify(e, "docker", ""))?;
+        Ok(convert::remaps_users(
+            info.security_options.as_deref().unwrap_or_default(),
+        ))
+    }
+
     async fn image_id(&self, image: &str) -> RuntimeResult<Option<String>> {
         match self.client().await?.inspect_image(image).await {
             Ok(inspected) => Ok(Some(inspected.id.unwrap_or_else(|| image.to_string()))),

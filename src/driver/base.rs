@@ -42,6 +42,9 @@ impl BasePlugin for PolydevDriver {
         let request = request.into_inner();
         let config =
             config::decode_plugin_config(&request.msgpack_config).map_err(status::from_config)?;
+        if !self.is_current(&request.msgpack_config) {
+            self.check_task_user(&config).await?;
+        }
         // Nomad's validation launch (no nomad_config) is killed right after SetConfig: it must
         // not log in (an AppRole secret id may allow one use) nor leave a token behind.
         let vault = if self.is_current(&request.msgpack_config) || request.nomad_config.is_none() {

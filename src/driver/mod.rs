@@ -161,6 +161,21 @@ impl PolydevDriver {
             .is_some_and(|c| c.msgpack == msgpack)
     }
 
+    /// Refuse a `security.task_uid`/`task_gid` that a host account or group has (see
+    /// [`crate::task_user`]); the engine is asked only if one has.
+    async fn check_task_user(&self, config: &PluginConfig) -> Result<(), tonic::Status> {
+        let runtime =
+            (self.inner.wiring.runtime)(config).map_err(tonic::Status::invalid_argument)?;
+        match crate::task_user::check_on_host(&config.security, runtime.as_ref()).await {
+            Ok(None) => Ok(()),
+            Ok(Some(note)) => {
+                tracing::warn!(%note, "task user shares its ids with a host account");
+                Ok(())
+            }
+            Err(err) => Err(tonic::Status::invalid_argument(err.to_string())),
+        }
+    }
+
     /// Connect to the config's Vault, if it has a `vault {}` block: the token is obtained and
     /// checked now, so a bad one fails SetConfig with the reason.
     async fn connect_vault(

@@ -2,7 +2,7 @@
 //! claim one, raise its limits, hand over the task's directories and send the launch spec.
 //!
 //! An idle container is exactly what a cold start creates, minus the task: the provider's image,
-//! uid 1000, the hardened settings, small idle limits (`idle_cpus`, `idle_memory`), stdin open,
+//! the task user (`security.task_uid:task_gid`), the hardened settings, small idle limits (`idle_cpus`, `idle_memory`), stdin open,
 //! `WARM_POOL=true` (its entrypoint waits for a launch spec forever at ~0 % CPU), no credential
 //! and no user id — plus three empty slot binds (see [`slots`]) through which it receives the
 //! task's directories when claimed.
@@ -33,8 +33,8 @@ use tokio::sync::Notify;
 
 use crate::config::{PluginConfig, PoolConfig, WhenEmpty};
 use crate::container_spec::{
-    LABEL_POOL_KEY, LABEL_SLOT, TASK_USER, belongs_to, managed_labels, network_mode_for,
-    security_options,
+    LABEL_POOL_KEY, LABEL_SLOT, belongs_to, managed_labels, network_mode_for, security_options,
+    task_user,
 };
 use crate::pool_port::ClaimError;
 use crate::runtime::{ContainerRuntime, ContainerSpec, ResourceLimits, SecurityOptions};
@@ -87,6 +87,8 @@ pub struct WarmPool {
     slots: SlotRoot,
     node: String,
     data_dir: String,
+    /// `uid:gid` of the containers.
+    user: String,
     security: SecurityOptions,
     log_max_size: String,
     log_max_files: u32,
@@ -121,6 +123,7 @@ impl WarmPool {
             slots: SlotRoot::new(&config.data_dir),
             node: node.to_string(),
             data_dir: config.data_dir.to_string_lossy().into_owned(),
+            user: task_user(security),
             security: security_options(security),
             log_max_size: config.container_log.max_size.clone(),
             log_max_files: config.container_log.max_files,
@@ -231,7 +234,7 @@ impl WarmPool {
         Ok(ContainerSpec {
             name: format!("polydev-pool-{}-{slot}", pool.provider),
             image: pool.image.clone(),
-            user: TASK_USER.to_string(),
+            user: self.user.clone(),
             env: vec!["WARM_POOL=true".to_string()],
             labels,
             limits: ResourceLimits {
@@ -255,6 +258,7 @@ impl WarmPool {
             ("image", image_id),
             ("provider", &pool.provider),
             ("node", &self.node),
+            ("user", &self.user),
             ("idle_nano_cpus", &pool.settings.idle_nano_cpus.to_string()),
             (
                 "idle_memory_bytes",
@@ -335,5 +339,21 @@ mod tests {
             pool_key(&[("ab", "c")]),
             "field boundaries count"
         );
+    }
+
+    #[test]
+    fn idle_containers_made_for_another_task_user_are_not_adopted() {
+        let runtime: Arc<dyn ContainerRuntime> = Arc::new(crate::runtime::fake::FakeRuntime::new());
+        let key = |uid: u32, gid: u32| {
+            let mut config = PluginConfig::default();
+            config.security.task_uid = uid;
+            config.security.task_gid = gid;
+            let pool = WarmPool::new(runtime.clone(), &config, "node-1");
+            pool.key_for(&pool.pools["openai"], "sha256:abc")
+        };
+        let default = key(2_100_000_000, 2_100_000_000);
+        assert_eq!(default, key(2_100_000_000, 2_100_000_000));
+        assert_ne!(default, key(2_100_000_001, 2_100_000_000));
+        assert_ne!(default, key(2_100_000_000, 2_100_000_001));
     }
 }

@@ -43,6 +43,7 @@ pub const FAKE_EPOCH_NANOS: i128 = 1_700_000_000 * 1_000_000_000;
 #[derive(Debug, Clone, PartialEq)]
 pub enum FakeCall {
     Version,
+    RemapsUsers,
     ImageExists {
         image: String,
     },
@@ -97,6 +98,7 @@ pub enum FakeCall {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FakeOp {
     Version,
+    RemapsUsers,
     ImageExists,
     Create,
     Start,
@@ -147,6 +149,8 @@ struct Engine {
     unavailable: bool,
     images: BTreeSet<String>,
     version: String,
+    /// What `remaps_users` answers ([`FakeRuntime::set_remaps_users`]).
+    remaps_users: bool,
     stats: StatsSample,
     /// `(target, normalised signal) -> exit code`.
     signal_exits: BTreeMap<(SignalTarget, String), i64>,
@@ -178,6 +182,7 @@ impl Default for Engine {
             unavailable: false,
             images: BTreeSet::new(),
             version: "20.10.24+fake".to_string(),
+            remaps_users: false,
             stats: StatsSample::default(),
             signal_exits: BTreeMap::new(),
             exec_handler: None,
@@ -354,6 +359,11 @@ impl FakeRuntime {
         self.engine().version = version.to_string();
     }
 
+    /// Whether the fake engine claims to run containers in user namespaces of their own.
+    pub fn set_remaps_users(&self, remaps: bool) {
+        self.engine().remaps_users = remaps;
+    }
+
     pub fn add_image(&self, image: &str) {
         self.engine().images.insert(image.to_string());
     }
@@ -524,6 +534,12 @@ impl ContainerRuntime for FakeRuntime {
         let mut engine = self.engine();
         engine.enter(FakeOp::Version, FakeCall::Version)?;
         Ok(engine.version.clone())
+    }
+
+    async fn remaps_users(&self) -> RuntimeResult<bool> {
+        let mut engine = self.engine();
+        engine.enter(FakeOp::RemapsUsers, FakeCall::RemapsUsers)?;
+        Ok(engine.remaps_users)
     }
 
     async fn image_id(&self, image: &str) -> RuntimeResult<Option<String>> {

@@ -118,6 +118,9 @@ pub struct SecurityOptions {
     pub read_only_rootfs: bool,
     /// OCI runtime name (e.g. `runsc`); `None` is the engine default.
     pub oci_runtime: Option<String>,
+    /// Empty tmpfs file systems mounted over the image (writable scratch space, gone with the
+    /// container).
+    pub scratch: Vec<ScratchMount>,
 }
 
 impl Default for SecurityOptions {
@@ -128,8 +131,22 @@ impl Default for SecurityOptions {
             pids_limit: 512,
             read_only_rootfs: false,
             oci_runtime: None,
+            scratch: Vec::new(),
         }
     }
+}
+
+/// A tmpfs mounted in a container, always `nosuid` and `nodev`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScratchMount {
+    pub container_path: String,
+    /// `uid:gid` owning its root directory; `None` leaves it to root.
+    pub owner: Option<(u32, u32)>,
+    /// Permission bits of its root directory (e.g. `0o1777`). runc 1.1 replaces them with those
+    /// of the directory the image has at `container_path`, if it has one.
+    pub mode: u32,
+    /// Whether programs may be executed from it.
+    pub exec: bool,
 }
 
 /// How a container ended.
@@ -260,6 +277,11 @@ pub struct ExecSession {
 pub trait ContainerRuntime: Send + Sync + 'static {
     /// Engine version string (e.g. `20.10.24+dfsg1`); doubles as the health probe.
     async fn version(&self) -> RuntimeResult<String>;
+
+    /// Whether the engine runs every container in a user namespace of its own (Docker's
+    /// `userns-remap`, or a rootless engine), so a uid inside a container is not the same uid on
+    /// the host.
+    async fn remaps_users(&self) -> RuntimeResult<bool>;
 
     /// The id (`sha256:…`) of the local image with this reference, `None` if there is none.
     async fn image_id(&self, image: &str) -> RuntimeResult<Option<String>>;

@@ -67,6 +67,11 @@ pub enum VaultError {
         problem: String,
         fix: String,
     },
+    #[error("{what}: {source}")]
+    PrivateFile {
+        what: &'static str,
+        source: crate::credentials::PrivateFileError,
+    },
     #[error("cannot read {what} {path}: {reason}")]
     File {
         what: &'static str,

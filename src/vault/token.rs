@@ -4,6 +4,10 @@
 //! Invariants:
 //! - The token (and an AppRole secret id) lives in a [`SecretString`] here and in the
 //!   `X-Vault-Token` header, nowhere else: not in an error, a log line or a file of polydev's.
+//! - `token_file`, `role_id_file` and `secret_id_file` are read only if they are private to the
+//!   user polydev runs as (opened with `O_NOFOLLOW`, owned by its euid, no permission for group
+//!   or others), as the credential store's own files; otherwise the error names the file, the
+//!   owner and mode found, and the `chown`/`chmod` that fixes them.
 //! - A renewable token with a TTL is renewed at two thirds of its TTL; when renewal fails (the
 //!   token reached its max TTL, or was revoked) a new one is obtained the same way as the first.
 //!   A failed attempt is retried with a backoff from 1 s to 30 s, never in a tight loop.
@@ -19,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::VaultError;
 use super::http::VaultHttp;
 use crate::config::VaultAuth;
+use crate::credentials::private;
 
 /// What `lookup-self` or a login says of a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,15 +333,22 @@ fn info_of(body: &serde_json::Value, at: &str) -> TokenInfo {
     }
 }
 
-/// A one-line secret from an operator's file (a trailing newline is dropped).
+/// Largest token or AppRole file read (Vault tokens are at most a few hundred bytes).
+const SECRET_FILE_LIMIT: u64 = 64 * 1024;
+
+/// A one-line secret from an operator's file (a trailing newline is dropped). The file must be
+/// private to the user polydev runs as, like the credential store's files
+/// ([`private::read_operator_secret`]): anyone else who can read it can act as polydev in Vault.
 fn read_secret_file(
     path: &std::path::Path,
     what: &'static str,
 ) -> Result<SecretString, VaultError> {
-    let text = std::fs::read_to_string(path).map_err(|e| VaultError::File {
+    let bytes = private::read_operator_secret(path, SECRET_FILE_LIMIT)
+        .map_err(|source| VaultError::PrivateFile { what, source })?;
+    let text = String::from_utf8(bytes).map_err(|_| VaultError::File {
         what,
         path: path.display().to_string(),
-        reason: e.to_string(),
+        reason: "it is not UTF-8 text".into(),
     })?;
     let value = text.trim_end_matches(['\n', '\r']);
     if value.is_empty() || value.contains(['\n', '\r']) {
@@ -352,6 +364,7 @@ fn read_secret_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn ttl_and_renewable_are_read_from_either_shape() {
@@ -374,6 +387,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
         std::fs::write(&path, "s.abc\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(
             read_secret_file(&path, "vault.token_file")
                 .unwrap()
@@ -384,5 +398,29 @@ mod tests {
         let err = read_secret_file(&path, "vault.token_file").unwrap_err();
         assert!(err.to_string().contains("exactly one line"), "{err}");
         assert!(!err.to_string().contains("a\nb"));
+    }
+
+    #[test]
+    fn secret_files_others_can_read_are_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault-token");
+        std::fs::write(&path, "s.secret-token\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = read_secret_file(&path, "vault.token_file")
+            .unwrap_err()
+            .to_string();
+        let path = path.display();
+        assert!(
+            err.starts_with(&format!(
+                "vault.token_file: refusing to use {path}: it is owned by uid"
+            )),
+            "{err}"
+        );
+        assert!(err.contains("with mode 0644"), "{err}");
+        assert!(
+            err.ends_with(&format!(": {path} && chmod 0600 {path}")),
+            "{err}"
+        );
+        assert!(!err.contains("s.secret-token"), "{err}");
     }
 }

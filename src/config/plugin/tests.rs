@@ -44,6 +44,8 @@ fn security_block(overrides: Vec<(&'static str, Value)>) -> Value {
         ("pids_limit", Value::from(512)),
         ("read_only_rootfs", Value::Boolean(false)),
         ("runtime", s("")),
+        ("task_gid", Value::from(DEFAULT_TASK_ID)),
+        ("task_uid", Value::from(DEFAULT_TASK_ID)),
     ];
     for (k, v) in overrides {
         fields.iter_mut().find(|(key, _)| *key == k).expect(k).1 = v;
@@ -106,6 +108,8 @@ fn defaults_are_the_documented_ones() {
             runtime: None,
             allow_image_override: false,
             network_mode: None,
+            task_uid: 2_100_000_000,
+            task_gid: 2_100_000_000,
         }
     );
     assert_eq!(
@@ -230,6 +234,8 @@ fn security_overrides() {
             ("runtime", s("runsc")),
             ("allow_image_override", Value::Boolean(true)),
             ("network_mode", s("none")),
+            ("task_uid", Value::from(1000)),
+            ("task_gid", Value::from(2_147_483_647)),
         ]),
     )]))
     .unwrap();
@@ -241,6 +247,8 @@ fn security_overrides() {
             runtime: Some("runsc".into()),
             allow_image_override: true,
             network_mode: Some(NetworkMode::None),
+            task_uid: 1000,
+            task_gid: 2_147_483_647,
         }
     );
     for (mode, want) in [
@@ -345,6 +353,33 @@ fn security_errors() {
         "security: expected an object",
         "restart",
     );
+}
+
+#[test]
+fn task_ids_are_never_root_nor_past_two_to_the_31() {
+    let sec = |k, v| payload(vec![("security", security_block(vec![(k, v)]))]);
+    for (key, kind) in [("task_uid", "uid"), ("task_gid", "gid")] {
+        assert_err(
+            &sec(key, Value::from(0)),
+            &format!("security.{key}: 0 is root's {kind}: tasks never run as root"),
+            &format!(
+                "set a {kind} from 1 to 2147483647 that no host account or group has, such as \
+                 2100000000 (the default)"
+            ),
+        );
+        for bad in [-1_i64, 2_147_483_648, 4_294_967_295, 1 << 40] {
+            assert_err(
+                &sec(key, Value::from(bad)),
+                &format!("security.{key}: {bad} is not a usable {kind}"),
+                "from 1 to 2147483647",
+            );
+        }
+        assert_err(
+            &sec(key, Value::from(1.5)),
+            &format!("security.{key}: 1.5 is not a whole number"),
+            "",
+        );
+    }
 }
 
 #[test]
@@ -663,6 +698,8 @@ fn schema_defaults_match_the_decoder_defaults() {
     assert_eq!(literal_of(&sec["runtime"]), "\"\"");
     assert_eq!(literal_of(&sec["allow_image_override"]), "false");
     assert_eq!(literal_of(&sec["network_mode"]), "\"\"");
+    assert_eq!(literal_of(&sec["task_uid"]), "2100000000");
+    assert_eq!(literal_of(&sec["task_gid"]), "2100000000");
     let log = nested("container_log");
     assert_eq!(literal_of(&log["max_size"]), "\"100m\"");
     assert_eq!(literal_of(&log["max_files"]), "3");
@@ -684,6 +721,8 @@ fn every_schema_key_is_read_by_the_decoder() {
         "pids_limit",
         "read_only_rootfs",
         "runtime",
+        "task_gid",
+        "task_uid",
     ] {
         let e = err(&payload(vec![(
             "security",
