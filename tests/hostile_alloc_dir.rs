@@ -22,8 +22,8 @@ use polydev::core::DriverState;
 use polydev::pb::hashicorp::nomad::plugins::drivers::proto as nomad;
 use support::real::{AllocDir, FifoReader};
 use support::tasks::{
-    ContainerGuard, Setup, destroy, finish, script, setup_with_pool, unique_id, wait,
-    wait_for_reported_idle,
+    ContainerGuard, Setup, destroy, finish, script, setup_with_pool, setup_with_pool_in, unique_id,
+    wait, wait_for_reported_idle,
 };
 use support::{PoolOptions, task_config};
 
@@ -102,9 +102,14 @@ fn assert_still_fifos(alloc: &AllocDir) {
 }
 
 async fn the_task_cannot_swap_its_fifo(warm: bool) {
-    let mut setup = setup_with_pool(&PoolOptions::target(u32::from(warm))).await;
+    the_task_cannot_swap_its_fifo_in(warm, &std::env::temp_dir()).await;
+}
+
+/// The attack with the plugin's data dir and the alloc dir both inside `parent`.
+async fn the_task_cannot_swap_its_fifo_in(warm: bool, parent: &std::path::Path) {
+    let mut setup = setup_with_pool_in(&PoolOptions::target(u32::from(warm)), parent).await;
     let victim = Victim::new();
-    let alloc = AllocDir::new(TASK);
+    let alloc = AllocDir::new_in(TASK, parent);
     let fifo = format!("/alloc/logs/.{TASK}.stdout.fifo");
     let attack = format!(
         "if rm -f {fifo} 2>/dev/null && ln -s {victim} {fifo} 2>/dev/null; \
@@ -152,6 +157,50 @@ async fn a_cold_task_cannot_swap_its_log_fifo() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_task_cannot_swap_its_log_fifo() {
     the_task_cannot_swap_its_fifo(true).await;
+}
+
+/// A directory that is a mount point of its own with shared propagation, as every mount is on a
+/// systemd host (systemd makes `/` and all mounts below it `shared` at boot; this machine's `/`
+/// is private, which hides the difference). Unmounted when dropped.
+struct SharedMount {
+    dir: tempfile::TempDir,
+}
+
+impl SharedMount {
+    fn new() -> SharedMount {
+        let dir = tempfile::Builder::new()
+            .prefix("polydev-shared")
+            .tempdir()
+            .unwrap();
+        let path = dir.path().to_str().unwrap();
+        for args in [vec!["--bind", path, path], vec!["--make-shared", path]] {
+            let out = std::process::Command::new("mount")
+                .args(&args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "mount {args:?}: {out:?}");
+        }
+        SharedMount { dir }
+    }
+}
+
+impl Drop for SharedMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .args(["-R", "-l"])
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+/// The warm claim on a host whose mounts are shared (systemd's default), with Nomad's alloc dir
+/// and polydev's data dir on the same mount. Every bind the claim makes is then a peer of that
+/// mount, the read-only `alloc/logs` is a peer of the staging mount, and detaching the staging
+/// point detaches `alloc/logs` too: the task gets the writable logs dir back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_task_cannot_swap_its_log_fifo_when_mounts_are_shared() {
+    let shared = SharedMount::new();
+    the_task_cannot_swap_its_fifo_in(true, shared.dir.path()).await;
 }
 
 /// What the forwarder does when the FIFO path is already not a FIFO: a symlink to a root-only

@@ -153,9 +153,14 @@ pub struct AllocDir {
 
 impl AllocDir {
     pub fn new(task: &str) -> AllocDir {
+        AllocDir::new_in(task, &std::env::temp_dir())
+    }
+
+    /// [`AllocDir::new`] inside `parent` (a mount of the test's choice).
+    pub fn new_in(task: &str, parent: &Path) -> AllocDir {
         let root = tempfile::Builder::new()
             .prefix("polydev-alloc")
-            .tempdir()
+            .tempdir_in(parent)
             .unwrap();
         for dir in [
             "alloc/logs",

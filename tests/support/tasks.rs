@@ -68,9 +68,14 @@ pub async fn setup() -> Setup {
 /// A plugin configured as Nomad's long-lived instance (with `nomad_config`, so its background
 /// work — the warm pool of provider `openai` — starts).
 pub async fn setup_with_pool(pool: &PoolOptions) -> Setup {
+    setup_with_pool_in(pool, &std::env::temp_dir()).await
+}
+
+/// [`setup_with_pool`] with the plugin's data dir inside `parent` (a mount of the test's choice).
+pub async fn setup_with_pool_in(pool: &PoolOptions, parent: &std::path::Path) -> Setup {
     ensure_test_image();
     let key = test_key();
-    let data_dir = tempfile::tempdir().unwrap();
+    let data_dir = tempfile::tempdir_in(parent).unwrap();
     let plugin = Plugin::spawn(&[("OPENAI_API_KEY", key.as_str()), ("POLYDEV_LOG", "debug")]);
     let (mut base, driver) = plugin.clients().await;
     configure_with_pool(&mut base, data_dir.path(), pool).await;
