@@ -13,8 +13,9 @@
 //!   path, so nothing can be swapped between the check and the use.
 //! - A FIFO is first opened `O_PATH` (which has no side effect on any kind of file), checked to
 //!   be a FIFO of the expected owner, and only then reopened for writing through its descriptor
-//!   (`/proc/self/fd/N` names the inode already checked). A regular file or a device in its place
-//!   is refused, never created, truncated or appended to.
+//!   (`/proc/self/fd/N` names the inode already checked). A regular file, a device or a FIFO
+//!   with a second name (a hard link to another task's) in its place is refused, never created,
+//!   truncated or appended to.
 //! - A directory to be bind-mounted is opened `O_PATH | O_DIRECTORY | O_NOFOLLOW` and mounted
 //!   from its descriptor ([`DirHandle::proc_path`]), so the mount is of the directory that was
 //!   checked.
@@ -58,6 +59,11 @@ pub enum UnsafePath {
         found: u32,
         expected: u32,
     },
+    #[error(
+        "{} has {links} hard links, not 1; polydev refuses a FIFO that is also somewhere else",
+        path.display()
+    )]
+    HardLinked { path: PathBuf, links: u64 },
     #[error("cannot open {}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -117,14 +123,23 @@ pub fn open_fifo_for_writing(path: &Path, owner: u32) -> Result<OwnedFd, UnsafeP
             expected: "a FIFO",
         });
     }
-    let found = fstat(&handle)
-        .map_err(|errno| io_error(path, errno))?
-        .st_uid;
+    let stat = fstat(&handle).map_err(|errno| io_error(path, errno))?;
+    let found = stat.st_uid;
     if found != owner {
         return Err(UnsafePath::WrongOwner {
             path: path.to_path_buf(),
             found,
             expected: owner,
+        });
+    }
+    // Another FIFO of ours (another task's, say) linked into this name would pass the checks
+    // above; Nomad's FIFOs have exactly one name.
+    #[allow(clippy::useless_conversion)]
+    let links = u64::from(stat.st_nlink);
+    if links != 1 {
+        return Err(UnsafePath::HardLinked {
+            path: path.to_path_buf(),
+            links,
         });
     }
     let reopen = PathBuf::from(format!("/proc/self/fd/{}", handle.as_raw_fd()));
@@ -265,6 +280,20 @@ mod tests {
         mkfifo(&path, Mode::from_bits_truncate(0o666)).unwrap();
         let err = open_fifo_for_writing(&path, euid().wrapping_add(1)).unwrap_err();
         assert!(matches!(err, UnsafePath::WrongOwner { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_fifo_with_a_second_name_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("other-task.fifo");
+        mkfifo(&other, Mode::from_bits_truncate(0o600)).unwrap();
+        let path = dir.path().join("out.fifo");
+        std::fs::hard_link(&other, &path).unwrap();
+        let err = open_fifo_for_writing(&path, euid()).unwrap_err();
+        assert!(
+            matches!(err, UnsafePath::HardLinked { links: 2, .. }),
+            "{err}"
+        );
     }
 
     #[test]

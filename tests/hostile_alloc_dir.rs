@@ -94,6 +94,21 @@ async fn run(
     (code, stdout, stderr)
 }
 
+/// Nothing polydev mounted for the task is left in the host's view of the alloc dir: Nomad's
+/// own `alloc/logs` is still a plain directory it can write its rotated logs into.
+fn assert_no_mount_in(alloc: &AllocDir) {
+    let root = std::fs::canonicalize(alloc.root.path()).unwrap();
+    let leaked: Vec<String> = polydev::mountinfo::of_self()
+        .into_iter()
+        .map(|m| m.mount_point)
+        .filter(|point| std::path::Path::new(point).starts_with(&root))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "mounts leaked onto the host's alloc dir: {leaked:?}"
+    );
+}
+
 fn assert_still_fifos(alloc: &AllocDir) {
     for stream in ["stdout", "stderr"] {
         let meta = std::fs::symlink_metadata(alloc.fifo(stream)).unwrap();
@@ -131,6 +146,7 @@ async fn the_task_cannot_swap_its_fifo_in(warm: bool, parent: &std::path::Path) 
         assert!(stdout.contains(line), "missing {line} in {stdout:?}");
     }
     assert_still_fifos(&alloc);
+    assert_no_mount_in(&alloc);
     assert!(alloc.root.path().join("alloc/data-ok").exists());
 
     // Nomad restarts the task with the same FIFO paths.
@@ -198,9 +214,10 @@ impl Drop for SharedMount {
 /// mount, the read-only `alloc/logs` is a peer of the staging mount, and detaching the staging
 /// point detaches `alloc/logs` too: the task gets the writable logs dir back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_warm_task_cannot_swap_its_log_fifo_when_mounts_are_shared() {
+async fn a_task_cannot_swap_its_log_fifo_when_mounts_are_shared() {
     let shared = SharedMount::new();
     the_task_cannot_swap_its_fifo_in(true, shared.dir.path()).await;
+    the_task_cannot_swap_its_fifo_in(false, shared.dir.path()).await;
 }
 
 /// What the forwarder does when the FIFO path is already not a FIFO: a symlink to a root-only

@@ -6,14 +6,18 @@
 //! secrets}`) with `rslave` propagation. At claim, polydev bind-mounts the task's real
 //! directories onto the slot's on the host, and the mounts propagate into the container.
 //!
-//! For propagation to work the slots root must be a *shared* mount: [`SlotRoot::prepare`] bind-
-//! mounts it onto itself and marks it `rshared` (once; it stays so across plugin restarts).
+//! For propagation to work the slots root must be a *shared* mount in a peer group of its own:
+//! [`SlotRoot::prepare`] bind-mounts it onto itself, and if that mount shares a peer group with
+//! another (on systemd hosts every bind joins `/`'s), makes it private and then shared again. It
+//! stays so across plugin restarts.
 //!
-//! The task's `/alloc/logs` is mounted read-only over its `/alloc` in the same way
-//! ([`crate::container_spec::task_dirs`]). A read-only flag set by remounting does not reach the
-//! copies a mount propagates to, so the read-only mount is made first at a private *staging* point
-//! inside the slot and then bind-mounted onto the slot: the copy that reaches the container is
-//! cloned from a mount that is already read-only.
+//! Each task directory reaches the slot through a private *staging* copy
+//! ([`bind_through_staging`]), never by a bind of the host directory straight into the slot: on a
+//! host whose mounts are shared such a bind would be a peer of the host's own alloc dir, and what
+//! polydev mounts or unmounts in the slot would happen there too. The staging copy is also where
+//! `/alloc/logs` is made read-only ([`crate::container_spec::task_dirs`]), since a read-only flag
+//! set by a remount does not reach the copies a mount propagates to: the copy that reaches the
+//! container is cloned from a mount that is already read-only.
 //!
 //! Invariants:
 //! - The slots root and every slot are `0700` root: a slot holds a running task's `/secrets`.
@@ -88,33 +92,22 @@ impl SlotRoot {
     /// Create the root and make it a shared mount (idempotent).
     pub fn prepare(&self) -> Result<(), SlotError> {
         create_private_dir(&self.root)?;
-        if is_shared_mount_point(&self.root) {
+        let mounts = crate::mountinfo::of_self();
+        if !is_mount_point(&mounts, &self.root) {
+            remount(
+                Some(&self.root),
+                &self.root,
+                MsFlags::MS_BIND,
+                "bind-mount onto itself",
+            )?;
+        }
+        if has_own_peer_group(&crate::mountinfo::of_self(), &self.root) {
             return Ok(());
         }
-        mount(
-            Some(&self.root),
-            &self.root,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|source| SlotError::Mount {
-            action: "bind-mount",
-            path: self.root.clone(),
-            source,
-        })?;
-        mount(
-            None::<&str>,
-            &self.root,
-            None::<&str>,
-            MsFlags::MS_SHARED | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map_err(|source| SlotError::Mount {
-            action: "make shared",
-            path: self.root.clone(),
-            source,
-        })
+        // Leave whatever peer group the bind joined (on systemd hosts `/`'s, so mounts made in
+        // a slot would reach the host's own directories), then start one of its own.
+        remount(None, &self.root, MsFlags::MS_PRIVATE, "make private")?;
+        remount(None, &self.root, MsFlags::MS_SHARED, "make shared")
     }
 
     pub fn path(&self, slot: &str) -> PathBuf {
@@ -163,16 +156,11 @@ impl SlotRoot {
         for task_dir in task_dirs(Path::new(alloc_dir), task_name) {
             let source = DirHandle::open(&task_dir.host_path)?;
             let target = dir.join(task_dir.container_path.trim_start_matches('/'));
-            if task_dir.read_only {
-                let staging = dir.join(STAGING);
-                let read_only = stage_read_only(&source, &staging);
-                let bound = read_only.and_then(|()| bind(&DirHandle::open(&staging)?, &target));
-                detach_all(&staging);
-                let _ = std::fs::remove_dir(&staging);
-                bound?;
-            } else {
-                bind(&source, &target)?;
-            }
+            let staging = dir.join(STAGING);
+            let bound = bind_through_staging(&source, &staging, &target, task_dir.read_only);
+            detach_all(&staging);
+            let _ = std::fs::remove_dir(&staging);
+            bound?;
         }
         Ok(())
     }
@@ -247,22 +235,45 @@ fn bind(source: &DirHandle, target: &Path) -> Result<(), SlotError> {
     })
 }
 
-/// Makes a read-only (and nosuid, nodev, noexec) bind mount of `source` at `staging`.
-fn stage_read_only(source: &DirHandle, staging: &Path) -> Result<(), SlotError> {
+/// Bind-mounts `source` onto `target` through a private copy at `staging`, read-only (and
+/// nosuid, nodev, noexec) if asked. The task's directory is on a host mount that may be shared
+/// (systemd makes every mount shared), and a plain bind of it would join that mount's peer
+/// group: what is later mounted or unmounted in the slot would then also happen in the host's own
+/// alloc dir, and unmounting the staging point would take the read-only logs mount with it. The
+/// staging copy leaves that group before anything else is done with it, so the mount that reaches
+/// the slot (and, propagated, the container) is a copy of a private, already read-only mount.
+fn bind_through_staging(
+    source: &DirHandle,
+    staging: &Path,
+    target: &Path,
+    read_only: bool,
+) -> Result<(), SlotError> {
     create_private_dir(staging)?;
     bind(source, staging)?;
-    let flags = MsFlags::MS_BIND
-        | MsFlags::MS_REMOUNT
-        | MsFlags::MS_RDONLY
-        | MsFlags::MS_NOSUID
-        | MsFlags::MS_NODEV
-        | MsFlags::MS_NOEXEC;
-    mount(None::<&str>, staging, None::<&str>, flags, None::<&str>).map_err(|source| {
-        SlotError::Mount {
-            action: "make read-only",
-            path: staging.to_path_buf(),
-            source,
-        }
+    remount(None, staging, MsFlags::MS_PRIVATE, "make private")?;
+    if read_only {
+        let flags = MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV
+            | MsFlags::MS_NOEXEC;
+        remount(None, staging, flags, "make read-only")?;
+    }
+    bind(&DirHandle::open(staging)?, target)
+}
+
+/// `mount(2)` with no file system type and no data, for binds and propagation changes.
+fn remount(
+    source: Option<&Path>,
+    target: &Path,
+    flags: MsFlags,
+    action: &'static str,
+) -> Result<(), SlotError> {
+    mount(source, target, None::<&str>, flags, None::<&str>).map_err(|source| SlotError::Mount {
+        action,
+        path: target.to_path_buf(),
+        source,
     })
 }
 
@@ -275,18 +286,41 @@ fn detach_all(path: &Path) {
     }
 }
 
-/// Whether `path` is a mount point with shared propagation.
-fn is_shared_mount_point(path: &Path) -> bool {
-    let Ok(canonical) = path.canonicalize() else {
+/// The topmost mount at `path`, if `path` is a mount point.
+fn mount_at<'a>(
+    mounts: &'a [crate::mountinfo::Mount],
+    path: &Path,
+) -> Option<&'a crate::mountinfo::Mount> {
+    let canonical = path.canonicalize().ok()?;
+    mounts
+        .iter()
+        .rev()
+        .find(|mount| Path::new(&mount.mount_point) == canonical)
+}
+
+fn is_mount_point(mounts: &[crate::mountinfo::Mount], path: &Path) -> bool {
+    mount_at(mounts, path).is_some()
+}
+
+/// Whether the mount at `path` is shared in a peer group no other mount of this namespace is in
+/// (its own, not the one of the file system it was bound from).
+fn has_own_peer_group(mounts: &[crate::mountinfo::Mount], path: &Path) -> bool {
+    let peer_group = |mount: &crate::mountinfo::Mount| {
+        mount
+            .optional_fields
+            .iter()
+            .find_map(|f| f.strip_prefix("shared:").map(str::to_string))
+    };
+    let Some(mine) = mount_at(mounts, path) else {
         return false;
     };
-    crate::mountinfo::of_self().iter().any(|mount| {
-        Path::new(&mount.mount_point) == canonical
-            && mount
-                .optional_fields
-                .iter()
-                .any(|f| f.starts_with("shared:"))
-    })
+    let Some(group) = peer_group(mine) else {
+        return false;
+    };
+    mounts
+        .iter()
+        .filter(|other| !std::ptr::eq(*other, mine))
+        .all(|other| peer_group(other).as_deref() != Some(group.as_str()))
 }
 
 #[cfg(test)]
