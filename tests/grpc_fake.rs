@@ -16,6 +16,7 @@ use polydev::pb::hashicorp::nomad::plugins::drivers::proto::{
 };
 use polydev::runtime::fake::{FakeCall, FakeExecResult, FakeOp, FakeRuntime, SignalTarget};
 use polydev::runtime::{LogStream, RuntimeError, StatsSample};
+use support::logmon::Logmon;
 use support::{TaskOptions, connect, duration, plugin_config, task_config};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
@@ -31,6 +32,8 @@ struct Harness {
     driver: DriverClient<Channel>,
     dir: tempfile::TempDir,
     shutdown: CancellationToken,
+    /// Logmon stand-ins of every alloc dir made, by FIFO path.
+    logmons: std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Logmon>>,
 }
 
 impl Drop for Harness {
@@ -92,22 +95,23 @@ async fn harness_with(config: impl FnOnce(&std::path::Path) -> Vec<u8>) -> Harne
         driver,
         dir,
         shutdown,
+        logmons: Default::default(),
     }
 }
 
 impl Harness {
-    /// An alloc dir whose log "FIFOs" are regular files the test can read.
+    /// An alloc dir laid out as Nomad does (task `t`), its FIFOs read by logmon stand-ins.
     fn alloc_dir(&self, name: &str) -> std::path::PathBuf {
         let dir = self.dir.path().join(name);
-        std::fs::create_dir_all(dir.join("alloc/logs")).unwrap();
-        // Nomad's logmon creates the log paths before StartTask; regular files stand in here.
+        for sub in ["alloc/logs", "t/local", "t/secrets"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        let mut logmons = self.logmons.lock().unwrap();
         for stream in ["stdout", "stderr"] {
             let path = dir.join(format!("alloc/logs/.t.{stream}.fifo"));
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .unwrap();
+            if !logmons.contains_key(&path) {
+                logmons.insert(path.clone(), Logmon::start(&path));
+            }
         }
         dir
     }
@@ -144,15 +148,20 @@ impl Harness {
             .into_inner()
     }
 
+    /// What the task's `stream` FIFO has received so far.
     fn log_file(&self, id: &str, stream: &str) -> Vec<u8> {
         let alloc = id.split('/').next().unwrap();
         let name = id.split('/').nth(1).unwrap();
-        std::fs::read(
-            self.dir
-                .path()
-                .join(format!("{alloc}/alloc/logs/.{name}.{stream}.fifo")),
-        )
-        .unwrap_or_default()
+        let path = self
+            .dir
+            .path()
+            .join(format!("{alloc}/alloc/logs/.{name}.{stream}.fifo"));
+        self.logmons
+            .lock()
+            .unwrap()
+            .get(&path)
+            .map(Logmon::received)
+            .unwrap_or_default()
     }
 }
 
@@ -672,6 +681,45 @@ async fn signal_task_delivers_named_signals_and_rejects_unknown_ones() {
     assert_eq!(err.code(), Code::InvalidArgument);
 }
 
+/// A task still running from a release that gave it a writable `/alloc/logs` (its handle has no
+/// `alloc_logs_read_only`) is not adopted: its container is removed and RecoverTask fails, so
+/// Nomad starts it again in a container whose logs dir is read-only.
+#[tokio::test]
+async fn a_running_task_from_a_release_with_writable_logs_is_replaced_not_recovered() {
+    let mut h = harness().await;
+    let started = h.start("o/t/1", &sh(&[])).await.unwrap();
+    let container = h.container_of("o/t/1").await;
+    let mut handle = started.handle.unwrap();
+    let mut state = polydev::core::DriverState::decode(&handle.driver_state).unwrap();
+    assert_eq!(
+        state.alloc_logs_read_only,
+        Some(true),
+        "this release says so"
+    );
+    state.alloc_logs_read_only = None;
+    handle.driver_state = state.encode();
+    h.shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let (mut base, mut driver, _shutdown) = serve(&h.fake, h.dir.path(), "second.sock").await;
+    let config = plugin_config(IMAGE, &h.dir.path().join("data"));
+    base.set_config(support::set_config_request(config, false))
+        .await
+        .unwrap();
+    let err = driver
+        .recover_task(support::recover_after_agent_restart(handle))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().contains("left its /alloc/logs writable"),
+        "{err:?}"
+    );
+    assert!(
+        !h.fake.container_ids().contains(&container),
+        "the old container is gone"
+    );
+}
+
 #[tokio::test]
 async fn recover_in_a_new_plugin_process_resumes_wait_and_logs() {
     let mut h = harness().await;
@@ -743,6 +791,7 @@ async fn recover_in_a_new_plugin_process_resumes_wait_and_logs() {
                     redacted_variables: vec![],
                     slot: None,
                     broker_port: None,
+                    alloc_logs_read_only: Some(false),
                 }
                 .encode(),
             }),

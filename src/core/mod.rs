@@ -82,6 +82,11 @@ pub enum CoreError {
     ContainerGone { task: String, container: String },
     #[error("task {0} is not running")]
     NotRunning(String),
+    #[error(
+        "task {task} was started by an earlier polydev that left its /alloc/logs writable; its \
+         container {container} was removed and Nomad restarts the task in a new one"
+    )]
+    WritableLogsDir { task: String, container: String },
     #[error("the task's directories cannot be given to its container: {0}")]
     TaskDirs(#[from] crate::safe_open::UnsafePath),
     #[error("container engine: {0}")]

@@ -5,6 +5,11 @@
 //! from its persisted cursor, so no output is lost or repeated. A running broker-mode task gets
 //! its credential broker back on the port it had (its CLI was given that address); if that
 //! fails, RecoverTask fails and Nomad restarts the task, which could not reach its API.
+//!
+//! A task still running from a release that gave it a writable `/alloc/logs` (its handle says
+//! nothing of `alloc_logs_read_only`) is not adopted: it could swap its log FIFO for a symlink
+//! and have root processes read or write host files at its restart. Its container is removed and
+//! RecoverTask fails, so Nomad starts the task again in a container made by this release.
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -42,6 +47,13 @@ impl Core {
             }
             Err(err) => return Err(err.into()),
         };
+        if container.running && state.logs.is_some() && state.alloc_logs_read_only.is_none() {
+            self.discard_container(&state.container_id).await;
+            return Err(CoreError::WritableLogsDir {
+                task: request.task_id,
+                container: state.container_id,
+            });
+        }
         let secrets = self.redaction_secrets(&state).await;
         let broker_at = state
             .broker_port

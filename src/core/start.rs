@@ -103,6 +103,7 @@ impl Core {
             redacted_variables: credentials.iter().map(|(name, _)| name.clone()).collect(),
             slot: slot.clone(),
             broker_port: lease.as_ref().map(BrokerLease::port),
+            alloc_logs_read_only: Some(task.alloc_dir.is_some()),
         };
         let entry = TaskEntry::new(
             task.id.clone(),

@@ -205,6 +205,7 @@ mod tests {
                 redacted_variables: vec![],
                 slot: None,
                 broker_port: None,
+                alloc_logs_read_only: Some(false),
             },
             SystemTime::now(),
             root,

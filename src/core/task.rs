@@ -122,6 +122,11 @@ pub struct DriverState {
     /// plugin process binds it again at RecoverTask.
     #[serde(default)]
     pub broker_port: Option<u16>,
+    /// Whether the task was given its alloc's `logs/` read-only (`Some(false)`: it had no alloc
+    /// dir). `None`: the handle is from a release that gave it writable, so RecoverTask does
+    /// not adopt such a task while it runs.
+    #[serde(default)]
+    pub alloc_logs_read_only: Option<bool>,
 }
 
 impl DriverState {
@@ -166,6 +171,7 @@ mod tests {
                 redacted_variables: vars,
                 slot: Some("0123abcd".into()),
                 broker_port: Some(41234),
+                alloc_logs_read_only: Some(false),
             };
             prop_assert_eq!(DriverState::decode(&state.encode()).unwrap(), state);
         }

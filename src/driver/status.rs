@@ -54,6 +54,7 @@ pub fn from_core(err: CoreError) -> Status {
         CoreError::InvalidSignal(_) | CoreError::BadDriverState(_) => Code::InvalidArgument,
         CoreError::StillRunning(_)
         | CoreError::NotRunning(_)
+        | CoreError::WritableLogsDir { .. }
         | CoreError::Credentials(_)
         | CoreError::ImageMissing { .. }
         | CoreError::TaskDirs(_) => Code::FailedPrecondition,
