@@ -25,6 +25,7 @@
 //! fail and new connections are refused until Nomad's RecoverTask, which binds the same port in
 //! the container again (see `core::recover`); the CLIs retry.
 
+mod addresses;
 mod body;
 mod egress;
 pub mod netns;
