@@ -13,25 +13,26 @@
 //!   destination is allowed by naming its IP address in a rule, which is taken as the operator
 //!   wrote it.
 //! - The tunnel is opaque bytes (TLS end to end between the CLI and the destination); the
-//!   broker adds no credential to it.
+//!   broker adds no credential to it. It holds the client connection's place among the task's
+//!   `max_connections` and ends when idle or when the lease closes ([`super::tunnel`]).
 
 use std::net::{IpAddr, SocketAddr};
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::TaskContext;
 use super::addresses;
 use super::body::{ProxyBody, full};
 use super::reply::Refusal;
+use super::tunnel::{ConnectionSlot, Tunnel};
 use crate::config::EgressRule;
 
 /// Answer a `CONNECT`: refuse it, or accept it and tunnel in the background.
 pub(super) async fn connect(
     ctx: &TaskContext,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Refusal> {
     let Some(authority) = request.uri().authority().cloned() else {
         return Err(Refusal::BadRequest(
@@ -65,23 +66,14 @@ pub(super) async fn connect(
         })?
         .map_err(|e| Refusal::EgressFailed(format!("cannot connect to {host}:{port}: {e}")))?;
     let _ = stream.set_nodelay(true);
-    let task_id = ctx.task_id.clone();
-    let (destination, cancel) = (format!("{host}:{port}"), ctx.closed.clone());
-    tokio::spawn(async move {
-        let mut upstream = stream;
-        let tunnel = async {
-            let upgraded = hyper::upgrade::on(request).await?;
-            let mut client = TokioIo::new(upgraded);
-            tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-        };
-        tokio::select! {
-            _ = cancel.cancelled() => {}
-            ended = tunnel => if let Err(err) = ended {
-                tracing::debug!(%task_id, %destination, error = %err, "egress tunnel ended");
-            }
-        }
-    });
+    Tunnel {
+        task_id: ctx.task_id.clone(),
+        destination: format!("{host}:{port}"),
+        idle_timeout: ctx.limits.tunnel_idle_timeout,
+        closed: ctx.closed.clone(),
+        slot: request.extensions_mut().remove::<ConnectionSlot>(),
+    }
+    .spawn(hyper::upgrade::on(&mut request), stream);
     let mut response = Response::new(full(""));
     *response.status_mut() = StatusCode::OK;
     Ok(response)

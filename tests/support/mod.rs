@@ -2,6 +2,7 @@
 //! clients over a unix socket, and the in-process server harness.
 #![allow(dead_code)]
 
+pub mod broker_fixture;
 pub mod engine;
 pub mod openbao;
 pub mod real;
