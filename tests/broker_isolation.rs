@@ -1,6 +1,6 @@
 //! One task cannot starve another task's credential broker: two tasks (two leases of one real
-//! broker, on the host's loopback), an attacker that takes all it can — CONNECT tunnels —
-//! and a victim whose API calls must still succeed on time.
+//! broker, on the host's loopback), an attacker that takes all it can — CONNECT tunnels,
+//! trickling request bodies — and a victim whose API calls must still succeed on time.
 //!
 //! Every test prints what it measured (`cargo test --test broker_isolation -- --nocapture`).
 
@@ -12,6 +12,7 @@ use rmpv::Value;
 use support::broker_fixture::{
     BrokerFixture, Echo, ask_for_tunnel, open_tunnel, plugin_config, read_head, timed_api_call,
 };
+use support::h2_upstream::H2StandIn;
 use support::upstream::{Reply, StandIn};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -219,4 +220,134 @@ async fn a_lease_beyond_the_descriptor_budget_is_refused_with_the_fix() {
     timed_api_call(again.port(), Duration::from_secs(5))
         .await
         .unwrap();
+}
+
+/// Send a POST whose body (`length` bytes) trickles one byte every `every`, at most `bytes`
+/// bytes; returns the broker's answer and when it came, or what failed.
+async fn trickling_post(
+    port: u16,
+    length: usize,
+    every: Duration,
+    bytes: usize,
+    limit: Duration,
+) -> Result<(String, Duration), String> {
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let head = format!(
+        "POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {length}\r\n\r\n{{"
+    );
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut read, mut write) = stream.into_split();
+    let trickle = async move {
+        for _ in 0..bytes {
+            tokio::time::sleep(every).await;
+            if write.write_all(b" ").await.is_err() {
+                break;
+            }
+        }
+        // Then silence, holding the connection open.
+        std::future::pending::<()>().await;
+    };
+    let answer = async {
+        let mut answer = Vec::new();
+        let _ = read.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    tokio::time::timeout(limit, async {
+        tokio::select! {
+            _ = trickle => unreachable!(),
+            answer = answer => (answer, started.elapsed()),
+        }
+    })
+    .await
+    .map_err(|_| format!("no answer within {limit:?}"))
+}
+
+#[tokio::test]
+async fn a_trickling_request_body_is_cut_after_request_body_timeout() {
+    let api = StandIn::start(|_| Reply::json("{}")).await;
+    let limits = vec![("request_body_timeout", Value::from("2s"))];
+    let f = BrokerFixture::new(&plugin_config(&api.origin(), &api.ca_path(), limits, &[]));
+    let lease = f.open("alloc/slow/agent").await;
+    // A byte every 500 ms: no single pause is long, the total wait is.
+    let (answer, after) = trickling_post(
+        lease.port(),
+        1000,
+        Duration::from_millis(500),
+        40,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("an answer to a trickling body");
+    eprintln!(
+        "trickling body answered after {after:?}: {}",
+        answer.lines().next().unwrap_or("")
+    );
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_body_timeout"), "{answer}");
+    assert!(
+        after >= Duration::from_secs(2) && after < Duration::from_secs(5),
+        "{after:?}"
+    );
+    // Nothing incomplete reached the API as a whole request.
+    assert!(api.requests().iter().all(|r| r.body.len() < 1000));
+}
+
+#[tokio::test]
+async fn one_tasks_trickling_bodies_do_not_hold_the_other_tasks_http2_streams() {
+    // An API front end allowing 4 concurrent streams per connection.
+    let api = H2StandIn::start(4).await;
+    let limits = vec![("request_body_timeout", Value::from("3s"))];
+    let f = BrokerFixture::new(&plugin_config(&api.origin(), &api.ca_path(), limits, &[]));
+    let attacker = f.open("alloc/attacker/agent").await;
+    let victim = f.open("alloc/victim/agent").await;
+
+    // The attacker's 4 POSTs trickle a byte every 200 ms (50 bytes at most, then silence).
+    let trickles: Vec<_> = (0..4)
+        .map(|_| {
+            let port = attacker.port();
+            tokio::spawn(async move {
+                trickling_post(
+                    port,
+                    1000,
+                    Duration::from_millis(200),
+                    50,
+                    Duration::from_secs(20),
+                )
+                .await
+            })
+        })
+        .collect();
+    api.wait_in_flight(|n| n >= 4, Duration::from_secs(5)).await;
+    let held = api.in_flight();
+
+    // Meanwhile the victim's calls go through on time.
+    let mut latencies = Vec::new();
+    for _ in 0..3 {
+        let took = timed_api_call(victim.port(), Duration::from_secs(8)).await;
+        latencies.push(took);
+    }
+    eprintln!("victim: API calls took {latencies:?} while the attacker held {held} streams");
+    for took in &latencies {
+        let took = took.as_ref().expect("the victim's API call");
+        assert!(*took < ON_TIME, "{latencies:?}");
+    }
+
+    // The attacker's trickles were cut after request_body_timeout.
+    for trickle in trickles {
+        let (answer, after) = trickle.await.unwrap().expect("an answer to the attacker");
+        eprintln!(
+            "attacker: trickling POST answered after {after:?}: {}",
+            answer.lines().next().unwrap_or("")
+        );
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(after < Duration::from_secs(6), "{after:?}");
+    }
+    // The API's streams were given back.
+    api.wait_in_flight(|n| n == 0, Duration::from_secs(2)).await;
 }

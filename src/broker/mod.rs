@@ -21,7 +21,9 @@
 //! - Each task holds at most `max_connections` connections, CONNECT tunnels included for as
 //!   long as they last (`tunnel`); a tunnel idle for `tunnel_idle_timeout` is closed.
 //! - No task can take what another task needs: each lease reserves the descriptors its task
-//!   can cost at most out of the plugin's budget, or is refused (`limits`).
+//!   can cost at most out of the plugin's budget, or is refused (`limits`); each task has an
+//!   API client — connection pool, HTTP/2 streams — of its own (`upstream`); a request body
+//!   may keep the broker waiting `request_body_timeout` in total (`client_body`).
 //! - Bad, huge or slow requests and failing upstreams get an HTTP error (`reply`), never a
 //!   panic, and touch no other task.
 //!
@@ -31,6 +33,7 @@
 
 mod addresses;
 mod body;
+mod client_body;
 mod egress;
 pub mod limits;
 pub mod netns;
@@ -89,6 +92,7 @@ struct TaskContext {
     task_id: String,
     key: CredentialKey,
     credential: String,
+    /// The provider's API, with a connection pool of this task's own.
     upstream: Arc<Upstream>,
     credentials: Arc<dyn CredentialSource>,
     limits: BrokerConfig,
@@ -192,9 +196,9 @@ impl Broker {
         let upstream = self
             .upstreams
             .get(&task.key.provider)
-            .cloned()
             .ok_or_else(|| BrokerError::NotBrokered(task.key.provider.clone()))?;
         let reservation = Arc::new(self.budget.reserve(self.limits.max_connections)?);
+        let upstream = Arc::new(upstream.for_task(self.limits.max_connections));
         let site = self.site_override.clone().unwrap_or(site);
         let listener = netns::bind_loopback(site, port).await?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(port);

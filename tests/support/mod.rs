@@ -4,6 +4,7 @@
 
 pub mod broker_fixture;
 pub mod engine;
+pub mod h2_upstream;
 pub mod openbao;
 pub mod real;
 pub mod tasks;
