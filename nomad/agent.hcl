@@ -124,7 +124,10 @@ plugin "polydev" {
     #   connect_timeout  = "10s"      # to the API (and to egress destinations)
     #   upstream_timeout = "10m"      # until the API answers, and between pieces of its answer
     #   client_timeout   = "30s"      # for a client to send its headers; idle connections too
-    #   max_connections  = 64         # open connections per task
+    #   request_body_timeout = "30s"  # total wait for a client to send a body; then 408
+    #   max_connections  = 64         # open connections per task, CONNECT tunnels included;
+    #                                 # each task reserves 8 + 3 x this of the plugin's open files
+    #   tunnel_idle_timeout = "5m"    # a CONNECT tunnel with no byte either way is closed
     # }
 
     # Destinations broker-mode tasks may reach besides their API (an HTTP CONNECT proxy at the

@@ -41,6 +41,8 @@ fn run_plugin() -> ExitCode {
 }
 
 fn serve_plugin() -> anyhow::Result<()> {
+    // Every task's broker connections are descriptors of this process: as many as allowed.
+    polydev::broker::limits::raise_descriptor_limit_logged();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

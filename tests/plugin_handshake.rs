@@ -32,7 +32,21 @@ const GO_PLUGIN_KILL_GRACE: Duration = Duration::from_secs(2);
 /// The environment go-plugin gives a Nomad plugin, minus anything inherited that would change
 /// behaviour, plus `extra`.
 fn plugin_command(extra: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_polydev"));
+    plugin_command_via(&[], extra)
+}
+
+/// [`plugin_command`] run through `wrapper` (a program and its arguments that end by exec'ing
+/// the plugin, given as the last argument), e.g. a shell that changes a limit first.
+fn plugin_command_via(wrapper: &[&str], extra: &[(&str, &str)]) -> Command {
+    let plugin = env!("CARGO_BIN_EXE_polydev");
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(plugin);
+            cmd
+        }
+        None => Command::new(plugin),
+    };
     for key in [
         SOCKET_DIR_KEY,
         SOCKET_GROUP_KEY,
@@ -80,7 +94,11 @@ impl Plugin {
     /// Starts the plugin; with `keep_stderr` false the read end of stderr is closed right after
     /// the handshake, as after an agent crash.
     fn start_with(extra: &[(&str, &str)], keep_stderr: bool) -> Self {
-        let mut child = plugin_command(extra).spawn().unwrap();
+        Self::start_command(plugin_command(extra), keep_stderr)
+    }
+
+    fn start_command(mut command: Command, keep_stderr: bool) -> Self {
+        let mut child = command.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         let stdout_rest = thread::spawn(move || {
@@ -297,6 +315,47 @@ async fn handshake_health_stdio_and_shutdown() {
     assert_hclog_lines(&stderr);
     assert!(
         stderr.iter().any(|l| l.contains("GRPCController.Shutdown")),
+        "{stderr:#?}"
+    );
+}
+
+/// The soft and hard "Max open files" of process `pid`.
+fn open_file_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+#[tokio::test]
+async fn the_plugin_raises_its_open_file_limit_to_the_hard_limit_and_says_so() {
+    let (_, hard) = open_file_limits(std::process::id());
+    assert!(
+        hard > 256,
+        "this test needs a hard open file limit above 256, not {hard}"
+    );
+    // Started with a soft limit of 256, as a service manager might leave it.
+    let mut plugin = Plugin::start_command(
+        plugin_command_via(&["sh", "-c", "ulimit -Sn 256 && exec \"$0\""], &[]),
+        true,
+    );
+    let (soft_now, hard_now) = open_file_limits(plugin.child.id());
+    assert_eq!((soft_now, hard_now), (hard, hard));
+    plugin.signal(Signal::SIGTERM);
+    let (status, _) = plugin.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let (_, stderr) = plugin.outputs();
+    let said = format!("raised from 256 to {hard}");
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.contains("open file limit") && l.contains(&said)),
         "{stderr:#?}"
     );
 }

@@ -6,8 +6,8 @@
 //! Each request that arrives there is the task's — the listener itself says which task is
 //! calling, so there is no token to steal — and is forwarded to the provider's API over TLS
 //! ([`upstream`]) with the task's current key put where the provider expects it (`proxy`).
-//! `CONNECT` to destinations the operator allowed is tunnelled (`egress`); nothing else is
-//! reachable from the container.
+//! `CONNECT` to destinations the operator allowed is tunnelled (`egress`, `tunnel`); nothing
+//! else is reachable from the container.
 //!
 //! `core` uses it through [`Broker::open`] (the address a task's CLI is given, as a
 //! [`BrokerLease`]) and [`BrokerLease::close`] (the task stopped); it never sees HTTP types.
@@ -18,18 +18,28 @@
 //! - A lease serves one task; a second task's container cannot reach it (another namespace).
 //!   Closing the lease (stop, exit, destroy) or the plugin's shutdown stops the listener and
 //!   every connection of it.
-//! - Each task holds at most `max_connections` connections; bad, huge or slow requests and
-//!   failing upstreams get an HTTP error (`reply`), never a panic, and touch no other task.
+//! - Each task holds at most `max_connections` connections, CONNECT tunnels included for as
+//!   long as they last (`tunnel`); a tunnel idle for `tunnel_idle_timeout` is closed.
+//! - No task can take what another task needs: each lease reserves the descriptors its task
+//!   can cost at most out of the plugin's budget, or is refused (`limits`); each task has an
+//!   API client — connection pool, HTTP/2 streams — of its own (`upstream`); a request body
+//!   may keep the broker waiting `request_body_timeout` in total (`client_body`).
+//! - Bad, huge or slow requests and failing upstreams get an HTTP error (`reply`), never a
+//!   panic, and touch no other task.
 //!
 //! What a plugin crash does: the listener lives in the plugin process, so in-flight requests
 //! fail and new connections are refused until Nomad's RecoverTask, which binds the same port in
 //! the container again (see `core::recover`); the CLIs retry.
 
+mod addresses;
 mod body;
+mod client_body;
 mod egress;
+pub mod limits;
 pub mod netns;
 mod proxy;
 mod reply;
+mod tunnel;
 pub mod upstream;
 
 use std::collections::BTreeMap;
@@ -46,7 +56,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{BrokerConfig, EgressRule, PluginConfig};
 use crate::credentials::{CredentialKey, CredentialSource};
+use limits::{BudgetExhausted, DescriptorBudget, Reservation};
 pub use netns::{BindError, ListenerSite};
+use tunnel::ConnectionSlot;
 use upstream::{Upstream, UpstreamError};
 
 /// Pause after a failed accept (e.g. out of file descriptors) before trying again.
@@ -61,6 +73,8 @@ pub enum BrokerError {
     Bind(#[from] BindError),
     #[error("provider {0:?} is not in broker mode")]
     NotBrokered(String),
+    #[error(transparent)]
+    Budget(#[from] BudgetExhausted),
 }
 
 /// The task a lease serves.
@@ -78,12 +92,15 @@ struct TaskContext {
     task_id: String,
     key: CredentialKey,
     credential: String,
+    /// The provider's API, with a connection pool of this task's own.
     upstream: Arc<Upstream>,
     credentials: Arc<dyn CredentialSource>,
     limits: BrokerConfig,
     egress: Arc<[EgressRule]>,
     /// Cancelled when the lease closes: the listener and every connection end.
     closed: CancellationToken,
+    /// The task's share of the plugin's descriptors, held by every connection and tunnel.
+    reservation: Arc<Reservation>,
 }
 
 /// The broker of one plugin process (or `polydev run`).
@@ -92,6 +109,8 @@ pub struct Broker {
     egress: Arc<[EgressRule]>,
     credentials: Arc<dyn CredentialSource>,
     upstreams: BTreeMap<String, Arc<Upstream>>,
+    /// Descriptors the leases of this process may reserve (one broker per process).
+    budget: Arc<DescriptorBudget>,
     shutdown: CancellationToken,
     /// Bind every listener here instead of in the container (tests with the fake runtime).
     site_override: Option<ListenerSite>,
@@ -124,19 +143,34 @@ impl Drop for BrokerLease {
 
 impl Broker {
     /// A broker for every broker-mode provider of `config`; its listeners end with `shutdown`.
+    /// Its descriptor budget is sized from the process's open file limit now.
     pub fn new(
         config: &PluginConfig,
         credentials: Arc<dyn CredentialSource>,
         shutdown: CancellationToken,
     ) -> Result<Self, BrokerError> {
+        let budget = Arc::new(DescriptorBudget::from_process_limit());
+        tracing::debug!(
+            capacity = budget.capacity(),
+            per_task = limits::descriptors_per_task(config.broker.max_connections),
+            "credential broker descriptor budget"
+        );
         Ok(Broker {
             limits: config.broker.clone(),
             egress: config.egress.clone().into(),
             credentials,
             upstreams: upstream::upstreams(config)?,
+            budget,
             shutdown,
             site_override: None,
         })
+    }
+
+    /// Size the descriptor budget for a process limit of `limit` instead of the real one
+    /// (tests of the budget).
+    pub fn with_descriptor_limit(mut self, limit: usize) -> Self {
+        self.budget = Arc::new(DescriptorBudget::for_limit(limit));
+        self
     }
 
     /// Bind every task's listener on the host's loopback instead of in its container: for
@@ -162,8 +196,9 @@ impl Broker {
         let upstream = self
             .upstreams
             .get(&task.key.provider)
-            .cloned()
             .ok_or_else(|| BrokerError::NotBrokered(task.key.provider.clone()))?;
+        let reservation = Arc::new(self.budget.reserve(self.limits.max_connections)?);
+        let upstream = Arc::new(upstream.for_task(self.limits.max_connections));
         let site = self.site_override.clone().unwrap_or(site);
         let listener = netns::bind_loopback(site, port).await?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(port);
@@ -179,13 +214,16 @@ impl Broker {
             limits: self.limits.clone(),
             egress: self.egress.clone(),
             closed: closed.clone(),
+            reservation,
         });
         tokio::spawn(accept_loop(listener, context));
         Ok(BrokerLease { port, closed })
     }
 }
 
-/// Accept the task's connections until its lease closes, at most `max_connections` at a time.
+/// Accept the task's connections until its lease closes, at most `max_connections` at a time:
+/// a connection's place is free again when it closes or, if it became a CONNECT tunnel, when
+/// the tunnel ends. Connections beyond it wait in the listener's backlog.
 async fn accept_loop(listener: TcpListener, ctx: Arc<TaskContext>) {
     let permits = Arc::new(Semaphore::new(ctx.limits.max_connections));
     loop {
@@ -208,18 +246,25 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<TaskContext>) {
             },
         };
         let _ = stream.set_nodelay(true);
+        let slot = ConnectionSlot::new(permit, ctx.reservation.clone());
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            serve_connection(stream, &ctx).await;
-            drop(permit);
+            serve_connection(stream, &ctx, slot).await;
         });
     }
 }
 
-async fn serve_connection(stream: tokio::net::TcpStream, ctx: &Arc<TaskContext>) {
+/// Serve one client connection; each request carries the connection's `slot`, which a CONNECT
+/// hands on to its tunnel.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    ctx: &Arc<TaskContext>,
+    slot: ConnectionSlot,
+) {
     let for_requests = ctx.clone();
-    let service = service_fn(move |request| {
+    let service = service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
         let ctx = for_requests.clone();
+        request.extensions_mut().insert(slot.clone());
         async move { Ok::<_, Infallible>(proxy::serve(ctx, request).await) }
     });
     let mut builder = http1::Builder::new();

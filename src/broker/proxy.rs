@@ -6,7 +6,9 @@
 //!   `api-key`, `Proxy-Authorization`, cookies, a `key=` query parameter) is dropped; the real
 //!   key is looked up for this task at every request and put where the provider expects it.
 //! - Requests and answers stream frame by frame (SSE included); request bodies are bounded by
-//!   `max_body_bytes`, the wait for the answer and every pause inside it by `upstream_timeout`.
+//!   `max_body_bytes` and the client's waits while sending them by `request_body_timeout`
+//!   (`super::client_body`), the wait for the answer and every pause inside it by
+//!   `upstream_timeout`.
 //! - Only origin-form requests (`GET /v1/…`) are forwarded, always to the provider's own
 //!   origin; `CONNECT` goes to [`super::egress`].
 //! - Nothing logged or answered contains the key or a query string.
@@ -21,6 +23,7 @@ use secrecy::ExposeSecret;
 
 use super::TaskContext;
 use super::body::{Guarded, ProxyBody, boxed};
+use super::client_body::WaitLimited;
 use super::reply::Refusal;
 use crate::config::ApiAuth;
 use crate::credentials::CredentialError;
@@ -149,6 +152,8 @@ async fn forward(
     }
     drop(key);
     let exceeded = Arc::new(AtomicBool::new(false));
+    let (body_wait, too_slow) = (ctx.limits.request_body_timeout, Arc::default());
+    let body = WaitLimited::new(body, body_wait, Arc::clone(&too_slow));
     let mut outgoing = Request::new(boxed(Guarded::limited(body, limit, exceeded.clone())));
     *outgoing.method_mut() = parts.method;
     *outgoing.uri_mut() = uri;
@@ -164,6 +169,9 @@ async fn forward(
         }
         Ok(Err(_)) if exceeded.load(Ordering::SeqCst) => {
             return Err(Refusal::BodyTooLarge { limit });
+        }
+        Ok(Err(_)) if too_slow.load(Ordering::SeqCst) => {
+            return Err(Refusal::BodyTooSlow { after: body_wait });
         }
         Ok(Err(err)) => return Err(upstream_failure(&upstream.origin, &err)),
         Ok(Ok(response)) => response,

@@ -35,6 +35,12 @@ pub enum Refusal {
          raise broker {{ max_body_bytes }}"
     )]
     BodyTooLarge { limit: u64 },
+    #[error(
+        "the request body did not arrive: the client kept the broker waiting {after:?} in total \
+         while sending it; send the body at once (the operator can raise broker {{ \
+         request_body_timeout }})"
+    )]
+    BodyTooSlow { after: std::time::Duration },
     #[error("cannot reach {upstream}: {reason}")]
     Unreachable { upstream: String, reason: String },
     #[error(
@@ -70,6 +76,7 @@ impl Refusal {
             Refusal::NoCredential(_) => StatusCode::UNAUTHORIZED,
             Refusal::CredentialsUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::BodyTooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
             Refusal::Unreachable { .. }
             | Refusal::BadUpstream { .. }
             | Refusal::EgressFailed(_) => StatusCode::BAD_GATEWAY,
@@ -85,7 +92,7 @@ impl Refusal {
             StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => "INVALID_ARGUMENT",
             StatusCode::UNAUTHORIZED => "UNAUTHENTICATED",
             StatusCode::FORBIDDEN => "PERMISSION_DENIED",
-            StatusCode::GATEWAY_TIMEOUT => "DEADLINE_EXCEEDED",
+            StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => "DEADLINE_EXCEEDED",
             _ => "UNAVAILABLE",
         }
     }

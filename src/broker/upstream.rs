@@ -6,8 +6,11 @@
 //!   provider's `upstream_ca_file`; HTTP/2 or HTTP/1.1 is chosen by ALPN.
 //! - A provider's requests go to its own upstream and nowhere else: the request path is
 //!   appended to the configured origin and prefix; the client's Host header is never used.
-//! - Connections are pooled and shared by every task of the provider (each request carries its
-//!   own credential), so a new request rarely pays a TLS handshake.
+//! - Each task has a client of its own ([`Upstream::for_task`]): its own connection pool, so
+//!   one task's requests never wait for another's connections or HTTP/2 streams (an API
+//!   allowing 4 concurrent streams per connection cannot be filled by one task for all). The
+//!   provider's TLS settings, and with them the TLS session cache, are shared, so a task's
+//!   first request resumes a session rather than paying a full handshake.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -51,6 +54,7 @@ pub enum UpstreamError {
 pub type HttpsClient = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 
 /// One provider's API.
+#[derive(Clone)]
 pub struct Upstream {
     /// `https://host[:port]`.
     pub origin: String,
@@ -60,9 +64,20 @@ pub struct Upstream {
     /// Path prefixes requests may have (`api_paths`); empty: any path.
     pub paths: Vec<String>,
     pub client: HttpsClient,
+    /// TLS and TCP settings every task's client is built from.
+    connector: HttpsConnector<HttpConnector>,
 }
 
 impl Upstream {
+    /// This upstream with a client — a connection pool — of its own, for one task that keeps
+    /// at most `max_connections` requests in flight (the most idle connections it keeps).
+    pub fn for_task(&self, max_connections: usize) -> Upstream {
+        Upstream {
+            client: pooled_client(self.connector.clone(), max_connections),
+            ..self.clone()
+        }
+    }
+
     /// The upstream URI for a request to `path_and_query` (starting with `/`).
     pub fn uri_for(&self, path_and_query: &str) -> Result<http::Uri, http::uri::InvalidUri> {
         format!("{}{}{}", self.origin, self.path, path_and_query).parse()
@@ -97,7 +112,7 @@ pub fn upstreams(config: &PluginConfig) -> Result<BTreeMap<String, Arc<Upstream>
         let Some(route) = provider.credential_mode.route() else {
             continue;
         };
-        let client = client(name, route, &system_roots, config.broker.connect_timeout)?;
+        let connector = connector(name, route, &system_roots, config.broker.connect_timeout)?;
         out.insert(
             name.clone(),
             Arc::new(Upstream {
@@ -105,19 +120,20 @@ pub fn upstreams(config: &PluginConfig) -> Result<BTreeMap<String, Arc<Upstream>
                 path: route.upstream_path.clone(),
                 auth: route.auth,
                 paths: route.paths.clone(),
-                client,
+                client: pooled_client(connector.clone(), config.broker.max_connections),
+                connector,
             }),
         );
     }
     Ok(out)
 }
 
-fn client(
+fn connector(
     provider: &str,
     route: &ApiRoute,
     system_roots: &[CertificateDer<'static>],
     connect_timeout: Duration,
-) -> Result<HttpsClient, UpstreamError> {
+) -> Result<HttpsConnector<HttpConnector>, UpstreamError> {
     let tls = tls::client_config(system_roots, route.ca_file.as_deref()).map_err(|err| {
         let provider = provider.to_string();
         match err {
@@ -137,14 +153,19 @@ fn client(
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(connect_timeout));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()
         .enable_all_versions()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
+        .wrap_connector(http))
+}
+
+/// A client with a connection pool of its own over `connector`.
+fn pooled_client(connector: HttpsConnector<HttpConnector>, max_idle: usize) -> HttpsClient {
+    Client::builder(TokioExecutor::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .build(https))
+        .pool_max_idle_per_host(max_idle)
+        .build(connector)
 }
 
 #[cfg(test)]

@@ -7,8 +7,10 @@
 //!   max_body_bytes   = 33554432  # one request body (32 MiB)
 //!   connect_timeout  = "10s"     # to the provider's API
 //!   upstream_timeout = "10m"     # until the API answers, and between two chunks of its answer
-//!   max_connections  = 64        # open connections per task
+//!   max_connections  = 64        # open connections per task, CONNECT tunnels included
 //!   client_timeout   = "30s"     # for a client to send a request's headers
+//!   request_body_timeout = "30s" # total wait for a client to send a request's body
+//!   tunnel_idle_timeout  = "5m"  # a CONNECT tunnel with no byte either way is closed
 //! }
 //! egress { allow = ["registry.npmjs.org:443", "*.githubusercontent.com:443"] }
 //! ```
@@ -37,6 +39,10 @@ pub const DEFAULT_UPSTREAM_TIMEOUT: &str = "10m";
 pub const DEFAULT_MAX_CONNECTIONS: u64 = 64;
 /// Default for `broker.client_timeout`.
 pub const DEFAULT_CLIENT_TIMEOUT: &str = "30s";
+/// Default for `broker.request_body_timeout`.
+pub const DEFAULT_REQUEST_BODY_TIMEOUT: &str = "30s";
+/// Default for `broker.tunnel_idle_timeout`.
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: &str = "5m";
 
 /// Limits of the credential broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,8 +51,16 @@ pub struct BrokerConfig {
     pub max_body_bytes: u64,
     pub connect_timeout: Duration,
     pub upstream_timeout: Duration,
+    /// Connections a task may hold open at once; a CONNECT tunnel holds its connection's
+    /// place until the tunnel ends.
     pub max_connections: usize,
+    /// For a client to send a request's headers.
     pub client_timeout: Duration,
+    /// Total time the broker waits for a client to send a request's body (time the API takes
+    /// to accept what was sent does not count).
+    pub request_body_timeout: Duration,
+    /// A CONNECT tunnel through which no byte passed, either way, for this long is closed.
+    pub tunnel_idle_timeout: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -58,6 +72,8 @@ impl Default for BrokerConfig {
             upstream_timeout: duration::default(DEFAULT_UPSTREAM_TIMEOUT),
             max_connections: DEFAULT_MAX_CONNECTIONS as usize,
             client_timeout: duration::default(DEFAULT_CLIENT_TIMEOUT),
+            request_body_timeout: duration::default(DEFAULT_REQUEST_BODY_TIMEOUT),
+            tunnel_idle_timeout: duration::default(DEFAULT_TUNNEL_IDLE_TIMEOUT),
         }
     }
 }
@@ -139,6 +155,16 @@ pub fn broker_schema() -> Spec {
             "string",
             hcl_string(DEFAULT_CLIENT_TIMEOUT),
         ),
+        with_default(
+            "request_body_timeout",
+            "string",
+            hcl_string(DEFAULT_REQUEST_BODY_TIMEOUT),
+        ),
+        with_default(
+            "tunnel_idle_timeout",
+            "string",
+            hcl_string(DEFAULT_TUNNEL_IDLE_TIMEOUT),
+        ),
     ])
 }
 
@@ -174,6 +200,8 @@ pub(crate) fn broker(obj: &Obj<'_>) -> Result<BrokerConfig, ConfigError> {
         upstream_timeout: duration("upstream_timeout", DEFAULT_UPSTREAM_TIMEOUT)?,
         max_connections: number("max_connections", DEFAULT_MAX_CONNECTIONS, 1, 4096)? as usize,
         client_timeout: duration("client_timeout", DEFAULT_CLIENT_TIMEOUT)?,
+        request_body_timeout: duration("request_body_timeout", DEFAULT_REQUEST_BODY_TIMEOUT)?,
+        tunnel_idle_timeout: duration("tunnel_idle_timeout", DEFAULT_TUNNEL_IDLE_TIMEOUT)?,
     })
 }
 
@@ -252,6 +280,34 @@ mod tests {
         assert_eq!(v6.to_string(), "[::1]:8080");
         assert!(parse_rule("127.0.0.1:9").unwrap().is_address());
         assert!(!exact.is_address());
+    }
+
+    fn broker_block(fields: Vec<(&str, rmpv::Value)>) -> Result<BrokerConfig, ConfigError> {
+        use crate::config::cty::fixtures::{encode, obj};
+        crate::config::decode_plugin_config(&encode(&obj(vec![("broker", obj(fields))])))
+            .map(|config| config.broker)
+    }
+
+    #[test]
+    fn body_and_tunnel_timeouts_decode_with_defaults_and_bounds() {
+        let defaults = broker_block(vec![]).unwrap();
+        assert_eq!(defaults.request_body_timeout, Duration::from_secs(30));
+        assert_eq!(defaults.tunnel_idle_timeout, Duration::from_secs(300));
+        let set = broker_block(vec![
+            ("request_body_timeout", "5s".into()),
+            ("tunnel_idle_timeout", "1h".into()),
+        ])
+        .unwrap();
+        assert_eq!(set.request_body_timeout, Duration::from_secs(5));
+        assert_eq!(set.tunnel_idle_timeout, Duration::from_secs(3600));
+        for key in ["request_body_timeout", "tunnel_idle_timeout"] {
+            for bad in ["0s", "2d", "soon"] {
+                let err = broker_block(vec![(key, bad.into())])
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains(key) && err.contains(bad), "{key} {bad}: {err}");
+            }
+        }
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! clients over a unix socket, and the in-process server harness.
 #![allow(dead_code)]
 
+pub mod broker_fixture;
 pub mod engine;
+pub mod h2_upstream;
 pub mod logmon;
 pub mod openbao;
 pub mod real;
