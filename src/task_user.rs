@@ -7,7 +7,10 @@
 //! credential broker from inside its network namespace. A host group with the task's gid can
 //! read and write the files the task leaves group-accessible in its alloc dir. So the plugin
 //! refuses to start with ids the host's account database (`getpwuid`/`getgrgid`: `/etc/passwd`,
-//! `/etc/group` and every NSS source, LDAP and SSSD included) knows.
+//! `/etc/group` and every NSS source, LDAP and SSSD included) knows, and with ids inside a user's
+//! subordinate ranges (`/etc/subuid`, `/etc/subgid`): `newuidmap` lets that user become any of
+//! them in a user namespace of their own, still in the host's pid namespace, and so read the
+//! task's `/proc/<pid>/environ`.
 //!
 //! Invariants:
 //! - A refusal names every account and group found and says how to fix it; a lookup that fails
@@ -34,6 +37,41 @@ pub trait AccountDatabase {
     fn user_name(&self, uid: u32) -> Result<Option<String>, String>;
     /// The name of the group with this gid, `None` if there is none.
     fn group_name(&self, gid: u32) -> Result<Option<String>, String>;
+    /// Who may map `id` into a user namespace of their own (`/etc/subuid` or `/etc/subgid`,
+    /// what `newuidmap` grants): such a user can become that id without being root.
+    fn subordinate_owner(&self, _kind: SubordinateIds, _id: u32) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+}
+
+/// The two files of subordinate id ranges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubordinateIds {
+    Uids,
+    Gids,
+}
+
+impl SubordinateIds {
+    fn file(self) -> &'static str {
+        match self {
+            SubordinateIds::Uids => "/etc/subuid",
+            SubordinateIds::Gids => "/etc/subgid",
+        }
+    }
+}
+
+/// The owner of the first range of a subid file's `text` (`name:start:count` lines) that holds
+/// `id`.
+pub fn subordinate_owner_in(text: &str, id: u32) -> Option<String> {
+    text.lines().find_map(|line| {
+        let mut fields = line.trim().split(':');
+        let (owner, start, count) = (fields.next()?, fields.next()?, fields.next()?);
+        let start: u64 = start.parse().ok()?;
+        let count: u64 = count.parse().ok()?;
+        let id = u64::from(id);
+        (!owner.is_empty() && !owner.starts_with('#') && start <= id && id < start + count)
+            .then(|| owner.to_string())
+    })
 }
 
 /// The host's own database, through libc's `getpwuid_r`/`getgrgid_r` (so NSS is consulted).
@@ -51,6 +89,14 @@ impl AccountDatabase for HostAccounts {
             .map(|group| group.map(|g| g.name))
             .map_err(|errno| errno.desc().to_string())
     }
+
+    fn subordinate_owner(&self, kind: SubordinateIds, id: u32) -> Result<Option<String>, String> {
+        match std::fs::read_to_string(kind.file()) {
+            Ok(text) => Ok(subordinate_owner_in(&text, id)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(format!("{}: {err}", kind.file())),
+        }
+    }
 }
 
 /// What the host's account database says of the task's ids.
@@ -62,11 +108,18 @@ pub struct HostOwners {
     pub account: Option<String>,
     /// The group with the task's gid.
     pub group: Option<String>,
+    /// The user whose subordinate uids (`/etc/subuid`) hold the task's uid.
+    pub subuid_owner: Option<String>,
+    /// The user whose subordinate gids (`/etc/subgid`) hold the task's gid.
+    pub subgid_owner: Option<String>,
 }
 
 impl HostOwners {
     fn is_empty(&self) -> bool {
-        self.account.is_none() && self.group.is_none()
+        self.account.is_none()
+            && self.group.is_none()
+            && self.subuid_owner.is_none()
+            && self.subgid_owner.is_none()
     }
 
     /// `uid 1000 is the host account "alice"` and/or `gid 1000 is the host group "alice"`.
@@ -79,9 +132,21 @@ impl HostOwners {
             .group
             .as_ref()
             .map(|name| format!("task_gid {} is the host group {name:?}", self.gid));
-        account
+        let subuid = self.subuid_owner.as_ref().map(|name| {
+            format!(
+                "task_uid {} is in {name:?}'s subordinate uids (/etc/subuid)",
+                self.uid
+            )
+        });
+        let subgid = self.subgid_owner.as_ref().map(|name| {
+            format!(
+                "task_gid {} is in {name:?}'s subordinate gids (/etc/subgid)",
+                self.gid
+            )
+        });
+        [account, group, subuid, subgid]
             .into_iter()
-            .chain(group)
+            .flatten()
             .collect::<Vec<_>>()
             .join(" and ")
     }
@@ -138,11 +203,24 @@ pub fn host_owners(
             id: gid,
             reason,
         })?;
+    let subordinate = |kind: SubordinateIds, id: u32, field: &'static str| {
+        accounts
+            .subordinate_owner(kind, id)
+            .map_err(|reason| TaskUserError::Lookup {
+                field,
+                kind: "user's subordinate range",
+                kind_id: "id",
+                id,
+                reason,
+            })
+    };
     Ok(HostOwners {
         uid,
         gid,
         account,
         group,
+        subuid_owner: subordinate(SubordinateIds::Uids, uid, "task_uid")?,
+        subgid_owner: subordinate(SubordinateIds::Gids, gid, "task_gid")?,
     })
 }
 

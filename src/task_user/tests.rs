@@ -187,3 +187,47 @@ fn the_host_database_is_read_through_libc() {
     let owners = host_owners(&ids(uid, 2_100_000_000), &HostAccounts).unwrap();
     assert!(owners.account.is_some(), "uid {uid} ({name})");
 }
+
+#[test]
+fn subordinate_ranges_are_read_from_subid_lines() {
+    let text = "# comment\nalice:100000:65536\nbob:2100000000:65536\n1001:300000:10\n";
+    assert_eq!(subordinate_owner_in(text, 100000).as_deref(), Some("alice"));
+    assert_eq!(subordinate_owner_in(text, 165535).as_deref(), Some("alice"));
+    assert_eq!(subordinate_owner_in(text, 165536), None);
+    assert_eq!(
+        subordinate_owner_in(text, 2_100_000_000).as_deref(),
+        Some("bob")
+    );
+    assert_eq!(subordinate_owner_in(text, 300_005).as_deref(), Some("1001"));
+    assert_eq!(subordinate_owner_in("garbage\n:1:2\nx:y:z\n", 1), None);
+}
+
+/// A database whose subordinate ranges give `owner` every id.
+struct Subordinates {
+    owner: &'static str,
+}
+
+impl AccountDatabase for Subordinates {
+    fn user_name(&self, _uid: u32) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+    fn group_name(&self, _gid: u32) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+    fn subordinate_owner(&self, _kind: SubordinateIds, _id: u32) -> Result<Option<String>, String> {
+        Ok(Some(self.owner.to_string()))
+    }
+}
+
+#[tokio::test]
+async fn an_id_in_a_users_subordinate_range_is_refused_naming_the_file() {
+    let security = SecurityConfig::default();
+    let owners = host_owners(&security, &Subordinates { owner: "mallory" }).unwrap();
+    let fake = FakeRuntime::new();
+    let err = clear(owners, &fake).await.unwrap_err().to_string();
+    assert!(
+        err.contains("is in \"mallory\"'s subordinate uids (/etc/subuid)"),
+        "{err}"
+    );
+    assert!(err.contains("(/etc/subgid)"), "{err}");
+}
