@@ -164,7 +164,10 @@ pub enum TaskUserError {
          userns-remap so that container ids are not host ids",
         owners = owners.describe()
     )]
-    HostOwned { owners: HostOwners, engine: String },
+    HostOwned {
+        owners: Box<HostOwners>,
+        engine: String,
+    },
     #[error(
         "plugin config: security.{field}: cannot check whether a host {kind} has {kind_id} {id}: \
          {reason}; polydev refuses ids it cannot check (fix the host's account database or NSS \
@@ -250,7 +253,10 @@ pub async fn clear(
             ENGINE_QUESTION_TIMEOUT.as_secs()
         ),
     };
-    Err(TaskUserError::HostOwned { owners, engine })
+    Err(TaskUserError::HostOwned {
+        owners: Box::new(owners),
+        engine,
+    })
 }
 
 /// The whole check against this host's account database and `runtime`.
