@@ -369,8 +369,9 @@ fn data_dir(s: &str, field: &str) -> Result<PathBuf, ConfigError> {
     Ok(PathBuf::from(s))
 }
 
-/// An absolute file path that is not inside `<data_dir>/credentials`, where the entries it
-/// seals live: a copy or a disclosure of that directory must not carry the key with it.
+/// An absolute file path that is neither inside `<data_dir>/credentials`, where the entries it
+/// seals live, nor directly in `<data_dir>` (where releases before this option kept it): a copy
+/// or a disclosure of those must not carry the key with the entries.
 pub fn credentials_key_file(s: &str, data_dir: &Path, field: &str) -> Result<PathBuf, ConfigError> {
     let fix = format!("use an absolute file path such as {DEFAULT_CREDENTIALS_KEY_FILE:?}");
     if !s.starts_with('/') || s.contains('\0') || s.ends_with('/') {
@@ -382,16 +383,19 @@ pub fn credentials_key_file(s: &str, data_dir: &Path, field: &str) -> Result<Pat
     }
     let path = PathBuf::from(s);
     let entries = data_dir.join("credentials");
+    let beside = path.starts_with(&entries) || path.parent() == Some(data_dir);
     if path
         .components()
         .any(|c| c == std::path::Component::ParentDir)
-        || path.starts_with(&entries)
+        || beside
     {
         return Err(ConfigError::invalid(
             field,
             format!(
-                "{s:?} would put the key beside the entries it seals (in {}) or uses \"..\"",
-                entries.display()
+                "{s:?} would put the key beside the entries it seals (in {} or directly in {}) \
+                 or uses \"..\"",
+                entries.display(),
+                data_dir.display()
             ),
             fix,
         ));

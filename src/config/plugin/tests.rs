@@ -474,6 +474,7 @@ fn the_key_file_is_outside_the_entries_it_seals() {
     );
     for bad in [
         "/srv/polydev/credentials/credentials.key",
+        "/srv/polydev/credentials.key",
         "/srv/polydev/credentials/default/k",
         "/srv/keys/../polydev/credentials/k",
     ] {
