@@ -7,6 +7,8 @@ pub struct Mount {
     /// The directory of the mounted filesystem that appears at `mount_point` (usually `/`).
     pub root: String,
     pub mount_point: String,
+    /// Per-mount options (`ro`, `nosuid`, …).
+    pub options: Vec<String>,
     /// Propagation tags such as `shared:12` or `master:3`.
     pub optional_fields: Vec<String>,
     pub fstype: String,
@@ -16,6 +18,11 @@ pub struct Mount {
 /// Every well-formed line of `text`; malformed lines are skipped.
 pub fn parse(text: &str) -> Vec<Mount> {
     text.lines().filter_map(parse_line).collect()
+}
+
+/// The mount table of process `pid` (empty if it cannot be read).
+pub fn of_pid(pid: u32) -> Vec<Mount> {
+    parse(&std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default())
 }
 
 /// The mount table of this process (empty if `/proc` is unreadable).
@@ -31,6 +38,7 @@ fn parse_line(line: &str) -> Option<Mount> {
     Some(Mount {
         root: unescape(left.get(3)?),
         mount_point: unescape(left.get(4)?),
+        options: left.get(5)?.split(',').map(str::to_string).collect(),
         optional_fields: left.get(6..)?.iter().map(|f| f.to_string()).collect(),
         fstype: fstype.to_string(),
         super_options: super_options.split(',').map(str::to_string).collect(),

@@ -220,6 +220,51 @@ async fn a_task_cannot_swap_its_log_fifo_when_mounts_are_shared() {
     the_task_cannot_swap_its_fifo_in(false, shared.dir.path()).await;
 }
 
+/// A warm container whose slot no longer propagates (here: its slots root was unmounted under
+/// it) would run the task without its directories. The claim checks that the read-only logs dir
+/// reached the container, and otherwise removes it and starts the task cold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_container_the_mounts_do_not_reach_is_replaced_by_a_cold_start() {
+    let mut setup = setup_with_pool(&PoolOptions::target(1)).await;
+    wait_for_reported_idle(&setup.driver, "openai", 1).await;
+    let slots = setup.data_dir.path().join("slots");
+    let out = std::process::Command::new("umount")
+        .args(["-l"])
+        .arg(&slots)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "umount: {out:?}");
+
+    let alloc = AllocDir::new(TASK);
+    let readers = alloc.start_readers();
+    let id = unique_id(TASK);
+    let body = "if touch /alloc/logs/x 2>/dev/null; then echo LOGS-WRITABLE; fi; \
+                test -p /alloc/logs/.hostile.stdout.fifo && echo FIFO-SEEN";
+    let mut config = task_config(&id, Some(alloc.root.path()), &script(body));
+    config.name = TASK.to_string();
+    let handle = setup
+        .driver
+        .start_task(nomad::StartTaskRequest { task: Some(config) })
+        .await
+        .expect("StartTask")
+        .into_inner()
+        .handle
+        .unwrap();
+    let state = DriverState::decode(&handle.driver_state).unwrap();
+    let _guard = ContainerGuard::new(&state.container_id);
+    assert_eq!(state.slot, None, "started cold");
+    wait(&mut setup.driver, &id).await;
+    let stdout = String::from_utf8(finish(readers.0).await).unwrap();
+    let _ = finish(readers.1).await;
+    assert_eq!(stdout, "FIFO-SEEN\n");
+    destroy(&mut setup.driver, &id, &state.container_id).await;
+    assert!(
+        setup.forwarder_logs().contains("did not reach")
+            || setup.plugin.stderr().contains("did not reach"),
+        "the replacement is logged"
+    );
+}
+
 /// What the forwarder does when the FIFO path is already not a FIFO: a symlink to a root-only
 /// file, or a regular file. It refuses; the target is neither read nor appended to, and the
 /// task's output goes nowhere else.

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use super::slots::SlotRoot;
 use super::{WarmPool, lock};
 use crate::config::WhenEmpty;
 use crate::engine::EngineNews;
@@ -71,6 +72,16 @@ impl WarmPoolPort for WarmPool {
             self.discard(idle);
             self.task_released(provider);
             return Err(ClaimError::Slot(Box::new(err)));
+        }
+        let reached = match (alloc_dir, idle.init_pid) {
+            (Some(_), Some(pid)) => SlotRoot::reached_container(pid),
+            _ => true,
+        };
+        if !reached {
+            tracing::warn!(container_id = %idle.id, "the task's directories did not reach an idle warm container (its slot no longer propagates); removing it and starting the task cold");
+            self.discard(idle);
+            self.task_released(provider);
+            return Ok(None);
         }
         Ok(Some(WarmContainer {
             id: idle.id,

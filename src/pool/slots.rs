@@ -165,6 +165,25 @@ impl SlotRoot {
         Ok(())
     }
 
+    /// Whether the container whose init process is `init_pid` sees every read-only task
+    /// directory ([`task_dirs`]) mounted read-only: the claim's mounts reached it. A container
+    /// whose slot no longer propagates (its slots root was unmounted or remade since it was
+    /// created) would otherwise run the task without them.
+    pub fn reached_container(init_pid: u32) -> bool {
+        let mounts = crate::mountinfo::of_pid(init_pid);
+        // Only the container side of task_dirs matters here, which no host path changes.
+        task_dirs(Path::new("/"), "")
+            .iter()
+            .filter(|dir| dir.read_only)
+            .all(|dir| {
+                mounts
+                    .iter()
+                    .rev()
+                    .find(|m| m.mount_point == dir.container_path)
+                    .is_some_and(|m| m.options.iter().any(|o| o == "ro"))
+            })
+    }
+
     /// Mark the slot claimed without mounting anything (tasks outside Nomad).
     pub fn mark_claimed(&self, slot: &str) -> Result<(), SlotError> {
         let marker = self.path(slot).join(CLAIMED);
