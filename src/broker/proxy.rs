@@ -5,6 +5,9 @@
 //! - Whatever credential the client sent (`Authorization`, `x-api-key`, `x-goog-api-key`,
 //!   `api-key`, `Proxy-Authorization`, cookies, a `key=` query parameter) is dropped; the real
 //!   key is looked up for this task at every request and put where the provider expects it.
+//! - The path is checked and forwarded in one plain form ([`super::path`]): dot segments and
+//!   ambiguous encodings are refused with 403 before anything is sent, and `api_paths` match
+//!   on segment boundaries, so no path reaches another API path or leaves the upstream prefix.
 //! - Requests and answers stream frame by frame (SSE included); request bodies are bounded by
 //!   `max_body_bytes`, the wait for the answer and every pause inside it by `upstream_timeout`.
 //! - Only origin-form requests (`GET /v1/…`) are forwarded, always to the provider's own
@@ -21,6 +24,7 @@ use secrecy::ExposeSecret;
 
 use super::TaskContext;
 use super::body::{Guarded, ProxyBody, boxed};
+use super::path;
 use super::reply::Refusal;
 use crate::config::ApiAuth;
 use crate::credentials::CredentialError;
@@ -106,8 +110,12 @@ async fn forward(
     if !FORWARDED_METHODS.contains(&parts.method) {
         return Err(Refusal::MethodNotAllowed(parts.method.to_string()));
     }
-    if !ctx.upstream.allows_path(parts.uri.path()) {
-        return Err(Refusal::PathNotAllowed(parts.uri.path().to_string()));
+    let plain_path = path::normalise(parts.uri.path()).map_err(|why| Refusal::UnsafePath {
+        path: parts.uri.path().to_string(),
+        why,
+    })?;
+    if !ctx.upstream.allows_path(&plain_path) {
+        return Err(Refusal::PathNotAllowed(plain_path));
     }
     check_header_values(&parts.headers)?;
     let limit = ctx.limits.max_body_bytes;
@@ -119,7 +127,7 @@ async fn forward(
     let key = ctx.current_key().await?;
     let upstream = &ctx.upstream;
     let path_and_query = rewrite_query(
-        parts.uri.path(),
+        &plain_path,
         parts.uri.query(),
         (upstream.auth == ApiAuth::QueryKey).then(|| key.expose_secret()),
     );

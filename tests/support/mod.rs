@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod engine;
+pub mod gateway;
 pub mod openbao;
 pub mod real;
 pub mod tasks;
