@@ -6,6 +6,8 @@
 //!
 //! - Paths: nothing that escapes `api_paths` or the upstream prefix once the gateway resolves
 //!   it is ever sent (403 first); plain paths with queries still go through.
+//! - Answers: the key never reaches the client — not in the status line, a header or the body,
+//!   even split across frames, in a redirect's `Location`, percent-encoded or over HTTP/2.
 
 mod support;
 
@@ -99,8 +101,31 @@ fn get(target: &str, headers: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
 fn text(answer: &[u8]) -> String {
     String::from_utf8_lossy(answer).into_owned()
+}
+
+fn stars(n: usize) -> String {
+    "*".repeat(n)
+}
+
+/// `text` percent-encoded as the broker writes a query value.
+fn query_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 #[test]
@@ -186,4 +211,157 @@ async fn paths_that_escape_api_paths_or_the_prefix_get_403_and_never_reach_the_g
         let routed = seen.routed.unwrap();
         assert!(routed.starts_with("/gw/v1/messages"), "{routed}");
     }
+}
+
+/// An endpoint that reflects the request's headers everywhere it can: in the reason phrase, in
+/// response headers and in the body, which is sent in two frames cut inside the key.
+fn reflect_headers(seen: &Seen) -> Answer {
+    let echoed = seen
+        .header("x-api-key")
+        .or(seen.header("authorization"))
+        .unwrap_or_default()
+        .to_string();
+    let body = format!("{{\"you sent\":{:?}}}\n", seen.header_lines());
+    let cut = body
+        .find(KEY)
+        .map_or(body.len() / 2, |at| at + KEY.len() / 2);
+    let (first, second) = body.split_at(cut);
+    Answer {
+        status: 200,
+        reason: Some(format!("OK {echoed}")),
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("x-echo".into(), echoed.clone()),
+            ("link".into(), format!("<https://gw/next?auth={echoed}>")),
+        ],
+        chunks: vec![first.as_bytes().to_vec(), second.as_bytes().to_vec()],
+        pause: Duration::from_millis(50),
+    }
+}
+
+#[tokio::test]
+async fn reflected_headers_reach_the_container_with_the_key_scrubbed() {
+    for http2 in [false, true] {
+        let gateway = Gateway::start(http2, reflect_headers).await;
+        let f = fixture(&gateway, &[]);
+        for (provider, variable) in [
+            ("anthropic", "ANTHROPIC_API_KEY"),
+            ("openai", "OPENAI_API_KEY"),
+        ] {
+            let lease = f.open(provider, variable).await;
+            let answer = exchange(
+                lease.port(),
+                &get(
+                    "/v1/echo",
+                    "x-api-key: placeholder\r\nAuthorization: Bearer placeholder\r\nAccept-Encoding: gzip, br\r\nRange: bytes=10-\r\n",
+                ),
+            )
+            .await;
+            let what = format!("{provider} over {}", if http2 { "h2" } else { "h1" });
+            let seen = gateway.seen().pop().unwrap();
+            assert_eq!(seen.version, if http2 { "HTTP/2.0" } else { "HTTP/1.1" });
+            // The gateway got the key (so it really reflected it) ...
+            assert!(seen.header_lines().contains(KEY), "{what}: {seen:?}");
+            assert_eq!(seen.header("accept-encoding"), Some("identity"), "{what}");
+            assert_eq!(seen.header("range"), None, "{what}");
+            // ... and the container sees it nowhere.
+            let shown = text(&answer);
+            assert!(!contains(&answer, KEY), "{what}: {shown}");
+            assert!(!contains(&answer, &KEY[..16]), "{what}: {shown}");
+            assert!(shown.starts_with("HTTP/1.1 200 OK\r\n"), "{what}: {shown}");
+            let redacted = stars(KEY.len());
+            assert!(
+                shown.contains(&format!(
+                    "x-echo: {}",
+                    if provider == "openai" {
+                        format!("Bearer {redacted}")
+                    } else {
+                        redacted.clone()
+                    }
+                )),
+                "{what}: {shown}"
+            );
+            assert!(
+                shown.contains("link: <https://gw/next?auth=") && !shown.contains("auth=sk-"),
+                "{what}: {shown}"
+            );
+            assert!(
+                shown.contains(&format!("{redacted}\\n")),
+                "the body keeps its shape, key replaced: {what}: {shown}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_redirect_that_repeats_the_query_hands_back_no_key() {
+    let gateway = Gateway::start(false, |seen: &Seen| {
+        let query = seen.query.clone().unwrap_or_default();
+        let location = format!("https://127.0.0.1/gw/v1beta/models?{query}");
+        // The body repeats the query raw and, as some servers do, decoded.
+        let decoded = query
+            .replace("%2F", "/")
+            .replace("%2B", "+")
+            .replace("%3D", "=");
+        let lower_hex = query
+            .replace("%2F", "%2f")
+            .replace("%2B", "%2b")
+            .replace("%3D", "%3d");
+        Answer::new(
+            301,
+            format!("<a href=\"{location}\">moved</a> (you asked for {decoded}; {lower_hex})"),
+        )
+        .header("location", &location)
+        .header("content-type", "text/html")
+    })
+    .await;
+    let f = fixture(&gateway, &[]);
+    let lease = f.open("google", "GOOGLE_API_KEY").await;
+    let answer = exchange(lease.port(), &get("/v1beta/models?pageSize=5", "")).await;
+    let shown = text(&answer);
+    let encoded = query_encoded(QUERY_KEY);
+    assert_ne!(encoded, QUERY_KEY);
+    let seen = gateway.seen().pop().unwrap();
+    assert_eq!(
+        seen.query.as_deref(),
+        Some(&format!("pageSize=5&key={encoded}")[..])
+    );
+    assert!(shown.starts_with("HTTP/1.1 301"), "{shown}");
+    let lower_hex = encoded
+        .replace("%2F", "%2f")
+        .replace("%2B", "%2b")
+        .replace("%3D", "%3d");
+    for form in [QUERY_KEY.to_string(), encoded.clone(), lower_hex] {
+        assert!(!contains(&answer, &form), "{form} in {shown}");
+    }
+    assert!(
+        shown.contains(&format!(
+            "location: https://127.0.0.1/gw/v1beta/models?pageSize=5&key={}\r\n",
+            stars(encoded.len())
+        )),
+        "{shown}"
+    );
+}
+
+#[tokio::test]
+async fn a_compressed_answer_is_refused_since_the_scrub_cannot_read_it() {
+    let gateway = Gateway::start(false, |_: &Seen| {
+        Answer::new(200, b"\x1f\x8b\x08\x00not really gzip".to_vec())
+            .header("content-encoding", "gzip")
+            .header("content-type", "application/json")
+    })
+    .await;
+    let f = fixture(&gateway, &[]);
+    let lease = f.open("anthropic", "ANTHROPIC_API_KEY").await;
+    let answer = text(
+        &exchange(
+            lease.port(),
+            &get("/v1/models", "Accept-Encoding: gzip\r\n"),
+        )
+        .await,
+    );
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    assert!(answer.contains("Content-Encoding \\\"gzip\\\""), "{answer}");
+    let seen = gateway.seen().pop().unwrap();
+    assert_eq!(seen.header("accept-encoding"), Some("identity"));
 }

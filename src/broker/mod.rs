@@ -18,7 +18,8 @@
 //! - A lease serves one task; a second task's container cannot reach it (another namespace).
 //!   Closing the lease (stop, exit, destroy) or the plugin's shutdown stops the listener and
 //!   every connection of it.
-//! - No path leaves the provider's `api_paths` or upstream prefix ([`path`]).
+//! - No path leaves the provider's `api_paths` or upstream prefix ([`path`]), and no answer
+//!   carries the key back to the container ([`scrub`]).
 //! - Each task holds at most `max_connections` connections; bad, huge or slow requests and
 //!   failing upstreams get an HTTP error (`reply`), never a panic, and touch no other task.
 //!
@@ -32,6 +33,7 @@ pub mod netns;
 pub mod path;
 mod proxy;
 mod reply;
+pub mod scrub;
 pub mod upstream;
 
 use std::collections::BTreeMap;

@@ -8,6 +8,11 @@
 //! - The path is checked and forwarded in one plain form ([`super::path`]): dot segments and
 //!   ambiguous encodings are refused with 403 before anything is sent, and `api_paths` match
 //!   on segment boundaries, so no path reaches another API path or leaves the upstream prefix.
+//! - No answer carries the key ([`super::scrub`]): the upstream's reason phrase is dropped,
+//!   its headers, body and trailers are scrubbed as they stream. Answers are asked for without
+//!   compression (`Accept-Encoding: identity`), and a compressed one is refused (502), since
+//!   the scrub could not see into it; `Range` is not forwarded, so no answer starts or ends
+//!   where the task chose.
 //! - Requests and answers stream frame by frame (SSE included); request bodies are bounded by
 //!   `max_body_bytes`, the wait for the answer and every pause inside it by `upstream_timeout`.
 //! - Only origin-form requests (`GET /v1/…`) are forwarded, always to the provider's own
@@ -26,12 +31,14 @@ use super::TaskContext;
 use super::body::{Guarded, ProxyBody, boxed};
 use super::path;
 use super::reply::Refusal;
+use super::scrub::{KeyForms, ScrubbedBody};
 use crate::config::ApiAuth;
 use crate::credentials::CredentialError;
 
-/// Headers never forwarded from the client: those that carry a credential, and those that ask
-/// a server to treat a request as another method (which could turn it into a `TRACE`).
-const DROPPED_CLIENT_HEADERS: [&str; 10] = [
+/// Headers never forwarded from the client: those that carry a credential, those that ask a
+/// server to treat a request as another method (which could turn it into a `TRACE`), and those
+/// that would shape the answer past the key scrub (compression, ranges).
+const DROPPED_CLIENT_HEADERS: [&str; 13] = [
     "authorization",
     "proxy-authorization",
     "x-api-key",
@@ -42,6 +49,11 @@ const DROPPED_CLIENT_HEADERS: [&str; 10] = [
     "x-http-method",
     "x-method-override",
     "max-forwards",
+    // The broker asks for identity encoding itself (see `forward`).
+    "accept-encoding",
+    // A range would cut a reflected key where the task chose, past the scrub.
+    "range",
+    "if-range",
 ];
 
 /// Methods forwarded to the API. `TRACE`/`TRACK` would echo the request — the key included —
@@ -155,9 +167,15 @@ async fn forward(
         )?,
         ApiAuth::QueryKey => {}
     }
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    let key_forms = Arc::new(KeyForms::of(key.expose_secret()));
     drop(key);
     let exceeded = Arc::new(AtomicBool::new(false));
     let mut outgoing = Request::new(boxed(Guarded::limited(body, limit, exceeded.clone())));
+    let request_method = parts.method.clone();
     *outgoing.method_mut() = parts.method;
     *outgoing.uri_mut() = uri;
     *outgoing.headers_mut() = headers;
@@ -177,11 +195,42 @@ async fn forward(
         Ok(Ok(response)) => response,
     };
     let (mut parts, body) = response.into_parts();
+    if let Some(encoding) = compressed(&parts.headers)
+        && request_method != Method::HEAD
+        && !matches!(
+            parts.status,
+            http::StatusCode::NO_CONTENT | http::StatusCode::NOT_MODIFIED
+        )
+    {
+        return Err(Refusal::BadUpstream {
+            upstream: upstream.origin.clone(),
+            reason: format!(
+                "it answered with Content-Encoding {encoding:?} although the broker asked for \
+                 identity; the broker reads every answer to keep the key out of it, so it \
+                 passes no compressed answer"
+            ),
+        });
+    }
     parts.headers = forwardable_response(&parts.headers);
-    Ok(Response::from_parts(
-        parts,
-        boxed(Guarded::idle_timeout(body, timeout)),
-    ))
+    key_forms.scrub_headers(&mut parts.headers);
+    // A non-standard reason phrase (which hyper would repeat to the client) and anything else
+    // the upstream's connection attached stay here.
+    parts.extensions = http::Extensions::new();
+    let body = ScrubbedBody::new(Guarded::idle_timeout(body, timeout), key_forms);
+    Ok(Response::from_parts(parts, boxed(body)))
+}
+
+/// The answer's content coding, if it is not identity.
+fn compressed(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .map(|value| {
+            String::from_utf8_lossy(value.as_bytes())
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .find(|coding| !coding.is_empty() && coding != "identity")
 }
 
 impl TaskContext {
