@@ -8,6 +8,7 @@
 //!   it is ever sent (403 first); plain paths with queries still go through.
 //! - Answers: the key never reaches the client — not in the status line, a header or the body,
 //!   even split across frames, in a redirect's `Location`, percent-encoded or over HTTP/2.
+//! - Client credentials: encoded `key` parameters and request trailers never reach the API.
 
 mod support;
 
@@ -364,4 +365,49 @@ async fn a_compressed_answer_is_refused_since_the_scrub_cannot_read_it() {
     assert!(answer.contains("Content-Encoding \\\"gzip\\\""), "{answer}");
     let seen = gateway.seen().pop().unwrap();
     assert_eq!(seen.header("accept-encoding"), Some("identity"));
+}
+
+#[tokio::test]
+async fn percent_encoded_key_parameters_from_the_client_never_reach_the_api() {
+    let gateway = Gateway::start(false, |_: &Seen| Answer::new(200, "{}")).await;
+    let f = fixture(&gateway, &[]);
+    let lease = f.open("google", "GOOGLE_API_KEY").await;
+    let answer = text(
+        &exchange(
+            lease.port(),
+            &get(
+                "/v1beta/models?%6Bey=stolen1&k%65y=stolen2&%6b%65%79=stolen3&KEY=stolen4&Key=stolen5&alt=sse&keyword=1",
+                "",
+            ),
+        )
+        .await,
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = gateway.seen().pop().unwrap();
+    assert_eq!(
+        seen.query.as_deref(),
+        Some(&format!("alt=sse&keyword=1&key={}", query_encoded(QUERY_KEY))[..])
+    );
+}
+
+#[tokio::test]
+async fn request_trailers_never_reach_an_http2_api() {
+    let gateway = Gateway::start(true, |_: &Seen| Answer::new(200, "{}")).await;
+    let f = fixture(&gateway, &[]);
+    let lease = f.open("anthropic", "ANTHROPIC_API_KEY").await;
+    let request = "POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+                   Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\
+                   Trailer: x-api-key, authorization\r\n\r\n\
+                   2\r\n{}\r\n0\r\nx-api-key: stolen\r\nauthorization: Bearer stolen\r\n\r\n";
+    let answer = text(&exchange(lease.port(), request.as_bytes()).await);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = gateway.seen().pop().unwrap();
+    assert_eq!(seen.version, "HTTP/2.0");
+    assert_eq!(seen.body, b"{}");
+    assert_eq!(seen.header("x-api-key"), Some(KEY));
+    assert!(
+        seen.trailers.is_empty(),
+        "trailers reached the API: {:?}",
+        seen.trailers
+    );
 }

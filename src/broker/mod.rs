@@ -34,6 +34,7 @@ pub mod path;
 mod proxy;
 mod reply;
 pub mod scrub;
+mod trailers;
 pub mod upstream;
 
 use std::collections::BTreeMap;

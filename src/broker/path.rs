@@ -143,6 +143,31 @@ pub fn within(path: &str, prefix: &str) -> bool {
     }
 }
 
+/// Percent-decode `text` (as in a query's parameter names, where `+` is a space); `None` if an
+/// escape is malformed.
+pub(super) fn percent_decode_query(text: &str) -> Option<Vec<u8>> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                out.push(decode_hex_pair(&bytes[i + 1..])?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            byte => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,5 +273,14 @@ mod tests {
         assert!(!within("/v1", "/v1/"));
         assert!(within("/anything", "/"));
         assert!(within("/v1beta/models/g:generate", "/v1beta/models/g:"));
+    }
+
+    #[test]
+    fn query_names_decode_with_plus_as_space() {
+        assert_eq!(percent_decode_query("%6Bey").unwrap(), b"key");
+        assert_eq!(percent_decode_query("k%65y").unwrap(), b"key");
+        assert_eq!(percent_decode_query("a+b").unwrap(), b"a b");
+        assert_eq!(percent_decode_query("bad%g1"), None);
+        assert_eq!(percent_decode_query("end%"), None);
     }
 }

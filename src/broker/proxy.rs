@@ -3,8 +3,9 @@
 //!
 //! Invariants:
 //! - Whatever credential the client sent (`Authorization`, `x-api-key`, `x-goog-api-key`,
-//!   `api-key`, `Proxy-Authorization`, cookies, a `key=` query parameter) is dropped; the real
-//!   key is looked up for this task at every request and put where the provider expects it.
+//!   `api-key`, `Proxy-Authorization`, cookies, request trailers, a `key=` query parameter
+//!   however its name is percent-encoded or cased) is dropped; the real key is looked up for
+//!   this task at every request and put where the provider expects it.
 //! - The path is checked and forwarded in one plain form ([`super::path`]): dot segments and
 //!   ambiguous encodings are refused with 403 before anything is sent, and `api_paths` match
 //!   on segment boundaries, so no path reaches another API path or leaves the upstream prefix.
@@ -32,6 +33,7 @@ use super::body::{Guarded, ProxyBody, boxed};
 use super::path;
 use super::reply::Refusal;
 use super::scrub::{KeyForms, ScrubbedBody};
+use super::trailers::WithoutTrailers;
 use crate::config::ApiAuth;
 use crate::credentials::CredentialError;
 
@@ -109,6 +111,7 @@ async fn forward(
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Refusal> {
     let (parts, body) = request.into_parts();
+    let body = WithoutTrailers::new(body);
     if parts.uri.scheme().is_some()
         || parts.uri.authority().is_some()
         || !parts.uri.path().starts_with('/')
@@ -335,7 +338,7 @@ fn rewrite_query(path: &str, query: Option<&str>, real_key: Option<&str>) -> Str
         .unwrap_or_default()
         .split('&')
         .filter(|pair| !pair.is_empty())
-        .filter(|pair| pair.split('=').next() != Some("key"))
+        .filter(|pair| !names_the_key(pair.split('=').next().unwrap_or_default()))
         .map(str::to_string)
         .collect();
     if let Some(key) = real_key {
@@ -346,6 +349,13 @@ fn rewrite_query(path: &str, query: Option<&str>, real_key: Option<&str>) -> Str
     } else {
         format!("{path}?{}", pairs.join("&"))
     }
+}
+
+/// Whether a query parameter name is `key` once percent-decoded (`%6Bey`, `k%65y`), in any
+/// case: a server decodes names before it reads them, and no API of a provider takes another
+/// parameter spelled `Key` or `KEY`, so dropping those too costs nothing.
+fn names_the_key(name: &str) -> bool {
+    path::percent_decode_query(name).is_some_and(|decoded| decoded.eq_ignore_ascii_case(b"key"))
 }
 
 fn percent_encode(text: &str) -> String {
@@ -430,6 +440,18 @@ mod tests {
         assert_eq!(
             rewrite_query("/v1", Some("keyword=1"), None),
             "/v1?keyword=1"
+        );
+    }
+
+    #[test]
+    fn key_parameters_are_recognised_after_percent_decoding_in_any_case() {
+        assert_eq!(
+            rewrite_query(
+                "/v1",
+                Some("%6Bey=a&k%65y=b&%6b%65%79=c&KEY=d&Key=e&alt=sse&k%65yword=1&ke%79%=2"),
+                Some("real"),
+            ),
+            "/v1?alt=sse&k%65yword=1&ke%79%=2&key=real"
         );
     }
 
