@@ -39,9 +39,7 @@ pub enum UnsafePath {
     Backslash,
     #[error("it has a byte that is not ASCII; percent-encode it as UTF-8")]
     RawNonAscii,
-    #[error(
-        "it has {0:?}, which is not a valid percent-encoding (write '%' as %25 only outside paths)"
-    )]
+    #[error("it has {0:?}, which is not a valid percent-encoding ('%' and two hex digits)")]
     BadPercent(String),
     #[error("a segment does not decode to valid UTF-8")]
     NotUtf8,
