@@ -7,10 +7,14 @@
 //!   listens in the container's namespace, which does not change its code path), which
 //!   forwards over HTTPS to the same stand-in with the key swapped in.
 //!
-//! Two answers: a small JSON body, and a 1 MiB SSE stream (1024 events of 1 KiB). For each,
-//! time to the first body byte (TTFB) and to the end; throughput of the stream. Prints a
-//! markdown table and writes `benches/broker.svg`. No timing asserts: targets are reported.
-//! Sample counts: `BENCH_BROKER_JSON` (default 400), `BENCH_BROKER_SSE` (default 60).
+//! Two answers: a small JSON body, and a 1 MiB SSE stream (1024 events of 1 KiB, each a text
+//! delta of English-like words, as a model streams them). For each, time to the first body byte
+//! (TTFB) and to the end; throughput of the stream. The broker's path includes the key scrub
+//! of every answer (`polydev::broker::scrub`); its own cost is measured alone too, on the same
+//! stream and on a worst case (a near-copy of the key every 16 bytes), with the per-request
+//! setup of its search. Prints markdown tables and writes `benches/broker.svg`. No timing
+//! asserts: targets are reported. Sample counts: `BENCH_BROKER_JSON` (default 400),
+//! `BENCH_BROKER_SSE` (default 60), `BENCH_BROKER_SCRUB` (default 200).
 
 #[allow(dead_code)]
 #[path = "startup/stats.rs"]
@@ -28,6 +32,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use polydev::broker::scrub::{KeyForms, Scrubber};
 use polydev::broker::{Broker, BrokeredTask, ListenerSite};
 use polydev::credentials::{CredentialKey, EnvSource};
 use rmpv::Value;
@@ -65,10 +70,12 @@ fn knob(name: &str, default: usize) -> usize {
 async fn bench() {
     let json_n = knob("BENCH_BROKER_JSON", 400);
     let sse_n = knob("BENCH_BROKER_SSE", 60);
-    let event = format!("data: {}\n\n", "x".repeat(EVENT_BYTES - 8));
+    let scrub_n = knob("BENCH_BROKER_SCRUB", 200);
+    let events = text_events();
+    let stream_events = events.clone();
     let api = StandIn::start(move |request| {
         if request.path.starts_with("/stream") {
-            Reply::sse(vec![event.clone(); EVENTS])
+            Reply::sse(stream_events.clone())
         } else {
             Reply::json("{\"id\":\"msg_1\",\"content\":[{\"type\":\"text\",\"text\":\"ok\"}]}")
         }
@@ -133,11 +140,128 @@ async fn bench() {
     );
 
     println!("{}", table(&results));
+    let scrub = scrub_alone(&events, scrub_n);
+    let broker_stream = results
+        .iter()
+        .find(|(what, _, _)| what.contains("SSE"))
+        .map(|(_, _, broker)| summary(&broker.iter().map(|s| s.total).collect::<Vec<_>>()).p50)
+        .expect("the stream was measured");
+    println!("\n{}", scrub_table(&scrub, broker_stream));
     let svg_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/broker.svg");
     std::fs::write(&svg_path, chart(&results)).expect("write the chart");
     println!("chart: {}", svg_path.display());
     drop(lease);
     shutdown.cancel();
+}
+
+/// The stream's events: Anthropic-style text deltas of words a model writes (some with the
+/// letters the key starts with), each exactly `EVENT_BYTES` long.
+fn text_events() -> Vec<String> {
+    const WORDS: [&str; 16] = [
+        "the", "task", "asks", "skills", "an", "API", "key", "sk-", "stream", "tokens", "desk",
+        "ant", "bench", "returns", "JSON", "and",
+    ];
+    let head = "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"";
+    let tail = "\"}}\n\n";
+    let mut seed: u32 = 0x9e37_79b9;
+    (0..EVENTS)
+        .map(|_| {
+            let mut text = String::new();
+            while text.len() < EVENT_BYTES - head.len() - tail.len() {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                text.push_str(WORDS[(seed >> 28) as usize]);
+                text.push(' ');
+            }
+            text.truncate(EVENT_BYTES - head.len() - tail.len());
+            format!("{head}{text}{tail}")
+        })
+        .collect()
+}
+
+/// The scrub alone: each 1 MiB stream pushed frame by frame through a fresh scrubber.
+struct ScrubResult {
+    what: &'static str,
+    per_stream: Vec<Duration>,
+}
+
+fn scrub_alone(events: &[String], n: usize) -> (Vec<ScrubResult>, Duration) {
+    // The worst case: every 16 bytes the key's first 14 bytes, which the search must check
+    // and reject, and frames that end inside them (held back, then joined).
+    let near = &KEY[..14];
+    let worst: Vec<String> = (0..EVENTS)
+        .map(|_| {
+            let mut event = String::new();
+            while event.len() < EVENT_BYTES {
+                event.push_str(near);
+                event.push_str("! ");
+            }
+            event.truncate(EVENT_BYTES - 3);
+            event.push_str(&KEY[..3]);
+            event
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (what, stream) in [
+        ("the SSE stream above", events.to_vec()),
+        ("worst case: a near-copy of the key every 16 bytes", worst),
+    ] {
+        let frames: Vec<Bytes> = stream.into_iter().map(Bytes::from).collect();
+        assert_eq!(
+            frames.iter().map(Bytes::len).sum::<usize>(),
+            EVENTS * EVENT_BYTES
+        );
+        let mut per_stream = Vec::with_capacity(n);
+        for i in 0..n + 10 {
+            let started = Instant::now();
+            let mut scrubber = Scrubber::new(Arc::new(KeyForms::of(KEY)));
+            let mut sent = 0;
+            for frame in &frames {
+                sent += std::hint::black_box(scrubber.push(frame.clone())).len();
+            }
+            sent += scrubber.finish().len();
+            let took = started.elapsed();
+            assert_eq!(sent, EVENTS * EVENT_BYTES);
+            if i >= 10 {
+                per_stream.push(took);
+            }
+        }
+        out.push(ScrubResult { what, per_stream });
+    }
+    // The per-request setup: the key's forms and their searchers.
+    let rounds = 10_000u32;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        std::hint::black_box(KeyForms::of(std::hint::black_box(KEY)));
+    }
+    (out, started.elapsed() / rounds)
+}
+
+fn scrub_table((results, setup): &(Vec<ScrubResult>, Duration), broker_stream: Duration) -> String {
+    let mut out = String::from(
+        "| Scrub alone, 1 MiB in 1024 frames | n | p50 | p99 | Throughput (p50) |\n\
+         |---|--:|--:|--:|--:|\n",
+    );
+    for result in results {
+        let s = summary(&result.per_stream);
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {:.1} GiB/s |\n",
+            result.what,
+            s.n,
+            ms(s.p50),
+            ms(s.p99),
+            1.0 / 1024.0 / s.p50.as_secs_f64()
+        ));
+    }
+    let realistic = summary(&results[0].per_stream).p50;
+    out.push_str(&format!(
+        "\n- Setup per request (the key's forms and searchers): {:.2} µs\n\
+         - The scrub's share of the brokered stream: {} of its {} p50 ({:.1} %)",
+        setup.as_secs_f64() * 1e6,
+        ms(realistic),
+        ms(broker_stream),
+        realistic.as_secs_f64() / broker_stream.as_secs_f64() * 100.0
+    ));
+    out
 }
 
 fn plugin_config(api: &StandIn) -> polydev::config::PluginConfig {

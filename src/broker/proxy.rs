@@ -3,8 +3,17 @@
 //!
 //! Invariants:
 //! - Whatever credential the client sent (`Authorization`, `x-api-key`, `x-goog-api-key`,
-//!   `api-key`, `Proxy-Authorization`, cookies, a `key=` query parameter) is dropped; the real
-//!   key is looked up for this task at every request and put where the provider expects it.
+//!   `api-key`, `Proxy-Authorization`, cookies, request trailers, a `key=` query parameter
+//!   however its name is percent-encoded or cased) is dropped; the real key is looked up for
+//!   this task at every request and put where the provider expects it.
+//! - The path is checked and forwarded in one plain form ([`super::path`]): dot segments and
+//!   ambiguous encodings are refused with 403 before anything is sent, and `api_paths` match
+//!   on segment boundaries, so no path reaches another API path or leaves the upstream prefix.
+//! - No answer carries the key ([`super::scrub`]): the upstream's reason phrase is dropped,
+//!   its headers, body and trailers are scrubbed as they stream. Answers are asked for without
+//!   compression (`Accept-Encoding: identity`), and a compressed one is refused (502), since
+//!   the scrub could not see into it; `Range` is not forwarded, so no answer starts or ends
+//!   where the task chose.
 //! - Requests and answers stream frame by frame (SSE included); request bodies are bounded by
 //!   `max_body_bytes` and the client's waits while sending them by `request_body_timeout`
 //!   (`super::client_body`), the wait for the answer and every pause inside it by
@@ -24,13 +33,17 @@ use secrecy::ExposeSecret;
 use super::TaskContext;
 use super::body::{Guarded, ProxyBody, boxed};
 use super::client_body::WaitLimited;
+use super::path;
 use super::reply::Refusal;
+use super::scrub::{KeyForms, ScrubbedBody};
+use super::trailers::WithoutTrailers;
 use crate::config::ApiAuth;
 use crate::credentials::CredentialError;
 
-/// Headers never forwarded from the client: those that carry a credential, and those that ask
-/// a server to treat a request as another method (which could turn it into a `TRACE`).
-const DROPPED_CLIENT_HEADERS: [&str; 10] = [
+/// Headers never forwarded from the client: those that carry a credential, those that ask a
+/// server to treat a request as another method (which could turn it into a `TRACE`), and those
+/// that would shape the answer past the key scrub (compression, ranges).
+const DROPPED_CLIENT_HEADERS: [&str; 13] = [
     "authorization",
     "proxy-authorization",
     "x-api-key",
@@ -41,6 +54,11 @@ const DROPPED_CLIENT_HEADERS: [&str; 10] = [
     "x-http-method",
     "x-method-override",
     "max-forwards",
+    // The broker asks for identity encoding itself (see `forward`).
+    "accept-encoding",
+    // A range would cut a reflected key where the task chose, past the scrub.
+    "range",
+    "if-range",
 ];
 
 /// Methods forwarded to the API. `TRACE`/`TRACK` would echo the request — the key included —
@@ -96,6 +114,7 @@ async fn forward(
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Refusal> {
     let (parts, body) = request.into_parts();
+    let body = WithoutTrailers::new(body);
     if parts.uri.scheme().is_some()
         || parts.uri.authority().is_some()
         || !parts.uri.path().starts_with('/')
@@ -109,8 +128,12 @@ async fn forward(
     if !FORWARDED_METHODS.contains(&parts.method) {
         return Err(Refusal::MethodNotAllowed(parts.method.to_string()));
     }
-    if !ctx.upstream.allows_path(parts.uri.path()) {
-        return Err(Refusal::PathNotAllowed(parts.uri.path().to_string()));
+    let plain_path = path::normalise(parts.uri.path()).map_err(|why| Refusal::UnsafePath {
+        path: parts.uri.path().to_string(),
+        why,
+    })?;
+    if !ctx.upstream.allows_path(&plain_path) {
+        return Err(Refusal::PathNotAllowed(plain_path));
     }
     check_header_values(&parts.headers)?;
     let limit = ctx.limits.max_body_bytes;
@@ -122,7 +145,7 @@ async fn forward(
     let key = ctx.current_key().await?;
     let upstream = &ctx.upstream;
     let path_and_query = rewrite_query(
-        parts.uri.path(),
+        &plain_path,
         parts.uri.query(),
         (upstream.auth == ApiAuth::QueryKey).then(|| key.expose_secret()),
     );
@@ -150,11 +173,17 @@ async fn forward(
         )?,
         ApiAuth::QueryKey => {}
     }
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    let key_forms = Arc::new(KeyForms::of(key.expose_secret()));
     drop(key);
     let exceeded = Arc::new(AtomicBool::new(false));
     let (body_wait, too_slow) = (ctx.limits.request_body_timeout, Arc::default());
     let body = WaitLimited::new(body, body_wait, Arc::clone(&too_slow));
     let mut outgoing = Request::new(boxed(Guarded::limited(body, limit, exceeded.clone())));
+    let request_method = parts.method.clone();
     *outgoing.method_mut() = parts.method;
     *outgoing.uri_mut() = uri;
     *outgoing.headers_mut() = headers;
@@ -177,11 +206,42 @@ async fn forward(
         Ok(Ok(response)) => response,
     };
     let (mut parts, body) = response.into_parts();
+    if let Some(encoding) = compressed(&parts.headers)
+        && request_method != Method::HEAD
+        && !matches!(
+            parts.status,
+            http::StatusCode::NO_CONTENT | http::StatusCode::NOT_MODIFIED
+        )
+    {
+        return Err(Refusal::BadUpstream {
+            upstream: upstream.origin.clone(),
+            reason: format!(
+                "it answered with Content-Encoding {encoding:?} although the broker asked for \
+                 identity; the broker reads every answer to keep the key out of it, so it \
+                 passes no compressed answer"
+            ),
+        });
+    }
     parts.headers = forwardable_response(&parts.headers);
-    Ok(Response::from_parts(
-        parts,
-        boxed(Guarded::idle_timeout(body, timeout)),
-    ))
+    key_forms.scrub_headers(&mut parts.headers);
+    // A non-standard reason phrase (which hyper would repeat to the client) and anything else
+    // the upstream's connection attached stay here.
+    parts.extensions = http::Extensions::new();
+    let body = ScrubbedBody::new(Guarded::idle_timeout(body, timeout), key_forms);
+    Ok(Response::from_parts(parts, boxed(body)))
+}
+
+/// The answer's content coding, if it is not identity.
+fn compressed(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .map(|value| {
+            String::from_utf8_lossy(value.as_bytes())
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .find(|coding| !coding.is_empty() && coding != "identity")
 }
 
 impl TaskContext {
@@ -286,7 +346,7 @@ fn rewrite_query(path: &str, query: Option<&str>, real_key: Option<&str>) -> Str
         .unwrap_or_default()
         .split('&')
         .filter(|pair| !pair.is_empty())
-        .filter(|pair| pair.split('=').next() != Some("key"))
+        .filter(|pair| !names_the_key(pair.split('=').next().unwrap_or_default()))
         .map(str::to_string)
         .collect();
     if let Some(key) = real_key {
@@ -297,6 +357,13 @@ fn rewrite_query(path: &str, query: Option<&str>, real_key: Option<&str>) -> Str
     } else {
         format!("{path}?{}", pairs.join("&"))
     }
+}
+
+/// Whether a query parameter name is `key` once percent-decoded (`%6Bey`, `k%65y`), in any
+/// case: a server decodes names before it reads them, and no API of a provider takes another
+/// parameter spelled `Key` or `KEY`, so dropping those too costs nothing.
+fn names_the_key(name: &str) -> bool {
+    path::percent_decode_query(name).is_some_and(|decoded| decoded.eq_ignore_ascii_case(b"key"))
 }
 
 fn percent_encode(text: &str) -> String {
@@ -381,6 +448,18 @@ mod tests {
         assert_eq!(
             rewrite_query("/v1", Some("keyword=1"), None),
             "/v1?keyword=1"
+        );
+    }
+
+    #[test]
+    fn key_parameters_are_recognised_after_percent_decoding_in_any_case() {
+        assert_eq!(
+            rewrite_query(
+                "/v1",
+                Some("%6Bey=a&k%65y=b&%6b%65%79=c&KEY=d&Key=e&alt=sse&k%65yword=1&ke%79%=2"),
+                Some("real"),
+            ),
+            "/v1?alt=sse&k%65yword=1&ke%79%=2&key=real"
         );
     }
 

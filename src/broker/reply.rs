@@ -63,6 +63,14 @@ pub enum Refusal {
          provider {{ api_paths = [...] }}"
     )]
     PathNotAllowed(String),
+    #[error(
+        "the request path {path} is refused: {why}; send the API's plain path (no '.' or '..' \
+         segments, no encoded '/', '\\' or '%')"
+    )]
+    UnsafePath {
+        path: String,
+        why: super::path::UnsafePath,
+    },
     #[error("{0}")]
     EgressRefused(String),
     #[error("{0}")]
@@ -81,7 +89,9 @@ impl Refusal {
             | Refusal::BadUpstream { .. }
             | Refusal::EgressFailed(_) => StatusCode::BAD_GATEWAY,
             Refusal::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Refusal::EgressRefused(_) | Refusal::PathNotAllowed(_) => StatusCode::FORBIDDEN,
+            Refusal::EgressRefused(_) | Refusal::PathNotAllowed(_) | Refusal::UnsafePath { .. } => {
+                StatusCode::FORBIDDEN
+            }
             Refusal::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
         }
     }

@@ -61,7 +61,8 @@ pub struct Upstream {
     /// `""` or `/prefix`.
     pub path: String,
     pub auth: ApiAuth,
-    /// Path prefixes requests may have (`api_paths`); empty: any path.
+    /// Path prefixes requests may have (`api_paths`, matched on segment boundaries); empty:
+    /// any path.
     pub paths: Vec<String>,
     pub client: HttpsClient,
     /// TLS and TCP settings every task's client is built from.
@@ -83,13 +84,14 @@ impl Upstream {
         format!("{}{}{}", self.origin, self.path, path_and_query).parse()
     }
 
-    /// Whether a request for `path` may be forwarded (`api_paths`).
+    /// Whether a request for `path` (in [`super::path::normalise`]d form) may be forwarded:
+    /// `api_paths` is empty, or `path` lies within one of its prefixes on a segment boundary.
     pub fn allows_path(&self, path: &str) -> bool {
         self.paths.is_empty()
             || self
                 .paths
                 .iter()
-                .any(|prefix| path.starts_with(prefix.as_str()))
+                .any(|prefix| super::path::within(path, prefix))
     }
 
     /// Whether `uri` goes to this upstream's own scheme, host and port (checked on every

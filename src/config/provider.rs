@@ -422,12 +422,31 @@ fn credential_mode(current: &ProviderConfig, obj: &Obj<'_>) -> Result<Credential
             .unwrap_or_default(),
     };
     for (i, path) in paths.iter().enumerate() {
+        let field = || format!("{}[{i}]", obj.field("api_paths"));
         if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(ConfigError::invalid(
-                format!("{}[{i}]", obj.field("api_paths")),
+                field(),
                 format!("{path:?} is not a path prefix"),
                 "write prefixes of the API's paths, such as \"/v1/messages\"",
             ));
+        }
+        // Requests are matched in their plain form, so a prefix in any other form never matches.
+        match crate::broker::path::normalise(path) {
+            Ok(plain) if plain == *path => {}
+            Ok(plain) => {
+                return Err(ConfigError::invalid(
+                    field(),
+                    format!("{path:?} is not in plain form"),
+                    format!("write it as {plain:?}"),
+                ));
+            }
+            Err(why) => {
+                return Err(ConfigError::invalid(
+                    field(),
+                    format!("{path:?} can never match a request: {why}"),
+                    "write prefixes of the API's paths, such as \"/v1/messages\"",
+                ));
+            }
         }
     }
     if current.credentials.is_empty() {

@@ -118,6 +118,14 @@ fn bad_broker_settings_name_the_field_and_the_fix() {
         (vec![("base_url_path", s("v1 x"))], "/v1"),
         (vec![("credentials", strs(&[]))], "key variable"),
         (vec![("api_paths", strs(&["v1"]))], "path prefix"),
+        (
+            vec![("api_paths", strs(&["/v1/messages/../files"]))],
+            "dot segment",
+        ),
+        (
+            vec![("api_paths", strs(&["/v1/%6Dodels"]))],
+            "\"/v1/models\"",
+        ),
     ];
     for (fields, fix) in cases {
         let err = with_provider("openai", fields).unwrap_err().to_string();

@@ -4,6 +4,7 @@
 
 pub mod broker_fixture;
 pub mod engine;
+pub mod gateway;
 pub mod h2_upstream;
 pub mod logmon;
 pub mod openbao;
