@@ -72,6 +72,7 @@ async fn run(
     if warm {
         wait_for_reported_idle(&setup.driver, "openai", 1).await;
     }
+    // `warm`: the task must be given a warm container, else it must start cold.
     let id = unique_id(TASK);
     let mut config = task_config(&id, Some(alloc.root.path()), &script(body));
     config.name = TASK.to_string();
@@ -236,28 +237,11 @@ async fn a_warm_container_the_mounts_do_not_reach_is_replaced_by_a_cold_start() 
     assert!(out.status.success(), "umount: {out:?}");
 
     let alloc = AllocDir::new(TASK);
-    let readers = alloc.start_readers();
-    let id = unique_id(TASK);
     let body = "if touch /alloc/logs/x 2>/dev/null; then echo LOGS-WRITABLE; fi; \
                 test -p /alloc/logs/.hostile.stdout.fifo && echo FIFO-SEEN";
-    let mut config = task_config(&id, Some(alloc.root.path()), &script(body));
-    config.name = TASK.to_string();
-    let handle = setup
-        .driver
-        .start_task(nomad::StartTaskRequest { task: Some(config) })
-        .await
-        .expect("StartTask")
-        .into_inner()
-        .handle
-        .unwrap();
-    let state = DriverState::decode(&handle.driver_state).unwrap();
-    let _guard = ContainerGuard::new(&state.container_id);
-    assert_eq!(state.slot, None, "started cold");
-    wait(&mut setup.driver, &id).await;
-    let stdout = String::from_utf8(finish(readers.0).await).unwrap();
-    let _ = finish(readers.1).await;
+    // Asked as a cold start: the claim must have fallen back to one.
+    let (_, stdout, _) = run(&mut setup, &alloc, alloc.start_readers(), body, false).await;
     assert_eq!(stdout, "FIFO-SEEN\n");
-    destroy(&mut setup.driver, &id, &state.container_id).await;
     assert!(
         setup.forwarder_logs().contains("did not reach")
             || setup.plugin.stderr().contains("did not reach"),

@@ -189,24 +189,11 @@ pub fn resolve_like_nginx(path: &str) -> Option<String> {
 }
 
 fn tls(http2: bool) -> (TlsAcceptor, String) {
-    use rustls::pki_types::pem::PemObject;
-    let (ca, leaf, key) = super::upstream::test_certificates();
-    let leaf = rustls::pki_types::CertificateDer::from_pem_slice(leaf.as_bytes()).unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![leaf], key)
-    .unwrap();
-    config.alpn_protocols = if http2 {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    if http2 {
+        super::upstream::tls_acceptor(&[b"h2", b"http/1.1"])
     } else {
-        vec![b"http/1.1".to_vec()]
-    };
-    (TlsAcceptor::from(Arc::new(config)), ca)
+        super::upstream::tls_acceptor(&[b"http/1.1"])
+    }
 }
 
 async fn serve(

@@ -40,7 +40,7 @@ impl H2StandIn {
     /// Serve HTTP/2 with at most `max_streams` concurrent streams per connection.
     pub async fn start(max_streams: u32) -> H2StandIn {
         let dir = tempfile::tempdir().unwrap();
-        let (acceptor, ca_pem) = tls();
+        let (acceptor, ca_pem) = super::upstream::tls_acceptor(&[b"h2"]);
         let ca_file = dir.path().join("h2-stand-in-ca.pem");
         std::fs::write(&ca_file, ca_pem).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -95,23 +95,6 @@ impl H2StandIn {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-}
-
-fn tls() -> (TlsAcceptor, String) {
-    use rustls::pki_types::pem::PemObject;
-    let (ca, leaf, key) = super::upstream::test_certificates();
-    let leaf = rustls::pki_types::CertificateDer::from_pem_slice(leaf.as_bytes()).unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![leaf], key)
-    .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    (TlsAcceptor::from(Arc::new(config)), ca)
 }
 
 /// Counts a request in flight until dropped (the handler returned or was cancelled).

@@ -122,7 +122,7 @@ impl StandIn {
 
     pub async fn with_mode(mode: Mode) -> StandIn {
         let dir = tempfile::tempdir().unwrap();
-        let (acceptor, ca_pem) = tls();
+        let (acceptor, ca_pem) = tls_acceptor(&[b"http/1.1"]);
         let ca_file = dir.path().join("stand-in-ca.pem");
         std::fs::write(&ca_file, ca_pem).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -196,8 +196,8 @@ pub fn test_certificates() -> (String, String, String) {
     (ca_cert.pem(), leaf.pem(), leaf_key.serialize_pem())
 }
 
-/// A TLS acceptor for a fresh leaf, and its CA's PEM.
-fn tls() -> (TlsAcceptor, String) {
+/// A TLS acceptor for a fresh leaf offering the protocols `alpn`, and its CA's PEM.
+pub fn tls_acceptor(alpn: &[&[u8]]) -> (TlsAcceptor, String) {
     use rustls::pki_types::pem::PemObject;
     let (ca, leaf, key) = test_certificates();
     let leaf = rustls::pki_types::CertificateDer::from_pem_slice(leaf.as_bytes()).unwrap();
@@ -210,7 +210,7 @@ fn tls() -> (TlsAcceptor, String) {
     .with_no_client_auth()
     .with_single_cert(vec![leaf], key)
     .unwrap();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     (TlsAcceptor::from(Arc::new(config)), ca)
 }
 
