@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod broker_fixture;
+pub mod canned;
 pub mod engine;
 pub mod gateway;
 pub mod h2_upstream;

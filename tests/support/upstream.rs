@@ -29,6 +29,8 @@ pub struct Recorded {
     /// Lower-case names.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// When its head had arrived (before the body was read).
+    pub arrived: std::time::Instant,
 }
 
 impl Recorded {
@@ -277,6 +279,7 @@ async fn serve(
 }
 
 async fn record(request: Request<Incoming>) -> Recorded {
+    let arrived = std::time::Instant::now();
     let (parts, body) = request.into_parts();
     let body = body
         .collect()
@@ -301,6 +304,7 @@ async fn record(request: Request<Incoming>) -> Recorded {
             })
             .collect(),
         body,
+        arrived,
     }
 }
 
