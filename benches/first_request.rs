@@ -14,9 +14,9 @@
 //!
 //! It runs `containers/build-images.sh` and `containers/build-images.sh --baseline` first
 //! (idempotent; `BENCH_NO_BUILD=1` uses the images as they are). What it measures, in order:
-//! 1. Per CLI, `BENCH_RUNS` prompts (after one uncounted run that fills the page cache):
-//!    through polydev from a warm container (pool target 1), through polydev cold (pool off),
-//!    and the baseline: `docker run` of `polydev-<provider>-baseline` — the original recipe,
+//! 1. Per CLI, `BENCH_RUNS` rounds (after one uncounted round that fills the page cache), each
+//!    a prompt three ways in turn: through polydev from a warm container (pool target 1),
+//!    through polydev cold (pool off), and the baseline: `docker run` of `polydev-<provider>-baseline` — the original recipe,
 //!    Debian's Node 20 plus the npm package at the same CLI version — with the key in its
 //!    environment and the host network, as Nomad's docker driver would run it. The baseline gets
 //!    the same switches against telemetry and update checks as polydev's launch.
@@ -211,44 +211,32 @@ async fn bench() -> Result<()> {
         })
         .collect();
 
-    eprintln!("[1/4] prompts from warm containers ({n} per CLI)");
-    {
-        let pools: Vec<(&str, PoolSetting)> = CLIS
-            .iter()
-            .map(|c| (c.provider, PoolSetting { target: 1, max: 64 }))
-            .collect();
-        let session = Session::open(root.path(), "warm", &key, &api, &pools).await?;
-        for entry in &mut series {
-            for round in 0..=n {
-                session
-                    .wait_for_idle(entry.cli.provider, 1, Duration::from_secs(120))
-                    .await?;
-                tokio::time::sleep(SETTLE).await;
-                let timing = runs::through_polydev(&session, entry.cli, &api).await?;
-                eprintln!("  {} warm: {timing:?}", entry.cli.command);
-                if round > 0 {
-                    entry.warm.push(timing);
-                }
-            }
-        }
-    }
-    eprintln!("[2/4] prompts from cold containers ({n} per CLI)");
-    {
-        let session = Session::open(root.path(), "cold", &key, &api, &[]).await?;
-        for entry in &mut series {
-            for round in 0..=n {
-                tokio::time::sleep(SETTLE).await;
-                let timing = runs::through_polydev(&session, entry.cli, &api).await?;
-                eprintln!("  {} cold: {timing:?}", entry.cli.command);
-                if round > 0 {
-                    entry.cold.push(timing);
-                }
-            }
-        }
-    }
-    eprintln!("[3/4] the baseline: docker run of the original recipe ({n} per CLI)");
+    eprintln!(
+        "[1/2] prompts: warm, cold and docker run in turn ({n} each per CLI, after one uncounted round)"
+    );
+    // The three ways take turns, so a change in the machine's load hits all of them alike.
+    let pools: Vec<(&str, PoolSetting)> = CLIS
+        .iter()
+        .map(|c| (c.provider, PoolSetting { target: 1, max: 64 }))
+        .collect();
+    let warm = Session::open(root.path(), "warm", &key, &api, &pools).await?;
+    let cold = Session::open(root.path(), "cold", &key, &api, &[]).await?;
     for entry in &mut series {
         for round in 0..=n {
+            warm.wait_for_idle(entry.cli.provider, 1, Duration::from_secs(120))
+                .await?;
+            tokio::time::sleep(SETTLE).await;
+            let timing = runs::through_polydev(&warm, entry.cli, &api).await?;
+            eprintln!("  {} warm: {timing:?}", entry.cli.command);
+            if round > 0 {
+                entry.warm.push(timing);
+            }
+            tokio::time::sleep(SETTLE).await;
+            let timing = runs::through_polydev(&cold, entry.cli, &api).await?;
+            eprintln!("  {} cold: {timing:?}", entry.cli.command);
+            if round > 0 {
+                entry.cold.push(timing);
+            }
             tokio::time::sleep(SETTLE).await;
             let name = format!(
                 "polydev-bench-baseline-{}-{}-{round}",
@@ -262,9 +250,10 @@ async fn bench() -> Result<()> {
             }
         }
     }
+    drop((warm, cold));
 
     eprintln!(
-        "[4/4] bursts of {} with the pool's target at 2",
+        "[2/2] bursts of {} with the pool's target at 2",
         burst_cli.command
     );
     let run_id = std::process::id().to_string();
