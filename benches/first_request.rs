@@ -26,6 +26,8 @@
 //!    plugin, 50 of each. StartTask p50/p90/p99, how many were warm, and the pool's idle count
 //!    over the whole time.
 //!
+//! `BENCH_BURSTS=0` leaves the bursts out.
+//!
 //! Everything the run starts carries the label `io.polydev.bench=first-request` or belongs to one
 //! of its plugins' data dirs, and is removed at the end, on error, on Ctrl-C and on SIGTERM.
 
@@ -261,7 +263,12 @@ async fn bench() -> Result<()> {
     let timeline = burst::Timeline::default();
     let mut bursts = Vec::new();
     let mut marks = Vec::new();
-    for (size, second) in [(20usize, true), (50, false)] {
+    let sizes: &[(usize, bool)] = if knob("BENCH_BURSTS", 1) == 0 {
+        &[]
+    } else {
+        &[(20, true), (50, false)]
+    };
+    for &(size, second) in sizes {
         let pools = [(burst_cli.provider, PoolSetting { target: 2, max: 64 })];
         let session = Arc::new(
             Session::open(root.path(), &format!("burst{size}"), &key, &api, &pools).await?,
@@ -311,7 +318,10 @@ async fn bench() -> Result<()> {
     println!("{}", report.table());
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches");
     std::fs::write(dir.join("first_request.svg"), report.chart())?;
-    std::fs::write(dir.join("first_request_pool.svg"), report.pool_chart())?;
-    println!("charts: benches/first_request.svg, benches/first_request_pool.svg");
+    println!("chart: benches/first_request.svg");
+    if !report.timeline.is_empty() {
+        std::fs::write(dir.join("first_request_pool.svg"), report.pool_chart())?;
+        println!("chart: benches/first_request_pool.svg");
+    }
     Ok(())
 }

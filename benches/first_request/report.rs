@@ -186,17 +186,19 @@ impl Report {
                 rows,
             });
         }
-        sections.push(Section {
-            title: format!(
-                "Bursts of {} --version, pool target 2: StartTask",
-                self.burst_cli
-            ),
-            rows: self
-                .bursts
-                .iter()
-                .map(|b| row(b.label.clone(), summary(b.starts.iter().copied())))
-                .collect(),
-        });
+        if !self.bursts.is_empty() {
+            sections.push(Section {
+                title: format!(
+                    "Bursts of {} --version, pool target 2: StartTask",
+                    self.burst_cli
+                ),
+                rows: self
+                    .bursts
+                    .iter()
+                    .map(|b| row(b.label.clone(), summary(b.starts.iter().copied())))
+                    .collect(),
+            });
+        }
         let targets: Vec<Target> = self
             .series
             .iter()
