@@ -1,31 +1,45 @@
 #!/usr/bin/env bash
 # Build polydev's container images locally, without any container registry.
 #
-# Usage: containers/build-images.sh [--test-only] [--provider openai|anthropic|google]... [--force]
+# Usage: containers/build-images.sh [--test-only | --baseline] [--provider openai|anthropic|google]... [--force]
 #
-#   (no option)         base image, test image and all three provider images
+#   (no option)         base images, test image and all three provider images
 #   --test-only         only polydev-test-runtime:latest (busybox, seconds to build)
-#   --provider NAME     only the named provider image(s) (and the base they need); repeatable
-#   --force             rebuild the test/provider images even when their inputs are unchanged
+#   --provider NAME     only the named provider image(s) (and the bases they need); repeatable
+#   --baseline          instead of the runtime images, the benchmark's baseline images
+#                       polydev-<provider>-baseline:latest (all three, or those named by --provider)
+#   --force             rebuild the test/provider/baseline images even when their inputs are unchanged
 #   --rebuild-base      debootstrap the base image again even though its tag exists (slow; changes
-#                       its id, so the provider images are rebuilt too)
+#                       its id, so every image above it is rebuilt too)
 #
 # Images:
-#   polydev-node-base:20           debootstrap'd Debian (trixie: Node 20) + nodejs, npm, ca-certificates
+#   polydev-node-base:20           debootstrap'd Debian (trixie: Node 20) + nodejs, npm, ca-certificates;
+#                                  the build stage of the runtime images and the baseline's base
+#   polydev-runtime-base:trixie    polydev-node-base:20 without Debian's Node and npm, plus ripgrep
 #   polydev-test-runtime:latest    busybox-static rootfs + the entrypoint (for the driver's tests)
-#   polydev-<provider>-runtime:latest   base + the provider's CLI at a pinned version
+#   polydev-<provider>-runtime:latest   runtime base + the pinned Node + the provider's pinned CLI
+#   polydev-<provider>-baseline:latest  polydev-node-base:20 + `npm install -g` of the same CLI
+#
+# Versions: every npm package (the CLIs and the Node runtime) is pinned in containers/versions.tsv,
+# passed to the Dockerfiles as build args. The Node tarball is verified against its pinned integrity.
 #
 # Environment:
 #   CA_BUNDLE=path      CA certificates npm must trust (a TLS-intercepting proxy); passed to the
 #                       build as a BuildKit secret, never stored in an image.
 #                       Default: /etc/ssl/certs/ca-certificates.crt
+#   POLYDEV_VERSIONS_FILE=path   another versions table (same format) instead of containers/versions.tsv
+#   POLYDEV_IMAGE_TAG=name   tag of the provider and baseline images (default latest; another tag
+#                       builds them side by side with the ones in use)
+#   COMPILE_CACHE_UIDS="1000 2100000000"   uids whose gemini uses the image's V8 compile cache
+#                       (add the driver's security.task_uid if it is not the default)
 #   DEBIAN_MIRROR=url   mirror for debootstrap (default http://deb.debian.org/debian)
 #   DEBIAN_SUITE=name   Debian release for the base (default trixie, whose nodejs is 20.x)
 #   DOCKER=path         the docker CLI to use (default: the first one that can do BuildKit builds)
 #
 # Idempotent: every image carries a label io.polydev.inputs-hash, a hash of everything it is
-# built from (Dockerfile, entrypoint, build args, base image id). An image whose label matches
-# is not rebuilt. The base image is built only when its tag is absent (or with --rebuild-base).
+# built from (Dockerfile, scripts, entrypoint, versions table rows, build args, base image ids).
+# An image whose label matches is not rebuilt. polydev-node-base:20 is built only when its tag is
+# absent (or with --rebuild-base).
 #
 # Requires root (debootstrap, chown) and a running Docker daemon. Installs debootstrap and
 # busybox-static with apt-get when they are missing.
@@ -40,17 +54,19 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 entrypoint="$here/entrypoint.sh"
 
 BASE_TAG=polydev-node-base:20
+RUNTIME_BASE_TAG=polydev-runtime-base:trixie
 TEST_TAG=polydev-test-runtime:latest
+VERSIONS_FILE=${POLYDEV_VERSIONS_FILE:-$here/versions.tsv}
+COMPILE_CACHE_UIDS=${COMPILE_CACHE_UIDS:-1000 2100000000}
+IMAGE_TAG=${POLYDEV_IMAGE_TAG:-latest}
 CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 DEBIAN_SUITE=${DEBIAN_SUITE:-trixie}
 # Bump when the way an image is assembled changes without its input files changing.
-RECIPE_VERSION=1
+RECIPE_VERSION=2
 
-declare -A CLI_PACKAGE=([openai]=@openai/codex [anthropic]=@anthropic-ai/claude-code [google]=@google/gemini-cli)
 declare -A CLI_NAME=([openai]=codex [anthropic]=claude [google]=gemini)
-declare -A CLI_VERSION_ARG=([openai]=CODEX_VERSION [anthropic]=CLAUDE_CODE_VERSION [google]=GEMINI_CLI_VERSION)
-declare -A CLI_VERSION=([openai]=0.171.0 [anthropic]=2.1.100 [google]=0.61.0)
+declare -A REQUIRED_ENV=([openai]=OPENAI_API_KEY [anthropic]=ANTHROPIC_API_KEY [google]=GEMINI_API_KEY)
 ALL_PROVIDERS=(openai anthropic google)
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -58,26 +74,28 @@ die() { printf 'build-images.sh: error: %s\n' "$*" >&2; exit 1; }
 
 # ------------------------------------------------------------------ arguments
 test_only=
+baseline=
 force=
 rebuild_base=
 providers=()
 while [ "$#" -gt 0 ]; do
     case $1 in
     --test-only) test_only=1 ;;
+    --baseline) baseline=1 ;;
     --force) force=1 ;;
     --rebuild-base) rebuild_base=1 ;;
     --provider)
         [ "$#" -ge 2 ] || die "--provider needs a value (openai, anthropic or google)"
-        [ -n "${CLI_PACKAGE[$2]:-}" ] || die "unknown provider '$2' (want openai, anthropic or google)"
+        [ -n "${CLI_NAME[$2]:-}" ] || die "unknown provider '$2' (want openai, anthropic or google)"
         providers+=("$2")
         shift
         ;;
     --provider=*)
         p=${1#--provider=}
-        [ -n "${CLI_PACKAGE[$p]:-}" ] || die "unknown provider '$p' (want openai, anthropic or google)"
+        [ -n "${CLI_NAME[$p]:-}" ] || die "unknown provider '$p' (want openai, anthropic or google)"
         providers+=("$p")
         ;;
-    -h | --help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,41p' "$0"; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
     esac
     shift
@@ -85,11 +103,58 @@ done
 build_test=1
 if [ -n "$test_only" ]; then
     [ "${#providers[@]}" -eq 0 ] || die "--test-only and --provider exclude each other"
+    [ -z "$baseline" ] || die "--test-only and --baseline exclude each other"
+elif [ -n "$baseline" ]; then
+    build_test=
+    [ "${#providers[@]}" -gt 0 ] || providers=("${ALL_PROVIDERS[@]}")
 elif [ "${#providers[@]}" -gt 0 ]; then
     build_test=
 else
     providers=("${ALL_PROVIDERS[@]}")
 fi
+
+# ------------------------------------------------------------------ versions table
+# containers/versions.tsv: "role<TAB>npm package<TAB>version<TAB>integrity" per line; the one place
+# a version is pinned. Read and checked before anything is built, so a bad row costs seconds.
+declare -A PKG=() VERSION=() INTEGRITY=() ROW=()
+read_versions() {
+    local file=$VERSIONS_FILE line lineno=0 role package version integrity extra
+    [ -r "$file" ] || die "versions table $file is missing or unreadable"
+    while IFS= read -r line || [ -n "$line" ]; do
+        lineno=$((lineno + 1))
+        case $line in '' | '#'*) continue ;; esac
+        IFS=$'\t' read -r role package version integrity extra <<<"$line"
+        local where="$file line $lineno"
+        [ -n "$integrity" ] && [ -z "$extra" ] ||
+            die "$where: want 4 tab-separated columns (role, npm package, version, integrity), got: $line"
+        case $role in node | openai | anthropic | google) ;;
+        *) die "$where: unknown role '$role' (want node, openai, anthropic or google)" ;;
+        esac
+        [ -z "${PKG[$role]:-}" ] || die "$where: a second row for '$role'"
+        [[ $package =~ ^(@[a-z0-9][a-z0-9._-]*/)?[a-z0-9][a-z0-9._-]*$ ]] ||
+            die "$where: '$package' is not an npm package name"
+        [[ $version =~ ^[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.-]+)?$ ]] ||
+            die "$where: '$version' is not an exact version (want e.g. 1.2.3; ranges and tags are not pinned)"
+        if [ "$role" = node ]; then
+            [[ $integrity =~ ^sha512-[A-Za-z0-9+/]{86}==$ ]] ||
+                die "$where: the node row needs the registry's integrity, sha512-<88 base64 chars> (npm view $package@$version dist.integrity), got '$integrity'"
+        else
+            [ "$integrity" = - ] || [[ $integrity =~ ^sha512-[A-Za-z0-9+/]{86}==$ ]] ||
+                die "$where: integrity must be - or sha512-<88 base64 chars>, got '$integrity'"
+        fi
+        PKG[$role]=$package VERSION[$role]=$version INTEGRITY[$role]=$integrity
+        ROW[$role]="$role $package $version $integrity"
+    done <"$file"
+    for role in node "${ALL_PROVIDERS[@]}"; do
+        [ -n "${PKG[$role]:-}" ] || die "$file has no row for '$role'"
+    done
+}
+if [ "${#providers[@]}" -gt 0 ]; then
+    read_versions
+fi
+[[ $IMAGE_TAG =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || die "POLYDEV_IMAGE_TAG='$IMAGE_TAG' is not a valid image tag"
+[[ $COMPILE_CACHE_UIDS =~ ^[0-9]+( [0-9]+)*$ ]] ||
+    die "COMPILE_CACHE_UIDS='$COMPILE_CACHE_UIDS': want numeric uids separated by single spaces"
 
 # ------------------------------------------------------------------ prerequisites
 [ "$(id -u)" -eq 0 ] || die "run as root (debootstrap and the image rootfs ownership need it)"
@@ -286,38 +351,113 @@ build_base_image() {
         - "$BASE_TAG" >/dev/null || die "docker import of $BASE_TAG failed"
 }
 
-# ------------------------------------------------------------------ provider images
-build_provider_image() {
-    local provider=$1 tag="polydev-$1-runtime:latest" dir="$here/$1-runtime"
-    local version_arg=${CLI_VERSION_ARG[$1]} version=${CLI_VERSION[$1]}
-    local base_id hash
-    [ -f "$dir/Dockerfile" ] || die "missing $dir/Dockerfile"
+# ------------------------------------------------------------------ runtime base image
+build_runtime_base_image() {
+    local dockerfile="$here/runtime-base/Dockerfile" base_id hash
     base_id=$(image_id "$BASE_TAG")
     [ -n "$base_id" ] || die "base image $BASE_TAG is missing"
     hash=$({
-        echo "recipe=$RECIPE_VERSION provider=$provider base=$base_id $version_arg=$version"
-        sha256sum "$dir/Dockerfile" "$entrypoint" | cut -d' ' -f1
+        echo "recipe=$RECIPE_VERSION runtime-base build=$base_id"
+        sha256sum "$dockerfile" | cut -d' ' -f1
+    } | hash_of)
+    if up_to_date "$RUNTIME_BASE_TAG" "$hash"; then
+        log "$RUNTIME_BASE_TAG is up to date"
+        return
+    fi
+    [ -n "$DOCKER_BK" ] || pick_buildkit_cli
+    log "building $RUNTIME_BASE_TAG ($BASE_TAG without Debian's Node, with ripgrep)"
+    DOCKER_BUILDKIT=1 "$DOCKER_BK" build \
+        --progress=plain \
+        --file "$dockerfile" \
+        --build-arg "BUILD_IMAGE=$BASE_TAG" \
+        --label "io.polydev.inputs-hash=$hash" \
+        --tag "$RUNTIME_BASE_TAG" \
+        "$here" >&2 || die "docker build of $RUNTIME_BASE_TAG failed (output above)"
+}
+
+# ------------------------------------------------------------------ provider images
+build_provider_image() {
+    local provider=$1 tag="polydev-$1-runtime:$IMAGE_TAG" dockerfile="$here/runtime/Dockerfile"
+    local base_id runtime_base_id hash
+    base_id=$(image_id "$BASE_TAG")
+    runtime_base_id=$(image_id "$RUNTIME_BASE_TAG")
+    [ -n "$base_id" ] && [ -n "$runtime_base_id" ] || die "base images $BASE_TAG / $RUNTIME_BASE_TAG are missing"
+    hash=$({
+        echo "recipe=$RECIPE_VERSION provider=$provider build=$base_id base=$runtime_base_id"
+        echo "${ROW[node]}"
+        echo "${ROW[$provider]}"
+        echo "compile-cache-uids=$COMPILE_CACHE_UIDS"
+        sha256sum "$dockerfile" "$here"/runtime/*.sh "$here"/runtime/*.mjs "$entrypoint" | cut -d' ' -f1
     } | hash_of)
     if up_to_date "$tag" "$hash"; then
         log "$tag is up to date"
         return
     fi
     [ -n "$DOCKER_BK" ] || pick_buildkit_cli
-    log "building $tag (${CLI_PACKAGE[$provider]}@$version on $BASE_TAG)"
+    log "building $tag (${PKG[$provider]}@${VERSION[$provider]} on Node ${VERSION[node]})"
+    local started=$SECONDS
     # The build context is containers/ so every image copies the one shared entrypoint.sh.
     DOCKER_BUILDKIT=1 "$DOCKER_BK" build \
         --progress=plain \
-        --file "$dir/Dockerfile" \
+        --file "$dockerfile" \
+        --target "$provider" \
         --secret "id=ca,src=$CA_BUNDLE" \
-        --build-arg "BASE_IMAGE=$BASE_TAG" \
-        --build-arg "$version_arg=$version" \
+        --build-arg "BUILD_IMAGE=$BASE_TAG" \
+        --build-arg "BASE_IMAGE=$RUNTIME_BASE_TAG" \
+        --build-arg "NODE_PACKAGE=${PKG[node]}" \
+        --build-arg "NODE_VERSION=${VERSION[node]}" \
+        --build-arg "NODE_INTEGRITY=${INTEGRITY[node]}" \
+        --build-arg "PROVIDER=$provider" \
+        --build-arg "CLI_NAME=${CLI_NAME[$provider]}" \
+        --build-arg "CLI_PACKAGE=${PKG[$provider]}" \
+        --build-arg "CLI_VERSION=${VERSION[$provider]}" \
+        --build-arg "REQUIRED_ENV=${REQUIRED_ENV[$provider]}" \
+        --build-arg "COMPILE_CACHE_UIDS=$COMPILE_CACHE_UIDS" \
         --label "io.polydev.inputs-hash=$hash" \
         --tag "$tag" \
         "$here" >&2 || die "docker build of $tag failed (output above)"
+    log "$tag built in $((SECONDS - started)) s"
+    smoke_check "$tag" "${CLI_NAME[$provider]}" "${VERSION[$provider]}"
+}
+
+# ------------------------------------------------------------------ baseline images
+build_baseline_image() {
+    local provider=$1 tag="polydev-$1-baseline:$IMAGE_TAG" dockerfile="$here/baseline/Dockerfile"
+    local base_id hash
+    base_id=$(image_id "$BASE_TAG")
+    [ -n "$base_id" ] || die "base image $BASE_TAG is missing"
+    hash=$({
+        echo "recipe=$RECIPE_VERSION baseline=$provider build=$base_id"
+        echo "${ROW[$provider]}"
+        sha256sum "$dockerfile" | cut -d' ' -f1
+    } | hash_of)
+    if up_to_date "$tag" "$hash"; then
+        log "$tag is up to date"
+        return
+    fi
+    [ -n "$DOCKER_BK" ] || pick_buildkit_cli
+    log "building $tag (${PKG[$provider]}@${VERSION[$provider]} on $BASE_TAG, the plain recipe)"
+    DOCKER_BUILDKIT=1 "$DOCKER_BK" build \
+        --progress=plain \
+        --file "$dockerfile" \
+        --secret "id=ca,src=$CA_BUNDLE" \
+        --build-arg "BUILD_IMAGE=$BASE_TAG" \
+        --build-arg "CLI_PACKAGE=${PKG[$provider]}" \
+        --build-arg "CLI_VERSION=${VERSION[$provider]}" \
+        --label "io.polydev.inputs-hash=$hash" \
+        --label "io.polydev.baseline=$provider" \
+        --tag "$tag" \
+        "$here" >&2 || die "docker build of $tag failed (output above)"
+    smoke_check "$tag" "${CLI_NAME[$provider]}" "${VERSION[$provider]}"
+}
+
+# smoke_check TAG CLI VERSION: `CLI --version` runs in the new image and names VERSION.
+smoke_check() {
     local out
-    out=$("$DOCKER_ANY" run --rm "$tag" "${CLI_NAME[$provider]}" --version 2>/dev/null) || true
-    [ -n "$out" ] || die "$tag: '${CLI_NAME[$provider]} --version' failed in the new image"
-    log "$tag: ${CLI_NAME[$provider]} --version prints: $out"
+    out=$("$DOCKER_ANY" run --rm "$1" "$2" --version 2>/dev/null) || true
+    [ -n "$out" ] || die "$1: '$2 --version' failed in the new image"
+    case $out in *"$3"*) ;; *) die "$1: '$2 --version' prints '$out', not version $3" ;; esac
+    log "$1: $2 --version prints: $out"
 }
 
 # take_lock NAME: serialize concurrent runs of this script (parallel tests, several worktrees)
@@ -343,10 +483,19 @@ if [ "${#providers[@]}" -gt 0 ]; then
     take_lock node
     build_base_image
     built+=("$BASE_TAG")
-    for p in "${providers[@]}"; do
-        build_provider_image "$p"
-        built+=("polydev-$p-runtime:latest")
-    done
+    if [ -n "$baseline" ]; then
+        for p in "${providers[@]}"; do
+            build_baseline_image "$p"
+            built+=("polydev-$p-baseline:$IMAGE_TAG")
+        done
+    else
+        build_runtime_base_image
+        built+=("$RUNTIME_BASE_TAG")
+        for p in "${providers[@]}"; do
+            build_provider_image "$p"
+            built+=("polydev-$p-runtime:$IMAGE_TAG")
+        done
+    fi
 fi
 
 log "images:"

@@ -241,6 +241,15 @@ async fn prompt(
             !request.text().contains(polydev::core::cli::PLACEHOLDER),
             "the placeholder reached the API: {request:?}"
         );
+        // A WebSocket handshake (the broker drops its hop-by-hop `Upgrade`, not the rest) means
+        // the CLI tried a transport the broker cannot relay.
+        assert!(
+            request.header("sec-websocket-key").is_none() && request.header("upgrade").is_none(),
+            "{command} tried a WebSocket: {request:?}"
+        );
+    }
+    for request in &model_requests {
+        assert_eq!(request.method, "POST", "{command}: {request:?}");
     }
     assert_eq!(
         run.exit_code, 0,
@@ -278,19 +287,33 @@ impl Drop for Cleanup {
     }
 }
 
+/// The CLI version `containers/versions.tsv` pins for `provider` (the images are built from it).
+fn pinned_version(provider: &str) -> String {
+    let table = Path::new(env!("CARGO_MANIFEST_DIR")).join("containers/versions.tsv");
+    let text = std::fs::read_to_string(&table).unwrap();
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| line.split('\t').collect::<Vec<_>>())
+        .find(|columns| columns.first() == Some(&provider))
+        .and_then(|columns| columns.get(2).map(|v| v.to_string()))
+        .unwrap_or_else(|| panic!("{} has no row for {provider}", table.display()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codex_runs_through_the_driver_from_a_warm_container() {
-    run_cli("openai", "codex", "codex-cli 0.171.0").await;
+    let version = pinned_version("openai");
+    run_cli("openai", "codex", &format!("codex-cli {version}")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_runs_through_the_driver() {
-    run_cli("anthropic", "claude", "2.1.100 (Claude Code)").await;
+    let version = pinned_version("anthropic");
+    run_cli("anthropic", "claude", &format!("{version} (Claude Code)")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gemini_cli_runs_through_the_driver() {
-    run_cli("google", "gemini", "0.61.0").await;
+    run_cli("google", "gemini", &pinned_version("google")).await;
 }
 
 /// The `args` of a shipped jobspec in `nomad/`, with `${NOMAD_META_prompt}` replaced by `prompt`

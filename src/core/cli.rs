@@ -3,15 +3,19 @@
 //! the settings the built-in CLIs need to work headless — and to skip telemetry, update checks
 //! and plugin sync, which a broker-mode container could not reach anyway.
 //!
-//! The facts per CLI (the versions pinned in `containers/build-images.sh`), each checked
+//! The facts per CLI (the versions pinned in `containers/versions.tsv`), each checked
 //! against a recorder in a `--network none` container:
 //! - codex ignores `OPENAI_BASE_URL`; it takes a model provider from `~/.codex/config.toml`
 //!   (`name`, `base_url` ending in `/v1`, `env_key`, `wire_api = "responses"`) and sends
-//!   `POST /v1/responses` with `Authorization: Bearer`. `[features] plugins = false` stops its
-//!   calls to api.github.com and chatgpt.com, `[analytics] enabled = false` and `[otel]` its
-//!   metrics. A refused connection is retried without end (what rides out a plugin restart).
-//! - claude takes `ANTHROPIC_BASE_URL`, sends `HEAD /` then `POST /v1/messages?beta=true` with
-//!   `x-api-key`; `CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1` stops everything else.
+//!   `POST /v1/responses` with `Authorization: Bearer`. `supports_websockets = false` keeps it on
+//!   HTTP streaming: a provider that supports WebSockets gets `GET /v1/responses` with
+//!   `Upgrade: websocket` first, which the broker does not relay (it drops hop-by-hop headers),
+//!   and codex retries that for seconds. `[features] plugins = false` stops its calls to
+//!   api.github.com and chatgpt.com, `[analytics] enabled = false` and `[otel]` its metrics. A
+//!   refused connection is retried without end (what rides out a plugin restart).
+//! - claude takes `ANTHROPIC_BASE_URL` and sends `POST /v1/messages?beta=true` with
+//!   `x-api-key` (versions before 2.1.3xx sent a `HEAD /` first);
+//!   `CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1` stops everything else.
 //! - gemini takes `GOOGLE_GEMINI_BASE_URL` once its auth type is chosen in its settings
 //!   (`security.auth.selectedType = "gemini-api-key"`), which reads **`GEMINI_API_KEY`**: with
 //!   `GOOGLE_API_KEY` also set it warns four times per run, so the provider's `GOOGLE_API_KEY`
@@ -142,7 +146,8 @@ pub fn cli_launch(
 }
 
 /// codex's settings: no plugin sync, analytics or metrics; in broker mode, a model provider
-/// pointing at the broker, whose failed requests are retried more patiently than by default.
+/// pointing at the broker, over HTTP streaming (never a WebSocket, which the broker does not
+/// relay), whose failed requests are retried more patiently than by default.
 fn codex_config(broker: Option<&str>, key_variable: &str) -> String {
     let mut config =
         String::from("# Written by polydev at launch.\ncheck_for_update_on_startup = false\n");
@@ -152,7 +157,7 @@ fn codex_config(broker: Option<&str>, key_variable: &str) -> String {
              model_provider = \"polydev\"\ncheck_for_update_on_startup = false\n\n\
              [model_providers.polydev]\nname = \"polydev credential broker\"\n\
              base_url = \"{base}/v1\"\nenv_key = \"{key_variable}\"\nwire_api = \"responses\"\n\
-             request_max_retries = 10\nstream_max_retries = 10\n"
+             request_max_retries = 10\nstream_max_retries = 10\nsupports_websockets = false\n"
         );
     }
     config.push_str(
@@ -222,6 +227,7 @@ mod tests {
                 .contains("base_url = \"http://127.0.0.1:4001/v1\"")
         );
         assert!(codex.files[0].1.contains("env_key = \"OPENAI_API_KEY\""));
+        assert!(codex.files[0].1.contains("supports_websockets = false"));
         let claude = cli_launch(&providers["anthropic"], at(4002), &[]);
         assert_eq!(
             value(&claude, "ANTHROPIC_BASE_URL"),
