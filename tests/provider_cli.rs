@@ -19,9 +19,10 @@ use std::path::Path;
 
 use polydev::pb::hashicorp::nomad::plugins::drivers::proto as nomad;
 use rmpv::Value;
+use support::canned::{REPLY_TEXT, canned, jobspec_args};
 use support::real::{AllocDir, Plugin, docker};
 use support::tasks::{destroy, finish, test_key, unique_id, wait, wait_for_reported_idle};
-use support::upstream::{Recorded, Reply, StandIn};
+use support::upstream::{Recorded, StandIn};
 use support::{TaskOptions, cty_object, encode, task_config};
 
 /// Build (or find up to date) the provider images once per test binary.
@@ -178,33 +179,6 @@ async fn run_task(provider: &str, command: &str, args: &[&str], api: Option<&Sta
     }
 }
 
-/// Canned answers in each API's documented format: the Responses API's SSE for codex, the
-/// Messages API's SSE (or JSON) for claude, `streamGenerateContent` SSE for gemini.
-fn canned(request: &Recorded) -> Reply {
-    let text = |s: &str| s.to_string();
-    let events = |raw: &str| raw.split_inclusive("\n\n").map(text).collect::<Vec<_>>();
-    let path = request.path.as_str();
-    if path.starts_with("/v1/responses") {
-        Reply::sse(events(include_str!("fixtures/openai_responses.sse")))
-    } else if path.starts_with("/v1/messages") {
-        if String::from_utf8_lossy(&request.body).contains("\"stream\":true") {
-            Reply::sse(events(include_str!("fixtures/anthropic_messages.sse")))
-        } else {
-            Reply::json(include_str!("fixtures/anthropic_message.json"))
-        }
-    } else if path.contains(":streamGenerateContent") {
-        Reply::sse(events(include_str!("fixtures/gemini_stream.sse")))
-    } else if path.contains(":generateContent") {
-        Reply::json(include_str!("fixtures/gemini_router.json"))
-    } else {
-        Reply::Whole {
-            status: 404,
-            content_type: "application/json",
-            body: "{\"error\":{\"message\":\"not served by the stand-in\"}}".into(),
-        }
-    }
-}
-
 /// A real prompt through the broker: checks what reached the API and what the CLI printed.
 async fn prompt(
     provider: &str,
@@ -257,7 +231,7 @@ async fn prompt(
         run.stdout, run.stderr
     );
     assert!(
-        run.stdout.contains("polydev-canned-reply-ok"),
+        run.stdout.contains(REPLY_TEXT),
         "{command} printed {:?} (stderr {:?}); the API got {requests:?}",
         run.stdout,
         run.stderr
@@ -314,35 +288,6 @@ async fn claude_code_runs_through_the_driver() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gemini_cli_runs_through_the_driver() {
     run_cli("google", "gemini", &pinned_version("google")).await;
-}
-
-/// The `args` of a shipped jobspec in `nomad/`, with `${NOMAD_META_prompt}` replaced by `prompt`
-/// the way Nomad's interpolation replaces it (inside the string, whatever the prompt holds).
-fn jobspec_args(file: &str, prompt: &str) -> Vec<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("nomad")
-        .join(file);
-    let text = std::fs::read_to_string(&path).unwrap();
-    let list = text
-        .lines()
-        .map(str::trim)
-        .find_map(|line| line.strip_prefix("args"))
-        .and_then(|rest| rest.trim_start().strip_prefix('='))
-        .unwrap_or_else(|| panic!("{} has no `args = [...]` line", path.display()));
-    let args: Vec<String> = serde_json::from_str(list.trim()).unwrap_or_else(|e| {
-        panic!(
-            "{}: args is not a list of plain strings: {e}",
-            path.display()
-        )
-    });
-    assert!(
-        args.iter().any(|a| a.contains("${NOMAD_META_prompt}")),
-        "{} does not pass the prompt",
-        path.display()
-    );
-    args.iter()
-        .map(|a| a.replace("${NOMAD_META_prompt}", prompt))
-        .collect()
 }
 
 /// A dispatched prompt that looks like one of the CLI's own flags goes through the shipped
