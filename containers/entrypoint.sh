@@ -20,6 +20,14 @@
 #   end
 #
 # Every line ends with "\n"; every value is standard base64 (may be empty).
+#
+# Home skeleton: an image may hold the state its CLI writes under $HOME on its first run
+# (root-owned, read-only: $POLYDEV_HOME_SKEL). It is copied into the home, as the task's user
+# and with umask 077 (files owned by the task uid, 0600/0700 unless more restrictive already),
+# so the CLI skips its first-run work. A warm pool container (WARM_POOL=true) copies it
+# while idle, before it reads the spec; otherwise it is copied once the spec is valid. Either
+# way it lands before the spec's files, which therefore win. A copy that fails (a read-only
+# home) is reported on stderr and the launch goes on: the CLI then does its first-run work.
 # Whatever follows "end" is not read; the command runs with stdin from /dev/null.
 #
 # Exit codes (the command's own status once it runs):
@@ -43,6 +51,8 @@
 #   POLYDEV_REQUIRED_ENV   space-separated credential names this image always requires
 #   POLYDEV_SPEC_TIMEOUT   seconds to wait for the first spec line (default 60)
 #   WARM_POOL=true         wait for the spec forever (a pre-started pool container)
+#   POLYDEV_HOME_SKEL      the image's pre-seeded CLI home (default
+#                          /usr/local/share/polydev/home-skel; absent in images without one)
 #   DEBUG=true             also honoured from the spec's env: print argv, cwd and env NAMES
 #
 # With arguments (`docker run IMAGE codex --version`) the spec is skipped and
@@ -152,6 +162,19 @@ fi
 trap '_pd_say "stopped by SIGTERM while waiting for the launch spec"; exit 143' TERM
 trap '_pd_say "stopped by SIGINT while waiting for the launch spec"; exit 130' INT
 trap '_pd_say "stopped by SIGHUP while waiting for the launch spec"; exit 129' HUP
+
+# _pd_seed_home DIR: copy the image's home skeleton into DIR (see "Home skeleton" above).
+_pd_seeded=
+_pd_seed_home() {
+    _pd_skel=${POLYDEV_HOME_SKEL:-/usr/local/share/polydev/home-skel}
+    _pd_seeded=$1
+    [ -d "$_pd_skel" ] && [ -n "$1" ] || return 0
+    (umask 077 && cp -R -- "$_pd_skel/." "$1/") 2>/dev/null ||
+        _pd_say "could not copy the home skeleton $_pd_skel into $1 (is it writable?); the CLI starts without it"
+}
+if [ "${WARM_POOL:-}" = true ]; then
+    _pd_seed_home "${HOME:-}"
+fi
 
 _pd_timeout=${POLYDEV_SPEC_TIMEOUT:-60}
 case $_pd_timeout in
@@ -309,6 +332,11 @@ for _pd_f in $_pd_files; do
     _pd_valid_relpath "$_pd_out" || _pd_malformed "a file path is not a plain path relative to \$HOME"
 done
 [ -z "$_pd_files" ] || case $_pd_home in /*) ;; *) _pd_malformed "file lines need an absolute HOME" ;; esac
+
+# Cold start, or a spec that moved HOME: seed the home the command will see.
+case $_pd_home in
+/*) [ "$_pd_seeded" = "$_pd_home" ] || _pd_seed_home "$_pd_home" ;;
+esac
 
 _pd_say launch
 # ------------------------------------------------- everything below reaches the user's logs
