@@ -4,6 +4,9 @@
 //!   every bundle file it loads is read from the root-owned cache and accepted by V8, and
 //!   nothing is written back.
 //! - codex is its native binary (no Node launcher), and ripgrep is on PATH in every image.
+//! - codex's image holds a home skeleton (its first-run state) that is root's, read-only, and
+//!   holds nothing of the build's run: no stand-in address, key, prompt, reply, session, log or
+//!   launch file. claude's and gemini's images hold none.
 //! - A bad versions table stops the build with a message that says what is wrong: a malformed
 //!   row before anything is built, a CLI version the registry does not have, a Node tarball
 //!   whose integrity is not the pinned one. Those builds use a throwaway tag, so the images in
@@ -259,4 +262,80 @@ fn a_node_tarball_that_is_not_the_pinned_one_stops_the_build() {
             && stderr.contains(&format!("pins {wrong}")),
         "{stderr}"
     );
+}
+
+const HOME_SKEL: &str = "/usr/local/share/polydev/home-skel";
+
+#[test]
+fn codex_home_skeleton_is_read_only_state_without_anything_of_the_build() {
+    ensure_provider_images();
+    let image = "polydev-openai-runtime:latest";
+    let listing = run_as_task(
+        image,
+        &[],
+        &["find", HOME_SKEL, "-printf", "%u:%g %m %y %P\\n"],
+    );
+    let listing_text = text(&listing.stdout);
+    assert!(listing.status.success(), "{}", text(&listing.stderr));
+    let entries: Vec<(&str, &str, &str, &str)> = listing_text
+        .lines()
+        .map(|line| {
+            let mut fields = line.splitn(4, ' ');
+            let mut next = || fields.next().unwrap_or_default();
+            (next(), next(), next(), next())
+        })
+        .collect();
+    let paths: Vec<&str> = entries.iter().map(|entry| entry.3).collect();
+    // What saves codex's first-run work is there.
+    for kept in [
+        ".codex/installation_id",
+        ".codex/state_5.sqlite",
+        ".codex/skills",
+    ] {
+        assert!(paths.contains(&kept), "{kept} missing: {listing_text}");
+    }
+    for (owner, mode, kind, path) in &entries {
+        assert_eq!(*owner, "root:root", "{path} is not root's");
+        let want = if *kind == "d" { "755" } else { "644" };
+        assert!(
+            *mode == want || (*kind == "f" && *mode == "755"),
+            "{path} has mode {mode}"
+        );
+        let name = path.rsplit('/').next().unwrap_or_default();
+        assert!(
+            !(name.ends_with(".jsonl")
+                || name.starts_with("logs_")
+                || name.ends_with("-wal")
+                || name.ends_with("-shm")
+                || name == "config.toml"
+                || name == "auth.json"
+                || name == "history.jsonl"
+                || *path == ".codex/sessions"
+                || *path == ".codex/tmp"),
+            "the skeleton holds {path}: {listing_text}"
+        );
+    }
+    // Nothing of the build's run: seed-home.sh's stand-in address, key, prompt and reply, or
+    // polydev's provider name from the launch config.
+    for needle in [
+        "127.0.0.1",
+        "47112",
+        "build-time-no-key",
+        "Reply with one word",
+        "polydev",
+    ] {
+        let grep = run_as_task(image, &[], &["grep", "-rlaF", "--", needle, HOME_SKEL]);
+        assert_eq!(
+            grep.status.code(),
+            Some(1),
+            "the skeleton holds {needle:?} in {}{}",
+            text(&grep.stdout),
+            text(&grep.stderr)
+        );
+    }
+    for provider in ["anthropic", "google"] {
+        let image = format!("polydev-{provider}-runtime:latest");
+        let absent = run_as_task(&image, &[], &["test", "-e", HOME_SKEL]);
+        assert_eq!(absent.status.code(), Some(1), "{image} has a home skeleton");
+    }
 }
