@@ -168,12 +168,12 @@ _pd_seeded=
 _pd_seed_home() {
     _pd_skel=${POLYDEV_HOME_SKEL:-/usr/local/share/polydev/home-skel}
     _pd_seeded=$1
-    [ -d "$_pd_skel" ] && [ -n "$1" ] || return 0
+    [ -d "$_pd_skel" ] || return 0
     (umask 077 && cp -R -- "$_pd_skel/." "$1/") 2>/dev/null ||
         _pd_say "could not copy the home skeleton $_pd_skel into $1 (is it writable?); the CLI starts without it"
 }
 if [ "${WARM_POOL:-}" = true ]; then
-    _pd_seed_home "${HOME:-}"
+    case ${HOME:-} in /*) _pd_seed_home "$HOME" ;; esac
 fi
 
 _pd_timeout=${POLYDEV_SPEC_TIMEOUT:-60}
