@@ -84,10 +84,18 @@ pub struct WarmContainer {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PoolStatus {
     pub idle: usize,
+    /// The floor of idle containers.
     pub target: u32,
+    /// The ceiling on the provider's containers, idle and running tasks together.
+    pub max: u32,
+    /// Idle containers the pool aims for now: `target`, or more after a burst of claims.
+    pub desired: usize,
     pub creating: usize,
     pub in_use: usize,
+    /// Why the pool cannot refill (image missing, engine errors), `None` when it can.
     pub last_error: Option<String>,
+    /// Why the pool holds fewer than `desired` idle containers (`max`, the node's memory).
+    pub growth_limit: Option<String>,
 }
 
 /// Why a claim gave no container.

@@ -281,10 +281,16 @@ pub fn fingerprint(health: &Health, idle: BTreeMap<String, usize>) -> nomad::Fin
         let reported = idle.get(provider).copied().unwrap_or(status.idle);
         attributes.insert(key("idle"), int_attr(reported as i64));
         attributes.insert(key("target"), int_attr(i64::from(status.target)));
+        attributes.insert(key("max"), int_attr(i64::from(status.max)));
+        attributes.insert(key("desired"), int_attr(status.desired as i64));
         // An empty value deletes the attribute from the node once the error is gone.
         attributes.insert(
             key("error"),
             string_attr(status.last_error.clone().unwrap_or_default()),
+        );
+        attributes.insert(
+            key("growth_limit"),
+            string_attr(status.growth_limit.clone().unwrap_or_default()),
         );
     }
     let health_state = match health.state {
@@ -379,6 +385,48 @@ mod tests {
         // A lasting change is reported on its second sighting.
         assert_eq!(stable.observe(&status(0))["openai"], 2);
         assert_eq!(stable.observe(&status(0))["openai"], 0);
+    }
+
+    #[test]
+    fn pool_attributes_carry_the_desired_size_and_what_holds_growth_back() {
+        let pools = BTreeMap::from([(
+            "openai".to_string(),
+            PoolStatus {
+                idle: 3,
+                target: 2,
+                max: 8,
+                desired: 8,
+                growth_limit: Some("held at max: 20 idle containers wanted".into()),
+                ..Default::default()
+            },
+        )]);
+        let health = Health {
+            state: HealthState::Healthy,
+            description: "Healthy".into(),
+            docker_version: None,
+            images_present: BTreeMap::new(),
+            pools,
+        };
+        let response = fingerprint(&health, BTreeMap::new());
+        let attr = |suffix: &str| {
+            response.attributes[&format!("driver.polydev.pool.openai.{suffix}")]
+                .value
+                .clone()
+        };
+        assert_eq!(attr("idle"), Some(attribute::Value::IntVal(3)));
+        assert_eq!(attr("desired"), Some(attribute::Value::IntVal(8)));
+        assert_eq!(attr("max"), Some(attribute::Value::IntVal(8)));
+        assert_eq!(
+            attr("growth_limit"),
+            Some(attribute::Value::StringVal(
+                "held at max: 20 idle containers wanted".into()
+            ))
+        );
+        // Sent empty (removed from the node) when nothing holds the pool back.
+        assert_eq!(
+            attr("error"),
+            Some(attribute::Value::StringVal(String::new()))
+        );
     }
 
     #[test]

@@ -18,16 +18,24 @@
 //! - Idle containers older than `max_idle_age`, of another image, or made with other settings
 //!   (the *pool key*) are replaced; see [`reconcile`] for what happens at plugin start.
 //! - The pool never holds more than `max` containers of a provider (idle + running tasks).
+//! - `target` is a floor, not a fixed size: the pool grows towards the recent burst of claims
+//!   ([`demand`]) while `max` and the node's memory allow ([`sizing`]), and idle containers above
+//!   what it wants are removed once older than `scale_down_after`, oldest first. Growth is the
+//!   refiller's business alone: a claim never waits for it and never fails because of it.
 
+pub mod demand;
 mod follow;
+#[cfg(test)]
+mod growth_tests;
 mod port;
 pub mod reconcile;
 mod refill;
+pub mod sizing;
 pub mod slots;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 
@@ -38,7 +46,17 @@ use crate::container_spec::{
 };
 use crate::pool_port::ClaimError;
 use crate::runtime::{ContainerRuntime, ContainerSpec, ResourceLimits, SecurityOptions};
+use demand::DemandWindow;
 use slots::SlotRoot;
+
+/// Where the pool reads the node's memory from: the text of `/proc/meminfo`, or an error when it
+/// cannot be read (then memory holds no growth back). Tests inject their own.
+pub type MeminfoSource = Arc<dyn Fn() -> std::io::Result<String> + Send + Sync>;
+
+/// The node's `/proc/meminfo`.
+pub fn proc_meminfo() -> MeminfoSource {
+    Arc::new(|| std::fs::read_to_string("/proc/meminfo"))
+}
 
 /// An idle, started container waiting for a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +89,6 @@ struct ProviderPool {
     retry_now: std::sync::atomic::AtomicBool,
 }
 
-#[derive(Default)]
 struct PoolState {
     idle: VecDeque<IdleContainer>,
     creating: usize,
@@ -79,6 +96,27 @@ struct PoolState {
     last_error: Option<String>,
     /// Pool key of the current image and settings; `None` until the image was found.
     key: Option<String>,
+    /// Recent claims, for the demand estimate.
+    demand: DemandWindow,
+    /// Idle containers the pool aims for, as of the refiller's last pass.
+    desired: usize,
+    /// Why the pool holds fewer than `desired` (max, memory), as of the last pass.
+    growth_limit: Option<String>,
+}
+
+impl PoolState {
+    fn new(settings: &PoolConfig) -> Self {
+        PoolState {
+            idle: VecDeque::new(),
+            creating: 0,
+            in_use: 0,
+            last_error: None,
+            key: None,
+            demand: DemandWindow::new(settings.scale_down_after, demand::COUNT_CAP),
+            desired: settings.target as usize,
+            growth_limit: None,
+        }
+    }
 }
 
 /// All providers' pools.
@@ -95,21 +133,34 @@ pub struct WarmPool {
     pools: BTreeMap<String, Arc<ProviderPool>>,
     /// Set when the pool cannot work on this host at all (e.g. slots cannot be mounted).
     disabled: Mutex<Option<String>>,
+    /// The node's memory, checked before each idle container is created.
+    meminfo: MeminfoSource,
 }
 
 impl WarmPool {
     pub fn new(runtime: Arc<dyn ContainerRuntime>, config: &PluginConfig, node: &str) -> Arc<Self> {
+        Self::with_meminfo(runtime, config, node, proc_meminfo())
+    }
+
+    /// [`WarmPool::new`] reading the node's memory from `meminfo`.
+    pub fn with_meminfo(
+        runtime: Arc<dyn ContainerRuntime>,
+        config: &PluginConfig,
+        node: &str,
+        meminfo: MeminfoSource,
+    ) -> Arc<Self> {
         let pools = config
             .providers
             .iter()
             .map(|(name, provider)| {
                 let settings = config.pools.get(name).cloned().unwrap_or_default();
+                let state = Mutex::new(PoolState::new(&settings));
                 let pool = ProviderPool {
                     provider: name.clone(),
                     image: provider.image.clone(),
                     settings,
                     network_mode: network_mode_for(config, name),
-                    state: Mutex::new(PoolState::default()),
+                    state,
                     idle_added: Notify::new(),
                     wake: Notify::new(),
                     retry_now: std::sync::atomic::AtomicBool::new(false),
@@ -129,6 +180,7 @@ impl WarmPool {
             log_max_files: config.container_log.max_files,
             pools,
             disabled: Mutex::new(None),
+            meminfo,
         })
     }
 
@@ -192,6 +244,24 @@ impl WarmPool {
         };
         pool.wake.notify_one();
         taken
+    }
+
+    /// A claim for `provider` arrived (warm or not): it counts towards the demand estimate.
+    fn note_claim(&self, provider: &str) {
+        if let Some(pool) = self.pools.get(provider) {
+            lock(&pool.state).demand.record(Instant::now());
+        }
+    }
+
+    /// The node's `MemAvailable` in bytes, `None` when it cannot be read.
+    fn mem_available(&self) -> Option<u64> {
+        match (self.meminfo)() {
+            Ok(text) => sizing::mem_available(&text),
+            Err(err) => {
+                tracing::debug!(error = %err, "cannot read the node's memory; the pool's growth is not held back by it");
+                None
+            }
+        }
     }
 
     /// Wait up to `limit` for an idle container of `provider`.

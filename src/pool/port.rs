@@ -52,6 +52,7 @@ impl WarmPoolPort for WarmPool {
         alloc_dir: Option<&str>,
         task_name: &str,
     ) -> Result<Option<WarmContainer>, ClaimError> {
+        self.note_claim(provider);
         let idle = match self.take_idle(provider) {
             Some(idle) => idle,
             None => match self.when_empty(provider) {
@@ -122,9 +123,12 @@ impl WarmPoolPort for WarmPool {
                 let status = PoolStatus {
                     idle: state.idle.len(),
                     target: pool.settings.target,
+                    max: pool.settings.max,
+                    desired: state.desired,
                     creating: state.creating,
                     in_use: state.in_use,
                     last_error: self.disabled_reason().or_else(|| state.last_error.clone()),
+                    growth_limit: state.growth_limit.clone(),
                 };
                 (name.clone(), status)
             })

@@ -1,8 +1,10 @@
 //! The refiller: one background loop per enabled pool.
 //!
 //! Each pass: look up the image (a rebuilt image changes the pool key, and idle containers of the
-//! old key are replaced), retire idle containers older than `max_idle_age`, then start up to
-//! `refill_parallelism` creations towards `target`, never above `max` containers of the provider.
+//! old key are replaced), retire idle containers older than `max_idle_age`, size the pool
+//! ([`super::sizing::plan`] over the demand estimate and the node's memory), remove idle
+//! containers above that size that are older than `scale_down_after` (oldest first), then start
+//! up to `refill_parallelism` creations towards it, never above `max` containers of the provider.
 //! A pass runs on every claim or release, when a creation ends, and every few seconds.
 //! Failures are recorded in the pool status and delay the next creation (1 s doubling to 60 s).
 
@@ -12,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::sizing::{self, Counts, Sizing};
 use super::slots::SlotError;
 use super::{IdleContainer, ProviderPool, WarmPool, lock, new_slot_id};
 use crate::runtime::RuntimeError;
@@ -64,7 +67,8 @@ impl WarmPool {
                 match self.refresh_key(&pool).await {
                     Ok(key) => {
                         self.retire_stale(&pool, &key);
-                        self.start_creations(&pool, &key, &mut creations);
+                        let shrink_to = self.start_creations(&pool, &key, &mut creations);
+                        self.scale_down(&pool, shrink_to);
                     }
                     Err(err) => {
                         lock(&pool.state).last_error = Some(err.to_string());
@@ -146,26 +150,88 @@ impl WarmPool {
         }
     }
 
+    /// Size the pool (recording its desired size and what holds it back) and start the
+    /// creations this pass may; returns the count of idle containers scale-down keeps.
     fn start_creations(
         self: &Arc<Self>,
         pool: &Arc<ProviderPool>,
         key: &str,
         creations: &mut JoinSet<Result<IdleContainer, RefillError>>,
-    ) {
+    ) -> usize {
         let settings = &pool.settings;
+        let sizing = Sizing {
+            target: settings.target as usize,
+            max: settings.max as usize,
+            refill_parallelism: settings.refill_parallelism as usize,
+            idle_memory_bytes: u64::try_from(settings.idle_memory_bytes).unwrap_or(0),
+        };
+        let mem_available = self.mem_available();
         let mut state = lock(&pool.state);
-        let have = state.idle.len() + state.creating;
-        let wanted = (settings.target as usize).saturating_sub(have);
-        let room = (settings.max as usize).saturating_sub(have + state.in_use);
-        let lanes = (settings.refill_parallelism as usize).saturating_sub(state.creating);
-        let count = wanted.min(room).min(lanes);
-        state.creating += count;
+        let counts = Counts {
+            idle: state.idle.len(),
+            creating: state.creating,
+            in_use: state.in_use,
+        };
+        let peak = state.demand.peak(std::time::Instant::now());
+        let plan = sizing::plan(sizing, counts, peak, mem_available);
+        let growth_limit = (!plan.limits.is_empty()).then(|| {
+            plan.limits
+                .iter()
+                .map(|limit| limit.describe(&pool.provider))
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
+        if growth_limit.is_some() && growth_limit != state.growth_limit {
+            tracing::info!(provider = %pool.provider, desired = plan.desired, limit = growth_limit.as_deref().unwrap_or_default(), "the warm pool is held back");
+        }
+        if plan.desired != state.desired {
+            tracing::debug!(provider = %pool.provider, from = state.desired, to = plan.desired, peak, "warm pool size");
+        }
+        state.desired = plan.desired;
+        state.growth_limit = growth_limit;
+        state.creating += plan.create;
         drop(state);
-        for _ in 0..count {
+        for _ in 0..plan.create {
             let this = self.clone();
             let pool = pool.clone();
             let key = key.to_string();
             creations.spawn(async move { this.create_idle(&pool, &key).await });
+        }
+        plan.shrink_to
+    }
+
+    /// Remove idle containers beyond `keep` that are older than `scale_down_after`, oldest
+    /// first (younger ones wait for a later pass).
+    fn scale_down(&self, pool: &ProviderPool, keep: usize) {
+        let now = SystemTime::now();
+        let after = pool.settings.scale_down_after;
+        let removed: Vec<IdleContainer> = {
+            let mut state = lock(&pool.state);
+            let excess = state.idle.len().saturating_sub(keep);
+            if excess == 0 {
+                return;
+            }
+            let mut old: Vec<(SystemTime, String)> = state
+                .idle
+                .iter()
+                .filter(|idle| {
+                    now.duration_since(idle.created_at)
+                        .is_ok_and(|age| age >= after)
+                })
+                .map(|idle| (idle.created_at, idle.id.clone()))
+                .collect();
+            old.sort();
+            old.truncate(excess);
+            let (removed, kept): (Vec<_>, Vec<_>) = state
+                .idle
+                .drain(..)
+                .partition(|idle| old.iter().any(|(_, id)| *id == idle.id));
+            state.idle = kept.into();
+            removed
+        };
+        for idle in removed {
+            tracing::info!(provider = %pool.provider, container_id = %idle.id, "scaling the warm pool down: removing an idle container demand no longer asks for");
+            self.discard(idle);
         }
     }
 
