@@ -429,6 +429,50 @@ mod tests {
         );
     }
 
+    /// The shipped jobspecs' affinity names the attribute the fingerprint publishes for their
+    /// provider, and the operator compares it as Nomad does (as strings: "1" and above).
+    #[test]
+    fn shipped_jobspecs_prefer_nodes_by_the_published_idle_attribute() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("nomad");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if !path.to_string_lossy().ends_with(".nomad.hcl") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let setting = |name: &str| {
+                text.lines()
+                    .map(str::trim)
+                    .find_map(|line| line.strip_prefix(name)?.trim_start().strip_prefix('='))
+                    .map(|value| value.trim().trim_matches('"').to_string())
+                    .unwrap_or_else(|| panic!("{} has no {name}", path.display()))
+            };
+            let provider = setting("provider");
+            let health = Health {
+                state: HealthState::Healthy,
+                description: String::new(),
+                docker_version: None,
+                images_present: BTreeMap::new(),
+                pools: BTreeMap::from([(provider.clone(), PoolStatus::default())]),
+            };
+            let published = fingerprint(&health, BTreeMap::new());
+            let attribute = setting("attribute");
+            let name = attribute
+                .strip_prefix("${attr.")
+                .and_then(|rest| rest.strip_suffix('}'))
+                .unwrap_or_else(|| panic!("{}: {attribute}", path.display()));
+            assert_eq!(name, format!("driver.polydev.pool.{provider}.idle"));
+            assert!(published.attributes.contains_key(name), "{name}");
+            assert_eq!(
+                (setting("operator"), setting("value")),
+                (">=".into(), "1".into())
+            );
+            checked += 1;
+        }
+        assert_eq!(checked, 3, "codex, claude and gemini");
+    }
+
     #[test]
     fn unset_times_are_go_zero_time() {
         assert_eq!(zero_timestamp().seconds, GO_ZERO_TIME_SECS);
