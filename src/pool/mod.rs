@@ -32,6 +32,7 @@ pub mod reconcile;
 mod refill;
 pub mod sizing;
 pub mod slots;
+pub mod status_file;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};

@@ -8,6 +8,7 @@
 //! A pass runs on every claim or release, when a creation ends, and every few seconds.
 //! Failures are recorded in the pool status and delay the next creation (1 s doubling to 60 s).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -16,12 +17,20 @@ use tokio_util::sync::CancellationToken;
 
 use super::sizing::{self, Counts, Sizing};
 use super::slots::SlotError;
+use super::status_file;
 use super::{IdleContainer, ProviderPool, WarmPool, lock, new_slot_id};
 use crate::runtime::RuntimeError;
 
 const PASS_PERIOD: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// What a refiller last wrote to its status file, and when.
+struct PublishedStatus {
+    desired: usize,
+    growth_limit: Option<String>,
+    at: std::time::Instant,
+}
 
 /// Why a refill pass or one creation failed; shown in the pool status (`last_error`).
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +64,7 @@ impl WarmPool {
         let mut creations: JoinSet<Result<IdleContainer, RefillError>> = JoinSet::new();
         let mut backoff = BACKOFF_MIN;
         let mut not_before = tokio::time::Instant::now();
+        let mut published = None;
         loop {
             if pool
                 .retry_now
@@ -69,6 +79,7 @@ impl WarmPool {
                         self.retire_stale(&pool, &key);
                         let shrink_to = self.start_creations(&pool, &key, &mut creations);
                         self.scale_down(&pool, shrink_to);
+                        self.publish_status(&pool, &mut published);
                     }
                     Err(err) => {
                         lock(&pool.state).last_error = Some(err.to_string());
@@ -198,6 +209,38 @@ impl WarmPool {
             creations.spawn(async move { this.create_idle(&pool, &key).await });
         }
         plan.shrink_to
+    }
+
+    /// Write the pool's desired size for `polydev pool status` when it changed, or when the
+    /// last write is [`status_file::REWRITE_EVERY`] old.
+    fn publish_status(&self, pool: &ProviderPool, last: &mut Option<PublishedStatus>) {
+        let (desired, growth_limit) = {
+            let state = lock(&pool.state);
+            (state.desired, state.growth_limit.clone())
+        };
+        let unchanged = last.as_ref().is_some_and(|last| {
+            last.desired == desired
+                && last.growth_limit == growth_limit
+                && last.at.elapsed() < status_file::REWRITE_EVERY
+        });
+        if unchanged {
+            return;
+        }
+        let status = status_file::WrittenStatus {
+            desired,
+            target: pool.settings.target,
+            max: pool.settings.max,
+            growth_limit: growth_limit.clone(),
+            written_unix_secs: status_file::now_unix_secs(),
+        };
+        if let Err(err) = status_file::write(Path::new(&self.data_dir), &pool.provider, &status) {
+            tracing::warn!(provider = %pool.provider, error = %err, "cannot write the pool's status for polydev pool status");
+        }
+        *last = Some(PublishedStatus {
+            desired,
+            growth_limit,
+            at: std::time::Instant::now(),
+        });
     }
 
     /// Remove idle containers beyond `keep` that are older than `scale_down_after`, oldest
