@@ -19,7 +19,7 @@ job "codex" {
     # Prefer a node whose warm pool of this provider has an idle container: the task then
     # starts in a container that is already running. Only a preference: with none warm, any
     # node with polydev takes it (cold). The attribute is the node's fingerprint, a few seconds
-    # old at most; values are whole numbers, so ">=" "1" holds for 1, 2, ... 10, ... alike.
+    # old at most. Compared as a number or as a string, every count from 1 up passes ">=" "1".
     affinity {
       attribute = "${attr.driver.polydev.pool.openai.idle}"
       operator  = ">="
