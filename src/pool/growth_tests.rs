@@ -20,6 +20,8 @@ const GIB_KB: u64 = 1 << 20;
 
 struct Harness {
     pool: Arc<WarmPool>,
+    /// Creations go through it: closed, they hang until it opens.
+    runtime: Arc<GatedCreates>,
     _data_dir: tempfile::TempDir,
     shutdown: CancellationToken,
 }
@@ -30,12 +32,17 @@ impl Drop for Harness {
     }
 }
 
-/// A pool of `openai` alone over `runtime`, its memory read from `available_kb`.
+/// A pool of `openai` alone over `fake` (behind a gate, open), its memory read from
+/// `available_kb`.
 fn harness_over(
-    runtime: Arc<dyn ContainerRuntime>,
+    fake: Arc<FakeRuntime>,
     settings: PoolConfig,
     available_kb: Arc<AtomicU64>,
 ) -> Harness {
+    let runtime = Arc::new(GatedCreates {
+        inner: fake,
+        gate: tokio::sync::Semaphore::new(OPEN),
+    });
     let data_dir = tempfile::tempdir().unwrap();
     let mut config = PluginConfig {
         data_dir: data_dir.path().to_path_buf(),
@@ -56,15 +63,19 @@ fn harness_over(
             available_kb.load(Ordering::SeqCst)
         ))
     });
-    let pool = WarmPool::with_meminfo(runtime, &config, "node-1", meminfo);
+    let pool = WarmPool::with_meminfo(runtime.clone(), &config, "node-1", meminfo);
     let shutdown = CancellationToken::new();
     pool.spawn_refillers(&shutdown);
     Harness {
         pool,
+        runtime,
         _data_dir: data_dir,
         shutdown,
     }
 }
+
+/// Permits of an open gate (far more than any test creates).
+const OPEN: usize = 4096;
 
 fn fake_with_image() -> Arc<FakeRuntime> {
     let fake = Arc::new(FakeRuntime::new());
@@ -184,7 +195,9 @@ async fn growth_stops_at_max_and_says_so() {
         Arc::new(AtomicU64::new(64 * GIB_KB)),
     );
     until(&h.pool, "filled to target", |s| s.idle == 2).await;
+    h.runtime.close();
     burst(&h.pool, 10).await;
+    h.runtime.open();
     release(&h.pool, 10);
     let held = until(&h.pool, "grown to max", |s| s.idle == 6).await;
     assert_eq!((held.desired, held.max), (6, 6));
@@ -228,11 +241,21 @@ async fn short_memory_holds_the_pool_back_and_claims_go_cold() {
     assert_eq!(filled.desired, 3, "the burst of three is remembered");
 }
 
-/// The fake runtime whose `create` waits until the test opens the gate: creations in flight
-/// for as long as the test likes.
+/// The fake runtime whose `create` waits while the test keeps the gate closed: creations in
+/// flight for as long as the test likes.
 struct GatedCreates {
     inner: Arc<FakeRuntime>,
     gate: tokio::sync::Semaphore,
+}
+
+impl GatedCreates {
+    fn close(&self) {
+        self.gate.forget_permits(usize::MAX);
+    }
+
+    fn open(&self) {
+        self.gate.add_permits(OPEN);
+    }
 }
 
 #[async_trait]
@@ -247,7 +270,10 @@ impl ContainerRuntime for GatedCreates {
         self.inner.image_id(image).await
     }
     async fn create(&self, spec: &ContainerSpec) -> RuntimeResult<String> {
-        let _permit = self.gate.acquire().await;
+        // Each creation uses up its permit, so closing the gate holds every later one.
+        if let Ok(permit) = self.gate.acquire().await {
+            permit.forget();
+        }
         self.inner.create(spec).await
     }
     async fn start(&self, id: &str) -> RuntimeResult<()> {
@@ -304,25 +330,21 @@ impl ContainerRuntime for GatedCreates {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_never_wait_for_creations_in_flight() {
-    let gated = Arc::new(GatedCreates {
-        inner: fake_with_image(),
-        gate: tokio::sync::Semaphore::new(2),
-    });
     let h = harness_over(
-        gated.clone(),
+        fake_with_image(),
         settings(2, 32, Duration::from_secs(300)),
         Arc::new(AtomicU64::new(64 * GIB_KB)),
     );
     until(&h.pool, "filled to target", |s| s.idle == 2).await;
     // From here on every creation hangs until the gate opens.
-    gated.gate.forget_permits(usize::MAX);
+    h.runtime.close();
     let warm = burst(&h.pool, 12).await;
     assert_eq!(warm, 2);
     let growing = until(&h.pool, "creating", |s| s.creating == 2).await;
     assert_eq!(growing.desired, 12, "max 32 leaves room beside 12 tasks");
     // More claims while the growth is stuck: each answers (cold) at once.
     assert_eq!(burst(&h.pool, 5).await, 0);
-    gated.gate.add_permits(64);
+    h.runtime.open();
     release(&h.pool, 17);
     until(&h.pool, "grown after the gate opened", |s| s.idle == 17).await;
 }

@@ -247,10 +247,16 @@ impl WarmPool {
         taken
     }
 
-    /// A claim for `provider` arrived (warm or not): it counts towards the demand estimate.
-    fn note_claim(&self, provider: &str) {
+    /// A claim for `provider` was served warm (`warm`) or not: it counts towards the demand
+    /// estimate, as one that ran the pool dry when it was cold or left no idle container.
+    fn note_claim(&self, provider: &str, warm: bool) {
         if let Some(pool) = self.pools.get(provider) {
-            lock(&pool.state).demand.record(Instant::now());
+            let mut state = lock(&pool.state);
+            let ran_dry = !warm || state.idle.is_empty();
+            state.demand.record(Instant::now(), ran_dry);
+            drop(state);
+            // The claim woke the refiller already; this pass sees the new estimate.
+            pool.wake.notify_one();
         }
     }
 

@@ -52,8 +52,9 @@ impl WarmPoolPort for WarmPool {
         alloc_dir: Option<&str>,
         task_name: &str,
     ) -> Result<Option<WarmContainer>, ClaimError> {
-        self.note_claim(provider);
-        let idle = match self.take_idle(provider) {
+        let taken = self.take_idle(provider);
+        self.note_claim(provider, taken.is_some());
+        let idle = match taken {
             Some(idle) => idle,
             None => match self.when_empty(provider) {
                 WhenEmpty::Cold => return Ok(None),
