@@ -1,0 +1,188 @@
+//! A measurement, not a test (ignored by default; it prints numbers and asserts none): a burst
+//! of 20 StartTasks with pool target 2 against real Docker, next to 20 concurrent `docker run -d`
+//! of the same image in the same run, and where the cold starts' time went (the plugin's
+//! `start timings` debug lines).
+//!
+//! ```sh
+//! cargo test --test pool measure_a_burst -- --ignored --nocapture
+//! ```
+//!
+//! Knobs (environment): `BURST_RUNS` (3), `BURST_TASKS` (20), `BURST_TARGET` (2), `BURST_IMAGE`
+//! (the test image; e.g. `polydev-openai-runtime:latest`), `BURST_MODE` (`broker`, the built-ins'
+//! default, or `env`).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::support::real::{Plugin, TEST_IMAGE, docker, ensure_test_image};
+use super::support::tasks::{Setup, Started, destroy, script, start, test_key};
+use super::support::{PoolOptions, ProviderOptions, plugin_config_for, set_config_request};
+
+fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn summary(mut values: Vec<f64>) -> String {
+    values.sort_by(f64::total_cmp);
+    format!(
+        "p50 {:>6.0} p90 {:>6.0} max {:>6.0} ms",
+        percentile(&values, 50.0),
+        percentile(&values, 90.0),
+        values.last().copied().unwrap_or(f64::NAN)
+    )
+}
+
+/// The `name=value` number fields of the plugin's `start timings` lines, per field, for cold or
+/// warm starts.
+fn start_timings(stderr: &str, warm: bool) -> BTreeMap<String, Vec<f64>> {
+    let mut fields: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let wanted = format!("warm={warm}");
+    for line in stderr
+        .lines()
+        .filter(|l| l.contains("start timings") && l.contains(&wanted))
+    {
+        for word in line.split_whitespace() {
+            if let Some((name, value)) = word.split_once('=')
+                && name.ends_with("_ms")
+                && let Ok(value) = value.parse::<f64>()
+            {
+                fields.entry(name.to_string()).or_default().push(value);
+            }
+        }
+    }
+    fields
+}
+
+async fn plugin(image: &str, broker: bool, target: u32) -> Setup {
+    let key = test_key();
+    let data_dir = tempfile::tempdir().unwrap();
+    let plugin = Plugin::spawn(&[("OPENAI_API_KEY", key.as_str()), ("POLYDEV_LOG", "debug")]);
+    let (mut base, driver) = plugin.clients().await;
+    let providers = if broker {
+        ProviderOptions::default()
+    } else {
+        ProviderOptions::env_mode()
+    };
+    let config = plugin_config_for(
+        image,
+        data_dir.path(),
+        &PoolOptions::target(target),
+        &providers,
+    );
+    base.set_config(set_config_request(config, true))
+        .await
+        .expect("SetConfig");
+    Setup {
+        plugin,
+        driver,
+        data_dir,
+        key,
+    }
+}
+
+/// `count` concurrent `docker run -d` of `image`, each timed; removed afterwards.
+fn docker_run_burst(image: &str, count: usize, label: &str) -> Vec<f64> {
+    let runs: Vec<_> = (0..count)
+        .map(|_| {
+            let (image, label) = (image.to_string(), label.to_string());
+            std::thread::spawn(move || {
+                let began = Instant::now();
+                let out = std::process::Command::new("docker")
+                    .args(["run", "-d", "--label", &label, "--entrypoint", "/bin/sh"])
+                    .arg(&image)
+                    .args(["-c", "sleep 30"])
+                    .output()
+                    .expect("docker run");
+                assert!(out.status.success(), "{out:?}");
+                began.elapsed().as_secs_f64() * 1e3
+            })
+        })
+        .collect();
+    let times = runs.into_iter().map(|r| r.join().unwrap()).collect();
+    let ids = docker(&["ps", "-aq", "--filter", &format!("label={label}")]);
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    if !ids.is_empty() {
+        let mut args = vec!["rm", "-f"];
+        args.extend(ids);
+        docker(&args);
+    }
+    times
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: prints numbers, asserts none"]
+async fn measure_a_burst_against_docker_run() {
+    ensure_test_image();
+    let runs: usize = knob("BURST_RUNS", 3);
+    let tasks: usize = knob("BURST_TASKS", 20);
+    let target: u32 = knob("BURST_TARGET", 2);
+    let image: String = knob("BURST_IMAGE", TEST_IMAGE.to_string());
+    let broker = knob("BURST_MODE", "broker".to_string()) != "env";
+    println!("burst of {tasks}, pool target {target}, image {image}, broker mode {broker}");
+    for run in 0..runs {
+        let s = plugin(&image, broker, target).await;
+        super::wait_for_pool_size(&s, target as usize, i64::from(target), 32).await;
+        let began = Instant::now();
+        let started: Vec<(f64, Started)> = futures::future::join_all((0..tasks).map(|i| {
+            let mut driver = s.driver.clone();
+            async move {
+                let began = Instant::now();
+                let task = start(&mut driver, &format!("m{i}"), script("sleep 30"), 64).await;
+                (began.elapsed().as_secs_f64() * 1e3, task)
+            }
+        }))
+        .await;
+        let burst_ms = began.elapsed().as_secs_f64() * 1e3;
+        let stderr = s.plugin.stderr();
+        let refills = stderr.matches("warm container ready").count();
+        let mut driver = s.driver.clone();
+        for (_, task) in &started {
+            destroy(&mut driver, &task.id, &task.container).await;
+        }
+        let polydev: Vec<f64> = started.iter().map(|(ms, _)| *ms).collect();
+        drop(started);
+        drop(s);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let label = format!("io.polydev.measure={}-{run}", std::process::id());
+        let baseline = tokio::task::spawn_blocking({
+            let image = image.clone();
+            move || docker_run_burst(&image, tasks, &label)
+        })
+        .await
+        .unwrap();
+        println!(
+            "run {run}: polydev StartTask {} (whole burst {burst_ms:.0} ms, {refills} warm \
+             containers made meanwhile) | docker run -d {}",
+            summary(polydev),
+            summary(baseline)
+        );
+        for (warm, name) in [(false, "cold"), (true, "warm")] {
+            let phases = start_timings(&stderr, warm);
+            let line: Vec<String> = phases
+                .into_iter()
+                .map(|(field, mut values)| {
+                    values.sort_by(f64::total_cmp);
+                    format!(
+                        "{}={:.0}/{:.0}",
+                        field.trim_end_matches("_ms"),
+                        percentile(&values, 50.0),
+                        percentile(&values, 90.0)
+                    )
+                })
+                .collect();
+            println!("    {name} phases p50/p90 ms: {}", line.join(" "));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
