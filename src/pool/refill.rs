@@ -284,6 +284,7 @@ impl WarmPool {
         pool: &ProviderPool,
         key: &str,
     ) -> Result<IdleContainer, RefillError> {
+        let began = std::time::Instant::now();
         let slot = new_slot_id();
         let spec = self.idle_spec(pool, key, &slot)?;
         let id = match self.runtime.create(&spec).await {
@@ -310,7 +311,7 @@ impl WarmPool {
                 );
             }
         };
-        tracing::debug!(provider = %pool.provider, container_id = %id, "warm container ready");
+        tracing::debug!(provider = %pool.provider, container_id = %id, took_ms = began.elapsed().as_secs_f64() * 1e3, "warm container ready");
         Ok(IdleContainer {
             id,
             slot,
