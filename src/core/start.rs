@@ -277,6 +277,8 @@ impl Core {
             .as_ref()
             .filter(|p| p.is_enabled(provider) && self.warm_eligible(task))
         else {
+            // The pool holds its refills back while this container is made (see pool_port).
+            let _cold = self.pool.as_ref().map(|pool| pool.cold_start(provider));
             return Ok((self.create_started_container(task, timings).await?, None));
         };
         let claim_began = Instant::now();
@@ -301,6 +303,7 @@ impl Core {
             &task.name,
             "pool empty: cold start",
         );
+        let _cold = pool.cold_start(provider);
         Ok((self.create_started_container(task, timings).await?, None))
     }
 

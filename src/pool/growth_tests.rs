@@ -64,6 +64,8 @@ fn harness_over(
         ))
     });
     let pool = WarmPool::with_meminfo(runtime.clone(), &config, "node-1", meminfo);
+    // Claims give creations held at the gate a moment, not the default seconds.
+    pool.set_creation_wait(Duration::from_millis(100));
     let shutdown = CancellationToken::new();
     pool.spawn_refillers(&shutdown);
     Harness {
@@ -329,7 +331,7 @@ impl ContainerRuntime for GatedCreates {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claims_never_wait_for_creations_in_flight() {
+async fn claims_never_fail_and_wait_for_growth_at_most_the_creation_wait() {
     let h = harness_over(
         fake_with_image(),
         settings(2, 32, Duration::from_secs(300)),
@@ -342,9 +344,60 @@ async fn claims_never_wait_for_creations_in_flight() {
     assert_eq!(warm, 2);
     let growing = until(&h.pool, "creating", |s| s.creating == 2).await;
     assert_eq!(growing.desired, 12, "max 32 leaves room beside 12 tasks");
-    // More claims while the growth is stuck: each answers (cold) at once.
+    // More claims while the growth is stuck: each answers (cold) once the creation wait is up.
     assert_eq!(burst(&h.pool, 5).await, 0);
     h.runtime.open();
     release(&h.pool, 17);
     until(&h.pool, "grown after the gate opened", |s| s.idle == 17).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_that_finds_the_pool_empty_takes_a_creation_under_way() {
+    let h = harness_over(
+        fake_with_image(),
+        settings(2, 32, Duration::from_secs(300)),
+        Arc::new(AtomicU64::new(64 * GIB_KB)),
+    );
+    h.pool.set_creation_wait(Duration::from_secs(30));
+    until(&h.pool, "filled to target", |s| s.idle == 2).await;
+    h.runtime.close();
+    assert_eq!(burst(&h.pool, 2).await, 2);
+    until(&h.pool, "refilling", |s| s.creating == 2).await;
+    // The third claim finds none idle and waits for one of the two creations under way.
+    let pool = h.pool.clone();
+    let third = tokio::spawn(async move { pool.claim(PROVIDER, None, "third").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!third.is_finished(), "it waits instead of starting cold");
+    h.runtime.open();
+    let claimed = tokio::time::timeout(Duration::from_secs(5), third)
+        .await
+        .expect("answers once the creation is done")
+        .unwrap()
+        .unwrap();
+    assert!(
+        claimed.is_some(),
+        "the container under way, not a cold start"
+    );
+    assert_eq!(status(&h.pool).in_use, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refills_hold_back_while_cold_starts_make_their_containers() {
+    let h = harness_over(
+        fake_with_image(),
+        settings(2, 32, Duration::from_secs(300)),
+        Arc::new(AtomicU64::new(64 * GIB_KB)),
+    );
+    until(&h.pool, "filled to target", |s| s.idle == 2).await;
+    let cold = h.pool.cold_start(PROVIDER);
+    assert_eq!(burst(&h.pool, 2).await, 2);
+    // While the cold start is under way, the two claims start no refill.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = status(&h.pool);
+    assert_eq!((held.idle, held.creating), (0, 0), "{held:?}");
+    drop(cold);
+    until(&h.pool, "refilled once the cold start ended", |s| {
+        s.idle >= 2
+    })
+    .await;
 }

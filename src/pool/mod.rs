@@ -59,6 +59,21 @@ pub fn proc_meminfo() -> MeminfoSource {
     Arc::new(|| std::fs::read_to_string("/proc/meminfo"))
 }
 
+/// How long a claim that found the pool empty waits for a creation already under way before it
+/// starts cold after all (a creation takes a few hundred ms, seconds under a burst).
+pub const CREATION_WAIT_MAX: Duration = Duration::from_secs(5);
+
+/// A claim's hold on a creation under way, released when the claim is done with it (also when
+/// the claim is cancelled).
+struct Promise<'a>(&'a ProviderPool);
+
+impl Drop for Promise<'_> {
+    fn drop(&mut self) {
+        let mut state = lock(&self.0.state);
+        state.promised = state.promised.saturating_sub(1);
+    }
+}
+
 /// An idle, started container waiting for a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdleContainer {
@@ -103,6 +118,14 @@ struct PoolState {
     desired: usize,
     /// Why the pool holds fewer than `desired` (max, memory), as of the last pass.
     growth_limit: Option<String>,
+    /// Cold starts of this provider making their containers now (see [`ColdStart`]).
+    ///
+    /// [`ColdStart`]: crate::pool_port::ColdStart
+    cold_in_flight: usize,
+    /// Since when the refiller has been holding new creations back for cold starts.
+    yielding_since: Option<Instant>,
+    /// Claims waiting for a creation already under way (each waits for a different one).
+    promised: usize,
 }
 
 impl PoolState {
@@ -116,6 +139,9 @@ impl PoolState {
             demand: DemandWindow::new(settings.scale_down_after, demand::COUNT_CAP),
             desired: settings.target as usize,
             growth_limit: None,
+            cold_in_flight: 0,
+            yielding_since: None,
+            promised: 0,
         }
     }
 }
@@ -136,6 +162,8 @@ pub struct WarmPool {
     disabled: Mutex<Option<String>>,
     /// The node's memory, checked before each idle container is created.
     meminfo: MeminfoSource,
+    /// How long a claim waits for a creation under way, in ms ([`CREATION_WAIT_MAX`]).
+    creation_wait_ms: std::sync::atomic::AtomicU64,
 }
 
 impl WarmPool {
@@ -182,6 +210,9 @@ impl WarmPool {
             pools,
             disabled: Mutex::new(None),
             meminfo,
+            creation_wait_ms: std::sync::atomic::AtomicU64::new(
+                CREATION_WAIT_MAX.as_millis() as u64
+            ),
         })
     }
 
@@ -269,6 +300,50 @@ impl WarmPool {
                 None
             }
         }
+    }
+
+    /// For a claim that found the pool empty: if a creation is under way that no other claim
+    /// waits for, wait for it (up to [`CREATION_WAIT_MAX`]) instead of starting a container of
+    /// its own; `None` when there is none to wait for, it failed, or it took too long (the claim
+    /// then starts cold). Under a burst this saves the engine one container per creation in
+    /// flight, and the one under way is ready sooner than a new one would be.
+    pub async fn take_creation_in_flight(&self, provider: &str) -> Option<IdleContainer> {
+        let pool = self.pools.get(provider)?;
+        {
+            let mut state = lock(&pool.state);
+            if state.creating <= state.promised {
+                return None;
+            }
+            state.promised += 1;
+        }
+        let _promise = Promise(pool);
+        let wait = self
+            .creation_wait_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
+        loop {
+            let added = pool.idle_added.notified();
+            if let Some(idle) = self.take_idle(provider) {
+                return Some(idle);
+            }
+            {
+                let state = lock(&pool.state);
+                // Fewer creations left than claims counting on them: this one gives up.
+                if state.creating < state.promised {
+                    return None;
+                }
+            }
+            if tokio::time::timeout_at(deadline, added).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Change how long a claim waits for a creation under way (tests use a short one).
+    pub fn set_creation_wait(&self, wait: Duration) {
+        let millis = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        self.creation_wait_ms
+            .store(millis, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Wait up to `limit` for an idle container of `provider`.

@@ -12,7 +12,7 @@ use super::slots::SlotRoot;
 use super::{WarmPool, lock};
 use crate::config::WhenEmpty;
 use crate::engine::EngineNews;
-use crate::pool_port::{ClaimError, PoolStatus, WarmContainer, WarmPoolPort};
+use crate::pool_port::{ClaimError, ColdStart, PoolStatus, WarmContainer, WarmPoolPort};
 
 #[async_trait]
 impl WarmPoolPort for WarmPool {
@@ -57,7 +57,10 @@ impl WarmPoolPort for WarmPool {
         let idle = match taken {
             Some(idle) => idle,
             None => match self.when_empty(provider) {
-                WhenEmpty::Cold => return Ok(None),
+                WhenEmpty::Cold => match self.take_creation_in_flight(provider).await {
+                    Some(idle) => idle,
+                    None => return Ok(None),
+                },
                 WhenEmpty::Fail => {
                     return Err(ClaimError::Empty {
                         provider: provider.to_string(),
@@ -91,6 +94,20 @@ impl WarmPoolPort for WarmPool {
             cgroup_pid: idle.cgroup_pid,
             init_pid: idle.init_pid,
         }))
+    }
+
+    fn cold_start(&self, provider: &str) -> ColdStart {
+        let Some(pool) = self.pools.get(provider).filter(|p| p.settings.target > 0) else {
+            return ColdStart::untracked();
+        };
+        lock(&pool.state).cold_in_flight += 1;
+        let pool = pool.clone();
+        ColdStart::new(move || {
+            let mut state = lock(&pool.state);
+            state.cold_in_flight = state.cold_in_flight.saturating_sub(1);
+            drop(state);
+            pool.wake.notify_one();
+        })
     }
 
     fn task_started(&self, provider: &str) {

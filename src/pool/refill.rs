@@ -5,7 +5,10 @@
 //! ([`super::sizing::plan`] over the demand estimate and the node's memory), remove idle
 //! containers above that size that are older than `scale_down_after` (oldest first), then start
 //! up to `refill_parallelism` creations towards it, never above `max` containers of the provider.
-//! A pass runs on every claim or release, when a creation ends, and every few seconds.
+//! While cold starts of the provider are making their containers, a pass starts no creation (for
+//! at most 10 s in a row): under a burst, refills would only compete with them for the engine.
+//! A pass runs on every claim or release, when a creation or cold start ends, and every few
+//! seconds; the image is looked up at most every few seconds.
 //! Failures are recorded in the pool status and delay the next creation (1 s doubling to 60 s).
 
 use std::path::Path;
@@ -22,6 +25,9 @@ use super::{IdleContainer, ProviderPool, WarmPool, lock, new_slot_id};
 use crate::runtime::RuntimeError;
 
 const PASS_PERIOD: Duration = Duration::from_secs(5);
+/// Longest the refiller holds new creations back for cold starts in a row: under a load that
+/// never stops starting cold, the pool still refills (and grows) after this.
+const YIELD_MAX: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
@@ -65,6 +71,9 @@ impl WarmPool {
         let mut backoff = BACKOFF_MIN;
         let mut not_before = tokio::time::Instant::now();
         let mut published = None;
+        // The pool key and when it was looked up: a claim wakes the refiller, and a burst of them
+        // should not each cost the engine an image inspect.
+        let mut key_checked: Option<(tokio::time::Instant, String)> = None;
         loop {
             if pool
                 .retry_now
@@ -72,9 +81,21 @@ impl WarmPool {
             {
                 backoff = BACKOFF_MIN;
                 not_before = tokio::time::Instant::now();
+                key_checked = None;
             }
             if tokio::time::Instant::now() >= not_before {
-                match self.refresh_key(&pool).await {
+                let key = match &key_checked {
+                    Some((at, key)) if at.elapsed() < PASS_PERIOD => Ok(key.clone()),
+                    _ => {
+                        let fresh = self.refresh_key(&pool).await;
+                        key_checked = fresh
+                            .as_ref()
+                            .ok()
+                            .map(|key| (tokio::time::Instant::now(), key.clone()));
+                        fresh
+                    }
+                };
+                match key {
                     Ok(key) => {
                         self.retire_stale(&pool, &key);
                         let shrink_to = self.start_creations(&pool, &key, &mut creations);
@@ -111,9 +132,14 @@ impl WarmPool {
                             state.last_error = Some(err.to_string());
                             not_before = tokio::time::Instant::now() + backoff;
                             backoff = (backoff * 2).min(BACKOFF_MAX);
+                            drop(state);
+                            // Claims waiting for this creation start cold instead.
+                            pool.idle_added.notify_waiters();
                         }
                         Err(join_error) => {
                             state.last_error = Some(format!("refill task failed: {join_error}"));
+                            drop(state);
+                            pool.idle_added.notify_waiters();
                         }
                     }
                 }
@@ -185,6 +211,11 @@ impl WarmPool {
         };
         let peak = state.demand.peak(std::time::Instant::now());
         let plan = sizing::plan(sizing, counts, peak, mem_available);
+        let create = if self.yields_to_cold_starts(&mut state) {
+            0
+        } else {
+            plan.create
+        };
         let growth_limit = (!plan.limits.is_empty()).then(|| {
             plan.limits
                 .iter()
@@ -200,9 +231,9 @@ impl WarmPool {
         }
         state.desired = plan.desired;
         state.growth_limit = growth_limit;
-        state.creating += plan.create;
+        state.creating += create;
         drop(state);
-        for _ in 0..plan.create {
+        for _ in 0..create {
             let this = self.clone();
             let pool = pool.clone();
             let key = key.to_string();
@@ -241,6 +272,20 @@ impl WarmPool {
             growth_limit,
             at: std::time::Instant::now(),
         });
+    }
+
+    /// Whether this pass starts no creation because cold starts are making their containers:
+    /// they would compete for the engine and the CPU with the burst they belong to. Holds for at
+    /// most [`YIELD_MAX`] in a row.
+    fn yields_to_cold_starts(&self, state: &mut super::PoolState) -> bool {
+        if state.cold_in_flight == 0 {
+            state.yielding_since = None;
+            return false;
+        }
+        let since = *state
+            .yielding_since
+            .get_or_insert_with(std::time::Instant::now);
+        since.elapsed() < YIELD_MAX
     }
 
     /// Remove idle containers beyond `keep` that are older than `scale_down_after`, oldest
