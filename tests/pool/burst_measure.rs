@@ -43,25 +43,39 @@ fn summary(mut values: Vec<f64>) -> String {
     )
 }
 
-/// The `name=value` number fields of the plugin's `start timings` lines, per field, for cold or
-/// warm starts.
-fn start_timings(stderr: &str, warm: bool) -> BTreeMap<String, Vec<f64>> {
+/// The `*_ms` fields of the plugin's log events (hclog-shaped JSON lines) whose message is
+/// `message` and, when given, whose `warm` field is `warm`.
+fn timings(stderr: &str, message: &str, warm: Option<bool>) -> BTreeMap<String, Vec<f64>> {
     let mut fields: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let wanted = format!("warm={warm}");
-    for line in stderr
+    for event in stderr
         .lines()
-        .filter(|l| l.contains("start timings") && l.contains(&wanted))
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["@message"] == message)
+        .filter(|event| warm.is_none_or(|warm| event["warm"] == warm))
     {
-        for word in line.split_whitespace() {
-            if let Some((name, value)) = word.split_once('=')
-                && name.ends_with("_ms")
-                && let Ok(value) = value.parse::<f64>()
-            {
-                fields.entry(name.to_string()).or_default().push(value);
+        for (name, value) in event.as_object().into_iter().flatten() {
+            if let (true, Some(value)) = (name.ends_with("_ms"), value.as_f64()) {
+                fields.entry(name.clone()).or_default().push(value);
             }
         }
     }
     fields
+}
+
+fn phases_line(phases: BTreeMap<String, Vec<f64>>) -> String {
+    phases
+        .into_iter()
+        .map(|(field, mut values)| {
+            values.sort_by(f64::total_cmp);
+            format!(
+                "{}={:.0}/{:.0}",
+                field.trim_end_matches("_ms"),
+                percentile(&values, 50.0),
+                percentile(&values, 90.0)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 async fn plugin(image: &str, broker: bool, target: u32) -> Setup {
@@ -120,6 +134,54 @@ fn docker_run_burst(image: &str, count: usize, label: &str) -> Vec<f64> {
     times
 }
 
+/// `count` concurrent create + start through the engine's API (what Nomad's docker driver does,
+/// without a CLI process per container), each timed; removed afterwards.
+async fn api_burst(image: &str, count: usize, label: &str) -> Vec<f64> {
+    use polydev::runtime::{ContainerRuntime, ContainerSpec, ResourceLimits, SecurityOptions};
+    let docker = std::sync::Arc::new(
+        polydev::docker::DockerRuntime::connect("unix:///var/run/docker.sock").unwrap(),
+    );
+    let (key, value) = label.split_once('=').unwrap();
+    let runs = (0..count).map(|i| {
+        let docker = docker.clone();
+        let spec = ContainerSpec {
+            name: format!("polydev-measure-{}-{i}", value.replace('.', "-")),
+            image: image.to_string(),
+            user: "2100000000:2100000000".into(),
+            env: vec!["WARM_POOL=true".into()],
+            labels: BTreeMap::from([(key.to_string(), value.to_string())]),
+            limits: ResourceLimits {
+                memory_bytes: 64 << 20,
+                ..Default::default()
+            },
+            mounts: vec![],
+            security: SecurityOptions {
+                cap_drop_all: true,
+                no_new_privileges: true,
+                pids_limit: 512,
+                read_only_rootfs: false,
+                oci_runtime: None,
+                scratch: vec![],
+            },
+            work_dir: None,
+            network_mode: Some("none".into()),
+            log_max_size: "10m".into(),
+            log_max_files: 1,
+        };
+        async move {
+            let began = Instant::now();
+            let id = docker.create(&spec).await.expect("create");
+            docker.start(&id).await.expect("start");
+            (began.elapsed().as_secs_f64() * 1e3, id)
+        }
+    });
+    let done = futures::future::join_all(runs).await;
+    for (_, id) in &done {
+        let _ = docker.remove(id).await;
+    }
+    done.into_iter().map(|(ms, _)| ms).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: prints numbers, asserts none"]
 async fn measure_a_burst_against_docker_run() {
@@ -132,7 +194,7 @@ async fn measure_a_burst_against_docker_run() {
     println!("burst of {tasks}, pool target {target}, image {image}, broker mode {broker}");
     for run in 0..runs {
         let s = plugin(&image, broker, target).await;
-        super::wait_for_pool_size(&s, target as usize, i64::from(target), 32).await;
+        super::wait_for_idle(&s.driver, &s, target as usize).await;
         let began = Instant::now();
         let started: Vec<(f64, Started)> = futures::future::join_all((0..tasks).map(|i| {
             let mut driver = s.driver.clone();
@@ -146,6 +208,7 @@ async fn measure_a_burst_against_docker_run() {
         let burst_ms = began.elapsed().as_secs_f64() * 1e3;
         let stderr = s.plugin.stderr();
         let refills = stderr.matches("warm container ready").count();
+        std::fs::write(format!("/tmp/burst-run{run}.log"), &stderr).ok();
         let mut driver = s.driver.clone();
         for (_, task) in &started {
             destroy(&mut driver, &task.id, &task.container).await;
@@ -156,33 +219,30 @@ async fn measure_a_burst_against_docker_run() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let label = format!("io.polydev.measure={}-{run}", std::process::id());
         let baseline = tokio::task::spawn_blocking({
-            let image = image.clone();
+            let (image, label) = (image.clone(), label.clone());
             move || docker_run_burst(&image, tasks, &label)
         })
         .await
         .unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let api = api_burst(&image, tasks, &format!("{label}-api")).await;
         println!(
             "run {run}: polydev StartTask {} (whole burst {burst_ms:.0} ms, {refills} warm \
-             containers made meanwhile) | docker run -d {}",
+             containers made meanwhile)\n    docker run -d {}\n    API create+start {}",
             summary(polydev),
-            summary(baseline)
+            summary(baseline),
+            summary(api)
         );
         for (warm, name) in [(false, "cold"), (true, "warm")] {
-            let phases = start_timings(&stderr, warm);
-            let line: Vec<String> = phases
-                .into_iter()
-                .map(|(field, mut values)| {
-                    values.sort_by(f64::total_cmp);
-                    format!(
-                        "{}={:.0}/{:.0}",
-                        field.trim_end_matches("_ms"),
-                        percentile(&values, 50.0),
-                        percentile(&values, 90.0)
-                    )
-                })
-                .collect();
-            println!("    {name} phases p50/p90 ms: {}", line.join(" "));
+            let phases = timings(&stderr, "start timings", Some(warm));
+            let count = phases.get("total_ms").map_or(0, Vec::len);
+            println!("    {count} {name}, p50/p90 ms: {}", phases_line(phases));
         }
+        let refill = timings(&stderr, "warm container ready", None);
+        println!(
+            "    warm containers made, p50/p90 ms: {}",
+            phases_line(refill)
+        );
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
