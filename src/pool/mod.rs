@@ -9,8 +9,8 @@
 //!
 //! Guarantees:
 //! - Claims are first-come and atomic: an idle container is popped under a lock, so two
-//!   StartTasks never get the same one. Containers are one-shot: a claimed container is never
-//!   returned to the pool.
+//!   StartTasks never get the same one ([`claim`]). Containers are one-shot: a claimed container
+//!   is never returned to the pool.
 //! - Every claim wakes the refiller; refill failures back off (1 s doubling to 60 s) and are
 //!   reported in [`crate::pool_port::PoolStatus::last_error`], never retried in a hot loop.
 //! - The task lifecycle reaches the pool only through [`crate::pool_port::WarmPoolPort`]
@@ -21,8 +21,13 @@
 //! - `target` is a floor, not a fixed size: the pool grows towards the recent burst of claims
 //!   ([`demand`]) while `max` and the node's memory allow ([`sizing`]), and idle containers above
 //!   what it wants are removed once older than `scale_down_after`, oldest first. Growth is the
-//!   refiller's business alone: a claim never waits for it and never fails because of it.
+//!   refiller's business alone: a claim never fails because of it, and waits at most for a
+//!   creation already under way ([`CREATION_WAIT_MAX`]) before it starts cold.
+//! - Refills do not compete with a burst's cold starts: while a cold start of the provider makes
+//!   its container ([`crate::pool_port::ColdStart`]) the refiller starts no creation (see
+//!   [`refill`]).
 
+mod claim;
 pub mod demand;
 mod follow;
 #[cfg(test)]
@@ -34,9 +39,11 @@ pub mod sizing;
 pub mod slots;
 pub mod status_file;
 
+pub use claim::CREATION_WAIT_MAX;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use tokio::sync::Notify;
 
@@ -45,7 +52,6 @@ use crate::container_spec::{
     LABEL_POOL_KEY, LABEL_SLOT, belongs_to, managed_labels, network_mode_for, security_options,
     task_user,
 };
-use crate::pool_port::ClaimError;
 use crate::runtime::{ContainerRuntime, ContainerSpec, ResourceLimits, SecurityOptions};
 use demand::DemandWindow;
 use slots::SlotRoot;
@@ -57,21 +63,6 @@ pub type MeminfoSource = Arc<dyn Fn() -> std::io::Result<String> + Send + Sync>;
 /// The node's `/proc/meminfo`.
 pub fn proc_meminfo() -> MeminfoSource {
     Arc::new(|| std::fs::read_to_string("/proc/meminfo"))
-}
-
-/// How long a claim that found the pool empty waits for a creation already under way before it
-/// starts cold after all (a creation takes a few hundred ms, seconds under a burst).
-pub const CREATION_WAIT_MAX: Duration = Duration::from_secs(5);
-
-/// A claim's hold on a creation under way, released when the claim is done with it (also when
-/// the claim is cancelled).
-struct Promise<'a>(&'a ProviderPool);
-
-impl Drop for Promise<'_> {
-    fn drop(&mut self) {
-        let mut state = lock(&self.0.state);
-        state.promised = state.promised.saturating_sub(1);
-    }
 }
 
 /// An idle, started container waiting for a task.
@@ -250,47 +241,6 @@ impl WarmPool {
             .unwrap_or(WhenEmpty::Cold)
     }
 
-    /// Pop an idle container of `provider` (first come, first served), waking the refiller.
-    /// One whose init process is gone (a local check, no engine call) is discarded and the
-    /// next one taken: a claim never gets a container known not to run. The container counts
-    /// as in use from here on: call [`WarmPoolPort::task_released`] if the claim fails.
-    ///
-    /// [`WarmPoolPort::task_released`]: crate::pool_port::WarmPoolPort::task_released
-    pub fn take_idle(&self, provider: &str) -> Option<IdleContainer> {
-        let pool = self.pools.get(provider)?;
-        let taken = loop {
-            let Some(idle) = lock(&pool.state).idle.pop_front() else {
-                break None;
-            };
-            let dead = idle
-                .init_pid
-                .and_then(|pid| self.runtime.still_running(&idle.id, pid))
-                == Some(false);
-            if dead {
-                tracing::info!(container_id = %idle.id, "an idle warm container had stopped; taking another");
-                self.discard(idle);
-                continue;
-            }
-            lock(&pool.state).in_use += 1;
-            break Some(idle);
-        };
-        pool.wake.notify_one();
-        taken
-    }
-
-    /// A claim for `provider` was served warm (`warm`) or not: it counts towards the demand
-    /// estimate, as one that ran the pool dry when it was cold or left no idle container.
-    fn note_claim(&self, provider: &str, warm: bool) {
-        if let Some(pool) = self.pools.get(provider) {
-            let mut state = lock(&pool.state);
-            let ran_dry = !warm || state.idle.is_empty();
-            state.demand.record(Instant::now(), ran_dry);
-            drop(state);
-            // The claim woke the refiller already; this pass sees the new estimate.
-            pool.wake.notify_one();
-        }
-    }
-
     /// The node's `MemAvailable` in bytes, `None` when it cannot be read.
     fn mem_available(&self) -> Option<u64> {
         match (self.meminfo)() {
@@ -298,76 +248,6 @@ impl WarmPool {
             Err(err) => {
                 tracing::debug!(error = %err, "cannot read the node's memory; the pool's growth is not held back by it");
                 None
-            }
-        }
-    }
-
-    /// For a claim that found the pool empty: if a creation is under way that no other claim
-    /// waits for, wait for it (up to [`CREATION_WAIT_MAX`]) instead of starting a container of
-    /// its own; `None` when there is none to wait for, it failed, or it took too long (the claim
-    /// then starts cold). Under a burst this saves the engine one container per creation in
-    /// flight, and the one under way is ready sooner than a new one would be.
-    pub async fn take_creation_in_flight(&self, provider: &str) -> Option<IdleContainer> {
-        let pool = self.pools.get(provider)?;
-        {
-            let mut state = lock(&pool.state);
-            if state.creating <= state.promised {
-                return None;
-            }
-            state.promised += 1;
-        }
-        let _promise = Promise(pool);
-        let wait = self
-            .creation_wait_ms
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
-        loop {
-            let added = pool.idle_added.notified();
-            if let Some(idle) = self.take_idle(provider) {
-                return Some(idle);
-            }
-            {
-                let state = lock(&pool.state);
-                // Fewer creations left than claims counting on them: this one gives up.
-                if state.creating < state.promised {
-                    return None;
-                }
-            }
-            if tokio::time::timeout_at(deadline, added).await.is_err() {
-                return None;
-            }
-        }
-    }
-
-    /// Change how long a claim waits for a creation under way (tests use a short one).
-    pub fn set_creation_wait(&self, wait: Duration) {
-        let millis = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
-        self.creation_wait_ms
-            .store(millis, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Wait up to `limit` for an idle container of `provider`.
-    pub async fn wait_idle(
-        &self,
-        provider: &str,
-        limit: Duration,
-    ) -> Result<IdleContainer, ClaimError> {
-        let Some(pool) = self.pools.get(provider) else {
-            return Err(ClaimError::Empty {
-                provider: provider.to_string(),
-            });
-        };
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let added = pool.idle_added.notified();
-            if let Some(idle) = self.take_idle(provider) {
-                return Ok(idle);
-            }
-            if tokio::time::timeout_at(deadline, added).await.is_err() {
-                return Err(ClaimError::WaitTimedOut {
-                    provider: provider.to_string(),
-                    waited: limit,
-                });
             }
         }
     }
