@@ -166,7 +166,7 @@ async fn api_burst(image: &str, count: usize, label: &str) -> Vec<f64> {
             work_dir: None,
             network_mode: Some("none".into()),
             log_max_size: "10m".into(),
-            log_max_files: 1,
+            log_max_files: 3,
         };
         async move {
             let began = Instant::now();
