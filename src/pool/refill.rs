@@ -98,7 +98,7 @@ impl WarmPool {
                 match key {
                     Ok(key) => {
                         self.retire_stale(&pool, &key);
-                        let shrink_to = self.start_creations(&pool, &key, &mut creations);
+                        let shrink_to = self.size_and_refill(&pool, &key, &mut creations);
                         self.scale_down(&pool, shrink_to);
                         self.publish_status(&pool, &mut published);
                     }
@@ -189,7 +189,7 @@ impl WarmPool {
 
     /// Size the pool (recording its desired size and what holds it back) and start the
     /// creations this pass may; returns the count of idle containers scale-down keeps.
-    fn start_creations(
+    fn size_and_refill(
         self: &Arc<Self>,
         pool: &Arc<ProviderPool>,
         key: &str,

@@ -9,7 +9,8 @@
 //!
 //! Knobs (environment): `BURST_RUNS` (3), `BURST_TASKS` (20), `BURST_TARGET` (2), `BURST_IMAGE`
 //! (the test image; e.g. `polydev-openai-runtime:latest`), `BURST_MODE` (`broker`, the built-ins'
-//! default, or `env`).
+//! default, or `env`), `BURST_SECOND_AFTER` (seconds after the first burst that a second one
+//! comes, to see the grown pool serve it; 0, the default, for none).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -182,6 +183,40 @@ async fn api_burst(image: &str, count: usize, label: &str) -> Vec<f64> {
     done.into_iter().map(|(ms, _)| ms).collect()
 }
 
+/// `tasks` concurrent StartTasks on `s`, each timed, then destroyed; returns the times and how
+/// long the whole burst took to start.
+async fn polydev_burst(s: &Setup, tasks: usize, name: &str) -> (Vec<f64>, f64) {
+    let began = Instant::now();
+    let started: Vec<(f64, Started)> = futures::future::join_all((0..tasks).map(|i| {
+        let mut driver = s.driver.clone();
+        async move {
+            let began = Instant::now();
+            let task = start(&mut driver, &format!("{name}{i}"), script("sleep 30"), 64).await;
+            (began.elapsed().as_secs_f64() * 1e3, task)
+        }
+    }))
+    .await;
+    let burst_ms = began.elapsed().as_secs_f64() * 1e3;
+    let mut driver = s.driver.clone();
+    for (_, task) in &started {
+        destroy(&mut driver, &task.id, &task.container).await;
+    }
+    (started.iter().map(|(ms, _)| *ms).collect(), burst_ms)
+}
+
+fn print_phases(stderr: &str) {
+    for (warm, name) in [(false, "cold"), (true, "warm")] {
+        let phases = timings(stderr, "start timings", Some(warm));
+        let count = phases.get("total_ms").map_or(0, Vec::len);
+        println!("    {count} {name}, p50/p90 ms: {}", phases_line(phases));
+    }
+    let refill = timings(stderr, "warm container ready", None);
+    println!(
+        "    warm containers made, p50/p90 ms: {}",
+        phases_line(refill)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: prints numbers, asserts none"]
 async fn measure_a_burst_against_docker_run() {
@@ -191,30 +226,23 @@ async fn measure_a_burst_against_docker_run() {
     let target: u32 = knob("BURST_TARGET", 2);
     let image: String = knob("BURST_IMAGE", TEST_IMAGE.to_string());
     let broker = knob("BURST_MODE", "broker".to_string()) != "env";
+    // Seconds after the first burst's tasks are gone that a second burst comes (0: none).
+    let second_after: u64 = knob("BURST_SECOND_AFTER", 0);
     println!("burst of {tasks}, pool target {target}, image {image}, broker mode {broker}");
     for run in 0..runs {
         let s = plugin(&image, broker, target).await;
         super::wait_for_idle(&s.driver, &s, target as usize).await;
-        let began = Instant::now();
-        let started: Vec<(f64, Started)> = futures::future::join_all((0..tasks).map(|i| {
-            let mut driver = s.driver.clone();
-            async move {
-                let began = Instant::now();
-                let task = start(&mut driver, &format!("m{i}"), script("sleep 30"), 64).await;
-                (began.elapsed().as_secs_f64() * 1e3, task)
-            }
-        }))
-        .await;
-        let burst_ms = began.elapsed().as_secs_f64() * 1e3;
+        let (polydev, burst_ms) = polydev_burst(&s, tasks, "m").await;
         let stderr = s.plugin.stderr();
         let refills = stderr.matches("warm container ready").count();
-        std::fs::write(format!("/tmp/burst-run{run}.log"), &stderr).ok();
-        let mut driver = s.driver.clone();
-        for (_, task) in &started {
-            destroy(&mut driver, &task.id, &task.container).await;
-        }
-        let polydev: Vec<f64> = started.iter().map(|(ms, _)| *ms).collect();
-        drop(started);
+        let second = if second_after > 0 {
+            tokio::time::sleep(Duration::from_secs(second_after)).await;
+            let idle = super::support::tasks::reported_idle(&s.driver, "openai").await;
+            let (times, _) = polydev_burst(&s, tasks, "n").await;
+            Some((idle, times, s.plugin.stderr()[stderr.len()..].to_string()))
+        } else {
+            None
+        };
         drop(s);
         tokio::time::sleep(Duration::from_secs(2)).await;
         let label = format!("io.polydev.measure={}-{run}", std::process::id());
@@ -233,16 +261,15 @@ async fn measure_a_burst_against_docker_run() {
             summary(baseline),
             summary(api)
         );
-        for (warm, name) in [(false, "cold"), (true, "warm")] {
-            let phases = timings(&stderr, "start timings", Some(warm));
-            let count = phases.get("total_ms").map_or(0, Vec::len);
-            println!("    {count} {name}, p50/p90 ms: {}", phases_line(phases));
+        print_phases(&stderr);
+        if let Some((idle, times, stderr)) = second {
+            println!(
+                "  second burst {second_after} s later, {idle:?} idle before it: polydev \
+                 StartTask {}",
+                summary(times)
+            );
+            print_phases(&stderr);
         }
-        let refill = timings(&stderr, "warm container ready", None);
-        println!(
-            "    warm containers made, p50/p90 ms: {}",
-            phases_line(refill)
-        );
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
