@@ -255,8 +255,8 @@ async fn measure_a_burst_against_docker_run() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let api = api_burst(&image, tasks, &format!("{label}-api")).await;
         println!(
-            "run {run}: polydev StartTask {} (whole burst {burst_ms:.0} ms, {refills} warm \
-             containers made meanwhile)\n    docker run -d {}\n    API create+start {}",
+            "run {run}: polydev StartTask {} (whole burst {burst_ms:.0} ms; {refills} warm \
+             containers made by the time its tasks were destroyed)\n    docker run -d {}\n    API create+start {}",
             summary(polydev),
             summary(baseline),
             summary(api)
