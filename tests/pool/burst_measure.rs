@@ -171,16 +171,27 @@ async fn api_burst(image: &str, count: usize, label: &str) -> Vec<f64> {
         };
         async move {
             let began = Instant::now();
-            let id = docker.create(&spec).await.expect("create");
-            docker.start(&id).await.expect("start");
-            (began.elapsed().as_secs_f64() * 1e3, id)
+            let id = docker.create(&spec).await.map_err(|e| (None, e))?;
+            match docker.start(&id).await {
+                Ok(()) => Ok((began.elapsed().as_secs_f64() * 1e3, id)),
+                Err(e) => Err((Some(id), e)),
+            }
         }
     });
     let done = futures::future::join_all(runs).await;
-    for (_, id) in &done {
+    // Remove every container made, started or not, before any failure is reported.
+    for id in done.iter().filter_map(|r| match r {
+        Ok((_, id)) | Err((Some(id), _)) => Some(id),
+        Err((None, _)) => None,
+    }) {
         let _ = docker.remove(id).await;
     }
-    done.into_iter().map(|(ms, _)| ms).collect()
+    done.into_iter()
+        .map(|r| {
+            r.map(|(ms, _)| ms)
+                .unwrap_or_else(|(_, e)| panic!("create+start: {e}"))
+        })
+        .collect()
 }
 
 /// `tasks` concurrent StartTasks on `s`, each timed, then destroyed; returns the times and how
