@@ -16,6 +16,17 @@ job "gemini" {
   }
 
   group "cli" {
+    # Prefer a node whose warm pool of this provider has an idle container: the task then
+    # starts in a container that is already running. Only a preference: with none warm, any
+    # node with polydev takes it (cold). The attribute is the node's fingerprint, a few seconds
+    # old at most. Compared as a number or as a string, every count from 1 up passes ">=" "1".
+    affinity {
+      attribute = "${attr.driver.polydev.pool.google.idle}"
+      operator  = ">="
+      value     = "1"
+      weight    = 50
+    }
+
     # One attempt per request: a failed run is reported, not repeated behind the user's back.
     restart {
       attempts = 0

@@ -11,7 +11,14 @@
 //!   not become a task, or when the task is destroyed.
 //! - A failed claim leaves nothing behind: the container taken is discarded and its count
 //!   released before the error is returned.
-//! - Only a claim under `when_empty = "wait"` waits; every other call returns at once.
+//! - Only a claim under `when_empty = "wait"` waits for the pool to refill. Under the default
+//!   `"cold"` a claim that finds the pool empty may take a container whose creation is already
+//!   under way (never one it would have to start), and gives up on it after a few seconds; every
+//!   other call returns at once.
+//! - A cold start of a pool-enabled provider holds a [`ColdStart`] from [`WarmPoolPort::cold_start`]
+//!   while it creates and starts its container: the pool starts no new idle container meanwhile,
+//!   so refills do not compete with the burst's cold starts for the engine. Dropping it (also when
+//!   the StartTask is cancelled) ends it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -51,6 +58,10 @@ pub trait WarmPoolPort: Send + Sync {
         task_name: &str,
     ) -> Result<Option<WarmContainer>, ClaimError>;
 
+    /// A cold start of `provider` is making its container: hold the answer until the container
+    /// has been created and started (or failed to be).
+    fn cold_start(&self, provider: &str) -> ColdStart;
+
     /// A task of `provider` started cold or was recovered: it counts towards the pool's `max`.
     fn task_started(&self, provider: &str);
 
@@ -65,6 +76,42 @@ pub trait WarmPoolPort: Send + Sync {
 
     /// Every provider's pool state.
     fn status(&self) -> BTreeMap<String, PoolStatus>;
+}
+
+/// A cold start in progress, as far as the pool is concerned; it ends when dropped.
+#[must_use = "the cold start ends when this is dropped"]
+pub struct ColdStart {
+    on_end: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl ColdStart {
+    /// Runs `on_end` once, when dropped.
+    pub fn new(on_end: impl FnOnce() + Send + Sync + 'static) -> Self {
+        ColdStart {
+            on_end: Some(Box::new(on_end)),
+        }
+    }
+
+    /// One the pool does not track (its provider keeps no warm containers).
+    pub fn untracked() -> Self {
+        ColdStart { on_end: None }
+    }
+}
+
+impl Drop for ColdStart {
+    fn drop(&mut self) {
+        if let Some(on_end) = self.on_end.take() {
+            on_end();
+        }
+    }
+}
+
+impl std::fmt::Debug for ColdStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ColdStart")
+            .field("tracked", &self.on_end.is_some())
+            .finish()
+    }
 }
 
 /// A claimed warm container: started, waiting for its task's launch spec.
@@ -84,10 +131,18 @@ pub struct WarmContainer {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PoolStatus {
     pub idle: usize,
+    /// The floor of idle containers.
     pub target: u32,
+    /// The ceiling on the provider's containers, idle and running tasks together.
+    pub max: u32,
+    /// Idle containers the pool aims for now: `target`, or more after a burst of claims.
+    pub desired: usize,
     pub creating: usize,
     pub in_use: usize,
+    /// Why the pool cannot refill (image missing, engine errors), `None` when it can.
     pub last_error: Option<String>,
+    /// Why the pool holds fewer than `desired` idle containers (`max`, the node's memory).
+    pub growth_limit: Option<String>,
 }
 
 /// Why a claim gave no container.
@@ -138,5 +193,18 @@ mod tests {
             "mount refused",
             "the slot error speaks for itself"
         );
+    }
+
+    #[test]
+    fn a_cold_start_ends_once_when_dropped() {
+        let ended = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = ended.clone();
+        let cold = ColdStart::new(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+        assert_eq!(ended.load(std::sync::atomic::Ordering::SeqCst), 0);
+        drop(cold);
+        assert_eq!(ended.load(std::sync::atomic::Ordering::SeqCst), 1);
+        drop(ColdStart::untracked());
     }
 }

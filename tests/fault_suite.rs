@@ -23,8 +23,11 @@ fn work() -> support::TaskOptions {
 }
 
 fn pool() -> PoolOptions {
+    // The burst runs the pool dry and it grows; scale_down_after brings it back to its target
+    // of 4 within seconds, which is what the leak checks wait for.
     PoolOptions {
         orphan_grace: Some("2s"),
+        scale_down_after: "2s",
         ..PoolOptions::target(4)
     }
 }

@@ -1,7 +1,13 @@
 //! The warm pool against real Docker, through the real binary: filling, claiming, refilling,
-//! the three empty-pool policies, idle age-out, adoption after `kill -9`, and no leaks.
+//! the three empty-pool policies, idle age-out, growth under a burst and scale-down, adoption
+//! after `kill -9`, and no leaks.
 
 mod support;
+
+#[path = "pool/burst_measure.rs"]
+mod burst_measure;
+#[path = "pool/growth.rs"]
+mod growth;
 
 use std::time::{Duration, Instant};
 
@@ -345,7 +351,12 @@ async fn kill_9_then_restart_adopts_idle_containers_and_leaks_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_tasks_in_a_row_leave_only_the_pool() {
-    let mut s = setup_with_pool(&PoolOptions::target(2)).await;
+    // Should the refill fall behind and the pool grow, it is back at its target 2 s later.
+    let options = PoolOptions {
+        scale_down_after: "2s",
+        ..PoolOptions::target(2)
+    };
+    let mut s = setup_with_pool(&options).await;
     wait_for_idle(&s.driver, &s, 2).await;
     let began = Instant::now();
     for i in 0..200 {
@@ -427,8 +438,10 @@ async fn task_containers_no_task_claims_back_are_removed_after_the_grace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_tasks_start_and_are_destroyed_four_at_a_time() {
     const TASKS: usize = 100;
+    // The load runs the pool dry, so it grows after the destroys; 2 s later it shrinks back.
     let options = PoolOptions {
         max: 16,
+        scale_down_after: "2s",
         ..PoolOptions::target(8)
     };
     let s = setup_with_pool(&options).await;

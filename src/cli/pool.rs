@@ -2,7 +2,10 @@
 //!
 //! The pool lives inside the plugin process; these commands read the same facts the plugin acts
 //! on — polydev's labels in Docker and the slot markers under `<data_dir>/slots` — so they work
-//! whether or not the plugin runs, and never talk to the plugin. `drain` removes the idle
+//! whether or not the plugin runs, and never talk to the plugin. What the pool *wants* (its
+//! desired size after a burst, and what holds it back) exists only in the plugin: `status` shows
+//! it from the file the running plugin keeps fresh ([`crate::pool::status_file`]), and `-` when
+//! there is none recent. `drain` removes the idle
 //! containers (and stopped, unclaimed pool containers) with their slots, and leaves running tasks
 //! alone: the last step of removing polydev from a node, since idle containers outlive an agent
 //! that never comes back.
@@ -14,6 +17,7 @@ use super::args::{Command, Opt, Outcome};
 use crate::container_spec::{LABEL_DATA_DIR, LABEL_MANAGED, LABEL_PROVIDER, LABEL_SLOT};
 use crate::docker::DockerRuntime;
 use crate::pool::slots::SlotRoot;
+use crate::pool::status_file;
 use crate::runtime::{ContainerRuntime, ContainerSummary};
 
 const OPTIONS: &[Opt] = &[
@@ -31,7 +35,8 @@ const OPTIONS: &[Opt] = &[
 
 const STATUS: Command = Command {
     name: "pool status",
-    summary: "Per provider: idle warm containers, running tasks, stopped containers, the oldest idle one.",
+    summary: "Per provider: idle warm containers, how many the running plugin wants (DESIRED), running \
+tasks, stopped containers, the oldest idle one; then what holds a pool back, if anything.",
     options: OPTIONS,
     operands: None,
     notes: "",
@@ -198,24 +203,39 @@ async fn status(data_dir: &str, endpoint: &str) -> Result<String, String> {
             counts.other += 1;
         }
     }
+    let data_dir = std::path::Path::new(data_dir);
+    for provider in status_file::providers(data_dir) {
+        by_provider.entry(provider).or_default();
+    }
+    let now = SystemTime::now();
     let mut table = format!(
-        "{:<12} {:>5} {:>13} {:>14} {:>12}\n",
-        "PROVIDER", "IDLE", "RUNNING TASKS", "STOPPED/OTHER", "OLDEST IDLE"
+        "{:<12} {:>5} {:>7} {:>13} {:>14} {:>12}\n",
+        "PROVIDER", "IDLE", "DESIRED", "RUNNING TASKS", "STOPPED/OTHER", "OLDEST IDLE"
     );
+    let mut held_back = String::new();
     for (provider, counts) in &by_provider {
         let oldest = counts
             .oldest_idle_secs
             .map(|s| format!("{s}s"))
             .unwrap_or_else(|| "-".into());
+        let written = status_file::read(data_dir, provider).filter(|s| s.is_fresh(now));
+        let desired = written
+            .as_ref()
+            .map_or_else(|| "-".to_string(), |s| s.desired.to_string());
+        if let Some(limit) = written.and_then(|s| s.growth_limit) {
+            held_back.push_str(&format!("{provider}: {limit}\n"));
+        }
         table.push_str(&format!(
-            "{provider:<12} {:>5} {:>13} {:>14} {oldest:>12}\n",
+            "{provider:<12} {:>5} {desired:>7} {:>13} {:>14} {oldest:>12}\n",
             counts.idle, counts.running_tasks, counts.other
         ));
     }
     if by_provider.is_empty() {
         table.push_str(&format!(
-            "(no polydev containers for data dir {data_dir})\n"
+            "(no polydev containers for data dir {})\n",
+            data_dir.display()
         ));
     }
+    table.push_str(&held_back);
     Ok(table)
 }

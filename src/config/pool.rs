@@ -19,6 +19,9 @@ pub const DEFAULT_TARGET: u32 = 2;
 pub const DEFAULT_MAX: u32 = 32;
 /// Idle containers older than this are replaced.
 pub const DEFAULT_MAX_IDLE_AGE: &str = "1h";
+/// Idle containers above the pool's target that are older than this are removed once demand
+/// has fallen: long enough that a second burst a few minutes later still finds a warm pool.
+pub const DEFAULT_SCALE_DOWN_AFTER: &str = "5m";
 /// Containers created at once while refilling.
 pub const DEFAULT_REFILL_PARALLELISM: u32 = 2;
 /// CPU of an idle container, in cores.
@@ -33,6 +36,7 @@ const MAX_IDLE_MEMORY_MB: i64 = 1 << 20;
 /// Bounds of the pool's durations.
 const MAX_WAIT_TIMEOUT: Duration = Duration::from_secs(3600);
 const MAX_IDLE_AGE: Duration = Duration::from_secs(30 * 86_400);
+const MAX_SCALE_DOWN_AFTER: Duration = Duration::from_secs(86_400);
 
 /// What a StartTask does when its provider's pool has no idle container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,9 +52,14 @@ pub enum WhenEmpty {
 /// One provider's pool settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
+    /// Idle containers kept ready at least (the floor).
     pub target: u32,
+    /// Containers of the provider on the node at most, idle and running tasks together.
     pub max: u32,
     pub max_idle_age: Duration,
+    /// How long the pool remembers a burst of claims, and how old an idle container above the
+    /// target must be before it is removed (see `pool::demand`).
+    pub scale_down_after: Duration,
     pub refill_parallelism: u32,
     /// CPU quota of an idle container, in 1e-9 CPUs (Docker `NanoCpus`).
     pub idle_nano_cpus: i64,
@@ -66,6 +75,7 @@ impl Default for PoolConfig {
             target: DEFAULT_TARGET,
             max: DEFAULT_MAX,
             max_idle_age: duration::default(DEFAULT_MAX_IDLE_AGE),
+            scale_down_after: duration::default(DEFAULT_SCALE_DOWN_AFTER),
             refill_parallelism: DEFAULT_REFILL_PARALLELISM,
             idle_nano_cpus: (DEFAULT_IDLE_CPUS * 1e9) as i64,
             idle_memory_bytes: DEFAULT_IDLE_MEMORY_MB << 20,
@@ -83,6 +93,11 @@ pub fn pool_schema() -> Spec {
         with_default("target", "number", DEFAULT_TARGET.to_string()),
         with_default("max", "number", DEFAULT_MAX.to_string()),
         with_default("max_idle_age", "string", hcl_string(DEFAULT_MAX_IDLE_AGE)),
+        with_default(
+            "scale_down_after",
+            "string",
+            hcl_string(DEFAULT_SCALE_DOWN_AFTER),
+        ),
         with_default(
             "refill_parallelism",
             "number",
@@ -200,6 +215,11 @@ fn pool(obj: &Obj<'_>) -> Result<PoolConfig, ConfigError> {
         target,
         max,
         max_idle_age: duration("max_idle_age", DEFAULT_MAX_IDLE_AGE, MAX_IDLE_AGE)?,
+        scale_down_after: duration(
+            "scale_down_after",
+            DEFAULT_SCALE_DOWN_AFTER,
+            MAX_SCALE_DOWN_AFTER,
+        )?,
         refill_parallelism: count("refill_parallelism", d.refill_parallelism, 1)?,
         idle_nano_cpus: (idle_cpus * 1e9).round() as i64,
         idle_memory_bytes: idle_memory_mb << 20,
@@ -233,6 +253,7 @@ mod tests {
                 ("when_empty", s("wait")),
                 ("wait_timeout", s("250ms")),
                 ("max_idle_age", s("1h30m")),
+                ("scale_down_after", s("90s")),
             ],
         )
         .unwrap();
@@ -245,6 +266,7 @@ mod tests {
             WhenEmpty::Wait(Duration::from_millis(250))
         );
         assert_eq!(openai.max_idle_age, Duration::from_secs(5400));
+        assert_eq!(openai.scale_down_after, Duration::from_secs(90));
         assert_eq!(config.pools["google"], PoolConfig::default());
     }
 
@@ -264,6 +286,9 @@ mod tests {
             ("openai", vec![("when_empty", s("later"))], "\"cold\""),
             ("openai", vec![("max_idle_age", s("soon"))], "\"1h30m\""),
             ("openai", vec![("max_idle_age", s("90days"))], "30days"),
+            ("openai", vec![("scale_down_after", s("5"))], "\"5m\""),
+            ("openai", vec![("scale_down_after", s("0s"))], "from 1ms"),
+            ("openai", vec![("scale_down_after", s("2days"))], "1day"),
             (
                 "openai",
                 vec![("idle_memory", Value::from(2))],
@@ -298,5 +323,6 @@ mod tests {
         assert_eq!(d.idle_memory_bytes, 256 << 20);
         assert_eq!(d.when_empty, WhenEmpty::Cold);
         assert_eq!(d.max_idle_age, Duration::from_secs(3600));
+        assert_eq!(d.scale_down_after, Duration::from_secs(300));
     }
 }

@@ -6,7 +6,7 @@
 //! broker listens before the spec goes in, so it serves from the CLI's first instruction.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use secrecy::SecretString;
 
@@ -39,12 +39,30 @@ struct WarmClaim {
 /// How many warm containers one StartTask tries when claimed ones turn out to be dead.
 const CLAIM_ATTEMPTS: u32 = 3;
 
+/// Where one StartTask's time went, logged at debug level (`start timings`) for measuring
+/// bursts; the last attempt's figures when a claimed container had to be replaced.
+#[derive(Debug, Default)]
+struct StartTimings {
+    credentials: Duration,
+    claim: Duration,
+    create: Duration,
+    start: Duration,
+    broker: Duration,
+    spec: Duration,
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
 impl Core {
     /// Start `task` as PID 1 of a fresh container; returns once the command has been handed over.
     pub async fn start_task(self: &Arc<Self>, task: TaskSpec) -> Result<StartedTask, CoreError> {
         if self.tasks.contains(&task.id) {
             return Err(CoreError::DuplicateTask(task.id));
         }
+        let began = Instant::now();
+        let mut timings = StartTimings::default();
         let key = CredentialKey {
             namespace: task.namespace.clone(),
             user_id: task.config.user_id.clone(),
@@ -58,6 +76,7 @@ impl Core {
                 &task.config.optional_credentials,
             )
             .await?;
+        timings.credentials = began.elapsed();
         let brokered = self
             .settings
             .config
@@ -67,10 +86,17 @@ impl Core {
 
         let mut attempts_left = CLAIM_ATTEMPTS;
         let (container_id, slot, lease) = loop {
-            let (container_id, warm) = self.acquire_container(&task).await?;
+            let (container_id, warm) = self.acquire_container(&task, &mut timings).await?;
             let slot = warm.as_ref().map(|claim| claim.slot.clone());
             match self
-                .hand_over(&task, &container_id, warm.as_ref(), brokered, &credentials)
+                .hand_over(
+                    &task,
+                    &container_id,
+                    warm.as_ref(),
+                    brokered,
+                    &credentials,
+                    &mut timings,
+                )
                 .await
             {
                 Ok(lease) => break (container_id, slot, lease),
@@ -133,6 +159,18 @@ impl Core {
         }
         let secrets = credentials.into_iter().map(|(_, value)| value).collect();
         self.spawn_supervisor(entry, secrets);
+        tracing::debug!(
+            task_id = %task.id,
+            warm = slot.is_some(),
+            total_ms = millis(began.elapsed()),
+            credentials_ms = millis(timings.credentials),
+            claim_ms = millis(timings.claim),
+            create_ms = millis(timings.create),
+            start_ms = millis(timings.start),
+            broker_ms = millis(timings.broker),
+            spec_ms = millis(timings.spec),
+            "start timings"
+        );
         tracing::info!(task_id = %task.id, container_id = %container_id, provider = %task.config.provider, "task started");
         Ok(StartedTask {
             container_id,
@@ -149,8 +187,10 @@ impl Core {
         warm: Option<&WarmClaim>,
         brokered: Option<&ProviderConfig>,
         credentials: &[(String, SecretString)],
+        timings: &mut StartTimings,
     ) -> Result<Option<BrokerLease>, CoreError> {
         let handed_at = SystemTime::now();
+        let broker_began = Instant::now();
         let lease = match brokered {
             Some(_) => Some(
                 self.open_broker(task, container_id, warm.and_then(|w| w.init_pid))
@@ -158,13 +198,15 @@ impl Core {
             ),
             None => None,
         };
+        timings.broker = broker_began.elapsed();
+        let spec_began = Instant::now();
         let address = lease.as_ref().map(|lease| BrokerAddress {
             port: lease.port(),
             egress: self.broker.egress_enabled(),
         });
         let provider = self.settings.config.providers.get(&task.config.provider);
         let launch = launch_spec(task, provider, credentials, address).encode();
-        match warm {
+        let handed = match warm {
             // A warm container still has its idle limits: raise them while the spec goes in
             // (both finish before StartTask returns; the CLI cannot outgrow idle limits in the
             // few ms in between). A task quick enough to have exited before the update landed
@@ -185,7 +227,9 @@ impl Core {
                 self.runtime.send_launch_spec(container_id, &launch).await?;
                 Ok(lease)
             }
-        }
+        };
+        timings.spec = spec_began.elapsed();
+        handed
     }
 
     /// Bind the task's broker in its container's network namespace (any free port).
@@ -225,6 +269,7 @@ impl Core {
     async fn acquire_container(
         &self,
         task: &TaskSpec,
+        timings: &mut StartTimings,
     ) -> Result<(String, Option<WarmClaim>), CoreError> {
         let provider = &task.config.provider;
         let Some(pool) = self
@@ -232,11 +277,15 @@ impl Core {
             .as_ref()
             .filter(|p| p.is_enabled(provider) && self.warm_eligible(task))
         else {
-            return Ok((self.create_started_container(task).await?, None));
+            // The pool holds its refills back while this container is made (see pool_port).
+            let _cold = self.pool.as_ref().map(|pool| pool.cold_start(provider));
+            return Ok((self.create_started_container(task, timings).await?, None));
         };
+        let claim_began = Instant::now();
         let warm = pool
             .claim(provider, task.alloc_dir.as_deref(), &task.name)
             .await?;
+        timings.claim = claim_began.elapsed();
         if let Some(warm) = warm {
             let short: String = warm.id.chars().take(12).collect();
             let message = format!("claimed warm container {short}");
@@ -254,7 +303,8 @@ impl Core {
             &task.name,
             "pool empty: cold start",
         );
-        Ok((self.create_started_container(task).await?, None))
+        let _cold = pool.cold_start(provider);
+        Ok((self.create_started_container(task, timings).await?, None))
     }
 
     /// The limits update failed after the spec went in: fine if the task has already exited
@@ -302,8 +352,13 @@ impl Core {
     }
 
     /// Create and start the task's container (cold start).
-    async fn create_started_container(&self, task: &TaskSpec) -> Result<String, CoreError> {
+    async fn create_started_container(
+        &self,
+        task: &TaskSpec,
+        timings: &mut StartTimings,
+    ) -> Result<String, CoreError> {
         check_alloc_dirs(task)?;
+        let create_began = Instant::now();
         let spec = task_container(
             task,
             &self.settings.config,
@@ -317,10 +372,13 @@ impl Core {
             },
             other => other.into(),
         })?;
+        timings.create = create_began.elapsed();
+        let start_began = Instant::now();
         if let Err(err) = self.runtime.start(&container_id).await {
             self.discard_container(&container_id).await;
             return Err(err.into());
         }
+        timings.start = start_began.elapsed();
         Ok(container_id)
     }
 

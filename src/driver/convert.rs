@@ -281,10 +281,16 @@ pub fn fingerprint(health: &Health, idle: BTreeMap<String, usize>) -> nomad::Fin
         let reported = idle.get(provider).copied().unwrap_or(status.idle);
         attributes.insert(key("idle"), int_attr(reported as i64));
         attributes.insert(key("target"), int_attr(i64::from(status.target)));
+        attributes.insert(key("max"), int_attr(i64::from(status.max)));
+        attributes.insert(key("desired"), int_attr(status.desired as i64));
         // An empty value deletes the attribute from the node once the error is gone.
         attributes.insert(
             key("error"),
             string_attr(status.last_error.clone().unwrap_or_default()),
+        );
+        attributes.insert(
+            key("growth_limit"),
+            string_attr(status.growth_limit.clone().unwrap_or_default()),
         );
     }
     let health_state = match health.state {
@@ -379,6 +385,92 @@ mod tests {
         // A lasting change is reported on its second sighting.
         assert_eq!(stable.observe(&status(0))["openai"], 2);
         assert_eq!(stable.observe(&status(0))["openai"], 0);
+    }
+
+    #[test]
+    fn pool_attributes_carry_the_desired_size_and_what_holds_growth_back() {
+        let pools = BTreeMap::from([(
+            "openai".to_string(),
+            PoolStatus {
+                idle: 3,
+                target: 2,
+                max: 8,
+                desired: 8,
+                growth_limit: Some("held at max: 20 idle containers wanted".into()),
+                ..Default::default()
+            },
+        )]);
+        let health = Health {
+            state: HealthState::Healthy,
+            description: "Healthy".into(),
+            docker_version: None,
+            images_present: BTreeMap::new(),
+            pools,
+        };
+        let response = fingerprint(&health, BTreeMap::new());
+        let attr = |suffix: &str| {
+            response.attributes[&format!("driver.polydev.pool.openai.{suffix}")]
+                .value
+                .clone()
+        };
+        assert_eq!(attr("idle"), Some(attribute::Value::IntVal(3)));
+        assert_eq!(attr("desired"), Some(attribute::Value::IntVal(8)));
+        assert_eq!(attr("max"), Some(attribute::Value::IntVal(8)));
+        assert_eq!(
+            attr("growth_limit"),
+            Some(attribute::Value::StringVal(
+                "held at max: 20 idle containers wanted".into()
+            ))
+        );
+        // Sent empty (removed from the node) when nothing holds the pool back.
+        assert_eq!(
+            attr("error"),
+            Some(attribute::Value::StringVal(String::new()))
+        );
+    }
+
+    /// The shipped jobspecs' affinity names the attribute the fingerprint publishes for their
+    /// provider, and the operator compares it as Nomad does (as strings: "1" and above).
+    #[test]
+    fn shipped_jobspecs_prefer_nodes_by_the_published_idle_attribute() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("nomad");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if !path.to_string_lossy().ends_with(".nomad.hcl") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let setting = |name: &str| {
+                text.lines()
+                    .map(str::trim)
+                    .find_map(|line| line.strip_prefix(name)?.trim_start().strip_prefix('='))
+                    .map(|value| value.trim().trim_matches('"').to_string())
+                    .unwrap_or_else(|| panic!("{} has no {name}", path.display()))
+            };
+            let provider = setting("provider");
+            let health = Health {
+                state: HealthState::Healthy,
+                description: String::new(),
+                docker_version: None,
+                images_present: BTreeMap::new(),
+                pools: BTreeMap::from([(provider.clone(), PoolStatus::default())]),
+            };
+            let published = fingerprint(&health, BTreeMap::new());
+            let attribute = setting("attribute");
+            let name = attribute
+                .strip_prefix("${attr.")
+                .and_then(|rest| rest.strip_suffix('}'))
+                .unwrap_or_else(|| panic!("{}: {attribute}", path.display()));
+            assert_eq!(name, format!("driver.polydev.pool.{provider}.idle"));
+            assert!(published.attributes.contains_key(name), "{name}");
+            assert_eq!(
+                (setting("operator"), setting("value")),
+                (">=".into(), "1".into())
+            );
+            checked += 1;
+        }
+        assert_eq!(checked, 3, "codex, claude and gemini");
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //!
 //! Guarantees:
 //! - Claims are first-come and atomic: an idle container is popped under a lock, so two
-//!   StartTasks never get the same one. Containers are one-shot: a claimed container is never
-//!   returned to the pool.
+//!   StartTasks never get the same one ([`claim`]). Containers are one-shot: a claimed container
+//!   is never returned to the pool.
 //! - Every claim wakes the refiller; refill failures back off (1 s doubling to 60 s) and are
 //!   reported in [`crate::pool_port::PoolStatus::last_error`], never retried in a hot loop.
 //! - The task lifecycle reaches the pool only through [`crate::pool_port::WarmPoolPort`]
@@ -18,16 +18,32 @@
 //! - Idle containers older than `max_idle_age`, of another image, or made with other settings
 //!   (the *pool key*) are replaced; see [`reconcile`] for what happens at plugin start.
 //! - The pool never holds more than `max` containers of a provider (idle + running tasks).
+//! - `target` is a floor, not a fixed size: the pool grows towards the recent burst of claims
+//!   ([`demand`]) while `max` and the node's memory allow ([`sizing`]), and idle containers above
+//!   what it wants are removed once older than `scale_down_after`, oldest first. Growth is the
+//!   refiller's business alone: a claim never fails because of it, and waits at most for a
+//!   creation already under way ([`CREATION_WAIT_MAX`]) before it starts cold.
+//! - Refills do not compete with a burst's cold starts: while a cold start of the provider makes
+//!   its container ([`crate::pool_port::ColdStart`]) the refiller starts no creation (see
+//!   [`refill`]).
 
+mod claim;
+pub mod demand;
 mod follow;
+#[cfg(test)]
+mod growth_tests;
 mod port;
 pub mod reconcile;
 mod refill;
+pub mod sizing;
 pub mod slots;
+pub mod status_file;
+
+pub use claim::CREATION_WAIT_MAX;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use tokio::sync::Notify;
 
@@ -36,9 +52,18 @@ use crate::container_spec::{
     LABEL_POOL_KEY, LABEL_SLOT, belongs_to, managed_labels, network_mode_for, security_options,
     task_user,
 };
-use crate::pool_port::ClaimError;
 use crate::runtime::{ContainerRuntime, ContainerSpec, ResourceLimits, SecurityOptions};
+use demand::DemandWindow;
 use slots::SlotRoot;
+
+/// Where the pool reads the node's memory from: the text of `/proc/meminfo`, or an error when it
+/// cannot be read (then memory holds no growth back). Tests inject their own.
+pub type MeminfoSource = Arc<dyn Fn() -> std::io::Result<String> + Send + Sync>;
+
+/// The node's `/proc/meminfo`.
+pub fn proc_meminfo() -> MeminfoSource {
+    Arc::new(|| std::fs::read_to_string("/proc/meminfo"))
+}
 
 /// An idle, started container waiting for a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +96,6 @@ struct ProviderPool {
     retry_now: std::sync::atomic::AtomicBool,
 }
 
-#[derive(Default)]
 struct PoolState {
     idle: VecDeque<IdleContainer>,
     creating: usize,
@@ -79,6 +103,38 @@ struct PoolState {
     last_error: Option<String>,
     /// Pool key of the current image and settings; `None` until the image was found.
     key: Option<String>,
+    /// Recent claims, for the demand estimate.
+    demand: DemandWindow,
+    /// Idle containers the pool aims for, as of the refiller's last pass.
+    desired: usize,
+    /// Why the pool holds fewer than `desired` (max, memory), as of the last pass.
+    growth_limit: Option<String>,
+    /// Cold starts of this provider making their containers now (see [`ColdStart`]).
+    ///
+    /// [`ColdStart`]: crate::pool_port::ColdStart
+    cold_in_flight: usize,
+    /// Since when the refiller has been holding new creations back for cold starts.
+    yielding_since: Option<Instant>,
+    /// Claims waiting for a creation already under way (each waits for a different one).
+    promised: usize,
+}
+
+impl PoolState {
+    fn new(settings: &PoolConfig) -> Self {
+        PoolState {
+            idle: VecDeque::new(),
+            creating: 0,
+            in_use: 0,
+            last_error: None,
+            key: None,
+            demand: DemandWindow::new(settings.scale_down_after, demand::COUNT_CAP),
+            desired: settings.target as usize,
+            growth_limit: None,
+            cold_in_flight: 0,
+            yielding_since: None,
+            promised: 0,
+        }
+    }
 }
 
 /// All providers' pools.
@@ -95,21 +151,36 @@ pub struct WarmPool {
     pools: BTreeMap<String, Arc<ProviderPool>>,
     /// Set when the pool cannot work on this host at all (e.g. slots cannot be mounted).
     disabled: Mutex<Option<String>>,
+    /// The node's memory, checked before each idle container is created.
+    meminfo: MeminfoSource,
+    /// How long a claim waits for a creation under way, in ms ([`CREATION_WAIT_MAX`]).
+    creation_wait_ms: std::sync::atomic::AtomicU64,
 }
 
 impl WarmPool {
     pub fn new(runtime: Arc<dyn ContainerRuntime>, config: &PluginConfig, node: &str) -> Arc<Self> {
+        Self::with_meminfo(runtime, config, node, proc_meminfo())
+    }
+
+    /// [`WarmPool::new`] reading the node's memory from `meminfo`.
+    pub fn with_meminfo(
+        runtime: Arc<dyn ContainerRuntime>,
+        config: &PluginConfig,
+        node: &str,
+        meminfo: MeminfoSource,
+    ) -> Arc<Self> {
         let pools = config
             .providers
             .iter()
             .map(|(name, provider)| {
                 let settings = config.pools.get(name).cloned().unwrap_or_default();
+                let state = Mutex::new(PoolState::new(&settings));
                 let pool = ProviderPool {
                     provider: name.clone(),
                     image: provider.image.clone(),
                     settings,
                     network_mode: network_mode_for(config, name),
-                    state: Mutex::new(PoolState::default()),
+                    state,
                     idle_added: Notify::new(),
                     wake: Notify::new(),
                     retry_now: std::sync::atomic::AtomicBool::new(false),
@@ -129,6 +200,10 @@ impl WarmPool {
             log_max_files: config.container_log.max_files,
             pools,
             disabled: Mutex::new(None),
+            meminfo,
+            creation_wait_ms: std::sync::atomic::AtomicU64::new(
+                CREATION_WAIT_MAX.as_millis() as u64
+            ),
         })
     }
 
@@ -166,56 +241,13 @@ impl WarmPool {
             .unwrap_or(WhenEmpty::Cold)
     }
 
-    /// Pop an idle container of `provider` (first come, first served), waking the refiller.
-    /// One whose init process is gone (a local check, no engine call) is discarded and the
-    /// next one taken: a claim never gets a container known not to run. The container counts
-    /// as in use from here on: call [`WarmPoolPort::task_released`] if the claim fails.
-    ///
-    /// [`WarmPoolPort::task_released`]: crate::pool_port::WarmPoolPort::task_released
-    pub fn take_idle(&self, provider: &str) -> Option<IdleContainer> {
-        let pool = self.pools.get(provider)?;
-        let taken = loop {
-            let Some(idle) = lock(&pool.state).idle.pop_front() else {
-                break None;
-            };
-            let dead = idle
-                .init_pid
-                .and_then(|pid| self.runtime.still_running(&idle.id, pid))
-                == Some(false);
-            if dead {
-                tracing::info!(container_id = %idle.id, "an idle warm container had stopped; taking another");
-                self.discard(idle);
-                continue;
-            }
-            lock(&pool.state).in_use += 1;
-            break Some(idle);
-        };
-        pool.wake.notify_one();
-        taken
-    }
-
-    /// Wait up to `limit` for an idle container of `provider`.
-    pub async fn wait_idle(
-        &self,
-        provider: &str,
-        limit: Duration,
-    ) -> Result<IdleContainer, ClaimError> {
-        let Some(pool) = self.pools.get(provider) else {
-            return Err(ClaimError::Empty {
-                provider: provider.to_string(),
-            });
-        };
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let added = pool.idle_added.notified();
-            if let Some(idle) = self.take_idle(provider) {
-                return Ok(idle);
-            }
-            if tokio::time::timeout_at(deadline, added).await.is_err() {
-                return Err(ClaimError::WaitTimedOut {
-                    provider: provider.to_string(),
-                    waited: limit,
-                });
+    /// The node's `MemAvailable` in bytes, `None` when it cannot be read.
+    fn mem_available(&self) -> Option<u64> {
+        match (self.meminfo)() {
+            Ok(text) => sizing::mem_available(&text),
+            Err(err) => {
+                tracing::debug!(error = %err, "cannot read the node's memory; the pool's growth is not held back by it");
+                None
             }
         }
     }

@@ -12,7 +12,7 @@ use super::slots::SlotRoot;
 use super::{WarmPool, lock};
 use crate::config::WhenEmpty;
 use crate::engine::EngineNews;
-use crate::pool_port::{ClaimError, PoolStatus, WarmContainer, WarmPoolPort};
+use crate::pool_port::{ClaimError, ColdStart, PoolStatus, WarmContainer, WarmPoolPort};
 
 #[async_trait]
 impl WarmPoolPort for WarmPool {
@@ -52,10 +52,15 @@ impl WarmPoolPort for WarmPool {
         alloc_dir: Option<&str>,
         task_name: &str,
     ) -> Result<Option<WarmContainer>, ClaimError> {
-        let idle = match self.take_idle(provider) {
+        let taken = self.take_idle(provider);
+        self.note_claim(provider, taken.is_some());
+        let idle = match taken {
             Some(idle) => idle,
             None => match self.when_empty(provider) {
-                WhenEmpty::Cold => return Ok(None),
+                WhenEmpty::Cold => match self.take_creation_in_flight(provider).await {
+                    Some(idle) => idle,
+                    None => return Ok(None),
+                },
                 WhenEmpty::Fail => {
                     return Err(ClaimError::Empty {
                         provider: provider.to_string(),
@@ -91,6 +96,20 @@ impl WarmPoolPort for WarmPool {
         }))
     }
 
+    fn cold_start(&self, provider: &str) -> ColdStart {
+        let Some(pool) = self.pools.get(provider).filter(|p| p.settings.target > 0) else {
+            return ColdStart::untracked();
+        };
+        lock(&pool.state).cold_in_flight += 1;
+        let pool = pool.clone();
+        ColdStart::new(move || {
+            let mut state = lock(&pool.state);
+            state.cold_in_flight = state.cold_in_flight.saturating_sub(1);
+            drop(state);
+            pool.wake.notify_one();
+        })
+    }
+
     fn task_started(&self, provider: &str) {
         if let Some(pool) = self.pools.get(provider) {
             lock(&pool.state).in_use += 1;
@@ -122,9 +141,12 @@ impl WarmPoolPort for WarmPool {
                 let status = PoolStatus {
                     idle: state.idle.len(),
                     target: pool.settings.target,
+                    max: pool.settings.max,
+                    desired: state.desired,
                     creating: state.creating,
                     in_use: state.in_use,
                     last_error: self.disabled_reason().or_else(|| state.last_error.clone()),
+                    growth_limit: state.growth_limit.clone(),
                 };
                 (name.clone(), status)
             })

@@ -1,24 +1,42 @@
 //! The refiller: one background loop per enabled pool.
 //!
 //! Each pass: look up the image (a rebuilt image changes the pool key, and idle containers of the
-//! old key are replaced), retire idle containers older than `max_idle_age`, then start up to
-//! `refill_parallelism` creations towards `target`, never above `max` containers of the provider.
-//! A pass runs on every claim or release, when a creation ends, and every few seconds.
+//! old key are replaced), retire idle containers older than `max_idle_age`, size the pool
+//! ([`super::sizing::plan`] over the demand estimate and the node's memory), remove idle
+//! containers above that size that are older than `scale_down_after` (oldest first), then start
+//! up to `refill_parallelism` creations towards it, never above `max` containers of the provider.
+//! While cold starts of the provider are making their containers, a pass starts no creation (for
+//! at most 10 s in a row): under a burst, refills would only compete with them for the engine.
+//! A pass runs on every claim or release, when a creation or cold start ends, and every few
+//! seconds; the image is looked up at most every few seconds.
 //! Failures are recorded in the pool status and delay the next creation (1 s doubling to 60 s).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::sizing::{self, Counts, Sizing};
 use super::slots::SlotError;
+use super::status_file;
 use super::{IdleContainer, ProviderPool, WarmPool, lock, new_slot_id};
 use crate::runtime::RuntimeError;
 
 const PASS_PERIOD: Duration = Duration::from_secs(5);
+/// Longest the refiller holds new creations back for cold starts in a row: under a load that
+/// never stops starting cold, the pool still refills (and grows) after this.
+const YIELD_MAX: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// What a refiller last wrote to its status file, and when.
+struct PublishedStatus {
+    desired: usize,
+    growth_limit: Option<String>,
+    at: std::time::Instant,
+}
 
 /// Why a refill pass or one creation failed; shown in the pool status (`last_error`).
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +70,10 @@ impl WarmPool {
         let mut creations: JoinSet<Result<IdleContainer, RefillError>> = JoinSet::new();
         let mut backoff = BACKOFF_MIN;
         let mut not_before = tokio::time::Instant::now();
+        let mut published = None;
+        // The pool key and when it was looked up: a claim wakes the refiller, and a burst of them
+        // should not each cost the engine an image inspect.
+        let mut key_checked: Option<(tokio::time::Instant, String)> = None;
         loop {
             if pool
                 .retry_now
@@ -59,12 +81,26 @@ impl WarmPool {
             {
                 backoff = BACKOFF_MIN;
                 not_before = tokio::time::Instant::now();
+                key_checked = None;
             }
             if tokio::time::Instant::now() >= not_before {
-                match self.refresh_key(&pool).await {
+                let key = match &key_checked {
+                    Some((at, key)) if at.elapsed() < PASS_PERIOD => Ok(key.clone()),
+                    _ => {
+                        let fresh = self.refresh_key(&pool).await;
+                        key_checked = fresh
+                            .as_ref()
+                            .ok()
+                            .map(|key| (tokio::time::Instant::now(), key.clone()));
+                        fresh
+                    }
+                };
+                match key {
                     Ok(key) => {
                         self.retire_stale(&pool, &key);
-                        self.start_creations(&pool, &key, &mut creations);
+                        let shrink_to = self.size_and_refill(&pool, &key, &mut creations);
+                        self.scale_down(&pool, shrink_to);
+                        self.publish_status(&pool, &mut published);
                     }
                     Err(err) => {
                         lock(&pool.state).last_error = Some(err.to_string());
@@ -96,9 +132,14 @@ impl WarmPool {
                             state.last_error = Some(err.to_string());
                             not_before = tokio::time::Instant::now() + backoff;
                             backoff = (backoff * 2).min(BACKOFF_MAX);
+                            drop(state);
+                            // Claims waiting for this creation start cold instead.
+                            pool.idle_added.notify_waiters();
                         }
                         Err(join_error) => {
                             state.last_error = Some(format!("refill task failed: {join_error}"));
+                            drop(state);
+                            pool.idle_added.notify_waiters();
                         }
                     }
                 }
@@ -146,26 +187,139 @@ impl WarmPool {
         }
     }
 
-    fn start_creations(
+    /// Size the pool (recording its desired size and what holds it back) and start the
+    /// creations this pass may; returns the count of idle containers scale-down keeps.
+    fn size_and_refill(
         self: &Arc<Self>,
         pool: &Arc<ProviderPool>,
         key: &str,
         creations: &mut JoinSet<Result<IdleContainer, RefillError>>,
-    ) {
+    ) -> usize {
         let settings = &pool.settings;
+        let sizing = Sizing {
+            target: settings.target as usize,
+            max: settings.max as usize,
+            refill_parallelism: settings.refill_parallelism as usize,
+            idle_memory_bytes: u64::try_from(settings.idle_memory_bytes).unwrap_or(0),
+        };
+        let mem_available = self.mem_available();
         let mut state = lock(&pool.state);
-        let have = state.idle.len() + state.creating;
-        let wanted = (settings.target as usize).saturating_sub(have);
-        let room = (settings.max as usize).saturating_sub(have + state.in_use);
-        let lanes = (settings.refill_parallelism as usize).saturating_sub(state.creating);
-        let count = wanted.min(room).min(lanes);
-        state.creating += count;
+        let counts = Counts {
+            idle: state.idle.len(),
+            creating: state.creating,
+            in_use: state.in_use,
+        };
+        let peak = state.demand.peak(std::time::Instant::now());
+        let plan = sizing::plan(sizing, counts, peak, mem_available);
+        let create = if self.yields_to_cold_starts(&mut state) {
+            0
+        } else {
+            plan.create
+        };
+        let growth_limit = (!plan.limits.is_empty()).then(|| {
+            plan.limits
+                .iter()
+                .map(|limit| limit.describe(&pool.provider))
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
+        if growth_limit.is_some() && growth_limit != state.growth_limit {
+            tracing::info!(provider = %pool.provider, desired = plan.desired, limit = growth_limit.as_deref().unwrap_or_default(), "the warm pool is held back");
+        }
+        if plan.desired != state.desired {
+            tracing::debug!(provider = %pool.provider, from = state.desired, to = plan.desired, peak, "warm pool size");
+        }
+        state.desired = plan.desired;
+        state.growth_limit = growth_limit;
+        state.creating += create;
         drop(state);
-        for _ in 0..count {
+        for _ in 0..create {
             let this = self.clone();
             let pool = pool.clone();
             let key = key.to_string();
             creations.spawn(async move { this.create_idle(&pool, &key).await });
+        }
+        plan.shrink_to
+    }
+
+    /// Write the pool's desired size for `polydev pool status` when it changed, or when the
+    /// last write is [`status_file::REWRITE_EVERY`] old.
+    fn publish_status(&self, pool: &ProviderPool, last: &mut Option<PublishedStatus>) {
+        let (desired, growth_limit) = {
+            let state = lock(&pool.state);
+            (state.desired, state.growth_limit.clone())
+        };
+        let unchanged = last.as_ref().is_some_and(|last| {
+            last.desired == desired
+                && last.growth_limit == growth_limit
+                && last.at.elapsed() < status_file::REWRITE_EVERY
+        });
+        if unchanged {
+            return;
+        }
+        let status = status_file::WrittenStatus {
+            desired,
+            target: pool.settings.target,
+            max: pool.settings.max,
+            growth_limit: growth_limit.clone(),
+            written_unix_secs: status_file::now_unix_secs(),
+        };
+        if let Err(err) = status_file::write(Path::new(&self.data_dir), &pool.provider, &status) {
+            tracing::warn!(provider = %pool.provider, error = %err, "cannot write the pool's status for polydev pool status");
+        }
+        *last = Some(PublishedStatus {
+            desired,
+            growth_limit,
+            at: std::time::Instant::now(),
+        });
+    }
+
+    /// Whether this pass starts no creation because cold starts are making their containers:
+    /// they would compete for the engine and the CPU with the burst they belong to. Holds for at
+    /// most [`YIELD_MAX`] in a row.
+    fn yields_to_cold_starts(&self, state: &mut super::PoolState) -> bool {
+        if state.cold_in_flight == 0 {
+            state.yielding_since = None;
+            return false;
+        }
+        let since = *state
+            .yielding_since
+            .get_or_insert_with(std::time::Instant::now);
+        since.elapsed() < YIELD_MAX
+    }
+
+    /// Remove idle containers beyond `keep` that are older than `scale_down_after`, oldest
+    /// first (younger ones wait for a later pass).
+    fn scale_down(&self, pool: &ProviderPool, keep: usize) {
+        let now = SystemTime::now();
+        let after = pool.settings.scale_down_after;
+        let removed: Vec<IdleContainer> = {
+            let mut state = lock(&pool.state);
+            let excess = state.idle.len().saturating_sub(keep);
+            if excess == 0 {
+                return;
+            }
+            let mut old: Vec<(SystemTime, String)> = state
+                .idle
+                .iter()
+                .filter(|idle| {
+                    now.duration_since(idle.created_at)
+                        .is_ok_and(|age| age >= after)
+                })
+                .map(|idle| (idle.created_at, idle.id.clone()))
+                .collect();
+            old.sort();
+            old.truncate(excess);
+            let (removed, kept): (Vec<_>, Vec<_>) = state
+                .idle
+                .drain(..)
+                .partition(|idle| old.iter().any(|(_, id)| *id == idle.id));
+            state.idle = kept.into();
+            removed
+        };
+        for idle in removed {
+            tracing::info!(provider = %pool.provider, container_id = %idle.id, "scaling the warm pool down: removing an idle container demand no longer asks for");
+            self.discard(idle);
         }
     }
 
@@ -175,6 +329,7 @@ impl WarmPool {
         pool: &ProviderPool,
         key: &str,
     ) -> Result<IdleContainer, RefillError> {
+        let began = std::time::Instant::now();
         let slot = new_slot_id();
         let spec = self.idle_spec(pool, key, &slot)?;
         let id = match self.runtime.create(&spec).await {
@@ -201,7 +356,7 @@ impl WarmPool {
                 );
             }
         };
-        tracing::debug!(provider = %pool.provider, container_id = %id, "warm container ready");
+        tracing::debug!(provider = %pool.provider, container_id = %id, took_ms = began.elapsed().as_secs_f64() * 1e3, "warm container ready");
         Ok(IdleContainer {
             id,
             slot,

@@ -102,6 +102,8 @@ pub struct PoolOptions {
     pub target: u32,
     pub max: u32,
     pub max_idle_age: &'static str,
+    /// The pool's `scale_down_after`.
+    pub scale_down_after: &'static str,
     pub when_empty: &'static str,
     pub wait_timeout: &'static str,
     /// The plugin's `orphan_grace` (default when `None`).
@@ -114,6 +116,7 @@ impl PoolOptions {
             target,
             max: 32,
             max_idle_age: "1h",
+            scale_down_after: "5m",
             when_empty: "cold",
             wait_timeout: "30s",
             orphan_grace: None,
@@ -127,6 +130,7 @@ impl PoolOptions {
             ("max", Value::from(self.max)),
             ("max_idle_age", Value::from(self.max_idle_age)),
             ("refill_parallelism", Value::Nil),
+            ("scale_down_after", Value::from(self.scale_down_after)),
             ("target", Value::from(self.target)),
             ("wait_timeout", Value::from(self.wait_timeout)),
             ("when_empty", Value::from(self.when_empty)),
