@@ -142,6 +142,9 @@ plugin "polydev" {
     #   target             = 2       # idle containers kept ready
     #   max                = 32      # ceiling on this provider's containers (idle + running tasks)
     #   max_idle_age       = "1h"    # idle containers older than this are replaced
+    #   scale_down_after   = "5m"    # a burst that ran the pool dry is remembered this long (the
+    #                                # pool grows towards it, up to max); idle containers above
+    #                                # target older than this are removed, oldest first
     #   refill_parallelism = 2       # containers created at once while refilling
     #   idle_cpus          = 0.1     # CPU of an idle container (cores); a claim raises it
     #   idle_memory        = 256     # memory of an idle container (MB); a claim sets the task's
