@@ -114,9 +114,17 @@ async fn one_task(session: &Session, cli: &Cli, index: usize) -> Result<(Duratio
     let warm = session.was_warm(&id).await;
     let exit = session.wait(&id, Duration::from_secs(120)).await;
     session.destroy(&id).await;
-    let _ = tokio::task::spawn_blocking(move || (stdout.finish(), stderr.finish())).await;
+    let drained = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || (stdout.finish(), stderr.finish())),
+    )
+    .await;
     match exit {
-        Some(0) => Ok((took, warm)),
+        Some(0) if drained.is_ok() => Ok((took, warm)),
+        Some(0) => bail!(
+            "task {id} exited 0 but its log FIFOs were never closed; plugin log:\n{}",
+            session.log_warnings()
+        ),
         other => bail!("task {id} ended with {other:?}"),
     }
 }

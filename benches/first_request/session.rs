@@ -137,8 +137,13 @@ impl Session {
     }
 
     /// Idle warm containers of `provider`, as the plugin reports them to Nomad.
+    /// `None` also when the plugin does not answer within 5 s.
     pub async fn reported_idle(&self, provider: &str) -> Option<i64> {
-        crate::support::tasks::reported_idle(&self.driver, provider).await
+        let probe = crate::support::tasks::reported_idle(&self.driver, provider);
+        tokio::time::timeout(Duration::from_secs(5), probe)
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Wait (bounded) until the pool of `provider` reports at least `count` idle containers.
@@ -153,6 +158,16 @@ impl Session {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(())
+    }
+
+    /// The plugin's warnings and errors so far (its last 20).
+    pub fn log_warnings(&self) -> String {
+        let log = self.plugin.stderr();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
     fn log_tail(&self) -> String {
