@@ -21,6 +21,9 @@ use super::session::Session;
 /// How long one CLI run may take before the benchmark gives up on it.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 
+/// A first request later than this is reported with the plugin's warnings, to say why.
+const SLOW_FIRST_REQUEST: Duration = Duration::from_secs(3);
+
 /// The timings of one run.
 #[derive(Debug, Clone)]
 pub struct Timing {
@@ -160,6 +163,14 @@ pub async fn through_polydev(session: &Session, cli: &Cli, api: &StandIn) -> Res
             stdout.text()
         )
     })?;
+    if arrived - asked > SLOW_FIRST_REQUEST {
+        eprintln!(
+            "  {}: slow first request ({:?}); plugin warnings:\n{}",
+            cli.command,
+            arrived - asked,
+            session.log_warnings()
+        );
+    }
     Ok(Timing {
         started: Some(started),
         first_request: arrived - asked,
