@@ -74,23 +74,33 @@ async fn wait_for_idle(driver: &DriverClient<Channel>, setup: &Setup, count: usi
     }
 }
 
+/// What `polydev pool status --data-dir DIR` prints.
+fn pool_status(data_dir: &std::path::Path) -> String {
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_polydev"))
+        .args(["pool", "status", "--data-dir"])
+        .arg(data_dir)
+        .env_remove("NOMAD_PLUGIN_MAGIC_COOKIE")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&status.stdout).into_owned()
+}
+
+/// The columns of `provider`'s row in a `pool status` table (empty when it has none).
+fn status_row<'a>(table: &'a str, provider: &str) -> Vec<&'a str> {
+    table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(provider))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fills_claims_with_an_event_refills_and_hands_over_the_task_dirs() {
     let mut s = setup_with_pool(&PoolOptions::target(2)).await;
     let idle = wait_for_idle(&s.driver, &s, 2).await;
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_polydev"))
-        .args(["pool", "status", "--data-dir"])
-        .arg(s.data_dir.path())
-        .env_remove("NOMAD_PLUGIN_MAGIC_COOKIE")
-        .output()
-        .unwrap();
-    let table = String::from_utf8_lossy(&status.stdout);
-    let openai: Vec<&str> = table
-        .lines()
-        .find(|l| l.starts_with("openai"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
+    let table = pool_status(s.data_dir.path());
+    let openai = status_row(&table, "openai");
     assert_eq!(
         openai.get(1),
         Some(&"2"),

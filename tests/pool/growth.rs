@@ -98,19 +98,8 @@ async fn a_burst_grows_the_pool_to_max_and_it_shrinks_back_to_the_target() {
     assert!(limit.contains("8 idle containers wanted"), "{limit}");
     assert!(limit.contains("max = 6"), "{limit}");
     // polydev pool status shows the same: 6 idle, 6 desired, and why not 8.
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_polydev"))
-        .args(["pool", "status", "--data-dir"])
-        .arg(s.data_dir.path())
-        .env_remove("NOMAD_PLUGIN_MAGIC_COOKIE")
-        .output()
-        .unwrap();
-    let table = String::from_utf8_lossy(&status.stdout);
-    let row: Vec<&str> = table
-        .lines()
-        .find(|l| l.starts_with("openai "))
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
+    let table = super::pool_status(s.data_dir.path());
+    let row = super::status_row(&table, "openai");
     assert_eq!(row.get(1..3), Some(&["6", "6"][..]), "{table}");
     assert!(
         table.contains("openai: held at max: 8 idle containers wanted"),
