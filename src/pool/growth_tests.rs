@@ -145,9 +145,12 @@ fn release(pool: &WarmPool, count: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_grows_the_pool_and_it_shrinks_back_to_the_target() {
     let fake = fake_with_image();
+    // The burst is remembered for 4 s: long enough for the refiller to grow the pool on a
+    // loaded CI machine (with 1 s the memory could run out before six creations were done),
+    // short enough for the test to see it shrink back.
     let h = harness_over(
         fake.clone(),
-        settings(2, 16, Duration::from_secs(1)),
+        settings(2, 16, Duration::from_secs(4)),
         Arc::new(AtomicU64::new(64 * GIB_KB)),
     );
     let before = until(&h.pool, "filled to target", |s| s.idle == 2).await;
