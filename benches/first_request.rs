@@ -103,7 +103,9 @@ fn main() {
         });
         bench().await
     });
-    drop(runtime);
+    // A thread stuck in a blocking call (a FIFO that never got its writer) must not keep the
+    // run from ending and saying why.
+    runtime.shutdown_timeout(Duration::from_secs(10));
     remove_labelled_containers();
     if let Err(err) = result {
         eprintln!("benchmark failed: {err:#}");

@@ -114,18 +114,23 @@ async fn one_task(session: &Session, cli: &Cli, index: usize) -> Result<(Duratio
     let warm = session.was_warm(&id).await;
     let exit = session.wait(&id, Duration::from_secs(120)).await;
     session.destroy(&id).await;
-    let drained = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::task::spawn_blocking(move || (stdout.finish(), stderr.finish())),
-    )
-    .await;
-    match exit {
-        Some(0) if drained.is_ok() => Ok((took, warm)),
-        Some(0) => bail!(
-            "task {id} exited 0 but its log FIFOs were never closed; plugin log:\n{}",
+    let limit = Duration::from_secs(30);
+    let drained = tokio::task::spawn_blocking(move || {
+        (stdout.finish_within(limit), stderr.finish_within(limit))
+    })
+    .await
+    .context("a FIFO reader panicked")?;
+    match (exit, drained) {
+        (Some(0), (Some(_), Some(_))) => Ok((took, warm)),
+        (Some(0), _) => bail!(
+            "task {id} exited 0 but its log FIFOs were not closed within {limit:?}; its events: {:?}; plugin log:\n{}",
+            session.events_of(&id),
             session.log_warnings()
         ),
-        other => bail!("task {id} ended with {other:?}"),
+        (other, _) => bail!(
+            "task {id} ended with {other:?}; its events: {:?}",
+            session.events_of(&id)
+        ),
     }
 }
 

@@ -137,15 +137,23 @@ pub async fn through_polydev(session: &Session, cli: &Cli, api: &StandIn) -> Res
         .context("decode the task handle")?
         .container_id;
     let _guard = crate::support::tasks::ContainerGuard::new(&container);
-    let file = opened.join().expect("FIFO opener")?;
+    let file = tokio::time::timeout(
+        RUN_LIMIT,
+        tokio::task::spawn_blocking(move || opened.join()),
+    )
+    .await
+    .with_context(|| format!("no log forwarder opened {}'s stdout FIFO", cli.command))??
+    .expect("FIFO opener")?;
     let (stdout, reader) = TimedStream::follow(file);
     let first = first_request_after(api, asked, RUN_LIMIT).await;
     let exit = session.wait(&id, RUN_LIMIT).await;
     session.destroy(&id).await;
     let _ = tokio::task::spawn_blocking(move || reader.join()).await;
-    let stderr =
-        String::from_utf8_lossy(&tokio::task::spawn_blocking(move || stderr.finish()).await?)
-            .into_owned();
+    let stderr = tokio::task::spawn_blocking(move || stderr.finish_within(RUN_LIMIT)).await?;
+    let stderr = String::from_utf8_lossy(
+        &stderr.with_context(|| format!("{}'s stderr FIFO was never closed", cli.command))?,
+    )
+    .into_owned();
     let exit = exit.with_context(|| format!("{} never exited; stderr {stderr:?}", cli.command))?;
     if exit != 0 {
         bail!(

@@ -136,6 +136,16 @@ impl Session {
         false
     }
 
+    /// The messages of the task's TaskEvents so far.
+    pub fn events_of(&self, id: &str) -> Vec<String> {
+        self.events
+            .lock()
+            .unwrap()
+            .get(id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Idle warm containers of `provider`, as the plugin reports them to Nomad.
     /// `None` also when the plugin does not answer within 5 s.
     pub async fn reported_idle(&self, provider: &str) -> Option<i64> {

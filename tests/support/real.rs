@@ -201,6 +201,7 @@ fn set_mode(path: &Path, mode: u32) {
 /// Reads one FIFO until EOF on a thread, as Nomad's logmon does; what has arrived so far can be
 /// awaited while the task runs.
 pub struct FifoReader {
+    path: PathBuf,
     received: Arc<Mutex<Vec<u8>>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -217,11 +218,11 @@ impl FifoReader {
 
     /// Read the FIFO already at `path` again, as logmon does for a restarted task.
     pub fn reopen(path: &Path) -> FifoReader {
-        let path = path.to_path_buf();
         let received = Arc::new(Mutex::new(Vec::new()));
         let sink = received.clone();
+        let opened = path.to_path_buf();
         let thread = std::thread::spawn(move || {
-            let mut file = std::fs::File::open(&path).expect("open FIFO for reading");
+            let mut file = std::fs::File::open(&opened).expect("open FIFO for reading");
             let mut chunk = [0u8; 64 * 1024];
             loop {
                 let n = file.read(&mut chunk).expect("read FIFO");
@@ -232,6 +233,7 @@ impl FifoReader {
             }
         });
         FifoReader {
+            path: path.to_path_buf(),
             received,
             thread: Some(thread),
         }
@@ -257,6 +259,36 @@ impl FifoReader {
     pub fn finish(mut self) -> Vec<u8> {
         self.thread.take().unwrap().join().unwrap();
         std::mem::take(&mut *self.received.lock().unwrap())
+    }
+
+    /// [`FifoReader::finish`], waiting at most `limit` for the writer to close; `None` if it did
+    /// not. A reader still blocked in `open(2)` (no writer ever came) is released by a writer
+    /// opened and closed here, so its thread ends instead of holding up the process's exit.
+    pub fn finish_within(mut self, limit: Duration) -> Option<Vec<u8>> {
+        let thread = self.thread.take().unwrap();
+        let deadline = Instant::now() + limit;
+        while !thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let in_time = thread.is_finished();
+        if in_time {
+            let _ = thread.join();
+            return Some(std::mem::take(&mut *self.received.lock().unwrap()));
+        }
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(&self.path);
+        // A writer that still holds the FIFO keeps the thread in read(2): leave it detached.
+        for _ in 0..50 {
+            if thread.is_finished() {
+                let _ = thread.join();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 }
 
