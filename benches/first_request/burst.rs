@@ -62,9 +62,9 @@ pub async fn polydev_burst(
     label: &str,
 ) -> Result<Burst> {
     let mut runs = tokio::task::JoinSet::new();
-    for index in 0..n {
+    for _ in 0..n {
         let session = session.clone();
-        runs.spawn(async move { one_task(&session, cli, index).await });
+        runs.spawn(async move { one_task(&session, cli).await });
     }
     let mut starts = Vec::new();
     let mut warm = 0;
@@ -92,13 +92,14 @@ pub async fn polydev_burst(
     })
 }
 
-async fn one_task(session: &Session, cli: &Cli, index: usize) -> Result<(Duration, bool)> {
+async fn one_task(session: &Session, cli: &Cli) -> Result<(Duration, bool)> {
     let alloc = AllocDir::new(cli.command);
     let (stdout, stderr) = (
         FifoReader::start(&alloc.fifo("stdout")),
         FifoReader::start(&alloc.fifo("stderr")),
     );
-    let id = crate::support::tasks::unique_id(&format!("{}{index}", cli.command));
+    // The id names the task, and the task names its FIFOs: it must be the AllocDir's name.
+    let id = crate::support::tasks::unique_id(cli.command);
     let mut task = task_config(
         &id,
         Some(alloc.root.path()),
