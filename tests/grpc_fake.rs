@@ -1069,3 +1069,54 @@ async fn fingerprint_reports_health_and_attributes_then_follows_the_engine() {
         nomad::fingerprint_response::HealthState::Healthy as i32
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_starts_beyond_cold_start_parallelism_wait_their_turn_and_all_start() {
+    let h = harness_with(|data| {
+        support::with_field(
+            &plugin_config(IMAGE, data),
+            "cold_start_parallelism",
+            rmpv::Value::from(2),
+        )
+    })
+    .await;
+    // Each start takes a while, as a real engine's does, so six StartTasks overlap.
+    h.fake.set_start_delay(Duration::from_millis(100));
+    let mut events = support::task_events(&h.driver).await;
+    let mut starts = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let id = format!("q{i}/t/1");
+        let task = task_config(&id, Some(&h.alloc_dir(&format!("q{i}"))), &sh(&[]));
+        let mut driver = h.driver.clone();
+        starts.spawn(async move {
+            driver
+                .start_task(nomad::StartTaskRequest { task: Some(task) })
+                .await
+        });
+    }
+    while let Some(started) = starts.join_next().await {
+        started.unwrap().expect("every queued cold start starts");
+    }
+    assert_eq!(
+        h.fake.peak_concurrent_starts(),
+        2,
+        "two container starts at a time, never more"
+    );
+    let mut waited = 0;
+    while let Ok(Some(Ok(event))) =
+        tokio::time::timeout(Duration::from_millis(500), events.next()).await
+    {
+        if event.message.contains("waiting to start") {
+            assert!(
+                event.message.contains("cold_start_parallelism"),
+                "{}",
+                event.message
+            );
+            waited += 1;
+        }
+    }
+    assert!(
+        waited >= 1,
+        "a StartTask that waited for its turn says so in a task event"
+    );
+}

@@ -66,6 +66,9 @@ pub const DEFAULT_ORPHAN_GRACE: &str = "10m";
 /// The longest `orphan_grace`.
 const MAX_ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
+/// Largest `cold_start_parallelism`.
+const MAX_COLD_START_PARALLELISM: i64 = 256;
+
 /// The decoded, validated plugin configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginConfig {
@@ -91,6 +94,9 @@ pub struct PluginConfig {
     pub pools: BTreeMap<String, PoolConfig>,
     /// Task containers no task claims back (after a restart) are removed after this long.
     pub orphan_grace: std::time::Duration,
+    /// Cold starts that create and start their containers at once; 0: twice the node's CPUs
+    /// ([`PluginConfig::cold_starts_at_once`]).
+    pub cold_start_parallelism: u32,
     /// Limits of the per-task credential broker.
     pub broker: BrokerConfig,
     /// Destinations a broker-mode task may reach besides its provider's API (CONNECT proxy).
@@ -186,6 +192,7 @@ impl Default for PluginConfig {
             credentials_from_store: true,
             credentials_key_file: PathBuf::from(DEFAULT_CREDENTIALS_KEY_FILE),
             orphan_grace: duration::default(DEFAULT_ORPHAN_GRACE),
+            cold_start_parallelism: 0,
             pools: builtin_providers()
                 .into_keys()
                 .map(|name| (name, PoolConfig::default()))
@@ -263,6 +270,7 @@ pub fn plugin_config_schema() -> Spec {
             hcl_string(DEFAULT_CREDENTIALS_KEY_FILE),
         ),
         with_default("orphan_grace", "string", hcl_string(DEFAULT_ORPHAN_GRACE)),
+        with_default("cold_start_parallelism", "number", "0".into()),
         ("pool", block_map("pool", &["provider"], pool_schema())),
         ("broker", block("broker", false, broker_schema())),
         ("egress", block("egress", false, egress_schema())),
@@ -324,6 +332,7 @@ pub fn decode_plugin_config(msgpack: &[u8]) -> Result<PluginConfig, ConfigError>
             DEFAULT_ORPHAN_GRACE,
             MAX_ORPHAN_GRACE,
         )?,
+        cold_start_parallelism: cold_start_parallelism(&root)?,
         broker: match root.object("broker")? {
             None => defaults.broker,
             Some(o) => broker(&o)?,
@@ -334,6 +343,40 @@ pub fn decode_plugin_config(msgpack: &[u8]) -> Result<PluginConfig, ConfigError>
         },
         vault: root.object("vault")?.map(|o| vault(&o)).transpose()?,
     })
+}
+
+fn cold_start_parallelism(root: &Obj<'_>) -> Result<u32, ConfigError> {
+    let Some(n) = root.integer("cold_start_parallelism")? else {
+        return Ok(0);
+    };
+    u32::try_from(n)
+        .ok()
+        .filter(|n| i64::from(*n) <= MAX_COLD_START_PARALLELISM)
+        .ok_or_else(|| {
+            ConfigError::invalid(
+                root.field("cold_start_parallelism"),
+                format!("{n} is out of range"),
+                format!(
+                    "use 0 (twice the node's CPUs) or a whole number up to \
+                     {MAX_COLD_START_PARALLELISM}, such as 4"
+                ),
+            )
+        })
+}
+
+impl PluginConfig {
+    /// How many cold starts may create and start their containers at once: the setting, or
+    /// twice the CPUs this process may use (at least 2). On a small node the engine's container
+    /// starts are CPU-bound, so a burst that starts all at once has each take as long as the
+    /// whole burst; a few at a time, each finishes sooner and the last no later.
+    pub fn cold_starts_at_once(&self) -> usize {
+        match self.cold_start_parallelism {
+            0 => std::thread::available_parallelism()
+                .map_or(2, |cpus| cpus.get() * 2)
+                .max(2),
+            n => n as usize,
+        }
+    }
 }
 
 fn docker_endpoint(s: &str, field: &str) -> Result<DockerEndpoint, ConfigError> {

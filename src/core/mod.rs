@@ -164,6 +164,9 @@ pub struct Core {
     tasks: TaskStore,
     events: EventBus,
     shutdown: CancellationToken,
+    /// Cold starts creating and starting their containers now, at most
+    /// [`PluginConfig::cold_starts_at_once`]; the others queue in arrival order.
+    cold_starts: tokio::sync::Semaphore,
 }
 
 impl Core {
@@ -180,7 +183,9 @@ impl Core {
             forwarder,
             broker,
         } = ports;
+        let cold_starts = tokio::sync::Semaphore::new(settings.config.cold_starts_at_once());
         Arc::new(Core {
+            cold_starts,
             runtime,
             credentials,
             forwarder,

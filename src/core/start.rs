@@ -45,6 +45,8 @@ const CLAIM_ATTEMPTS: u32 = 3;
 struct StartTimings {
     credentials: Duration,
     claim: Duration,
+    /// Waiting for a cold-start slot (`cold_start_parallelism`).
+    queued: Duration,
     create: Duration,
     start: Duration,
     broker: Duration,
@@ -165,6 +167,7 @@ impl Core {
             total_ms = millis(began.elapsed()),
             credentials_ms = millis(timings.credentials),
             claim_ms = millis(timings.claim),
+            queued_ms = millis(timings.queued),
             create_ms = millis(timings.create),
             start_ms = millis(timings.start),
             broker_ms = millis(timings.broker),
@@ -358,6 +361,17 @@ impl Core {
         timings: &mut StartTimings,
     ) -> Result<String, CoreError> {
         check_alloc_dirs(task)?;
+        let queued_began = Instant::now();
+        if self.cold_starts.available_permits() == 0 {
+            let at_once = self.settings.config.cold_starts_at_once();
+            let message = format!(
+                "waiting to start: {at_once} cold starts are creating their containers (cold_start_parallelism)"
+            );
+            self.publish_for(&task.id, &task.alloc_id, &task.name, message);
+        }
+        // Held until the container runs; the semaphore is never closed.
+        let _slot = self.cold_starts.acquire().await.ok();
+        timings.queued = queued_began.elapsed();
         let create_began = Instant::now();
         let spec = task_container(
             task,

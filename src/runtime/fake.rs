@@ -157,6 +157,11 @@ struct Engine {
     exec_handler: Option<ExecHandler>,
     /// Every container's events, for `events` streams (and the engine going away).
     events: tokio::sync::broadcast::Sender<FakeEvent>,
+    /// How long each `start` takes ([`FakeRuntime::set_start_delay`]).
+    start_delay: Duration,
+    /// `start` calls under way now, and the most there ever were at once.
+    starts_in_flight: usize,
+    peak_concurrent_starts: usize,
 }
 
 /// What the fake's event channel carries.
@@ -187,6 +192,9 @@ impl Default for Engine {
             signal_exits: BTreeMap::new(),
             exec_handler: None,
             events: tokio::sync::broadcast::channel(1024).0,
+            start_delay: Duration::ZERO,
+            starts_in_flight: 0,
+            peak_concurrent_starts: 0,
         }
     }
 }
@@ -375,6 +383,16 @@ impl FakeRuntime {
     /// The sample every `stats` call returns.
     pub fn set_stats(&self, sample: StatsSample) {
         self.engine().stats = sample;
+    }
+
+    /// Make every `start` take `delay` (as a real engine's does), so concurrent starts overlap.
+    pub fn set_start_delay(&self, delay: Duration) {
+        self.engine().start_delay = delay;
+    }
+
+    /// The most `start` calls that were ever under way at once.
+    pub fn peak_concurrent_starts(&self) -> usize {
+        self.engine().peak_concurrent_starts
     }
 
     /// Advance of the fake clock per emitted record (default 1 µs).
@@ -599,7 +617,18 @@ impl ContainerRuntime for FakeRuntime {
     }
 
     async fn start(&self, id: &str) -> RuntimeResult<()> {
+        let delay = {
+            let mut engine = self.engine();
+            engine.starts_in_flight += 1;
+            engine.peak_concurrent_starts =
+                engine.peak_concurrent_starts.max(engine.starts_in_flight);
+            engine.start_delay
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let mut engine = self.engine();
+        engine.starts_in_flight -= 1;
         engine.enter(FakeOp::Start, FakeCall::Start { id: id.to_string() })?;
         let c = engine.container_mut(id)?;
         if c.exit.is_some() {

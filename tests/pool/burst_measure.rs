@@ -10,14 +10,17 @@
 //! Knobs (environment): `BURST_RUNS` (3), `BURST_TASKS` (20), `BURST_TARGET` (2), `BURST_IMAGE`
 //! (the test image; e.g. `polydev-openai-runtime:latest`), `BURST_MODE` (`broker`, the built-ins'
 //! default, or `env`), `BURST_SECOND_AFTER` (seconds after the first burst that a second one
-//! comes, to see the grown pool serve it; 0, the default, for none).
+//! comes, to see the grown pool serve it; 0, the default, for none), `BURST_COLD_PARALLELISM`
+//! (the plugin's `cold_start_parallelism`; 0, the default, for twice the CPUs).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::support::real::{Plugin, TEST_IMAGE, docker, ensure_test_image};
 use super::support::tasks::{Setup, Started, destroy, script, start, test_key};
-use super::support::{PoolOptions, ProviderOptions, plugin_config_for, set_config_request};
+use super::support::{
+    PoolOptions, ProviderOptions, plugin_config_for, set_config_request, with_field,
+};
 
 fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -94,6 +97,12 @@ async fn plugin(image: &str, broker: bool, target: u32) -> Setup {
         data_dir.path(),
         &PoolOptions::target(target),
         &providers,
+    );
+    let parallelism: u32 = knob("BURST_COLD_PARALLELISM", 0);
+    let config = with_field(
+        &config,
+        "cold_start_parallelism",
+        rmpv::Value::from(parallelism),
     );
     base.set_config(set_config_request(config, true))
         .await

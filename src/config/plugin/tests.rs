@@ -11,6 +11,7 @@ use rmpv::Value;
 fn nomad_defaults() -> Vec<(&'static str, Value)> {
     vec![
         ("broker", Value::Nil),
+        ("cold_start_parallelism", Value::from(0)),
         ("container_log", Value::Nil),
         ("credentials_from_env", Value::Boolean(true)),
         ("credentials_from_store", Value::Boolean(true)),
@@ -797,5 +798,25 @@ proptest! {
         let bytes = payload(vec![(key, v)]);
         let a = decode_plugin_config(&bytes);
         prop_assert_eq!(a, decode_plugin_config(&bytes));
+    }
+}
+
+#[test]
+fn cold_start_parallelism_defaults_to_twice_the_cpus_and_takes_a_bounded_number() {
+    let defaults = decode_plugin_config(&payload(vec![])).unwrap();
+    assert_eq!(defaults.cold_start_parallelism, 0);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(defaults.cold_starts_at_once(), (cpus * 2).max(2));
+
+    let set = decode_plugin_config(&payload(vec![("cold_start_parallelism", Value::from(3))]));
+    assert_eq!(set.unwrap().cold_starts_at_once(), 3);
+
+    for bad in [Value::from(-1), Value::from(257)] {
+        let err = decode_plugin_config(&payload(vec![("cold_start_parallelism", bad)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cold_start_parallelism"), "{err}");
+        assert!(err.contains("out of range"), "{err}");
+        assert!(err.contains("up to 256"), "{err}");
     }
 }
