@@ -26,7 +26,8 @@
 //!    plugin, 50 of each. StartTask p50/p90/p99, how many were warm, and the pool's idle count
 //!    over the whole time.
 //!
-//! `BENCH_BURSTS=0` leaves the bursts out.
+//! `BENCH_BURSTS=0` leaves the bursts out; `BENCH_COLD_PARALLELISM` sets the plugin's
+//! `cold_start_parallelism` (0, the default: four per CPU).
 //!
 //! Everything the run starts carries the label `io.polydev.bench=first-request` or belongs to one
 //! of its plugins' data dirs, and is removed at the end, on error, on Ctrl-C and on SIGTERM.

@@ -3,7 +3,7 @@
 //! sampled from what the plugin reports to Nomad.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::support::real::{AllocDir, FifoReader};
 use crate::support::{TaskOptions, task_config};
@@ -18,6 +18,9 @@ pub struct Burst {
     pub label: String,
     /// StartTask (or `docker run -d`) latency of each task.
     pub starts: Vec<Duration>,
+    /// From the same moment to the task's end (its CLI done; for polydev, its output delivered
+    /// too): with CPU-heavy tasks, what a burst's users wait for.
+    pub exited: Vec<Duration>,
     /// How many were warm claims (polydev only).
     pub warm: usize,
 }
@@ -66,14 +69,15 @@ pub async fn polydev_burst(
         let session = session.clone();
         runs.spawn(async move { one_task(&session, cli).await });
     }
-    let mut starts = Vec::new();
+    let (mut starts, mut exited) = (Vec::new(), Vec::new());
     let mut warm = 0;
     let mut failures = Vec::new();
     while let Some(joined) = runs.join_next().await {
         match joined.context("a burst task panicked")? {
-            Ok((took, was_warm)) => {
-                starts.push(took);
-                warm += usize::from(was_warm);
+            Ok(task) => {
+                starts.push(task.started);
+                exited.push(task.exited);
+                warm += usize::from(task.warm);
             }
             Err(err) => failures.push(format!("{err:#}")),
         }
@@ -88,11 +92,20 @@ pub async fn polydev_burst(
     Ok(Burst {
         label: label.to_string(),
         starts,
+        exited,
         warm,
     })
 }
 
-async fn one_task(session: &Session, cli: &Cli) -> Result<(Duration, bool)> {
+/// One burst task: when StartTask returned and when the task ended, from the moment it was
+/// asked for.
+struct TaskTimes {
+    started: Duration,
+    exited: Duration,
+    warm: bool,
+}
+
+async fn one_task(session: &Session, cli: &Cli) -> Result<TaskTimes> {
     let alloc = AllocDir::new(cli.command);
     let (stdout, stderr) = (
         FifoReader::start(&alloc.fifo("stdout")),
@@ -114,6 +127,7 @@ async fn one_task(session: &Session, cli: &Cli) -> Result<(Duration, bool)> {
     let _guard = crate::support::tasks::ContainerGuard::new(&container);
     let warm = session.was_warm(&id).await;
     let exit = session.wait(&id, Duration::from_secs(120)).await;
+    let exited = asked.elapsed();
     session.destroy(&id).await;
     let limit = Duration::from_secs(30);
     let drained = tokio::task::spawn_blocking(move || {
@@ -122,7 +136,11 @@ async fn one_task(session: &Session, cli: &Cli) -> Result<(Duration, bool)> {
     .await
     .context("a FIFO reader panicked")?;
     match (exit, drained) {
-        (Some(0), (Some(_), Some(_))) => Ok((took, warm)),
+        (Some(0), (Some(_), Some(_))) => Ok(TaskTimes {
+            started: took,
+            exited,
+            warm,
+        }),
         (Some(0), _) => bail!(
             "task {id} exited 0 but its log FIFOs were not closed within {limit:?}; its events: {:?}; plugin log:\n{}",
             session.events_of(&id),
@@ -144,6 +162,7 @@ pub async fn docker_burst(cli: &Cli, n: usize, run_id: &str, label: &str) -> Res
         let name = format!("polydev-bench-{run_id}-{label}-{index}");
         let (image, command) = (image.clone(), cli.command);
         runs.spawn_blocking(move || {
+            let asked_at = SystemTime::now();
             let asked = Instant::now();
             let output = std::process::Command::new("docker")
                 .args([
@@ -165,14 +184,16 @@ pub async fn docker_burst(cli: &Cli, n: usize, run_id: &str, label: &str) -> Res
                     "--version",
                 ])
                 .output();
-            (asked.elapsed(), name, output)
+            (asked.elapsed(), asked_at, name, output)
         });
     }
     let mut starts = Vec::new();
     let mut names = Vec::new();
+    let mut asked_at = Vec::new();
     let mut failures = Vec::new();
     while let Some(joined) = runs.join_next().await {
-        let (took, name, output) = joined.context("a docker run thread panicked")?;
+        let (took, at, name, output) = joined.context("a docker run thread panicked")?;
+        asked_at.push(at);
         names.push(name);
         match output {
             Ok(out) if out.status.success() => starts.push(took),
@@ -183,6 +204,22 @@ pub async fn docker_burst(cli: &Cli, n: usize, run_id: &str, label: &str) -> Res
     let mut wait = std::process::Command::new("docker");
     wait.arg("wait").args(&names);
     let _ = tokio::task::spawn_blocking(move || wait.output()).await;
+    let mut inspect = std::process::Command::new("docker");
+    inspect
+        .args(["inspect", "-f", "{{.State.FinishedAt}}"])
+        .args(&names);
+    let finished = tokio::task::spawn_blocking(move || inspect.output())
+        .await?
+        .context("docker inspect")?;
+    let exited = String::from_utf8_lossy(&finished.stdout)
+        .lines()
+        .zip(&asked_at)
+        .filter_map(|(at, asked)| {
+            let nanos = polydev::docker::parse_rfc3339_nanos(at.trim())?;
+            let at = SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(nanos).ok()?);
+            at.duration_since(*asked).ok()
+        })
+        .collect();
     let mut remove = std::process::Command::new("docker");
     remove.args(["rm", "-f"]).args(&names);
     let _ = tokio::task::spawn_blocking(move || remove.output()).await;
@@ -196,6 +233,7 @@ pub async fn docker_burst(cli: &Cli, n: usize, run_id: &str, label: &str) -> Res
     Ok(Burst {
         label: label.to_string(),
         starts,
+        exited,
         warm: 0,
     })
 }

@@ -111,10 +111,14 @@ impl Report {
             "\n## Bursts of `{} --version`, pool target 2 (ms)\n",
             self.burst_cli
         );
-        let _ = writeln!(out, "| burst | n | p50 | p90 | p99 | max | warm |");
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(
+            out,
+            "| burst | n | StartTask p50 | p90 | p99 | max | → exit p50 | p90 | max | warm |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
         for b in &self.bursts {
             let s = summary(b.starts.iter().copied());
+            let done = summary(b.exited.iter().copied());
             let warm = if b.label.starts_with("docker") {
                 "–".to_string()
             } else {
@@ -126,13 +130,16 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {warm} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {warm} |",
                 b.label,
                 s.n,
                 ms(s.p50),
                 ms(s.p90),
                 ms(s.p99),
-                ms(s.max)
+                ms(s.max),
+                ms(done.p50),
+                ms(done.p90),
+                ms(done.max)
             );
         }
         let peak = self

@@ -226,7 +226,12 @@ fn config(data_dir: &Path, api: &StandIn, pools: &[(&str, PoolSetting)]) -> Vec<
             ("when_empty", Value::from("cold")),
         ])
     };
+    let cold_start_parallelism = super::knob("BENCH_COLD_PARALLELISM", 0);
     encode(&cty_object(vec![
+        (
+            "cold_start_parallelism",
+            Value::from(cold_start_parallelism as u64),
+        ),
         (
             "credentials_key_file",
             Value::from(crate::support::key_file(data_dir).to_str().unwrap()),

@@ -11,7 +11,7 @@
 //! (the test image; e.g. `polydev-openai-runtime:latest`), `BURST_MODE` (`broker`, the built-ins'
 //! default, or `env`), `BURST_SECOND_AFTER` (seconds after the first burst that a second one
 //! comes, to see the grown pool serve it; 0, the default, for none), `BURST_COLD_PARALLELISM`
-//! (the plugin's `cold_start_parallelism`; 0, the default, for twice the CPUs).
+//! (the plugin's `cold_start_parallelism`; 0, the default, for four per CPU).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -802,11 +802,11 @@ proptest! {
 }
 
 #[test]
-fn cold_start_parallelism_defaults_to_twice_the_cpus_and_takes_a_bounded_number() {
+fn cold_start_parallelism_defaults_to_four_per_cpu_and_takes_a_bounded_number() {
     let defaults = decode_plugin_config(&payload(vec![])).unwrap();
     assert_eq!(defaults.cold_start_parallelism, 0);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    assert_eq!(defaults.cold_starts_at_once(), (cpus * 2).max(2));
+    assert_eq!(defaults.cold_starts_at_once(), cpus * 4);
 
     let set = decode_plugin_config(&payload(vec![("cold_start_parallelism", Value::from(3))]));
     assert_eq!(set.unwrap().cold_starts_at_once(), 3);
