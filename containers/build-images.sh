@@ -66,7 +66,6 @@ DEBIAN_SUITE=${DEBIAN_SUITE:-trixie}
 RECIPE_VERSION=2
 
 declare -A CLI_NAME=([openai]=codex [anthropic]=claude [google]=gemini)
-declare -A REQUIRED_ENV=([openai]=OPENAI_API_KEY [anthropic]=ANTHROPIC_API_KEY [google]=GEMINI_API_KEY)
 ALL_PROVIDERS=(openai anthropic google)
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -289,7 +288,6 @@ EOF
         --change 'ENV POLYDEV_PROVIDER=test' \
         --change 'ENV POLYDEV_CLI=busybox' \
         --change "ENV POLYDEV_CLI_VERSION=$bb_version" \
-        --change 'ENV POLYDEV_REQUIRED_ENV=""' \
         --change 'LABEL io.polydev.provider=test' \
         --change "LABEL io.polydev.inputs-hash=$hash" \
         --change 'USER 1000:1000' \
@@ -411,7 +409,6 @@ build_provider_image() {
         --build-arg "CLI_NAME=${CLI_NAME[$provider]}" \
         --build-arg "CLI_PACKAGE=${PKG[$provider]}" \
         --build-arg "CLI_VERSION=${VERSION[$provider]}" \
-        --build-arg "REQUIRED_ENV=${REQUIRED_ENV[$provider]}" \
         --build-arg "COMPILE_CACHE_UIDS=$COMPILE_CACHE_UIDS" \
         --label "io.polydev.inputs-hash=$hash" \
         --tag "$tag" \

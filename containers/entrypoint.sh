@@ -48,7 +48,6 @@
 #
 # Environment read by the script (container env, baked into the image or set at create):
 #   POLYDEV_PROVIDER, POLYDEV_CLI, POLYDEV_CLI_VERSION  banner only
-#   POLYDEV_REQUIRED_ENV   space-separated credential names this image always requires
 #   POLYDEV_SPEC_TIMEOUT   seconds to wait for the first spec line (default 60)
 #   WARM_POOL=true         wait for the spec forever (a pre-started pool container)
 #   POLYDEV_HOME_SKEL      the image's pre-seeded CLI home (default
@@ -315,10 +314,6 @@ for _pd_b in $_pd_reqs; do
     _pd_decode "$_pd_b" || _pd_malformed "a require name could not be decoded"
     _pd_valid_name "$_pd_out" || _pd_malformed "a require line has an invalid variable name"
     _pd_reqnames="$_pd_reqnames $_pd_out"
-done
-for _pd_n in ${POLYDEV_REQUIRED_ENV:-}; do
-    _pd_valid_name "$_pd_n" || _pd_malformed "the image's POLYDEV_REQUIRED_ENV holds an invalid variable name"
-    _pd_reqnames="$_pd_reqnames $_pd_n"
 done
 
 # _pd_valid_relpath PATH: components of [A-Za-z0-9._-], none "." or "..", no leading "/".

@@ -404,32 +404,23 @@ fn required_credential_from_spec_must_be_present() {
 }
 
 #[test]
-fn image_required_env_is_enforced() {
+fn the_spec_alone_says_what_is_required_later_empty_entries_count() {
+    // An environment variable of the image or container adds nothing to what is required (the
+    // images once named their provider's key there, which broke a renamed key).
     let docker_args = ["-e", "POLYDEV_REQUIRED_ENV=FIRST_KEY TEST_API_KEY"];
-    let out = run_spec(&docker_args, &sh("true").env("FIRST_KEY", SECRET));
-    out.assert_code(78);
-    assert!(
-        out.stderr
-            .contains("missing credential TEST_API_KEY for provider test"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("polydev driver"), "says how to fix it");
-    out.assert_not_leaked(SECRET);
+    let out = run_spec(&docker_args, &sh("echo ok").env("OTHER_KEY", SECRET));
+    out.assert_code(0);
+    assert_eq!(out.stdout_str(), "ok\n");
 
     // A later empty entry overrides an earlier value.
     let spec = sh("true")
-        .env("FIRST_KEY", SECRET)
+        .require("TEST_API_KEY")
         .env("TEST_API_KEY", SECRET)
         .env("TEST_API_KEY", "");
-    let out = run_spec(&docker_args, &spec);
+    let out = run_spec(&[], &spec);
     out.assert_code(78);
+    assert!(out.stderr.contains("polydev driver"), "says how to fix it");
     out.assert_not_leaked(SECRET);
-
-    let spec = sh("echo ok").env("FIRST_KEY", "a").env("TEST_API_KEY", "b");
-    let out = run_spec(&docker_args, &spec);
-    out.assert_code(0);
-    assert_eq!(out.stdout_str(), "ok\n");
 }
 
 // ------------------------------------------------------------------ process and output shape
@@ -541,15 +532,13 @@ fn args_mode_execs_directly() {
     assert_eq!(out.stdout_str(), "hi there\n");
     assert!(out.stderr.contains("mode=args"), "{}", out.stderr);
 
-    // No credential check in args mode.
-    let r = start(
-        test_image(),
-        &["-e", "POLYDEV_REQUIRED_ENV=MISSING_KEY"],
-        &["sh", "-c", "echo $$"],
-    );
-    let out = r.wait();
+    let out = start(test_image(), &[], &["sh", "-c", "echo $$"]).wait();
     out.assert_code(0);
-    assert_eq!(out.stdout_str(), "1\n");
+    assert_eq!(
+        out.stdout_str(),
+        "1\n",
+        "the command is PID 1 in args mode too"
+    );
 }
 
 // ------------------------------------------------------------------ provider images
@@ -634,6 +623,7 @@ fn check_missing_credential(provider: &'static str) {
     let (cli, key) = provider_info(provider);
     let spec = Spec::new()
         .args([cli, "--version"])
+        .require(key)
         .env("UNRELATED", SECRET);
     let out = run_spec_on(&image, &[], &spec.bytes());
     out.assert_code(78);
@@ -649,6 +639,17 @@ fn check_missing_credential(provider: &'static str) {
 
     let out = run_spec_on(&image, &[], &Spec::new().raw("bogus").arg(cli).bytes());
     out.assert_code(65);
+
+    // An operator who renames the provider's key (`provider "…" { credentials = ["MY_KEY"] }`)
+    // gets a spec that requires MY_KEY alone: the stock image must not ask for its usual name.
+    let spec = Spec::new()
+        .args([cli, "--version"])
+        .require("MY_KEY")
+        .env("MY_KEY", SECRET);
+    let out = run_spec_on(&image, &[], &spec.bytes());
+    out.assert_code(0);
+    assert!(!out.stderr.contains("missing credential"), "{}", out.stderr);
+    out.assert_not_leaked(SECRET);
 }
 
 fn check_warm_provider(provider: &'static str) {
