@@ -48,13 +48,21 @@ fn ensure_provider_images() {
 
 /// Default provider images; a warm pool of one for `openai` only; `api` as every provider's
 /// upstream when given.
-fn config(data_dir: &Path, api: Option<&StandIn>) -> Vec<u8> {
-    let provider = || match api {
-        Some(api) => cty_object(vec![
-            ("api_upstream", Value::from(api.origin())),
-            ("upstream_ca_file", Value::from(api.ca_path())),
-        ]),
-        None => cty_object(vec![]),
+/// The plugin config: every provider's API at `api`; with `renamed_key`, the operator has
+/// renamed openai's key variable (`provider "openai" { credentials = [...] }`).
+fn config(data_dir: &Path, api: Option<&StandIn>, renamed_key: Option<&str>) -> Vec<u8> {
+    let provider = |name: &str| {
+        let mut fields = match api {
+            Some(api) => vec![
+                ("api_upstream", Value::from(api.origin())),
+                ("upstream_ca_file", Value::from(api.ca_path())),
+            ],
+            None => vec![],
+        };
+        if let (Some(key), "openai") = (renamed_key, name) {
+            fields.insert(0, ("credentials", support::str_list(&[key])));
+        }
+        cty_object(fields)
     };
     let pool = |target: u32| {
         cty_object(vec![
@@ -81,7 +89,7 @@ fn config(data_dir: &Path, api: Option<&StandIn>) -> Vec<u8> {
             Value::Map(
                 ["anthropic", "google", "openai"]
                     .into_iter()
-                    .map(|name| (Value::from(name), provider()))
+                    .map(|name| (Value::from(name), provider(name)))
                     .collect(),
             ),
         ),
@@ -122,14 +130,26 @@ async fn run_cli(provider: &str, command: &str, expect: &str) {
 
 /// Run `command args` as a task of `provider` (warm for openai) and wait for its end.
 async fn run_task(provider: &str, command: &str, args: &[&str], api: Option<&StandIn>) -> CliRun {
+    run_task_with_key(provider, command, args, api, None).await
+}
+
+/// [`run_task`], the key in the agent's environment under `renamed_key` (openai only) if given.
+async fn run_task_with_key(
+    provider: &str,
+    command: &str,
+    args: &[&str],
+    api: Option<&StandIn>,
+    renamed_key: Option<&str>,
+) -> CliRun {
     ensure_provider_images();
     let key = test_key();
     let data_dir = tempfile::tempdir().unwrap();
-    let plugin = Plugin::spawn(&[(key_variable(provider), key.as_str())]);
+    let variable = renamed_key.unwrap_or(key_variable(provider));
+    let plugin = Plugin::spawn(&[(variable, key.as_str())]);
     let (mut base, mut driver) = plugin.clients().await;
     let cleanup = Cleanup { plugin, data_dir };
     base.set_config(support::set_config_request(
-        config(cleanup.data_dir.path(), api),
+        config(cleanup.data_dir.path(), api, renamed_key),
         true,
     ))
     .await
@@ -187,8 +207,20 @@ async fn prompt(
     model_path: &str,
     auth: &str,
 ) -> Vec<Recorded> {
+    prompt_with_key(provider, command, args, model_path, auth, None).await
+}
+
+/// [`prompt`], with openai's key variable renamed to `renamed_key` if given.
+async fn prompt_with_key(
+    provider: &str,
+    command: &str,
+    args: &[&str],
+    model_path: &str,
+    auth: &str,
+    renamed_key: Option<&str>,
+) -> Vec<Recorded> {
     let api = StandIn::start(canned).await;
-    let run = run_task(provider, command, args, Some(&api)).await;
+    let run = run_task_with_key(provider, command, args, Some(&api), renamed_key).await;
     let requests = api.requests();
     let model_requests: Vec<&Recorded> = requests
         .iter()
@@ -324,6 +356,24 @@ async fn codex_answers_a_prompt_through_the_broker_from_a_warm_container() {
         "authorization",
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_key_reaches_the_api_from_the_stock_codex_image() {
+    // `provider "openai" { credentials = ["TEAM_OPENAI_KEY"] }`: the stock image must not ask for
+    // OPENAI_API_KEY, and codex must send the renamed key's value through the broker.
+    let args = jobspec_args("codex.nomad.hcl", "Say hi, with a renamed key.");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let requests = prompt_with_key(
+        "openai",
+        "codex",
+        &args,
+        "/v1/responses",
+        "authorization",
+        Some("TEAM_OPENAI_KEY"),
+    )
+    .await;
+    assert!(!requests.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
