@@ -4,11 +4,11 @@
 //!   plugin uses (same container settings, launch spec, credentials and log pump), streams its
 //!   output to this terminal and exits with the task's exit code.
 //! - `polydev credentials set|list|rm` manages the encrypted per-user credential store
-//!   ([`credentials`]).
+//!   (`cli::credentials`).
 //! - `polydev pool status|drain` shows the warm pool, or removes its idle containers.
 //! - `polydev version` prints the version; `polydev help` explains both modes.
 //!
-//! Every command parses its arguments with [`args`] (`--help` everywhere, `--opt=value`, unknown
+//! Every command parses its arguments with `cli::args` (`--help` everywhere, `--opt=value`, unknown
 //! options named) and writes to the inherited descriptors 1 and 2.
 
 mod args;

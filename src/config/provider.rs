@@ -37,7 +37,7 @@ const WHAT: &str = "plugin config";
 pub struct ProviderConfig {
     /// Image reference of the provider's runtime container.
     pub image: String,
-    /// The CLI launched by default (argv[0]).
+    /// The CLI launched by default (`argv[0]`).
     pub command: String,
     /// Environment variables that must be injected; the task fails without them.
     pub credentials: Vec<String>,

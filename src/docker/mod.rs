@@ -4,7 +4,7 @@
 //! - The API version is negotiated lazily on first use and again after a failed negotiation, so a
 //!   plugin started while `dockerd` is down recovers when the daemon comes up. Debian's engine
 //!   speaks API 1.41; newer engines refuse old clients, so negotiation is always on.
-//! - Engine errors are classified once, in [`classify`]: 404 → `NotFound`, 409 "not running" →
+//! - Engine errors are classified once, in `docker::classify`: 404 → `NotFound`, 409 "not running" →
 //!   `NotRunning`, other 4xx → `Rejected`, transport failures and 5xx → `Unavailable` (retryable).
 //! - No bollard type leaves this module.
 
@@ -227,7 +227,7 @@ impl ContainerRuntime for DockerRuntime {
 
     /// Writes the container's cgroup files directly, then records the limits in Docker in the
     /// background; falls back to Docker's update when the files cannot be written (see
-    /// [`cgroup`] for why).
+    /// `docker::cgroup` for why).
     async fn update_limits(
         &self,
         id: &str,

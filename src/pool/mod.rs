@@ -9,7 +9,7 @@
 //!
 //! Guarantees:
 //! - Claims are first-come and atomic: an idle container is popped under a lock, so two
-//!   StartTasks never get the same one ([`claim`]). Containers are one-shot: a claimed container
+//!   StartTasks never get the same one (`pool::claim`). Containers are one-shot: a claimed container
 //!   is never returned to the pool.
 //! - Every claim wakes the refiller; refill failures back off (1 s doubling to 60 s) and are
 //!   reported in [`crate::pool_port::PoolStatus::last_error`], never retried in a hot loop.
@@ -25,7 +25,7 @@
 //!   creation already under way ([`CREATION_WAIT_MAX`]) before it starts cold.
 //! - Refills do not compete with a burst's cold starts: while a cold start of the provider makes
 //!   its container ([`crate::pool_port::ColdStart`]) the refiller starts no creation (see
-//!   [`refill`]).
+//!   `pool::refill`).
 
 mod claim;
 pub mod demand;

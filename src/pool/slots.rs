@@ -12,7 +12,7 @@
 //! stays so across plugin restarts.
 //!
 //! Each task directory reaches the slot through a private *staging* copy
-//! ([`bind_through_staging`]), never by a bind of the host directory straight into the slot: on a
+//! (`bind_through_staging`), never by a bind of the host directory straight into the slot: on a
 //! host whose mounts are shared such a bind would be a peer of the host's own alloc dir, and what
 //! polydev mounts or unmounts in the slot would happen there too. The staging copy is also where
 //! `/alloc/logs` is made read-only ([`crate::container_spec::task_dirs`]), since a read-only flag
