@@ -3,8 +3,11 @@
 //! A task is one one-shot container whose PID 1 is the task's command (design.md §3). [`Core`]
 //! owns the tasks this plugin process knows and implements each Nomad verb in its own file:
 //! `start` (create, start, hand over the launch spec), `supervise` (wait for the exit, pump the
-//! logs), `stop` (signal, escalate to SIGKILL; also SignalTask), `destroy`, `recover`, `stats`,
-//! `exec`, and `health` (fingerprint probe).
+//! logs), `stop` (signal, escalate to SIGKILL; also SignalTask and DestroyTask), `recover`,
+//! `orphans` (task containers no task claimed back), `stats`, `exec`, and `health` (fingerprint
+//! probe). Beside them: `task` and `store` (the tasks this process knows), `launch` (the launch
+//! spec's wire format), `cli` (what each CLI is given at launch), `container` (a task's
+//! container spec) and `events` (TaskEvents).
 //!
 //! Guarantees:
 //! - StartTask either returns a running task or leaves no container behind.

@@ -1,7 +1,8 @@
 //! Translations between Nomad's protobuf messages and the core's domain types.
 //!
-//! Pure functions only; every rule Nomad imposes on a message (timestamps always set, measured
-//! fields listed, attribute keys and units) lives here and is unit-tested.
+//! Pure functions, and one small filter that keeps state between fingerprints ([`StableIdle`]);
+//! every rule Nomad imposes on a message (timestamps always set, measured fields listed,
+//! attribute keys and units) lives here and is unit-tested.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -7,6 +7,8 @@
 //! - [`redact`]: replaces known secret values with `[REDACTED]`, across chunk boundaries.
 //! - [`cursor`]: how far the pump got, persisted in the state dir after every record.
 //! - [`pump`]: [`run_pump`], which ties them together.
+//! - [`forward`]: who runs a task's pump — a `polydev forward-logs` process of its own that
+//!   outlives the plugin, adopted by the next plugin process.
 //!
 //! Invariants of the whole module:
 //! - Bytes are forwarded exactly as the engine delivered them, per stream and in order, except
