@@ -7,8 +7,8 @@
 //!
 //! Contract:
 //! - [`WarmPoolPort::claim`] hands an idle container to exactly one caller. From then on it
-//!   counts as in use; [`WarmPoolPort::task_released`] gives the count back when the claim does
-//!   not become a task, or when the task is destroyed.
+//!   counts as in use; the caller wraps it in a [`PoolHold`], whose drop gives the count and the
+//!   slot back when the claim does not become a task, or when the task is destroyed.
 //! - A failed claim leaves nothing behind: the container taken is discarded and its count
 //!   released before the error is returned.
 //! - Only a claim under `when_empty = "wait"` waits for the pool to refill. Under the default
@@ -110,6 +110,77 @@ impl std::fmt::Debug for ColdStart {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ColdStart")
             .field("tracked", &self.on_end.is_some())
+            .finish()
+    }
+}
+
+/// A task's hold on its provider's pool: it counts towards the pool's `max` and, for a task in
+/// a claimed warm container, owns that container's slot. Dropping it gives both back, so the task
+/// entry that holds it releases them however the task ends, and a claim that never became a task
+/// releases them on every error path.
+///
+/// Except while the plugin shuts down (`plugin_shutdown` cancelled): the task entries that go
+/// then take their holds with them, but their tasks live on, and the next plugin process recovers
+/// them with their slots. A hold dropped then gives nothing back.
+#[must_use = "the task's count and slot are given back when this is dropped"]
+pub struct PoolHold {
+    pool: Arc<dyn WarmPoolPort>,
+    provider: String,
+    slot: Option<String>,
+    plugin_shutdown: CancellationToken,
+}
+
+impl PoolHold {
+    /// The hold of a claim: [`WarmPoolPort::claim`] already counted the container as in use.
+    pub fn of_claim(
+        pool: Arc<dyn WarmPoolPort>,
+        provider: &str,
+        slot: &str,
+        plugin_shutdown: CancellationToken,
+    ) -> Self {
+        PoolHold {
+            pool,
+            provider: provider.to_string(),
+            slot: Some(slot.to_string()),
+            plugin_shutdown,
+        }
+    }
+
+    /// A task that started cold or was recovered (with its slot, if it runs in a pool
+    /// container): counted from now on.
+    pub fn of_task(
+        pool: Arc<dyn WarmPoolPort>,
+        provider: &str,
+        slot: Option<&str>,
+        plugin_shutdown: CancellationToken,
+    ) -> Self {
+        pool.task_started(provider);
+        PoolHold {
+            pool,
+            provider: provider.to_string(),
+            slot: slot.map(str::to_string),
+            plugin_shutdown,
+        }
+    }
+}
+
+impl Drop for PoolHold {
+    fn drop(&mut self) {
+        if self.plugin_shutdown.is_cancelled() {
+            return;
+        }
+        if let Some(slot) = &self.slot {
+            self.pool.release_slot(slot);
+        }
+        self.pool.task_released(&self.provider);
+    }
+}
+
+impl std::fmt::Debug for PoolHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolHold")
+            .field("provider", &self.provider)
+            .field("slot", &self.slot)
             .finish()
     }
 }

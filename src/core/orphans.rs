@@ -102,7 +102,9 @@ impl Core {
                 continue;
             }
             self.forwarder.discard(&id).await;
-            self.release_slot(slot.as_deref());
+            if let (Some(pool), Some(slot)) = (&self.pool, &slot) {
+                pool.release_slot(slot);
+            }
             first_seen.remove(&id);
         }
     }

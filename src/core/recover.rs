@@ -20,6 +20,7 @@ use super::task::DriverState;
 use super::{Core, CoreError};
 use crate::broker::{BindError, BrokerError, ListenerSite};
 use crate::credentials::CredentialKey;
+use crate::pool_port::PoolHold;
 
 /// Identity of the task being recovered, from Nomad's stored handle.
 pub struct RecoverRequest {
@@ -101,9 +102,15 @@ impl Core {
                         }
                     }
                 }
-                if let Some(pool) = &self.pool {
-                    pool.task_started(&provider);
-                }
+                let hold = self.pool.clone().map(|pool| {
+                    PoolHold::of_task(
+                        pool,
+                        &provider,
+                        entry.state.slot.as_deref(),
+                        self.shutdown.clone(),
+                    )
+                });
+                entry.set_pool_hold(hold);
                 self.spawn_supervisor(entry, secrets)
             }
             // A concurrent RecoverTask got there first; that one supervises the task.

@@ -19,6 +19,7 @@ use super::{Core, CoreError};
 use crate::broker::{BrokerLease, BrokeredTask, ListenerSite};
 use crate::config::ProviderConfig;
 use crate::credentials::CredentialKey;
+use crate::pool_port::PoolHold;
 use crate::runtime::RuntimeError;
 
 /// What StartTask hands back to Nomad.
@@ -34,6 +35,8 @@ struct WarmClaim {
     slot: String,
     cgroup_pid: Option<u32>,
     init_pid: Option<u32>,
+    /// Gives the claim's count and slot back if it does not become a task.
+    hold: PoolHold,
 }
 
 /// How many warm containers one StartTask tries when claimed ones turn out to be dead.
@@ -87,9 +90,8 @@ impl Core {
             .filter(|provider| provider.credential_mode.route().is_some());
 
         let mut attempts_left = CLAIM_ATTEMPTS;
-        let (container_id, slot, lease) = loop {
+        let (container_id, warm, lease) = loop {
             let (container_id, warm) = self.acquire_container(&task, &mut timings).await?;
-            let slot = warm.as_ref().map(|claim| claim.slot.clone());
             match self
                 .hand_over(
                     &task,
@@ -101,12 +103,13 @@ impl Core {
                 )
                 .await
             {
-                Ok(lease) => break (container_id, slot, lease),
+                Ok(lease) => break (container_id, warm, lease),
                 Err(err) => {
                     self.discard_container(&container_id).await;
-                    self.forget_claim(&task.config.provider, slot.as_deref());
+                    let was_warm = warm.is_some();
+                    drop(warm);
                     attempts_left -= 1;
-                    if slot.is_some() && err.is_container_gone() && attempts_left > 0 {
+                    if was_warm && err.is_container_gone() && attempts_left > 0 {
                         tracing::warn!(container_id = %container_id, "a warm container was gone when claimed; trying another");
                         continue;
                     }
@@ -120,6 +123,7 @@ impl Core {
             }
         };
 
+        let slot = warm.as_ref().map(|claim| claim.slot.clone());
         let started_at = SystemTime::now();
         let driver_state = DriverState {
             container_id: container_id.clone(),
@@ -149,16 +153,20 @@ impl Core {
                 entry
             }
             Err(_) => {
-                // A concurrent StartTask with the same id won the race.
+                // A concurrent StartTask with the same id won the race (the claim, if any, is
+                // given back as it drops).
                 self.discard_container(&container_id).await;
-                self.forget_claim(&task.config.provider, slot.as_deref());
                 return Err(CoreError::DuplicateTask(task.id));
             }
         };
-        if let (Some(pool), None) = (&self.pool, &slot) {
-            // Warm containers were counted when they were taken from the pool.
-            pool.task_started(&task.config.provider);
-        }
+        // Warm containers were counted when they were taken from the pool.
+        let hold = match warm {
+            Some(claim) => Some(claim.hold),
+            None => self.pool.clone().map(|pool| {
+                PoolHold::of_task(pool, &task.config.provider, None, self.shutdown.clone())
+            }),
+        };
+        entry.set_pool_hold(hold);
         let secrets = credentials.into_iter().map(|(_, value)| value).collect();
         self.spawn_supervisor(entry, secrets);
         tracing::debug!(
@@ -293,10 +301,13 @@ impl Core {
             let short: String = warm.id.chars().take(12).collect();
             let message = format!("claimed warm container {short}");
             self.publish_for(&task.id, &task.alloc_id, &task.name, message);
+            let hold =
+                PoolHold::of_claim(pool.clone(), provider, &warm.slot, self.shutdown.clone());
             let claim = WarmClaim {
                 slot: warm.slot,
                 cgroup_pid: warm.cgroup_pid,
                 init_pid: warm.init_pid,
+                hold,
             };
             return Ok((warm.id, Some(claim)));
         }
@@ -337,21 +348,6 @@ impl Core {
             .get(&task.config.provider)
             .map(|p| p.image.as_str());
         task.config.labels.is_empty() && provider_image == Some(task.config.image.as_str())
-    }
-
-    /// Undo a warm claim that did not become a task: its slot, and its count in the pool.
-    fn forget_claim(&self, provider: &str, slot: Option<&str>) {
-        if let (Some(pool), Some(_)) = (&self.pool, slot) {
-            self.release_slot(slot);
-            pool.task_released(provider);
-        }
-    }
-
-    /// Unmount and delete a warm task's slot.
-    pub(super) fn release_slot(&self, slot: Option<&str>) {
-        if let (Some(pool), Some(slot)) = (&self.pool, slot) {
-            pool.release_slot(slot);
-        }
     }
 
     /// Create and start the task's container (cold start).

@@ -157,10 +157,7 @@ impl Core {
             Err(err) => return Err(err.into()),
         }
         self.forwarder.discard(task.container_id()).await;
-        self.release_slot(task.state.slot.as_deref());
-        if let Some(pool) = &self.pool {
-            pool.task_released(&task.state.provider);
-        }
+        task.release_pool_hold();
         self.tasks.remove(id);
         tracing::info!(task_id = %id, container_id = %task.container_id(), "task destroyed");
         Ok(())

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::task::{DriverState, ExitOutcome};
 use crate::broker::BrokerLease;
+use crate::pool_port::PoolHold;
 
 /// One known task.
 pub struct TaskEntry {
@@ -27,6 +28,8 @@ pub struct TaskEntry {
     pub background: CancellationToken,
     /// The task's credential broker while it serves (broker-mode providers).
     broker: Mutex<Option<BrokerLease>>,
+    /// The task's count in its pool and its slot, given back when the task is destroyed.
+    pool_hold: Mutex<Option<PoolHold>>,
     /// Nomad asked for the task to stop or be signalled (StopTask, SignalTask, DestroyTask):
     /// a death by signal is then not the engine's doing.
     stop_requested: std::sync::atomic::AtomicBool,
@@ -52,6 +55,7 @@ impl TaskEntry {
             started_at,
             background: parent.child_token(),
             broker: Mutex::new(None),
+            pool_hold: Mutex::new(None),
             stop_requested: std::sync::atomic::AtomicBool::new(false),
             container_stopped: watch::Sender::new(false),
             exit: watch::Sender::new(None),
@@ -65,6 +69,21 @@ impl TaskEntry {
     /// Keep the task's broker lease (it serves until [`TaskEntry::close_broker`] or drop).
     pub fn set_broker(&self, lease: BrokerLease) {
         *self.broker.lock().unwrap_or_else(|p| p.into_inner()) = Some(lease);
+    }
+
+    /// Keep the task's hold on its pool (released by [`TaskEntry::release_pool_hold`] or drop).
+    pub fn set_pool_hold(&self, hold: Option<PoolHold>) {
+        *self.pool_hold.lock().unwrap_or_else(|p| p.into_inner()) = hold;
+    }
+
+    /// Give the task's count and slot back to its pool (destroy); idempotent.
+    pub fn release_pool_hold(&self) {
+        let hold = self
+            .pool_hold
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        drop(hold);
     }
 
     /// Stop the task's credential broker (stop, exit, destroy); idempotent.
