@@ -424,7 +424,7 @@ fn list(options: &Options, stdout: &mut dyn Write) -> Result<i32, Failure> {
         .store()?
         .list(options.namespace.as_deref(), options.user.as_deref())
         .map_err(|e| match e {
-            crate::credentials::StoreError::Name(e) => Failure::Usage(e.to_string()),
+            crate::credentials::FileStoreError::Name(e) => Failure::Usage(e.to_string()),
             other => Failure::Failed(other.to_string()),
         })?;
     let _ = stdout.write_all(render_list(&listed).as_bytes());
@@ -494,7 +494,7 @@ fn rm(options: &Options, stdout: &mut dyn Write) -> Result<i32, Failure> {
         .store()?
         .remove(&id, options.variable.as_deref())
         .map_err(|e| match e {
-            crate::credentials::StoreError::Name(e) => Failure::Usage(e.to_string()),
+            crate::credentials::FileStoreError::Name(e) => Failure::Usage(e.to_string()),
             other => Failure::Failed(other.to_string()),
         })?;
     let _ = writeln!(stdout, "removed {} of {id}", removed.join(", "));

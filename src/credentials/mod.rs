@@ -12,43 +12,29 @@
 //! - [`env`]: [`EnvSource`], the agent's environment; [`NoSource`].
 //! - [`store`]: [`FileStore`], the encrypted per-user store under `<data_dir>`, built from
 //!   [`names`] (path-safe name rules), [`sealed`] (ChaCha20-Poly1305 with identity-bound AAD),
-//!   [`entry`] (the `.cred` file format) and [`private`] (0700/0600, owner, atomic writes).
+//!   [`entry`] (the `.cred` file format) and [`crate::private_file`] (0700/0600, owner, atomic
+//!   writes).
+//!
+//! The vocabulary ([`names`], [`EntryId`], [`CredentialKey`], the store trait) lives in the leaf
+//! [`crate::credential_model`], so that `config` and `vault` can use it without naming this
+//! module: `credentials` imports `config` and `vault`, never the reverse.
 
 pub mod entry;
 pub mod env;
-pub mod names;
+pub mod file_backend;
 pub mod policy;
-pub(crate) mod private;
 pub mod sealed;
 pub mod store;
 
+pub use crate::credential_model::names;
+pub use crate::credential_model::{CredentialKey, EntryId};
+pub use crate::credential_model::{CredentialStore, StoreError, StoreErrorKind, StoreScope};
+pub use crate::private_file::PrivateFileError;
 pub use env::{EnvSource, NoSource};
-pub use names::EntryId;
 pub use policy::{ScopedSource, source_for};
-pub use private::PrivateFileError;
-pub use store::{FileStore, StoreError};
+pub use store::{FileStore, FileStoreError};
 
 use secrecy::SecretString;
-
-/// Who a credential is for.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CredentialKey {
-    pub namespace: String,
-    pub user_id: Option<String>,
-    pub provider: String,
-}
-
-impl std::fmt::Display for CredentialKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "namespace {:?}, user {:?}, provider {:?}",
-            self.namespace,
-            self.user_id.as_deref().unwrap_or("(none)"),
-            self.provider
-        )
-    }
-}
 
 /// The operator command that registers `variable` for `key` (the value goes on stdin).
 pub fn set_command(key: &CredentialKey, variable: &str) -> String {

@@ -187,7 +187,7 @@ pub fn rm(options: &Options, id: &EntryId, stdout: &mut dyn Write) -> Result<i32
     Ok(0)
 }
 
-pub fn list(options: &Options) -> Result<Vec<crate::credentials::store::Listing>, Failure> {
+pub fn list(options: &Options) -> Result<Vec<crate::credential_model::Listing>, Failure> {
     with_store(options, async |store| {
         let listed = store
             .list(options.namespace.as_deref(), options.user.as_deref())
@@ -196,7 +196,7 @@ pub fn list(options: &Options) -> Result<Vec<crate::credentials::store::Listing>
         Ok(listed
             .into_iter()
             .map(
-                |(id, updated, variables)| crate::credentials::store::Listing {
+                |(id, updated, variables)| crate::credential_model::Listing {
                     id,
                     updated,
                     variables: Ok(variables),
