@@ -211,6 +211,123 @@ mod tests {
         assert_eq!(err.kind(), &StoreErrorKind::Unavailable);
     }
 
+    /// The crate modules `text` names through paths from the crate root, also inside `{…}` groups
+    /// of a `use`.
+    fn crate_modules_named(text: &str) -> Vec<String> {
+        let root = concat!("crate", "::");
+        let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        let mut named = Vec::new();
+        for (at, _) in text.match_indices(root) {
+            let rest = &text[at + root.len()..];
+            if let Some(group) = rest.strip_prefix('{') {
+                let mut depth = 1;
+                let end = group
+                    .char_indices()
+                    .find(|&(_, c)| {
+                        depth += match c {
+                            '{' => 1,
+                            '}' => -1,
+                            _ => 0,
+                        };
+                        depth == 0
+                    })
+                    .map_or(group.len(), |(i, _)| i);
+                // Only the first segment of each path in the group is a module of the crate.
+                let (mut depth, mut expecting, mut word) = (0, true, String::new());
+                for c in group[..end].chars().chain(std::iter::once(' ')) {
+                    if is_ident(c) {
+                        word.push(c);
+                        continue;
+                    }
+                    if !word.is_empty() {
+                        if expecting && depth == 0 {
+                            named.push(std::mem::take(&mut word));
+                        }
+                        word.clear();
+                        expecting = false;
+                    }
+                    match c {
+                        '{' => depth += 1,
+                        '}' => depth -= 1,
+                        ',' if depth == 0 => expecting = true,
+                        _ => {}
+                    }
+                }
+            } else {
+                let module: String = rest.chars().take_while(|&c| is_ident(c)).collect();
+                if !module.is_empty() {
+                    named.push(module);
+                }
+            }
+        }
+        named
+    }
+
+    /// Every `.rs` file under `src/<dir>`, with its text.
+    fn sources(dir: &str) -> Vec<(std::path::PathBuf, String)> {
+        let mut pending = vec![
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("src")
+                .join(dir),
+        ];
+        let mut found = Vec::new();
+        while let Some(path) = pending.pop() {
+            if path.is_dir() {
+                pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                found.push((path, text));
+            }
+        }
+        assert!(!found.is_empty(), "no sources under src/{dir}");
+        found
+    }
+
+    #[test]
+    fn crate_paths_are_found_also_in_groups() {
+        let text = concat!(
+            "use crate",
+            "::config::VaultConfig;\nuse crate",
+            "::{\n    tls,\n    vault::{kv, http},\n};\n",
+            "let x = crate",
+            "::credentials::names::check(a, b);"
+        );
+        assert_eq!(
+            crate_modules_named(text),
+            ["config", "tls", "vault", "credentials"]
+        );
+    }
+
+    /// The layout rules of `lib.rs`: this module is a leaf, and `config` and `vault` never name
+    /// `credentials` (nor `config` `vault`), so there is no cycle between the three.
+    #[test]
+    fn the_leaf_names_nothing_and_config_and_vault_never_name_credentials() {
+        for (path, text) in sources("credential_model") {
+            let named = crate_modules_named(&text);
+            assert!(named.is_empty(), "{} names {named:?}", path.display());
+            assert!(
+                !text.contains(concat!("super", "::super")),
+                "{}",
+                path.display()
+            );
+        }
+        for (dir, forbidden) in [
+            ("config", &["credentials", "vault"][..]),
+            ("vault", &["credentials"][..]),
+        ] {
+            for (path, text) in sources(dir) {
+                let named = crate_modules_named(&text);
+                for module in forbidden {
+                    assert!(
+                        !named.iter().any(|m| m == module),
+                        "{} names {module}",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_bad_name_is_an_invalid_name_error_with_the_rule() {
         let err: StoreError = names::check(NameKind::Variable, "a-b").unwrap_err().into();

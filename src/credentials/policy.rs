@@ -201,3 +201,7 @@ fn store_error(scope: StoreScope, key: &CredentialKey, err: StoreError) -> Crede
 #[cfg(test)]
 #[path = "policy_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "policy_order_tests.rs"]
+mod order_tests;
