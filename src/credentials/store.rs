@@ -14,7 +14,7 @@
 //!
 //! Invariants:
 //! - Every name is checked ([`crate::credential_model::names`]) before it touches a path.
-//! - Every file and directory read must be private ([`crate::private_file`]): owned by this uid, no
+//! - Every file and directory read must be private (`crate::private_file`): owned by this uid, no
 //!   group/other bits, no symlinks. Anything else is refused with the command that fixes it. The
 //!   key file's directory must be writable by nobody else either (else the key could be swapped).
 //! - Only [`FileStore::set`] creates the key (the operator CLI); reading never does, so a plugin
