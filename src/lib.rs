@@ -8,6 +8,11 @@
 //! `credentials` never name tonic or bollard types, and `core` never names HTTP types.
 //! `core` and `pool` never name each other: both build containers from `container_spec`, and
 //! `core` reaches the pool only through the `pool_port` trait, which `driver` wires in.
+//! `config` and `vault` never name `credentials`, and `config` never names `vault`: what they
+//! share with it — the credential name rules, `EntryId`, `CredentialKey`, the `CredentialStore`
+//! trait and its `StoreError` — is the leaf `credential_model`, which names nothing else of the
+//! crate. `credentials` builds its lookup policy from `config` and `vault`, and asks every
+//! store (Vault, the node's store) only through that trait, as the operator CLI does.
 //!
 //! - [`plugin`]: the go-plugin server side — magic cookie, unix socket, handshake line,
 //!   `GRPCController/Shutdown`, health `plugin`, signals.
@@ -26,8 +31,11 @@
 //! - [`pool_port`]: the warm pool as `core` sees it — the trait `pool` implements and the
 //!   driver wires in, so `core` and `pool` never name each other.
 //! - [`config`]: hclspec schemas and cty-msgpack decoding of the plugin and task configuration.
+//! - [`credential_model`]: the vocabulary of stored credentials — name rules, `EntryId`,
+//!   `CredentialKey`, the `CredentialStore` trait (Vault and the node's store) and `StoreError`;
+//!   a leaf that `config`, `vault` and `credentials` all use.
 //! - [`credentials`]: where a task's provider credentials come from, and in which order (Vault,
-//!   the node's encrypted store, the agent's environment).
+//!   the node's encrypted store, the agent's environment): an ordered list of stores.
 //! - [`tls`]: the TLS client settings of every HTTPS client (broker upstreams, Vault).
 //! - [`vault`]: users' keys from Vault or OpenBao (KV v2) — token lifecycle, a per-entry cache,
 //!   health for the fingerprint.
@@ -40,6 +48,8 @@
 //! - [`docker`]: the port implemented with bollard against a real Docker engine.
 //! - [`cli`]: the operator CLI (`polydev run`, `polydev credentials set|list|rm` on the local
 //!   store or `--backend vault`, `polydev pool status|drain`, `polydev version`, `polydev help`).
+//! - `private_file`: files only this uid may read or write (0700/0600, owner, no symlinks, atomic
+//!   writes), for the credential store and the Vault token files.
 //! - [`safe_open`]: opening paths a task can write (its log FIFOs, the directories bound into its
 //!   container) as root without following what the task planted there.
 //! - [`logging`]: hclog-shaped JSON on stderr, which Nomad's agent understands.
@@ -51,6 +61,7 @@ pub mod cli;
 pub mod config;
 pub mod container_spec;
 pub mod core;
+pub mod credential_model;
 pub mod credentials;
 pub mod docker;
 pub mod driver;
@@ -61,6 +72,7 @@ pub mod mountinfo;
 pub mod plugin;
 pub mod pool;
 pub mod pool_port;
+pub(crate) mod private_file;
 pub mod runtime;
 pub mod safe_open;
 pub mod task_user;

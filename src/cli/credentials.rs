@@ -1,6 +1,7 @@
 //! `polydev credentials set|list|rm`: the operator's side of the encrypted credential store
 //! (`crate::credentials::FileStore`) that the plugin reads at every StartTask, or with
-//! `--backend vault` of the cluster's Vault ([`vault`]).
+//! `--backend vault` of the cluster's Vault ([`vault`]). Both are reached only through the
+//! [`CredentialStore`] trait the plugin's lookup policy uses; `--backend` picks which.
 //!
 //! Invariants:
 //! - A value only ever enters through stdin — never argv, where `ps` and shell history see it —
@@ -18,11 +19,16 @@ use zeroize::Zeroizing;
 
 use super::args::{Command, Opt, Outcome};
 use crate::config;
+use crate::credential_model::names::{self, NameKind};
+use crate::credential_model::{EntryId, Listing, StoreScope};
+use crate::credentials::FileStore;
 use crate::credentials::sealed::secret_from_utf8;
-use crate::credentials::store::{Listing, MAX_VALUE_LEN};
-use crate::credentials::{EntryId, FileStore};
+use crate::credentials::store::MAX_VALUE_LEN;
 
+mod backend;
 mod vault;
+
+use backend::{failure, place, with_backend};
 
 const NAMESPACE: Opt = Opt::Value {
     name: "namespace",
@@ -334,8 +340,7 @@ fn set(
         Some(variable) => variable.clone(),
         None => default_variable(id.provider())?,
     };
-    crate::credentials::names::check(crate::credentials::names::NameKind::Variable, &variable)
-        .map_err(|e| Failure::Usage(e.to_string()))?;
+    names::check(NameKind::Variable, &variable).map_err(|e| Failure::Usage(e.to_string()))?;
     let builtin = config::decode_plugin_config(&[])
         .ok()
         .and_then(|c| c.providers.get(id.provider()).cloned());
@@ -360,13 +365,13 @@ fn set(
         );
     }
     let value = read_value(stdin)?;
-    if options.in_vault {
-        return vault::set(options, &id, &variable, &value, stdout, stderr);
-    }
-    let store = options.store()?;
-    let replaced = store
-        .set(&id, &variable, &value)
-        .map_err(|e| Failure::Failed(e.to_string()))?;
+    let (replaced, location) = with_backend(options, async |store| {
+        let replaced = store
+            .set(&id, &variable, &value)
+            .await
+            .map_err(|e| Failure::Failed(e.to_string()))?;
+        Ok((replaced, place(store, &id)))
+    })?;
     if let Some(problem) = replaced {
         let _ = writeln!(
             stderr,
@@ -374,11 +379,10 @@ fn set(
              only {variable}: register its other variables again"
         );
     }
-    let _ = writeln!(
-        stdout,
-        "stored {variable} for {id} in {}",
-        store.entry_path(&id).display()
-    );
+    let _ = writeln!(stdout, "stored {variable} for {id} in {location}");
+    if options.in_vault {
+        vault::note_node_copy(options, &id, &variable, stderr);
+    }
     Ok(0)
 }
 
@@ -415,18 +419,12 @@ fn read_value(stdin: &mut dyn Read) -> Result<SecretString, Failure> {
 }
 
 fn list(options: &Options, stdout: &mut dyn Write) -> Result<i32, Failure> {
-    if options.in_vault {
-        let listed = vault::list(options)?;
-        let _ = stdout.write_all(render_list(&listed).as_bytes());
-        return Ok(0);
-    }
-    let listed = options
-        .store()?
-        .list(options.namespace.as_deref(), options.user.as_deref())
-        .map_err(|e| match e {
-            crate::credentials::StoreError::Name(e) => Failure::Usage(e.to_string()),
-            other => Failure::Failed(other.to_string()),
-        })?;
+    let listed = with_backend(options, async |store| {
+        store
+            .list(options.namespace.as_deref(), options.user.as_deref())
+            .await
+            .map_err(failure)
+    })?;
     let _ = stdout.write_all(render_list(&listed).as_bytes());
     Ok(if listed.iter().any(|l| l.variables.is_err()) {
         1
@@ -487,17 +485,19 @@ fn utc(at: std::time::SystemTime) -> String {
 
 fn rm(options: &Options, stdout: &mut dyn Write) -> Result<i32, Failure> {
     let id = options.entry()?;
-    if options.in_vault {
-        return vault::rm(options, &id, stdout);
-    }
-    let removed = options
-        .store()?
-        .remove(&id, options.variable.as_deref())
-        .map_err(|e| match e {
-            crate::credentials::StoreError::Name(e) => Failure::Usage(e.to_string()),
-            other => Failure::Failed(other.to_string()),
-        })?;
-    let _ = writeln!(stdout, "removed {} of {id}", removed.join(", "));
+    let (removed, from) = with_backend(options, async |store| {
+        let removed = store
+            .remove(&id, options.variable.as_deref())
+            .await
+            .map_err(failure)?;
+        // This node's store goes unnamed, as `polydev credentials rm` always has.
+        let from = match store.scope() {
+            StoreScope::Node => String::new(),
+            StoreScope::Cluster => format!(" from {}", place(store, &id)),
+        };
+        Ok((removed, from))
+    })?;
+    let _ = writeln!(stdout, "removed {} of {id}{from}", removed.join(", "));
     Ok(0)
 }
 

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use super::ConfigError;
 use super::cty::Obj;
 use super::hclspec::{Spec, attr, object};
-use crate::credentials::names::is_provider;
+use crate::credential_model::names::is_provider;
 
 const WHAT: &str = "plugin config";
 

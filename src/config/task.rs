@@ -27,7 +27,7 @@ use super::cty::{self, Obj};
 use super::hclspec::{Spec, attr, default, hcl_string, literal, object};
 use super::plugin::PluginConfig;
 use super::provider::is_single_word;
-use crate::credentials::names::is_user_id;
+use crate::credential_model::names::is_user_id;
 
 const WHAT: &str = "task config";
 

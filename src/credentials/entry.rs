@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use super::names::{self, NameKind};
 use super::sealed::{NONCE_LEN, Sealed, TAG_LEN};
+use crate::credential_model::names::{self, NameKind};
 
 /// The first line of every entry file.
 pub const HEADER: &str = "polydev-credentials v1";

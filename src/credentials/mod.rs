@@ -6,49 +6,39 @@
 //! else; no `Debug`, error message or log line of this module ever contains one.
 //!
 //! Layout:
-//! - [`policy`]: which source serves which task ([`source_for`], [`ScopedSource`]): a task with a
-//!   `user_id` gets that user's credentials of its own namespace from Vault, else the store; a
-//!   task without one the node's shared key from Vault, the store, else the agent's environment.
+//! - [`policy`]: which source serves which task ([`source_for`], [`ScopedSource`]): an ordered
+//!   list of [`CredentialStore`]s — Vault, then the node's store — asked for the task's entry; a
+//!   task with a `user_id` gets that user's credentials of its own namespace from them, a task
+//!   without one the node's shared key from them, else the agent's environment.
 //! - [`env`]: [`EnvSource`], the agent's environment; [`NoSource`].
 //! - [`store`]: [`FileStore`], the encrypted per-user store under `<data_dir>`, built from
 //!   [`names`] (path-safe name rules), [`sealed`] (ChaCha20-Poly1305 with identity-bound AAD),
-//!   [`entry`] (the `.cred` file format) and [`private`] (0700/0600, owner, atomic writes).
+//!   [`entry`] (the `.cred` file format) and `crate::private_file` (0700/0600, owner, atomic
+//!   writes); [`file_backend`]: the same store behind the [`CredentialStore`] trait.
+//!
+//! A [`CredentialSource`] is what a task's start asks (resolve a key's variables, by whatever
+//! policy); a [`CredentialStore`] is one place entries are kept, read and written (by the policy
+//! and by the operator CLI). The vocabulary ([`names`], [`EntryId`], [`CredentialKey`], the store
+//! trait and its [`StoreError`]) lives in the leaf [`crate::credential_model`], so that `config`
+//! and `vault` can use it without naming this module: `credentials` imports `config` and
+//! `vault`, never the reverse.
 
 pub mod entry;
 pub mod env;
-pub mod names;
+pub mod file_backend;
 pub mod policy;
-pub(crate) mod private;
 pub mod sealed;
 pub mod store;
 
+pub use crate::credential_model::names;
+pub use crate::credential_model::{CredentialKey, EntryId};
+pub use crate::credential_model::{CredentialStore, StoreError, StoreErrorKind, StoreScope};
+pub use crate::private_file::PrivateFileError;
 pub use env::{EnvSource, NoSource};
-pub use names::EntryId;
 pub use policy::{ScopedSource, source_for};
-pub use private::PrivateFileError;
-pub use store::{FileStore, StoreError};
+pub use store::{FileStore, FileStoreError};
 
 use secrecy::SecretString;
-
-/// Who a credential is for.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CredentialKey {
-    pub namespace: String,
-    pub user_id: Option<String>,
-    pub provider: String,
-}
-
-impl std::fmt::Display for CredentialKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "namespace {:?}, user {:?}, provider {:?}",
-            self.namespace,
-            self.user_id.as_deref().unwrap_or("(none)"),
-            self.provider
-        )
-    }
-}
 
 /// The operator command that registers `variable` for `key` (the value goes on stdin).
 pub fn set_command(key: &CredentialKey, variable: &str) -> String {

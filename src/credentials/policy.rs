@@ -1,15 +1,20 @@
 //! Which credentials a task gets: the resolution policy, and [`source_for`], which builds it from
 //! the plugin config.
 //!
-//! | task | sources, in order | off when |
-//! |---|---|---|
-//! | with a `user_id` | Vault's entry (task's namespace, user, provider), then the store's — nothing else | no `vault {}` block / `credentials_from_store = false` |
-//! | without a `user_id` | the node's shared key: Vault's shared entry, the store's (`polydev credentials set --shared`), then the agent's environment | no `vault {}` / `credentials_from_store = false` / `credentials_from_env = false` |
+//! The policy is an ordered list of [`CredentialStore`]s, asked in turn for the task's entry;
+//! the first that has one answers, and for a task without a `user_id` the agent's environment
+//! comes last:
 //!
-//! A source is skipped only when it has no entry; an entry that exists but lacks a required
-//! variable, or a source that cannot answer (Vault unreachable), is the error: an outage never
-//! falls back to an older copy. (A key deleted in Vault is no entry: a node's own copy of it
-//! answers again, which the README and the CLI warn about.)
+//! | task | asked, in order | off when |
+//! |---|---|---|
+//! | with a `user_id` | the stores: Vault's entry (task's namespace, user, provider), then the node store's — nothing else | no `vault {}` block / `credentials_from_store = false` |
+//! | without a `user_id` | the node's shared key: the stores' shared entry (Vault's, then the store's, `polydev credentials set --shared`), then the agent's environment | no `vault {}` / `credentials_from_store = false` / `credentials_from_env = false` |
+//!
+//! A store is skipped only when it has no entry (what counts as one is the store's, see
+//! [`CredentialStore::get`]); an entry that exists but lacks a required variable, or a store that
+//! cannot answer (Vault unreachable), is the error: an outage never falls back to an older copy.
+//! (A key deleted in Vault is no entry: a node's own copy of it answers again, which the README
+//! and the CLI warn about.)
 //!
 //! Invariants:
 //! - A task naming a user never falls back to the shared key, and never sees an entry of another
@@ -18,16 +23,17 @@
 //! - The store is read at every resolve, so `polydev credentials set`/`rm` take effect for the
 //!   next StartTask without restarting the plugin; the key stays in memory (see `store`).
 //! - Errors name namespace, user, provider and variable plus the command that fixes things, and
-//!   never a value. Only I/O failures are retryable.
+//!   never a value. Only "the store cannot answer now" is retryable. A user's missing key is
+//!   to be registered in the cluster's store when there is one (every node reads it), else in
+//!   this node's; a shared key in the store whose entry lacks it.
 
 use std::sync::Arc;
 
-use super::names::EntryId;
-use super::private::PrivateFileError;
-use super::store::{FileStore, StoreError};
+use super::store::FileStore;
 use super::{CredentialError, CredentialKey, CredentialSource, Credentials, EnvSource};
 use crate::config::PluginConfig;
-use crate::vault::{VaultHealth, VaultStore};
+use crate::credential_model::{CredentialStore, EntryId, StoreError, StoreErrorKind, StoreScope};
+use crate::vault::VaultStore;
 
 /// The credential source of a plugin configuration. `environment` is the agent's (the plugin's)
 /// environment; only the variables some configured provider declares are kept from it.
@@ -43,23 +49,31 @@ pub fn source_for(
                 || p.optional_credentials.iter().any(|v| v == name)
         })
     };
+    let mut stores: Vec<Arc<dyn CredentialStore>> = Vec::new();
+    if let Some(vault) = vault {
+        stores.push(vault);
+    }
+    if config.credentials_from_store {
+        stores.push(Arc::new(FileStore::new(
+            &config.data_dir,
+            &config.credentials_key_file,
+        )));
+    }
     Arc::new(ScopedSource {
-        shared: config.credentials_from_env.then(|| {
+        stores,
+        shared_env: config.credentials_from_env.then(|| {
             EnvSource::from_pairs(environment.into_iter().filter(|(name, _)| declared(name)))
         }),
-        store: config
-            .credentials_from_store
-            .then(|| FileStore::new(&config.data_dir, &config.credentials_key_file)),
-        vault,
     })
 }
 
-/// Vault, then the local store, then (for tasks without a user) the agent's environment; any of
-/// them may be off.
+/// The stores in order (Vault, then the node's store, when on), then — for tasks without a
+/// user — the agent's environment.
 pub struct ScopedSource {
-    pub shared: Option<EnvSource>,
-    pub store: Option<FileStore>,
-    pub vault: Option<Arc<VaultStore>>,
+    /// Asked in this order; the first with an entry for the task's key answers.
+    pub stores: Vec<Arc<dyn CredentialStore>>,
+    /// The agent's environment: asked last, and only for tasks without a user (off: `None`).
+    pub shared_env: Option<EnvSource>,
 }
 
 #[async_trait::async_trait]
@@ -78,161 +92,116 @@ impl CredentialSource for ScopedSource {
             key: key.clone(),
             problem: err.to_string(),
         })?;
-        if let Some(vault) = &self.vault
-            && let Some(found) = from_vault(vault, key, &id, required, optional).await?
-        {
-            return Ok(found);
-        }
-        if key.user_id.is_none() {
-            // The node's shared key: the store's shared entry, then the agent's env.
-            if let Some(store) = &self.store {
-                let found = from_entry(store, key, &id, required, optional, true)?;
-                if !found.is_empty() {
-                    return Ok(found);
-                }
+        let mut wanted: Vec<String> = required.to_vec();
+        for variable in optional {
+            if !wanted.contains(variable) {
+                wanted.push(variable.clone());
             }
-            return match (&self.shared, required.first()) {
-                (Some(shared), _) => shared.lookup(key, required, optional),
-                (None, Some(variable)) => Err(CredentialError::SharedDisabled {
-                    key: key.clone(),
-                    variable: variable.clone(),
-                }),
-                (None, None) => Ok(Vec::new()),
+        }
+        for store in &self.stores {
+            let Some(found) = store
+                .get(&id, &wanted)
+                .await
+                .map_err(|err| store_error(store.scope(), key, err))?
+            else {
+                continue;
+            };
+            return match required
+                .iter()
+                .find(|variable| !found.iter().any(|(name, _)| name == *variable))
+            {
+                None => Ok(found),
+                Some(missing) => Err(self.not_registered(key, &id, missing, Some(store.as_ref()))),
             };
         }
-        match (&self.store, &self.vault, required.first()) {
-            (Some(store), vault, _) => from_entry(store, key, &id, required, optional, false)
-                .map_err(|err| match (err, vault) {
-                    (CredentialError::NotRegistered { variable, .. }, Some(vault)) => {
-                        not_in_vault(vault, key, &id, &variable)
-                    }
-                    (err, _) => err,
-                }),
-            (None, Some(vault), Some(variable)) => Err(not_in_vault(vault, key, &id, variable)),
-            (None, None, Some(variable)) => Err(CredentialError::StoreDisabled {
+        match (key.user_id.is_some(), &self.shared_env, required.first()) {
+            (false, Some(shared), _) => shared.lookup(key, required, optional),
+            (_, _, None) => Ok(Vec::new()),
+            (false, None, Some(variable)) => Err(CredentialError::SharedDisabled {
                 key: key.clone(),
                 variable: variable.clone(),
             }),
-            (None, _, None) => Ok(Vec::new()),
+            (true, _, Some(variable)) => Err(self.not_registered(key, &id, variable, None)),
         }
     }
 
     fn attributes(&self) -> Vec<(String, String)> {
-        let Some(vault) = &self.vault else {
-            return Vec::new();
-        };
-        let value = match vault.health() {
-            VaultHealth::Healthy => "healthy".to_string(),
-            VaultHealth::Unhealthy(why) => format!("unhealthy: {why}"),
-        };
-        vec![("driver.polydev.credentials.vault".to_string(), value)]
+        self.stores.iter().flat_map(|s| s.attributes()).collect()
     }
 }
 
-/// The entry of `id` in Vault: `None` when Vault has none (the next source is asked); an
-/// entry missing a required variable is an error, as in the store.
-async fn from_vault(
-    vault: &VaultStore,
-    key: &CredentialKey,
-    id: &EntryId,
-    required: &[String],
-    optional: &[String],
-) -> Result<Option<Credentials>, CredentialError> {
-    let entry = match vault.read(id).await {
-        Ok(Some(entry)) => entry,
-        Ok(None) => return Ok(None),
-        Err(err) if err.is_retryable() => {
-            return Err(CredentialError::Unavailable(format!("{key}: {err}")));
-        }
-        Err(err) => {
-            return Err(CredentialError::Vault {
-                key: key.clone(),
-                problem: err.to_string(),
-            });
-        }
-    };
-    if let Some(missing) = required.iter().find(|v| !entry.contains_key(*v)) {
-        return Err(not_in_vault(vault, key, id, missing));
-    }
-    Ok(Some(
-        required
+impl ScopedSource {
+    /// The error for `variable` missing from `id`: `answered` is the store whose entry lacks
+    /// it, `None` when no store has an entry. The operator is told where to register it — for
+    /// a user's key the cluster's store if there is one, else this node's; for the shared key
+    /// the store that answered.
+    fn not_registered(
+        &self,
+        key: &CredentialKey,
+        id: &EntryId,
+        variable: &str,
+        answered: Option<&dyn CredentialStore>,
+    ) -> CredentialError {
+        let cluster = self
+            .stores
             .iter()
-            .chain(optional.iter().filter(|v| !required.contains(v)))
-            .filter_map(|v| entry.get(v).map(|value| (v.clone(), value.clone())))
-            .collect(),
-    ))
-}
-
-fn not_in_vault(
-    vault: &VaultStore,
-    key: &CredentialKey,
-    id: &EntryId,
-    variable: &str,
-) -> CredentialError {
-    CredentialError::NotInVault {
-        key: key.clone(),
-        variable: variable.to_string(),
-        path: vault.display_path(id).into(),
-    }
-}
-
-/// The variables of entry `id`; with `absent_is_empty`, an entry holding none of them is an
-/// empty answer (the caller falls back), otherwise a missing required one is the error.
-fn from_entry(
-    store: &FileStore,
-    key: &CredentialKey,
-    id: &EntryId,
-    required: &[String],
-    optional: &[String],
-    absent_is_empty: bool,
-) -> Result<Credentials, CredentialError> {
-    let mut wanted: Vec<String> = required.to_vec();
-    for variable in optional {
-        if !wanted.contains(variable) {
-            wanted.push(variable.clone());
+            .find(|s| s.scope() == StoreScope::Cluster)
+            .map(|s| s.as_ref());
+        let target = match (&key.user_id, answered) {
+            (None, Some(store)) => Some(store),
+            _ => cluster.or_else(|| self.stores.first().map(|s| s.as_ref())),
+        };
+        match target.map(|store| (store.scope(), store)) {
+            Some((StoreScope::Cluster, store)) => CredentialError::NotInVault {
+                key: key.clone(),
+                variable: variable.to_string(),
+                path: store.entry_location(id).into(),
+            },
+            Some((StoreScope::Node, _)) => CredentialError::NotRegistered {
+                key: key.clone(),
+                variable: variable.to_string(),
+            },
+            None => CredentialError::StoreDisabled {
+                key: key.clone(),
+                variable: variable.to_string(),
+            },
         }
     }
-    let found = store
-        .get_many(id, &wanted)
-        .map_err(|err| store_error(key, err))?;
-    if absent_is_empty && found.is_empty() {
-        return Ok(found);
-    }
-    if let Some(missing) = required
-        .iter()
-        .find(|variable| !found.iter().any(|(name, _)| name == *variable))
-    {
-        return Err(CredentialError::NotRegistered {
-            key: key.clone(),
-            variable: missing.clone(),
-        });
-    }
-    Ok(found)
 }
 
-fn store_error(key: &CredentialKey, err: StoreError) -> CredentialError {
-    match err {
-        StoreError::Undecryptable {
-            variable, reason, ..
-        } => CredentialError::Corrupt {
+/// A store's failure as the task's error: one variable or the whole entry unusable (register it
+/// again), the store unable to answer now (retryable), or anything else it refused.
+fn store_error(scope: StoreScope, key: &CredentialKey, err: StoreError) -> CredentialError {
+    match err.kind() {
+        StoreErrorKind::Undecryptable { variable, reason } => CredentialError::Corrupt {
             key: key.clone(),
-            variable,
+            variable: variable.clone(),
             problem: format!("it does not decrypt: {reason}"),
         },
-        StoreError::Corrupt { .. } => CredentialError::CorruptEntry {
+        StoreErrorKind::CorruptEntry => CredentialError::CorruptEntry {
             key: key.clone(),
             problem: err.to_string(),
         },
-        StoreError::Io { .. } | StoreError::Private(PrivateFileError::Io { .. }) => {
-            CredentialError::Unavailable(format!("{key}: {err}"))
+        StoreErrorKind::Unavailable => CredentialError::Unavailable(format!("{key}: {err}")),
+        StoreErrorKind::InvalidName | StoreErrorKind::NotFound | StoreErrorKind::Failed => {
+            match scope {
+                StoreScope::Node => CredentialError::Store {
+                    key: key.clone(),
+                    problem: err.to_string(),
+                },
+                StoreScope::Cluster => CredentialError::Vault {
+                    key: key.clone(),
+                    problem: err.to_string(),
+                },
+            }
         }
-        other => CredentialError::Store {
-            key: key.clone(),
-            problem: other.to_string(),
-        },
     }
 }
 
 #[cfg(test)]
 #[path = "policy_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "policy_order_tests.rs"]
+mod order_tests;

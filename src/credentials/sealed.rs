@@ -18,7 +18,7 @@ use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
-use super::names::EntryId;
+use crate::credential_model::EntryId;
 
 /// Length of the store key in bytes.
 pub const KEY_LEN: usize = 32;

@@ -13,8 +13,8 @@
 //! a file there — does not carry the key along with the sealed entries.
 //!
 //! Invariants:
-//! - Every name is checked ([`super::names`]) before it touches a path.
-//! - Every file and directory read must be private ([`super::private`]): owned by this uid, no
+//! - Every name is checked ([`crate::credential_model::names`]) before it touches a path.
+//! - Every file and directory read must be private (`crate::private_file`): owned by this uid, no
 //!   group/other bits, no symlinks. Anything else is refused with the command that fixes it. The
 //!   key file's directory must be writable by nobody else either (else the key could be swapped).
 //! - Only [`FileStore::set`] creates the key (the operator CLI); reading never does, so a plugin
@@ -32,10 +32,14 @@ use std::sync::{Arc, Mutex};
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
+pub use crate::credential_model::Listing;
+
 use super::entry::EntryFile;
-use super::names::{self, EntryId, NameError, NameKind, SHARED_NAMESPACE, SHARED_USER};
-use super::private::{self, PrivateFileError};
 use super::sealed::{KEY_LEN, OpenError, StoreKey};
+use crate::credential_model::names::{
+    self, EntryId, NameError, NameKind, SHARED_NAMESPACE, SHARED_USER,
+};
+use crate::private_file::{self as private, PrivateFileError};
 use std::os::unix::fs::MetadataExt;
 
 /// Largest value `set` accepts, in bytes.
@@ -45,7 +49,7 @@ const MAX_ENTRY_FILE_LEN: u64 = 4 * 1024 * 1024;
 
 /// Why the store could not do something. Never contains a value or key material.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub enum FileStoreError {
     #[error(transparent)]
     Name(#[from] NameError),
     /// A file or directory is not private, or cannot be read or written.
@@ -97,16 +101,6 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
-}
-
-/// One entry as `list` shows it: names only.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listing {
-    pub id: EntryId,
-    /// When the entry file was last written (`set`/`rm`).
-    pub updated: Option<std::time::SystemTime>,
-    /// The variable names stored, or why the file could not be read.
-    pub variables: Result<Vec<String>, String>,
 }
 
 /// What identifies one version of the key file.
@@ -183,7 +177,7 @@ impl FileStore {
         &self,
         id: &EntryId,
         variables: &[String],
-    ) -> Result<Vec<(String, SecretString)>, StoreError> {
+    ) -> Result<Vec<(String, SecretString)>, FileStoreError> {
         for variable in variables {
             names::check(NameKind::Variable, variable)?;
         }
@@ -203,7 +197,7 @@ impl FileStore {
             .map(|variable| {
                 key.open(id, variable, &entry.values[variable])
                     .map(|value| (variable.clone(), value))
-                    .map_err(|reason| StoreError::Undecryptable {
+                    .map_err(|reason| FileStoreError::Undecryptable {
                         path: self.entry_path(id),
                         variable: variable.clone(),
                         reason,
@@ -221,12 +215,12 @@ impl FileStore {
         id: &EntryId,
         variable: &str,
         value: &SecretString,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<String>, FileStoreError> {
         use secrecy::ExposeSecret;
         names::check(NameKind::Variable, variable)?;
         match value.expose_secret().len() {
-            0 => return Err(StoreError::BadValue("empty")),
-            n if n > MAX_VALUE_LEN => return Err(StoreError::BadValue("larger than 64 KiB")),
+            0 => return Err(FileStoreError::BadValue("empty")),
+            n if n > MAX_VALUE_LEN => return Err(FileStoreError::BadValue("larger than 64 KiB")),
             _ => {}
         }
         private::ensure_parents(&self.data_dir)?;
@@ -241,7 +235,7 @@ impl FileStore {
         private::ensure_dir(&user_dir)?;
         let (mut entry, replaced) = match self.load(id) {
             Ok(entry) => (entry.unwrap_or_default(), None),
-            Err(StoreError::Corrupt { problem, .. }) => (EntryFile::default(), Some(problem)),
+            Err(FileStoreError::Corrupt { problem, .. }) => (EntryFile::default(), Some(problem)),
             Err(err) => return Err(err),
         };
         entry
@@ -253,11 +247,15 @@ impl FileStore {
 
     /// Remove `variable` of `id`, or the whole entry when `variable` is `None`; returns the
     /// variable names removed. Empty directories left behind are removed too.
-    pub fn remove(&self, id: &EntryId, variable: Option<&str>) -> Result<Vec<String>, StoreError> {
+    pub fn remove(
+        &self,
+        id: &EntryId,
+        variable: Option<&str>,
+    ) -> Result<Vec<String>, FileStoreError> {
         if let Some(variable) = variable {
             names::check(NameKind::Variable, variable)?;
         }
-        let not_found = || StoreError::NotFound {
+        let not_found = || FileStoreError::NotFound {
             id: id.clone(),
             variable: variable.map(str::to_string),
         };
@@ -268,7 +266,7 @@ impl FileStore {
         let path = self.entry_path(id);
         let mut entry = match self.load(id) {
             // The whole entry of a file that no longer parses can still go.
-            Err(StoreError::Corrupt { .. }) if variable.is_none() => {
+            Err(FileStoreError::Corrupt { .. }) if variable.is_none() => {
                 std::fs::remove_file(&path).map_err(|err| io_error("cannot remove", &path, err))?;
                 return Ok(vec!["(the unreadable entry)".to_string()]);
             }
@@ -299,7 +297,7 @@ impl FileStore {
         &self,
         namespace: Option<&str>,
         user: Option<&str>,
-    ) -> Result<Vec<Listing>, StoreError> {
+    ) -> Result<Vec<Listing>, FileStoreError> {
         if let Some(namespace) = namespace {
             names::check(NameKind::Namespace, namespace)?;
         }
@@ -357,7 +355,7 @@ impl FileStore {
     }
 
     /// Private subdirectories of `dir` whose names follow `kind`'s rule, sorted.
-    fn subdirs(&self, dir: &Path, kind: NameKind) -> Result<Vec<String>, StoreError> {
+    fn subdirs(&self, dir: &Path, kind: NameKind) -> Result<Vec<String>, FileStoreError> {
         let mut names = Vec::new();
         for name in dir_names(dir)? {
             if names::check(kind, &name).is_ok() && private::check_dir(&dir.join(&name))? {
@@ -368,7 +366,7 @@ impl FileStore {
     }
 
     /// The parsed entry file of `id`, if it exists; every directory on the way must be private.
-    fn load(&self, id: &EntryId) -> Result<Option<EntryFile>, StoreError> {
+    fn load(&self, id: &EntryId) -> Result<Option<EntryFile>, FileStoreError> {
         let ns_dir = self.root.join(id.namespace());
         for dir in [&self.root, &ns_dir, &ns_dir.join(id.user())] {
             if !private::check_dir(dir)? {
@@ -383,11 +381,11 @@ impl FileStore {
         };
         EntryFile::parse(&bytes)
             .map(Some)
-            .map_err(|problem| StoreError::Corrupt { path, problem })
+            .map_err(|problem| FileStoreError::Corrupt { path, problem })
     }
 
     /// The key, from memory if the key file has not changed since it was read.
-    fn key(&self) -> Result<Arc<StoreKey>, StoreError> {
+    fn key(&self) -> Result<Arc<StoreKey>, FileStoreError> {
         let path = &self.key_path;
         let meta = match std::fs::symlink_metadata(path) {
             Ok(meta) => meta,
@@ -406,7 +404,7 @@ impl FileStore {
         }
         let Some((bytes, meta)) = private::read_file(path, KEY_LEN as u64).map_err(|err| {
             match oversized_is_corrupt(err) {
-                StoreError::Corrupt { problem, .. } => StoreError::BadKey {
+                FileStoreError::Corrupt { problem, .. } => FileStoreError::BadKey {
                     path: path.clone(),
                     problem,
                 },
@@ -421,7 +419,7 @@ impl FileStore {
             bytes
                 .as_slice()
                 .try_into()
-                .map_err(|_| StoreError::BadKey {
+                .map_err(|_| FileStoreError::BadKey {
                     path: path.clone(),
                     problem: format!("it is {} bytes, not {KEY_LEN}", bytes.len()),
                 })?;
@@ -431,9 +429,9 @@ impl FileStore {
     }
 
     /// The key, created first if there is none and no entry exists yet.
-    fn key_or_create(&self) -> Result<Arc<StoreKey>, StoreError> {
+    fn key_or_create(&self) -> Result<Arc<StoreKey>, FileStoreError> {
         match self.key() {
-            Err(StoreError::NoKey {
+            Err(FileStoreError::NoKey {
                 entries_exist: false,
                 ..
             }) => {
@@ -448,15 +446,15 @@ impl FileStore {
 
     /// Why there is no key: none was ever made, or one is still where versions before
     /// `credentials_key_file` kept it (`<data_dir>/credentials.key`).
-    fn no_key(&self) -> StoreError {
+    fn no_key(&self) -> FileStoreError {
         let legacy = self.data_dir.join("credentials.key");
         if legacy != self.key_path && legacy.exists() {
-            return StoreError::KeyMoved {
+            return FileStoreError::KeyMoved {
                 path: self.key_path.clone(),
                 legacy,
             };
         }
-        StoreError::NoKey {
+        FileStoreError::NoKey {
             path: self.key_path.clone(),
             entries_exist: self.any_entry(),
         }
@@ -471,9 +469,9 @@ impl FileStore {
 
 /// A store file larger than any valid one is corrupt, like one that does not parse (so `set`
 /// replaces such an entry, and `rm` removes it).
-fn oversized_is_corrupt(err: PrivateFileError) -> StoreError {
+fn oversized_is_corrupt(err: PrivateFileError) -> FileStoreError {
     match err {
-        PrivateFileError::TooLarge { path, size, limit } => StoreError::Corrupt {
+        PrivateFileError::TooLarge { path, size, limit } => FileStoreError::Corrupt {
             path,
             problem: format!("it is {size} bytes, more than the {limit} allowed"),
         },
@@ -481,8 +479,8 @@ fn oversized_is_corrupt(err: PrivateFileError) -> StoreError {
     }
 }
 
-fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> StoreError {
-    StoreError::Io {
+fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> FileStoreError {
+    FileStoreError::Io {
         action,
         path: path.to_path_buf(),
         source,
@@ -490,7 +488,7 @@ fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> StoreE
 }
 
 /// Names in `dir` (not starting with `.`), sorted.
-fn dir_names(dir: &Path) -> Result<Vec<String>, StoreError> {
+fn dir_names(dir: &Path) -> Result<Vec<String>, FileStoreError> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|err| io_error("cannot list", dir, err))? {
         let entry = entry.map_err(|err| io_error("cannot list", dir, err))?;
@@ -505,7 +503,7 @@ fn dir_names(dir: &Path) -> Result<Vec<String>, StoreError> {
 }
 
 /// Providers with an entry file (`<provider>.cred`) in `dir`, sorted.
-fn entry_names(dir: &Path) -> Result<Vec<String>, StoreError> {
+fn entry_names(dir: &Path) -> Result<Vec<String>, FileStoreError> {
     Ok(dir_names(dir)?
         .into_iter()
         .filter_map(|name| name.strip_suffix(".cred").map(str::to_string))

@@ -32,7 +32,7 @@ fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-fn get(store: &FileStore, id: &EntryId, variable: &str) -> Result<Option<String>, StoreError> {
+fn get(store: &FileStore, id: &EntryId, variable: &str) -> Result<Option<String>, FileStoreError> {
     Ok(store
         .get_many(id, &vars(&[variable]))?
         .pop()
@@ -156,7 +156,7 @@ fn a_file_copied_to_another_identity_does_not_decrypt() {
         std::fs::copy(store.entry_path(&owner), store.entry_path(&thief)).unwrap();
         let err = get(&store, &thief, "OPENAI_API_KEY").unwrap_err();
         assert!(
-            matches!(&err, StoreError::Undecryptable { variable, .. } if variable == "OPENAI_API_KEY"),
+            matches!(&err, FileStoreError::Undecryptable { variable, .. } if variable == "OPENAI_API_KEY"),
             "{thief}: {err}"
         );
         assert!(!err.to_string().contains(VALUE));
@@ -167,7 +167,7 @@ fn a_file_copied_to_another_identity_does_not_decrypt() {
     std::fs::write(&path, text.replace("OPENAI_API_KEY ", "ANTHROPIC_API_KEY ")).unwrap();
     assert!(matches!(
         get(&store, &owner, "ANTHROPIC_API_KEY").unwrap_err(),
-        StoreError::Undecryptable { .. }
+        FileStoreError::Undecryptable { .. }
     ));
 }
 
@@ -188,11 +188,11 @@ fn tampering_a_wrong_key_and_a_missing_key_are_errors() {
     std::fs::write(&path, &tampered).unwrap();
     assert!(matches!(
         get(&store, &a, "OPENAI_API_KEY").unwrap_err(),
-        StoreError::Undecryptable { .. }
+        FileStoreError::Undecryptable { .. }
     ));
     std::fs::write(&path, "garbage\n").unwrap();
     let err = get(&store, &a, "OPENAI_API_KEY").unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(matches!(err, FileStoreError::Corrupt { .. }), "{err}");
     std::fs::write(&path, &original).unwrap();
     assert_eq!(get(&store, &a, "OPENAI_API_KEY").unwrap().unwrap(), VALUE);
 
@@ -212,7 +212,7 @@ fn tampering_a_wrong_key_and_a_missing_key_are_errors() {
     assert!(
         matches!(
             err,
-            StoreError::NoKey {
+            FileStoreError::NoKey {
                 entries_exist: true,
                 ..
             }
@@ -227,7 +227,7 @@ fn tampering_a_wrong_key_and_a_missing_key_are_errors() {
             &secret("v"),
         )
         .unwrap_err();
-    assert!(matches!(err, StoreError::NoKey { .. }), "{err}");
+    assert!(matches!(err, FileStoreError::NoKey { .. }), "{err}");
     assert!(!key_path.exists());
     std::fs::write(&key_path, &real_key).unwrap();
     set_mode(&key_path, 0o600);
@@ -254,7 +254,10 @@ fn anything_not_private_is_refused_with_the_fix() {
         let err = get(&store, &a, "OPENAI_API_KEY").unwrap_err();
         let text = err.to_string();
         assert!(
-            matches!(err, StoreError::Private(PrivateFileError::Refused { .. })),
+            matches!(
+                err,
+                FileStoreError::Private(PrivateFileError::Refused { .. })
+            ),
             "{text}"
         );
         assert!(
@@ -266,7 +269,10 @@ fn anything_not_private_is_refused_with_the_fix() {
                 .set(&a, "OPENAI_API_KEY", &secret("other"))
                 .unwrap_err();
             assert!(
-                matches!(write, StoreError::Private(PrivateFileError::Refused { .. })),
+                matches!(
+                    write,
+                    FileStoreError::Private(PrivateFileError::Refused { .. })
+                ),
                 "{write}"
             );
         }
@@ -292,7 +298,7 @@ fn an_oversized_entry_is_corrupt_so_set_replaces_it() {
     let entry = store.entry_path(&a);
     std::fs::write(&entry, vec![b'x'; MAX_ENTRY_FILE_LEN as usize + 1]).unwrap();
     let err = get(&store, &a, "OPENAI_API_KEY").unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(matches!(err, FileStoreError::Corrupt { .. }), "{err}");
     assert!(
         err.to_string()
             .ends_with("is corrupt: it is 4194305 bytes, more than the 4194304 allowed"),
@@ -417,7 +423,7 @@ fn list_shows_names_never_values_and_remove_tidies_up() {
         "g-123456789"
     );
     let err = store.remove(&a1g, Some("GOOGLE_PROJECT_ID")).unwrap_err();
-    assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
+    assert!(matches!(err, FileStoreError::NotFound { .. }), "{err}");
     assert_eq!(store.remove(&a1g, None).unwrap(), vars(&["GOOGLE_API_KEY"]));
     assert!(!store.entry_path(&a1g).exists());
 
@@ -440,7 +446,7 @@ fn list_shows_names_never_values_and_remove_tidies_up() {
     );
     assert!(matches!(
         empty.remove(&a1, None),
-        Err(StoreError::NotFound { .. })
+        Err(FileStoreError::NotFound { .. })
     ));
 }
 
@@ -451,18 +457,18 @@ fn names_and_values_are_checked() {
     let a = id("default", "u1", "openai");
     for bad in ["", "lower", "A-B", "1A", "A B"] {
         let err = store.set(&a, bad, &secret("v")).unwrap_err();
-        assert!(matches!(err, StoreError::Name(_)), "{bad:?}: {err}");
+        assert!(matches!(err, FileStoreError::Name(_)), "{bad:?}: {err}");
         assert!(store.get_many(&a, &vars(&[bad])).is_err());
         assert!(store.remove(&a, Some(bad)).is_err());
     }
     assert!(matches!(
         store.set(&a, "K", &secret("")).unwrap_err(),
-        StoreError::BadValue("empty")
+        FileStoreError::BadValue("empty")
     ));
     let big = "x".repeat(MAX_VALUE_LEN + 1);
     assert!(matches!(
         store.set(&a, "K", &secret(&big)).unwrap_err(),
-        StoreError::BadValue(_)
+        FileStoreError::BadValue(_)
     ));
     let max = "x".repeat(MAX_VALUE_LEN);
     store.set(&a, "K", &secret(&max)).unwrap();
@@ -549,7 +555,7 @@ fn a_key_left_in_the_data_dir_by_an_older_version_is_named_with_the_move() {
         .set(&a, "OPENAI_API_KEY", &SecretString::from("sk-other"))
         .unwrap_err();
     assert!(
-        matches!(err, StoreError::KeyMoved { .. }),
+        matches!(err, FileStoreError::KeyMoved { .. }),
         "never a new key over old entries: {err}"
     );
 }

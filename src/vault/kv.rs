@@ -20,8 +20,8 @@ use super::VaultError;
 use super::http::{Answer, VaultHttp};
 use super::token::TokenKeeper;
 use crate::config::VaultConfig;
-use crate::credentials::EntryId;
-use crate::credentials::names::{self, NameKind};
+use crate::credential_model::EntryId;
+use crate::credential_model::names::{self, NameKind};
 
 /// Entries kept in the cache at most (old ones are dropped first).
 const MAX_CACHED: usize = 10_000;

@@ -4,11 +4,17 @@
 //! An entry is the KV v2 secret `<mount>/data/<path_prefix>/<nomad namespace>/<user_id>/<provider>`
 //! whose keys are the provider's variable names (`OPENAI_API_KEY`, …); the node's shared key
 //! (tasks without a user) is `<path_prefix>/_shared/_node/<provider>`, names no namespace or user
-//! can take ([`crate::credentials::EntryId`] builds both). The plugin's token needs only `read`
+//! can take ([`crate::credential_model::EntryId`] builds both). The plugin's token needs only `read`
 //! on `<mount>/data/<path_prefix>/*`.
 //!
 //! Layout: [`http`] (the HTTPS client), [`token`] (obtain, check, renew, obtain again), [`kv`]
-//! ([`VaultStore`]: cached reads for the plugin, writes and listings for the operator CLI).
+//! ([`VaultStore`]: cached reads for the plugin, writes and listings for the operator CLI),
+//! [`backend`] (the store behind [`crate::credential_model::CredentialStore`], the trait the
+//! lookup policy and the operator CLI use).
+//!
+//! Of the crate, this module names only the leaf [`crate::credential_model`] (entry names),
+//! `config` (its settings), `tls` and `private_file`; never `credentials`, which builds its
+//! lookup policy from this store.
 //!
 //! Why a thin client of our own instead of a Vault crate: polydev needs five endpoints
 //! (`lookup-self`, `renew-self`, AppRole login, KV v2 data and metadata, `sys/health`), and
@@ -25,6 +31,7 @@
 //! - Only "Vault cannot answer now" (unreachable, sealed, 429, 5xx) is retryable; a missing
 //!   entry and a permission error are not.
 
+pub mod backend;
 pub mod http;
 pub mod kv;
 pub mod token;
@@ -70,7 +77,7 @@ pub enum VaultError {
     #[error("{what}: {source}")]
     PrivateFile {
         what: &'static str,
-        source: crate::credentials::PrivateFileError,
+        source: crate::private_file::PrivateFileError,
     },
     #[error("cannot read {what} {path}: {reason}")]
     File {
@@ -80,6 +87,8 @@ pub enum VaultError {
     },
     #[error("cannot set up the Vault client: {0}")]
     Setup(String),
+    #[error("Vault has no {what} at {path}")]
+    NothingToRemove { what: String, path: String },
 }
 
 impl VaultError {

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::VaultError;
 use super::http::VaultHttp;
 use crate::config::VaultAuth;
-use crate::credentials::private;
+use crate::private_file as private;
 
 /// What `lookup-self` or a login says of a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

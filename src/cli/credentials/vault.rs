@@ -6,16 +6,18 @@
 //! the token from `--vault-token-file`, else `~/.vault-token` (where `vault login` and `bao
 //! login` keep it). The operator's token needs create/update/read/delete/list on the entries —
 //! more than the plugin's read-only one.
+//!
+//! What `set`, `list` and `rm` do is the same for both backends (the parent module, through
+//! [`CredentialStore`]); this module only connects to Vault, and warns when a key written to
+//! Vault has an older copy on this node.
 
 use std::io::Write;
-
-use secrecy::SecretString;
 
 use super::super::args::Opt;
 use super::{Failure, Options};
 use crate::config::VaultConfig;
 use crate::config::vault::{DEFAULT_MOUNT, DEFAULT_PATH_PREFIX};
-use crate::credentials::EntryId;
+use crate::credential_model::{CredentialStore, EntryId};
 use crate::vault::VaultStore;
 
 pub const BACKEND: Opt = Opt::Value {
@@ -113,9 +115,9 @@ impl VaultOptions {
 }
 
 /// Run `work` against the configured Vault on a runtime of its own.
-fn with_store<T>(
+pub(super) fn with_store<T>(
     options: &Options,
-    work: impl AsyncFnOnce(&VaultStore) -> Result<T, Failure>,
+    work: impl AsyncFnOnce(&dyn CredentialStore) -> Result<T, Failure>,
 ) -> Result<T, Failure> {
     let config = options.vault.config()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -127,34 +129,24 @@ fn with_store<T>(
         let store = VaultStore::connect(&config, shutdown.clone())
             .await
             .map_err(|e| Failure::Failed(e.to_string()))?;
-        let outcome = work(&store).await;
+        let outcome = work(&*store).await;
         shutdown.cancel();
         outcome
     })
 }
 
-pub fn set(
+/// After `variable` of `id` went to Vault: warn when this node's store holds it too. Vault is
+/// asked first, but the node's own copy answers again once the Vault entry is gone.
+pub(super) fn note_node_copy(
     options: &Options,
     id: &EntryId,
     variable: &str,
-    value: &SecretString,
-    stdout: &mut dyn Write,
     stderr: &mut dyn Write,
-) -> Result<i32, Failure> {
-    let path = with_store(options, async |store| {
-        store
-            .set(id, variable, value)
-            .await
-            .map_err(|e| Failure::Failed(e.to_string()))?;
-        Ok(store.display_path(id))
-    })?;
-    let _ = writeln!(stdout, "stored {variable} for {id} in Vault at {path}");
-    // Vault is asked first, but a node's own copy answers again once the Vault entry is gone.
-    let local = options
-        .store()
-        .ok()
-        .and_then(|store| store.get_many(id, &[variable.to_string()]).ok());
-    if local.is_some_and(|found| !found.is_empty()) {
+) {
+    let Ok(store) = options.store() else { return };
+    let local =
+        futures::executor::block_on(CredentialStore::get(&store, id, &[variable.to_string()]));
+    if matches!(local, Ok(Some(_))) {
         let _ = writeln!(
             stderr,
             "polydev credentials set: note: this node's store also holds {variable} for {id}; \
@@ -162,46 +154,4 @@ pub fn set(
              credentials rm` (without --backend) on each node"
         );
     }
-    Ok(0)
-}
-
-pub fn rm(options: &Options, id: &EntryId, stdout: &mut dyn Write) -> Result<i32, Failure> {
-    let (removed, path) = with_store(options, async |store| {
-        let removed = store
-            .remove(id, options.variable.as_deref())
-            .await
-            .map_err(|e| Failure::Failed(e.to_string()))?;
-        Ok((removed, store.display_path(id)))
-    })?;
-    if removed.is_empty() {
-        return Err(Failure::Failed(format!(
-            "Vault has no {} at {path}",
-            options.variable.as_deref().unwrap_or("entry")
-        )));
-    }
-    let _ = writeln!(
-        stdout,
-        "removed {} of {id} from Vault at {path}",
-        removed.join(", ")
-    );
-    Ok(0)
-}
-
-pub fn list(options: &Options) -> Result<Vec<crate::credentials::store::Listing>, Failure> {
-    with_store(options, async |store| {
-        let listed = store
-            .list(options.namespace.as_deref(), options.user.as_deref())
-            .await
-            .map_err(|e| Failure::Failed(e.to_string()))?;
-        Ok(listed
-            .into_iter()
-            .map(
-                |(id, updated, variables)| crate::credentials::store::Listing {
-                    id,
-                    updated,
-                    variables: Ok(variables),
-                },
-            )
-            .collect())
-    })
 }

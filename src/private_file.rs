@@ -1,4 +1,5 @@
-//! Private files and directories: the file-system rules of the credential store.
+//! Private files and directories: the file-system rules of the credential store (and of the
+//! Vault token and AppRole files the plugin reads).
 //!
 //! "Private" means: owned by the uid this process runs as, no permission bit for group or others,
 //! and not a symbolic link. Directories are created 0700 and files 0600 (explicit modes, so the
