@@ -37,6 +37,8 @@ export POLYDEV_BAO="$BAO_VENV/bin/bao"
 
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
+# The module docs' intra-doc links must resolve, so they cannot rot.
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps
 
 # Licenses, sources and bans of the dependency tree (deny.toml says why). cargo-deny is built from
 # crates.io the first time: about 4.5 minutes on 2 cores.

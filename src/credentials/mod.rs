@@ -10,7 +10,7 @@
 //!   list of [`CredentialStore`]s — Vault, then the node's store — asked for the task's entry; a
 //!   task with a `user_id` gets that user's credentials of its own namespace from them, a task
 //!   without one the node's shared key from them, else the agent's environment.
-//! - [`env`]: [`EnvSource`], the agent's environment; [`NoSource`].
+//! - [`env`](mod@env): [`EnvSource`], the agent's environment; [`NoSource`].
 //! - [`store`]: [`FileStore`], the encrypted per-user store under `<data_dir>`, built from
 //!   [`names`] (path-safe name rules), [`sealed`] (ChaCha20-Poly1305 with identity-bound AAD),
 //!   [`entry`] (the `.cred` file format) and `crate::private_file` (0700/0600, owner, atomic
