@@ -20,7 +20,7 @@ const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(200);
 /// How long after the stop request the driver's background work may take to wind down (the
 /// warm pool's creations under way). With [`RUNTIME_SHUTDOWN_TIMEOUT`] it stays inside the 2 s
 /// go-plugin waits after Shutdown before it sends SIGKILL.
-const WIND_DOWN_BUDGET: Duration = Duration::from_millis(1500);
+const WIND_DOWN_BUDGET: Duration = Duration::from_millis(1700);
 
 fn main() -> ExitCode {
     if std::env::var_os(MAGIC_COOKIE_KEY).is_some() {
