@@ -13,10 +13,14 @@ use polydev::driver::{PolydevDriver, Wiring};
 use polydev::logs::forward::FORWARD_SUBCOMMAND;
 use polydev::plugin::handshake::MAGIC_COOKIE_KEY;
 use tokio_util::sync::CancellationToken;
-use tonic::service::Routes;
 
 /// How long the runtime may take to stop leftover tasks after the server has returned.
 const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// How long after the stop request the driver's background work may take to wind down (the
+/// warm pool's creations under way). With [`RUNTIME_SHUTDOWN_TIMEOUT`] it stays inside the 2 s
+/// go-plugin waits after Shutdown before it sends SIGKILL.
+const WIND_DOWN_BUDGET: Duration = Duration::from_millis(1700);
 
 fn main() -> ExitCode {
     if std::env::var_os(MAGIC_COOKIE_KEY).is_some() {
@@ -49,18 +53,37 @@ fn serve_plugin() -> anyhow::Result<()> {
         .context("could not start the async runtime")?;
     let shutdown = CancellationToken::new();
     let result = runtime.block_on(async {
-        let routes = driver_routes(shutdown.child_token());
-        polydev::plugin::serve(routes, shutdown).await
+        let driver = PolydevDriver::new(Wiring::production(), shutdown.child_token());
+        let wind_down_by = wind_down_deadline(shutdown.clone());
+        let served = polydev::plugin::serve(driver.clone().routes(), shutdown).await;
+        // The warm pool finishes or undoes the containers it is making (dockerd would complete
+        // a create we hung up on, and nobody would remove the container): wait for it, within
+        // go-plugin's grace.
+        let deadline = wind_down_by
+            .await
+            .unwrap_or_else(|_| tokio::time::Instant::now());
+        if tokio::time::timeout_at(deadline, driver.stopped())
+            .await
+            .is_err()
+        {
+            tracing::warn!(budget = ?WIND_DOWN_BUDGET, "the warm pool did not wind down in time; the next plugin process removes what it left half-made");
+        }
+        served
     });
     // Do not wait on stragglers (e.g. blocking tasks): go-plugin SIGKILLs us 2 s after Shutdown.
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
     Ok(result?)
 }
 
-/// The driver's gRPC services (Nomad's `BasePlugin` and `Driver`), served beside go-plugin's.
-/// `shutdown` is cancelled when the plugin is told to stop; tasks keep running.
-fn driver_routes(shutdown: CancellationToken) -> Routes {
-    PolydevDriver::new(Wiring::production(), shutdown).routes()
+/// When the driver's wind-down must end: [`WIND_DOWN_BUDGET`] after `shutdown` is cancelled.
+/// The wind-down runs from that moment, beside the server's drain.
+fn wind_down_deadline(
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<tokio::time::Instant> {
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        tokio::time::Instant::now() + WIND_DOWN_BUDGET
+    })
 }
 
 /// Operator CLI mode, and the internal `forward-logs` process the plugin starts per task.

@@ -76,6 +76,13 @@ pub trait WarmPoolPort: Send + Sync {
 
     /// Every provider's pool state.
     fn status(&self) -> BTreeMap<String, PoolStatus>;
+
+    /// Resolves once the pool's background work has wound down after the `shutdown` token of
+    /// [`WarmPoolPort::spawn_background`] was cancelled: creations under way have removed what
+    /// they created and did not start, and removals under way are done. Idle containers already
+    /// running are left for the next plugin process to adopt. Call it only after cancelling
+    /// `shutdown` (until then it does not resolve), and bound the wait: an engine call can hang.
+    async fn stopped(&self);
 }
 
 /// A cold start in progress, as far as the pool is concerned; it ends when dropped.

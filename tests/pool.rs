@@ -1,6 +1,6 @@
 //! The warm pool against real Docker, through the real binary: filling, claiming, refilling,
 //! the three empty-pool policies, idle age-out, growth under a burst and scale-down, adoption
-//! after `kill -9`, and no leaks.
+//! after `kill -9`, a plugin stopped in the middle of a refill, and no leaks.
 
 mod support;
 
@@ -8,6 +8,8 @@ mod support;
 mod burst_measure;
 #[path = "pool/growth.rs"]
 mod growth;
+#[path = "pool/shutdown.rs"]
+mod shutdown;
 
 use std::time::{Duration, Instant};
 

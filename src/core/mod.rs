@@ -279,6 +279,15 @@ impl Core {
         self.spawn_orphan_sweep();
     }
 
+    /// Resolves once the background work that must not be cut short has wound down after the
+    /// shutdown token was cancelled: the warm pool's creations under way (see
+    /// [`WarmPoolPort::stopped`]). Tasks keep running. Call it only after cancelling.
+    pub async fn stopped(&self) {
+        if let Some(pool) = &self.pool {
+            pool.stopped().await;
+        }
+    }
+
     /// What InspectTask reports.
     pub fn inspect_task(&self, id: &str) -> Result<TaskView, CoreError> {
         let task = self.task(id)?;

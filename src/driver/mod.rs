@@ -9,6 +9,9 @@
 //!   run are refused (Nomad never sends them within one plugin process).
 //! - Long-lived streams never end on their own; they end when Nomad hangs up or the plugin shuts
 //!   down (`shutdown` token).
+//! - After the shutdown token is cancelled, [`PolydevDriver::stopped`] says when the background
+//!   work that must not be cut short (the warm pool's creations under way) has wound down; the
+//!   binary waits for it before it exits.
 
 mod base;
 mod convert;
@@ -138,6 +141,22 @@ impl PolydevDriver {
     pub fn routes(self) -> tonic::service::Routes {
         tonic::service::Routes::new(BasePluginServer::new(self.clone()))
             .add_service(DriverServer::new(self))
+    }
+
+    /// Resolves once the plugin's background work has wound down after the shutdown token was
+    /// cancelled (at once when SetConfig never ran); see [`Core::stopped`]. The caller bounds
+    /// the wait: go-plugin kills the process 2 s after Shutdown.
+    pub async fn stopped(&self) {
+        let core = self
+            .inner
+            .configured
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|c| c.core.clone());
+        if let Some(core) = core {
+            core.stopped().await;
+        }
     }
 
     /// The core, once SetConfig has run.

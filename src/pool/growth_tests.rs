@@ -15,15 +15,15 @@ use crate::pool_port::{PoolStatus, WarmPoolPort};
 use crate::runtime::fake::FakeRuntime;
 use crate::runtime::*;
 
-const PROVIDER: &str = "openai";
-const GIB_KB: u64 = 1 << 20;
+pub(super) const PROVIDER: &str = "openai";
+pub(super) const GIB_KB: u64 = 1 << 20;
 
-struct Harness {
-    pool: Arc<WarmPool>,
+pub(super) struct Harness {
+    pub(super) pool: Arc<WarmPool>,
     /// Creations go through it: closed, they hang until it opens.
-    runtime: Arc<GatedCreates>,
-    _data_dir: tempfile::TempDir,
-    shutdown: CancellationToken,
+    pub(super) runtime: Arc<GatedCreates>,
+    pub(super) data_dir: tempfile::TempDir,
+    pub(super) shutdown: CancellationToken,
 }
 
 impl Drop for Harness {
@@ -39,13 +39,17 @@ fn harness_over(
     settings: PoolConfig,
     available_kb: Arc<AtomicU64>,
 ) -> Harness {
-    let runtime = Arc::new(GatedCreates {
-        inner: fake,
-        gate: tokio::sync::Semaphore::new(OPEN),
-    });
-    let data_dir = tempfile::tempdir().unwrap();
+    harness_behind(
+        GatedCreates::open_before_create(fake),
+        settings,
+        available_kb,
+    )
+}
+
+/// The plugin config of a pool of `openai` alone, with `settings`, on `data_dir`.
+pub(super) fn pool_config(data_dir: &std::path::Path, settings: PoolConfig) -> PluginConfig {
     let mut config = PluginConfig {
-        data_dir: data_dir.path().to_path_buf(),
+        data_dir: data_dir.to_path_buf(),
         ..PluginConfig::default()
     };
     for name in config.providers.keys() {
@@ -56,6 +60,18 @@ fn harness_over(
         config.pools.insert(name.clone(), off);
     }
     config.pools.insert(PROVIDER.to_string(), settings);
+    config
+}
+
+/// A pool of `openai` alone whose creations go through `runtime`, its refillers started.
+pub(super) fn harness_behind(
+    runtime: GatedCreates,
+    settings: PoolConfig,
+    available_kb: Arc<AtomicU64>,
+) -> Harness {
+    let runtime = Arc::new(runtime);
+    let data_dir = tempfile::tempdir().unwrap();
+    let config = pool_config(data_dir.path(), settings);
     let meminfo: MeminfoSource = Arc::new(move || {
         Ok(format!(
             "MemTotal: {} kB\nMemAvailable: {} kB\n",
@@ -71,7 +87,7 @@ fn harness_over(
     Harness {
         pool,
         runtime,
-        _data_dir: data_dir,
+        data_dir,
         shutdown,
     }
 }
@@ -79,13 +95,13 @@ fn harness_over(
 /// Permits of an open gate (far more than any test creates).
 const OPEN: usize = 4096;
 
-fn fake_with_image() -> Arc<FakeRuntime> {
+pub(super) fn fake_with_image() -> Arc<FakeRuntime> {
     let fake = Arc::new(FakeRuntime::new());
     fake.add_image(&PluginConfig::default().providers[PROVIDER].image);
     fake
 }
 
-fn settings(target: u32, max: u32, scale_down_after: Duration) -> PoolConfig {
+pub(super) fn settings(target: u32, max: u32, scale_down_after: Duration) -> PoolConfig {
     PoolConfig {
         target,
         max,
@@ -94,13 +110,17 @@ fn settings(target: u32, max: u32, scale_down_after: Duration) -> PoolConfig {
     }
 }
 
-fn status(pool: &WarmPool) -> PoolStatus {
+pub(super) fn status(pool: &WarmPool) -> PoolStatus {
     pool.status()[PROVIDER].clone()
 }
 
 /// Wait (bounded) until `done` holds for the pool's status, checking on every look that the
 /// pool never holds more than `max` containers of its own making beside the tasks.
-async fn until(pool: &WarmPool, what: &str, done: impl Fn(&PoolStatus) -> bool) -> PoolStatus {
+pub(super) async fn until(
+    pool: &WarmPool,
+    what: &str,
+    done: impl Fn(&PoolStatus) -> bool,
+) -> PoolStatus {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let now = status(pool);
@@ -248,18 +268,51 @@ async fn short_memory_holds_the_pool_back_and_claims_go_cold() {
 
 /// The fake runtime whose `create` waits while the test keeps the gate closed: creations in
 /// flight for as long as the test likes.
-struct GatedCreates {
-    inner: Arc<FakeRuntime>,
+pub(super) struct GatedCreates {
+    pub(super) inner: Arc<FakeRuntime>,
     gate: tokio::sync::Semaphore,
+    /// Where a creation waits: before the engine makes the container (the default), or after,
+    /// as a create call whose answer is slow to come back.
+    at: GateAt,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum GateAt {
+    BeforeCreate,
+    AfterCreate,
 }
 
 impl GatedCreates {
+    fn open_before_create(inner: Arc<FakeRuntime>) -> Self {
+        GatedCreates {
+            inner,
+            gate: tokio::sync::Semaphore::new(OPEN),
+            at: GateAt::BeforeCreate,
+        }
+    }
+
+    /// A closed gate that holds each creation at `at`.
+    pub(super) fn closed(inner: Arc<FakeRuntime>, at: GateAt) -> Self {
+        GatedCreates {
+            inner,
+            gate: tokio::sync::Semaphore::new(0),
+            at,
+        }
+    }
+
     fn close(&self) {
         self.gate.forget_permits(usize::MAX);
     }
 
-    fn open(&self) {
+    pub(super) fn open(&self) {
         self.gate.add_permits(OPEN);
+    }
+
+    async fn pass(&self) {
+        // Each creation uses up its permit, so closing the gate holds every later one.
+        if let Ok(permit) = self.gate.acquire().await {
+            permit.forget();
+        }
     }
 }
 
@@ -275,11 +328,14 @@ impl ContainerRuntime for GatedCreates {
         self.inner.image_id(image).await
     }
     async fn create(&self, spec: &ContainerSpec) -> RuntimeResult<String> {
-        // Each creation uses up its permit, so closing the gate holds every later one.
-        if let Ok(permit) = self.gate.acquire().await {
-            permit.forget();
+        if self.at == GateAt::BeforeCreate {
+            self.pass().await;
         }
-        self.inner.create(spec).await
+        let created = self.inner.create(spec).await;
+        if self.at == GateAt::AfterCreate {
+            self.pass().await;
+        }
+        created
     }
     async fn start(&self, id: &str) -> RuntimeResult<()> {
         self.inner.start(id).await

@@ -26,6 +26,10 @@
 //! - Refills do not compete with a burst's cold starts: while a cold start of the provider makes
 //!   its container ([`crate::pool_port::ColdStart`]) the refiller starts no creation (see
 //!   `pool::refill`).
+//! - Shutdown leaves nothing half-made: a creation under way when the plugin is told to stop
+//!   removes the container it created and did not start; idle containers already running stay
+//!   for the next plugin process to adopt (see `pool::refill` for why, and
+//!   [`crate::pool_port::WarmPoolPort::stopped`]).
 
 mod claim;
 pub mod demand;
@@ -35,6 +39,8 @@ mod growth_tests;
 mod port;
 pub mod reconcile;
 mod refill;
+#[cfg(test)]
+mod shutdown_tests;
 pub mod sizing;
 pub mod slots;
 pub mod status_file;
@@ -46,6 +52,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use tokio::sync::Notify;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{PluginConfig, PoolConfig, WhenEmpty};
 use crate::container_spec::{
@@ -155,6 +162,9 @@ pub struct WarmPool {
     meminfo: MeminfoSource,
     /// How long a claim waits for a creation under way, in ms ([`CREATION_WAIT_MAX`]).
     creation_wait_ms: std::sync::atomic::AtomicU64,
+    /// The pool's background work (refillers, their creations, removals): what
+    /// [`crate::pool_port::WarmPoolPort::stopped`] waits for at shutdown.
+    background: TaskTracker,
 }
 
 impl WarmPool {
@@ -204,6 +214,7 @@ impl WarmPool {
             creation_wait_ms: std::sync::atomic::AtomicU64::new(
                 CREATION_WAIT_MAX.as_millis() as u64
             ),
+            background: TaskTracker::new(),
         })
     }
 

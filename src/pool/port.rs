@@ -24,7 +24,8 @@ impl WarmPoolPort for WarmPool {
         if !self.any_enabled() {
             return;
         }
-        tokio::spawn(async move {
+        let background = self.background.clone();
+        background.spawn(async move {
             if let Err(err) = self.slots.prepare() {
                 tracing::error!(error = %err, "the warm pool is off: its slot directory cannot be prepared");
                 self.disable(&err.to_string());
@@ -32,6 +33,9 @@ impl WarmPoolPort for WarmPool {
             }
             if let Err(err) = self.reconcile().await {
                 tracing::warn!(error = %err, "cannot reconcile the warm pool with Docker yet");
+            }
+            if shutdown.is_cancelled() {
+                return;
             }
             self.spawn_refillers(&shutdown);
             self.follow_engine(news, shutdown).await;
@@ -131,6 +135,11 @@ impl WarmPoolPort for WarmPool {
 
     fn release_slot(&self, slot: &str) {
         self.slots.release(slot);
+    }
+
+    async fn stopped(&self) {
+        self.background.close();
+        self.background.wait().await;
     }
 
     fn status(&self) -> BTreeMap<String, PoolStatus> {

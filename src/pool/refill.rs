@@ -10,6 +10,31 @@
 //! A pass runs on every claim or release, when a creation or cold start ends, and every few
 //! seconds; the image is looked up at most every few seconds.
 //! Failures are recorded in the pool status and delay the next creation (1 s doubling to 60 s).
+//!
+//! Shutdown (issue 15). When the plugin is told to stop (`GRPCController/Shutdown`, SIGTERM) the
+//! refiller starts nothing more and waits for the creations under way instead of dropping them:
+//! a creation stops at its next step and undoes what it made. Dropping one in the middle of its
+//! Docker call does not stop Docker: dockerd completes a create (or a start) whose caller has
+//! hung up, so the container would appear after the plugin exited, in state `created`, with no
+//! one left to remove it. So:
+//! - a creation that has not called Docker yet makes nothing;
+//! - a container created but not started when the stop came is removed, with its slot (a start
+//!   already sent is waited for);
+//! - a container whose start returned is a whole idle container: running, its slot in place,
+//!   labelled with its pool key. It stays, and the next plugin process adopts it
+//!   ([`super::reconcile`]), so an agent restart does not cost the node its warm pool.
+//!
+//! The plugin process waits for this ([`crate::pool_port::WarmPoolPort::stopped`]) within
+//! go-plugin's 2 s grace after Shutdown; what a SIGKILL still cuts short, the next plugin's
+//! reconcile removes.
+//!
+//! Why not hold the refill back until Nomad's first Fingerprint instead: the long-lived instance
+//! is the one that gets `nomad_config` in SetConfig (Nomad's validation launch, which does not,
+//! never starts the pool at all; see `driver::base`), and an operator expects its pool to fill as
+//! soon as the agent configured the driver, so tasks placed right after an agent start find warm
+//! containers. Nor would a later start fix the leak: an agent stopped or restarted while the
+//! pool refills after a burst of claims — the common case — is the same stop in the middle of
+//! creations. Finishing or undoing each creation on the way out covers both.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -55,14 +80,18 @@ enum RefillError {
     InspectAfterStart(#[source] RuntimeError),
     #[error("a warm container did not stay up: it exited")]
     Exited,
+    #[error("the plugin is shutting down: the warm container was not made")]
+    ShuttingDown,
 }
 
 impl WarmPool {
-    /// Start one refiller per enabled pool; they stop when `shutdown` is cancelled (idle
-    /// containers stay, and the next plugin process adopts them).
+    /// Start one refiller per enabled pool; they stop when `shutdown` is cancelled, once their
+    /// creations under way have finished or been undone (idle containers stay, and the next
+    /// plugin process adopts them; see the module docs).
     pub fn spawn_refillers(self: &Arc<Self>, shutdown: &CancellationToken) {
         for pool in self.pools.values().filter(|p| p.settings.target > 0) {
-            tokio::spawn(self.clone().refill_loop(pool.clone(), shutdown.clone()));
+            self.background
+                .spawn(self.clone().refill_loop(pool.clone(), shutdown.clone()));
         }
     }
 
@@ -75,6 +104,10 @@ impl WarmPool {
         // should not each cost the engine an image inspect.
         let mut key_checked: Option<(tokio::time::Instant, String)> = None;
         loop {
+            if shutdown.is_cancelled() {
+                Self::wind_down(&pool, creations).await;
+                return;
+            }
             if pool
                 .retry_now
                 .swap(false, std::sync::atomic::Ordering::SeqCst)
@@ -98,7 +131,8 @@ impl WarmPool {
                 match key {
                     Ok(key) => {
                         self.retire_stale(&pool, &key);
-                        let shrink_to = self.size_and_refill(&pool, &key, &mut creations);
+                        let shrink_to =
+                            self.size_and_refill(&pool, &key, &mut creations, &shutdown);
                         self.scale_down(&pool, shrink_to);
                         self.publish_status(&pool, &mut published);
                     }
@@ -111,7 +145,7 @@ impl WarmPool {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => {
-                    creations.abort_all();
+                    Self::wind_down(&pool, creations).await;
                     return;
                 }
                 _ = pool.wake.notified() => {}
@@ -145,6 +179,36 @@ impl WarmPool {
                 }
             }
         }
+    }
+
+    /// At shutdown: wait for every creation under way to end (each one undoes what it made,
+    /// see the module docs); the idle containers they finished stay running for the next
+    /// plugin process.
+    async fn wind_down(
+        pool: &ProviderPool,
+        mut creations: JoinSet<Result<IdleContainer, RefillError>>,
+    ) {
+        if creations.is_empty() {
+            return;
+        }
+        tracing::info!(provider = %pool.provider, under_way = creations.len(), "shutting down: finishing or undoing the warm containers being made");
+        let mut left_idle = 0;
+        while let Some(done) = creations.join_next().await {
+            match done {
+                Ok(Ok(idle)) => {
+                    tracing::debug!(provider = %pool.provider, container_id = %idle.id, "a warm container finished at shutdown stays for the next plugin process");
+                    left_idle += 1;
+                }
+                Ok(Err(RefillError::ShuttingDown)) => {}
+                Ok(Err(err)) => {
+                    tracing::debug!(provider = %pool.provider, error = %err, "a warm container being made at shutdown failed")
+                }
+                Err(join_error) => {
+                    tracing::warn!(provider = %pool.provider, error = %join_error, "a warm container's creation ended abnormally at shutdown; the next plugin process removes what it left")
+                }
+            }
+        }
+        tracing::info!(provider = %pool.provider, left_idle, "warm pool creations wound down");
     }
 
     /// The pool key for the image as it is now; stores it in the pool state.
@@ -194,6 +258,7 @@ impl WarmPool {
         pool: &Arc<ProviderPool>,
         key: &str,
         creations: &mut JoinSet<Result<IdleContainer, RefillError>>,
+        shutdown: &CancellationToken,
     ) -> usize {
         let settings = &pool.settings;
         let sizing = Sizing {
@@ -237,7 +302,8 @@ impl WarmPool {
             let this = self.clone();
             let pool = pool.clone();
             let key = key.to_string();
-            creations.spawn(async move { this.create_idle(&pool, &key).await });
+            let shutdown = shutdown.clone();
+            creations.spawn(async move { this.create_idle(&pool, &key, &shutdown).await });
         }
         plan.shrink_to
     }
@@ -323,12 +389,18 @@ impl WarmPool {
         }
     }
 
-    /// Create and start one idle container; on failure, leave nothing behind.
+    /// Create and start one idle container; on failure, leave nothing behind. Once `shutdown`
+    /// is cancelled it makes nothing more: a container created but not yet started is removed
+    /// (a Docker call under way is always waited for, never dropped: see the module docs).
     async fn create_idle(
         &self,
         pool: &ProviderPool,
         key: &str,
+        shutdown: &CancellationToken,
     ) -> Result<IdleContainer, RefillError> {
+        if shutdown.is_cancelled() {
+            return Err(RefillError::ShuttingDown);
+        }
         let began = std::time::Instant::now();
         let slot = new_slot_id();
         let spec = self.idle_spec(pool, key, &slot)?;
@@ -339,6 +411,15 @@ impl WarmPool {
                 return Err(RefillError::Create(err));
             }
         };
+        if shutdown.is_cancelled() {
+            if let Err(err) = self.runtime.remove(&id).await
+                && !err.is_not_found()
+            {
+                tracing::warn!(container_id = %id, error = %err, "cannot remove a warm container created at shutdown; the next plugin process removes it");
+            }
+            self.slots.release(&slot);
+            return Err(RefillError::ShuttingDown);
+        }
         if let Err(err) = self.runtime.start(&id).await {
             let _ = self.runtime.remove(&id).await;
             self.slots.release(&slot);
@@ -371,7 +452,7 @@ impl WarmPool {
     pub fn discard(&self, idle: IdleContainer) {
         let runtime = self.runtime.clone();
         let slots = self.slots.clone();
-        tokio::spawn(async move {
+        self.background.spawn(async move {
             if let Err(err) = runtime.remove(&idle.id).await
                 && !err.is_not_found()
             {

@@ -108,6 +108,8 @@ pub struct PoolOptions {
     pub wait_timeout: &'static str,
     /// The plugin's `orphan_grace` (default when `None`).
     pub orphan_grace: Option<&'static str>,
+    /// The pool's `refill_parallelism` (default when `None`).
+    pub refill_parallelism: Option<u32>,
 }
 
 impl PoolOptions {
@@ -120,6 +122,7 @@ impl PoolOptions {
             when_empty: "cold",
             wait_timeout: "30s",
             orphan_grace: None,
+            refill_parallelism: None,
         }
     }
 
@@ -129,7 +132,10 @@ impl PoolOptions {
             ("idle_memory", Value::Nil),
             ("max", Value::from(self.max)),
             ("max_idle_age", Value::from(self.max_idle_age)),
-            ("refill_parallelism", Value::Nil),
+            (
+                "refill_parallelism",
+                self.refill_parallelism.map_or(Value::Nil, Value::from),
+            ),
             ("scale_down_after", Value::from(self.scale_down_after)),
             ("target", Value::from(self.target)),
             ("wait_timeout", Value::from(self.wait_timeout)),

@@ -109,6 +109,12 @@ impl Plugin {
         self.child.id()
     }
 
+    /// SIGTERM, as systemd sends it to every process of the agent's unit when it stops.
+    pub fn terminate(&self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid()).expect("a pid fits i32"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("send SIGTERM");
+    }
+
     /// `kill -9`, as an OOM killer or a crash would.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
