@@ -366,7 +366,7 @@ impl Core {
             self.publish_for(&task.id, &task.alloc_id, &task.name, message);
         }
         // Held until the container runs; the semaphore is never closed.
-        let _slot = self.cold_starts.acquire().await.ok();
+        let _turn = self.cold_starts.acquire().await.ok();
         timings.queued = queued_began.elapsed();
         let create_began = Instant::now();
         let spec = task_container(
