@@ -58,6 +58,19 @@ impl WarmPool {
     /// Make the pool match the engine: forget idle containers that do not run, remove stopped
     /// pool containers nobody claimed, and let every refiller try again now.
     pub async fn resync(&self) {
+        // Only containers that were idle before the listing are judged by it: one that became
+        // idle since then was `created` when listed, and is running now.
+        let idle_before_listing: BTreeSet<String> = self
+            .pools
+            .values()
+            .flat_map(|pool| {
+                lock(&pool.state)
+                    .idle
+                    .iter()
+                    .map(|idle| idle.id.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         let containers = match self.runtime.list(LABEL_MANAGED, "true").await {
             Ok(containers) => containers,
             Err(err) => {
@@ -70,16 +83,19 @@ impl WarmPool {
             .filter(|c| self.owns(&c.labels) && c.state == "running")
             .map(|c| c.id.as_str())
             .collect();
+        // The pool's own containers: idle, or still being made (a container between its create
+        // and its start is `created`, and is not a leftover).
         let mut idle_ids = BTreeSet::new();
+        let mut making_slots = BTreeSet::new();
         for pool in self.pools.values() {
             let stale: std::collections::VecDeque<IdleContainer> = {
                 let mut state = lock(&pool.state);
-                let (keep, stale) = state
-                    .idle
-                    .drain(..)
-                    .partition(|idle| running.contains(idle.id.as_str()));
+                let (keep, stale) = state.idle.drain(..).partition(|idle| {
+                    running.contains(idle.id.as_str()) || !idle_before_listing.contains(&idle.id)
+                });
                 state.idle = keep;
                 idle_ids.extend(state.idle.iter().map(|idle| idle.id.clone()));
+                making_slots.extend(state.making.iter().cloned());
                 stale
             };
             for idle in stale {
@@ -95,6 +111,7 @@ impl WarmPool {
             if self.owns(&container.labels)
                 && stopped
                 && !idle_ids.contains(&container.id)
+                && !making_slots.contains(slot)
                 && !self.slots.is_claimed(slot)
             {
                 self.discard(IdleContainer {

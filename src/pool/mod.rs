@@ -40,6 +40,8 @@ mod port;
 pub mod reconcile;
 mod refill;
 #[cfg(test)]
+mod resync_tests;
+#[cfg(test)]
 mod shutdown_tests;
 pub mod sizing;
 pub mod slots;
@@ -47,7 +49,7 @@ pub mod status_file;
 
 pub use claim::CREATION_WAIT_MAX;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -106,6 +108,12 @@ struct ProviderPool {
 struct PoolState {
     idle: VecDeque<IdleContainer>,
     creating: usize,
+    /// Slots of the creations under way, from before their create call until their container
+    /// is in `idle` (moved there under the same lock) or undone: what the resync after an
+    /// engine outage must not take for a leftover (see [`MakingMark`]).
+    ///
+    /// [`MakingMark`]: refill::MakingMark
+    making: BTreeSet<String>,
     in_use: usize,
     last_error: Option<String>,
     /// Pool key of the current image and settings; `None` until the image was found.
@@ -131,6 +139,7 @@ impl PoolState {
         PoolState {
             idle: VecDeque::new(),
             creating: 0,
+            making: BTreeSet::new(),
             in_use: 0,
             last_error: None,
             key: None,

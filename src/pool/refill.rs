@@ -155,6 +155,7 @@ impl WarmPool {
                     state.creating = state.creating.saturating_sub(1);
                     match done {
                         Ok(Ok(idle)) => {
+                            state.making.remove(&idle.slot);
                             state.idle.push_back(idle);
                             state.last_error = None;
                             backoff = BACKOFF_MIN;
@@ -196,6 +197,7 @@ impl WarmPool {
         while let Some(done) = creations.join_next().await {
             match done {
                 Ok(Ok(idle)) => {
+                    lock(&pool.state).making.remove(&idle.slot);
                     tracing::debug!(provider = %pool.provider, container_id = %idle.id, "a warm container finished at shutdown stays for the next plugin process");
                     left_idle += 1;
                 }
@@ -403,6 +405,7 @@ impl WarmPool {
         }
         let began = std::time::Instant::now();
         let slot = new_slot_id();
+        let mark = MakingMark::new(pool, &slot);
         let spec = self.idle_spec(pool, key, &slot)?;
         let id = match self.runtime.create(&spec).await {
             Ok(id) => id,
@@ -438,6 +441,7 @@ impl WarmPool {
             }
         };
         tracing::debug!(provider = %pool.provider, container_id = %id, took_ms = began.elapsed().as_secs_f64() * 1e3, "warm container ready");
+        mark.hand_over();
         Ok(IdleContainer {
             id,
             slot,
@@ -460,6 +464,42 @@ impl WarmPool {
             }
             slots.release(&idle.slot);
         });
+    }
+}
+
+/// A creation's slot in its pool's `making` set, from before the create call until the
+/// container is in `idle`. Every way out of a failed creation drops the mark, which takes the
+/// slot out again; a finished creation hands it over ([`MakingMark::hand_over`]) and the
+/// refiller takes the slot out when it moves the container into `idle`, under the same lock. So
+/// at any moment each of the pool's containers is in `idle` or in `making`, and the resync
+/// after an engine outage ([`WarmPool::resync`]) removes neither.
+pub(super) struct MakingMark<'a> {
+    pool: &'a ProviderPool,
+    slot: String,
+    handed_over: bool,
+}
+
+impl<'a> MakingMark<'a> {
+    fn new(pool: &'a ProviderPool, slot: &str) -> Self {
+        lock(&pool.state).making.insert(slot.to_string());
+        MakingMark {
+            pool,
+            slot: slot.to_string(),
+            handed_over: false,
+        }
+    }
+
+    /// The creation finished: whoever moves the container into `idle` clears the mark.
+    fn hand_over(mut self) {
+        self.handed_over = true;
+    }
+}
+
+impl Drop for MakingMark<'_> {
+    fn drop(&mut self) {
+        if !self.handed_over {
+            lock(&self.pool.state).making.remove(&self.slot);
+        }
     }
 }
 
