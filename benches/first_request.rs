@@ -52,8 +52,9 @@ mod stats;
 #[path = "startup/svg.rs"]
 mod svg;
 
+use parking_lot::Mutex;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -90,13 +91,13 @@ fn main() {
                 _ = terminate.recv() => {}
             }
             eprintln!("interrupted: cleaning up");
-            for pid in PLUGIN_PIDS.lock().unwrap().iter() {
+            for pid in PLUGIN_PIDS.lock().iter() {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(*pid as i32),
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
-            for data_dir in DATA_DIRS.lock().unwrap().iter() {
+            for data_dir in DATA_DIRS.lock().iter() {
                 session::remove_everything_of(data_dir);
             }
             remove_labelled_containers();

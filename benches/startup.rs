@@ -53,12 +53,13 @@ mod stats;
 #[path = "startup/svg.rs"]
 mod svg;
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
@@ -262,7 +263,7 @@ impl Drop for CleanupGuard {
 /// Kill our plugins, remove every container created from this run's alias tags, stop our log
 /// forwarders, and drop the alias tags. Idempotent.
 fn cleanup_everything() {
-    for pid in PLUGIN_PIDS.lock().unwrap().drain(..) {
+    for pid in PLUGIN_PIDS.lock().drain(..) {
         // A pid this process spawned and has not reaped yet: it cannot have been reused.
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),

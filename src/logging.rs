@@ -372,14 +372,15 @@ impl Visit for JsonFields {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use parking_lot::Mutex;
+    use std::sync::Arc;
     use tracing_subscriber::Registry;
 
     #[derive(Clone, Default)]
     struct Capture(Arc<Mutex<Vec<u8>>>);
     impl Write for Capture {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
+            self.0.lock().extend_from_slice(buf);
             Ok(buf.len())
         }
         fn flush(&mut self) -> io::Result<()> {
@@ -398,7 +399,7 @@ mod tests {
         let out = Capture::default();
         let subscriber = Registry::default().with(HclogLayer::new(out.clone()));
         tracing::subscriber::with_default(subscriber, f);
-        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let text = String::from_utf8(out.0.lock().clone()).unwrap();
         assert!(text.is_empty() || text.ends_with('\n'));
         text.lines()
             .map(|l| match serde_json::from_str(l).unwrap() {
@@ -585,7 +586,7 @@ mod tests {
             assert!(r.is_err());
         });
         std::panic::set_hook(Box::new(move |info| previous(info)));
-        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let text = String::from_utf8(out.0.lock().clone()).unwrap();
         let line: Map<String, Value> = serde_json::from_str(text.lines().last().unwrap()).unwrap();
         assert_eq!(line["@level"], "error");
         assert_eq!(line["@message"], "panic: kaboom 7");

@@ -172,14 +172,14 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 /// Collect the plugin's task events in the background.
-fn collect_events(setup: &Setup) -> Arc<std::sync::Mutex<String>> {
-    let events = Arc::new(std::sync::Mutex::new(String::new()));
+fn collect_events(setup: &Setup) -> Arc<parking_lot::Mutex<String>> {
+    let events = Arc::new(parking_lot::Mutex::new(String::new()));
     let sink = events.clone();
     let driver = setup.driver.clone();
     tokio::spawn(async move {
         let mut stream = support::task_events(&driver).await;
         while let Some(Ok(event)) = stream.next().await {
-            let mut all = sink.lock().unwrap();
+            let mut all = sink.lock();
             all.push_str(&format!("{:?}\n", event));
         }
     });
@@ -214,7 +214,7 @@ async fn a_broker_mode_task_reaches_only_its_api_and_the_key_is_nowhere_in_its_r
     let task = start(&mut s.driver, "iso", anthropic_script(&body), 64).await;
     task.stdout.wait_for("ready", Duration::from_secs(60)).await;
 
-    let holding = places_holding(&s.key, &s, &task, &events.lock().unwrap());
+    let holding = places_holding(&s.key, &s, &task, &events.lock());
     assert!(holding.is_empty(), "the key was found in {holding:?}");
     let requests = api.wait_for_requests(1, Duration::from_secs(10)).await;
     assert_eq!(requests[0].path, "/v1/messages");

@@ -8,7 +8,8 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use parking_lot::Mutex;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use polydev::broker::{Broker, BrokerLease, BrokeredTask, ListenerSite};
@@ -45,7 +46,7 @@ struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
 
 impl std::io::Write for CaptureWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        self.0.lock().extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -54,7 +55,7 @@ impl std::io::Write for CaptureWriter {
 }
 
 fn assert_no_key_logged(key: &str) {
-    let logs = String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned();
+    let logs = String::from_utf8_lossy(&captured_logs().lock()).into_owned();
     assert!(!logs.contains(key), "a key is in the broker's log");
 }
 
@@ -64,7 +65,7 @@ struct Switchable(Arc<Mutex<Option<String>>>);
 
 impl Switchable {
     fn set(&self, value: Option<&str>) {
-        *self.0.lock().unwrap() = value.map(str::to_string);
+        *self.0.lock() = value.map(str::to_string);
     }
 }
 
@@ -76,7 +77,7 @@ impl CredentialSource for Switchable {
         required: &[String],
         _optional: &[String],
     ) -> Result<Credentials, CredentialError> {
-        match self.0.lock().unwrap().clone() {
+        match self.0.lock().clone() {
             Some(value) => Ok(required
                 .iter()
                 .map(|name| (name.clone(), SecretString::from(value.clone())))

@@ -12,7 +12,8 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use polydev::driver::status::recoverable_detail;
@@ -40,7 +41,7 @@ async fn until_fingerprints(
 ) {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        if ok(&seen.lock().unwrap()) {
+        if ok(&seen.lock()) {
             return;
         }
         assert!(Instant::now() < deadline, "never saw {what}");

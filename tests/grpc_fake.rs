@@ -33,7 +33,7 @@ struct Harness {
     dir: tempfile::TempDir,
     shutdown: CancellationToken,
     /// Logmon stand-ins of every alloc dir made, by FIFO path.
-    logmons: std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Logmon>>,
+    logmons: parking_lot::Mutex<std::collections::HashMap<std::path::PathBuf, Logmon>>,
 }
 
 impl Drop for Harness {
@@ -106,7 +106,7 @@ impl Harness {
         for sub in ["alloc/logs", "t/local", "t/secrets"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
-        let mut logmons = self.logmons.lock().unwrap();
+        let mut logmons = self.logmons.lock();
         for stream in ["stdout", "stderr"] {
             let path = dir.join(format!("alloc/logs/.t.{stream}.fifo"));
             if !logmons.contains_key(&path) {
@@ -158,7 +158,6 @@ impl Harness {
             .join(format!("{alloc}/alloc/logs/.{name}.{stream}.fifo"));
         self.logmons
             .lock()
-            .unwrap()
             .get(&path)
             .map(Logmon::received)
             .unwrap_or_default()

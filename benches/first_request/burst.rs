@@ -2,7 +2,8 @@
 //! concurrent `docker run -d` of the baseline image; and the pool's size over the whole time,
 //! sampled from what the plugin reports to Nomad.
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::support::real::{AllocDir, FifoReader};
@@ -42,7 +43,7 @@ impl Timeline {
         tokio::spawn(async move {
             while !stop.is_cancelled() {
                 if let Some(idle) = session.reported_idle(provider).await {
-                    points.lock().unwrap().push((clock.elapsed(), idle));
+                    points.lock().push((clock.elapsed(), idle));
                 }
                 tokio::select! {
                     _ = stop.cancelled() => {}
@@ -53,7 +54,7 @@ impl Timeline {
     }
 
     pub fn points(&self) -> Vec<(Duration, i64)> {
-        self.0.lock().unwrap().clone()
+        self.0.lock().clone()
     }
 }
 

@@ -3,10 +3,11 @@
 //! is asked for: to the first request the stand-in API receives, and to the moment the canned
 //! reply's text has arrived on the task's stdout.
 
+use parking_lot::Mutex;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::support::canned::REPLY_TEXT;
@@ -56,7 +57,7 @@ impl TimedStream {
                 if n == 0 {
                     return;
                 }
-                let mut state = sink.0.lock().unwrap();
+                let mut state = sink.0.lock();
                 state.0.extend_from_slice(&chunk[..n]);
                 if state.1.is_none() && contains(&state.0, REPLY_TEXT.as_bytes()) {
                     state.1 = Some(Instant::now());
@@ -67,11 +68,11 @@ impl TimedStream {
     }
 
     pub fn reply_at(&self) -> Option<Instant> {
-        self.0.lock().unwrap().1
+        self.0.lock().1
     }
 
     pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap().0).into_owned()
+        String::from_utf8_lossy(&self.0.lock().0).into_owned()
     }
 }
 

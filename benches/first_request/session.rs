@@ -3,9 +3,10 @@
 //! three providers; tasks started, waited for and destroyed; their TaskEvents kept to tell warm
 //! starts from cold ones.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::real::Plugin;
@@ -51,8 +52,8 @@ impl Session {
         std::fs::create_dir_all(&data_dir)?;
         let env: Vec<(&str, &str)> = CLIS.iter().map(|c| (c.key_variable, key)).collect();
         let plugin = Plugin::spawn(&env);
-        super::PLUGIN_PIDS.lock().unwrap().push(plugin.pid());
-        super::DATA_DIRS.lock().unwrap().push(data_dir.clone());
+        super::PLUGIN_PIDS.lock().push(plugin.pid());
+        super::DATA_DIRS.lock().push(data_dir.clone());
         let (mut base, driver) = plugin.clients().await;
         base.set_config(crate::support::set_config_request(
             config(&data_dir, api, pools),
@@ -70,7 +71,6 @@ impl Session {
         tokio::spawn(async move {
             while let Some(Ok(event)) = stream.next().await {
                 sink.lock()
-                    .unwrap()
                     .entry(event.task_id)
                     .or_default()
                     .push(event.message);
@@ -123,7 +123,7 @@ impl Session {
     /// off sends no event at all).
     pub async fn was_warm(&self, id: &str) -> bool {
         for _ in 0..50 {
-            if let Some(messages) = self.events.lock().unwrap().get(id) {
+            if let Some(messages) = self.events.lock().get(id) {
                 if messages.iter().any(|m| m.contains(WARM_EVENT)) {
                     return true;
                 }
@@ -138,12 +138,7 @@ impl Session {
 
     /// The messages of the task's TaskEvents so far.
     pub fn events_of(&self, id: &str) -> Vec<String> {
-        self.events
-            .lock()
-            .unwrap()
-            .get(id)
-            .cloned()
-            .unwrap_or_default()
+        self.events.lock().get(id).cloned().unwrap_or_default()
     }
 
     /// Idle warm containers of `provider`, as the plugin reports them to Nomad.

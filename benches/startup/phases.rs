@@ -99,7 +99,7 @@ pub(super) async fn startup_series(
     }
     series.fill = fill;
     series.waits = waits;
-    series.fingerprint_idle = session.fingerprint.lock().unwrap().idle;
+    series.fingerprint_idle = session.fingerprint.lock().idle;
     session.close();
     Ok(series)
 }

@@ -13,7 +13,7 @@ impl Session {
             .map_err(|e| anyhow::anyhow!("the harness's plugin config is invalid: {e}"))?;
         let plugin = Plugin::spawn(&[("OPENAI_API_KEY", run.key.as_str())]);
         let pid = plugin.pid();
-        PLUGIN_PIDS.lock().unwrap().push(pid);
+        PLUGIN_PIDS.lock().push(pid);
         let (mut base, driver) = plugin.clients().await;
         base.set_config(support::set_config_request(config, false))
             .await
@@ -28,7 +28,7 @@ impl Session {
         let sink = events.clone();
         tokio::spawn(async move {
             while let Some(Ok(event)) = stream.next().await {
-                sink.lock().unwrap().push((event.task_id, event.message));
+                sink.lock().push((event.task_id, event.message));
             }
         });
         let fingerprint = Arc::new(Mutex::new(FingerprintSeen::default()));
@@ -50,7 +50,7 @@ impl Session {
                         AttrValue::StringVal(s) => s.parse().ok(),
                         AttrValue::BoolVal(_) => None,
                     });
-                let mut seen = sink.lock().unwrap();
+                let mut seen = sink.lock();
                 seen.updates += 1;
                 if idle.is_some() {
                     seen.idle = idle;
@@ -93,7 +93,7 @@ impl Session {
         let t0 = Instant::now();
         loop {
             let idle = self.idle_containers(0).await?;
-            let attr = self.fingerprint.lock().unwrap().idle;
+            let attr = self.fingerprint.lock().idle;
             if idle >= target || attr.is_some_and(|n| n >= target as i64) {
                 return Ok(Fill {
                     seen: true,
@@ -131,10 +131,10 @@ impl Session {
             return Ok(());
         }
         let t0 = Instant::now();
-        let updates_before = self.fingerprint.lock().unwrap().updates;
+        let updates_before = self.fingerprint.lock().updates;
         loop {
             let reported = {
-                let fp = self.fingerprint.lock().unwrap();
+                let fp = self.fingerprint.lock();
                 fp.updates > updates_before && fp.idle.is_some_and(|n| n >= target as i64)
             };
             if reported || self.idle_containers(0).await? >= target {
@@ -253,7 +253,7 @@ impl Session {
 
     /// What TaskEvents said about a task's start.
     pub(super) fn event_kind(&self, task_id: &str) -> EventKind {
-        let events = self.events.lock().unwrap();
+        let events = self.events.lock();
         let mut kind = EventKind::None;
         for (_, message) in events.iter().filter(|(id, _)| id == task_id) {
             if message.contains(WARM_EVENT) {
@@ -271,7 +271,7 @@ impl Session {
             return;
         };
         plugin.kill9();
-        PLUGIN_PIDS.lock().unwrap().retain(|pid| *pid != self.pid);
+        PLUGIN_PIDS.lock().retain(|pid| *pid != self.pid);
         // A killed plugin leaves its socket directory behind.
         if let Some(dir) = plugin.socket.parent()
             && dir

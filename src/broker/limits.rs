@@ -30,7 +30,8 @@
 //! pidfd, a namespace file while binding). [`reserved_for_the_plugin`] keeps a share for
 //! everything else (gRPC, the store, Vault, the runtime's own).
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 
 /// Descriptors a connection of a task may cost at most: client socket, upstream socket, one
 /// idle pooled upstream connection.
@@ -100,7 +101,7 @@ impl DescriptorBudget {
 
     /// Descriptors reserved now.
     pub fn in_use(&self) -> usize {
-        *self.in_use.lock().unwrap_or_else(|p| p.into_inner())
+        *self.in_use.lock()
     }
 
     /// Reserve what a task with `max_connections` may cost; released when the reservation
@@ -110,7 +111,7 @@ impl DescriptorBudget {
         max_connections: usize,
     ) -> Result<Reservation, BudgetExhausted> {
         let wanted = descriptors_per_task(max_connections);
-        let mut in_use = self.in_use.lock().unwrap_or_else(|p| p.into_inner());
+        let mut in_use = self.in_use.lock();
         if in_use.saturating_add(wanted) > self.capacity {
             return Err(BudgetExhausted {
                 in_use: *in_use,
@@ -139,7 +140,7 @@ pub struct Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        let mut in_use = self.budget.in_use.lock().unwrap_or_else(|p| p.into_inner());
+        let mut in_use = self.budget.in_use.lock();
         *in_use = in_use.saturating_sub(self.amount);
     }
 }

@@ -6,8 +6,9 @@
 //!   calls — before, during or after the exit, concurrently — see the same [`ExitOutcome`].
 //! - The lock is never held across an `.await`.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use tokio::sync::watch;
@@ -68,27 +69,23 @@ impl TaskEntry {
 
     /// Keep the task's broker lease (it serves until [`TaskEntry::close_broker`] or drop).
     pub fn set_broker(&self, lease: BrokerLease) {
-        *self.broker.lock().unwrap_or_else(|p| p.into_inner()) = Some(lease);
+        *self.broker.lock() = Some(lease);
     }
 
     /// Keep the task's hold on its pool (released by [`TaskEntry::release_pool_hold`] or drop).
     pub fn set_pool_hold(&self, hold: Option<PoolHold>) {
-        *self.pool_hold.lock().unwrap_or_else(|p| p.into_inner()) = hold;
+        *self.pool_hold.lock() = hold;
     }
 
     /// Give the task's count and slot back to its pool (destroy); idempotent.
     pub fn release_pool_hold(&self) {
-        let hold = self
-            .pool_hold
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let hold = self.pool_hold.lock().take();
         drop(hold);
     }
 
     /// Stop the task's credential broker (stop, exit, destroy); idempotent.
     pub fn close_broker(&self) {
-        if let Some(lease) = self.broker.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(lease) = self.broker.lock().take() {
             lease.close();
         }
     }
@@ -161,7 +158,7 @@ pub struct TaskStore {
 impl TaskStore {
     /// Insert a new entry; returns the existing one instead if the id is already known.
     pub fn insert(&self, entry: TaskEntry) -> Result<Arc<TaskEntry>, Arc<TaskEntry>> {
-        let mut map = self.lock();
+        let mut map = self.inner.lock();
         if let Some(existing) = map.get(&entry.id) {
             return Err(existing.clone());
         }
@@ -171,19 +168,19 @@ impl TaskStore {
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<TaskEntry>> {
-        self.lock().get(id).cloned()
+        self.inner.lock().get(id).cloned()
     }
 
     pub fn contains(&self, id: &str) -> bool {
-        self.lock().contains_key(id)
+        self.inner.lock().contains_key(id)
     }
 
     pub fn remove(&self, id: &str) -> Option<Arc<TaskEntry>> {
-        self.lock().remove(id)
+        self.inner.lock().remove(id)
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.inner.lock().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -192,16 +189,11 @@ impl TaskStore {
 
     /// Container ids of every known task.
     pub fn container_ids(&self) -> Vec<String> {
-        self.lock()
+        self.inner
+            .lock()
             .values()
             .map(|e| e.container_id().to_string())
             .collect()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<TaskEntry>>> {
-        // A panic while holding this lock cannot leave the map half-updated (single inserts and
-        // removes), so a poisoned lock is still safe to use.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -3,8 +3,8 @@
 //! stop-at-an-entry rule and the outage rule are checked without a Vault server
 //! (`tests/vault_store.rs` runs them against OpenBao).
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use secrecy::{ExposeSecret, SecretString};
@@ -28,7 +28,6 @@ impl MemoryCluster {
     fn put(&self, id: &EntryId, variable: &str, value: &str) {
         self.entries
             .lock()
-            .unwrap()
             .entry(id.clone())
             .or_default()
             .insert(variable.to_string(), SecretString::from(value));
@@ -53,7 +52,7 @@ impl CredentialStore for MemoryCluster {
                 std::io::Error::other("the memory store is down"),
             ));
         }
-        let entries = self.entries.lock().unwrap();
+        let entries = self.entries.lock();
         Ok(entries.get(id).map(|entry| {
             variables
                 .iter()
@@ -77,7 +76,7 @@ impl CredentialStore for MemoryCluster {
         id: &EntryId,
         variable: Option<&str>,
     ) -> Result<Vec<String>, StoreError> {
-        let mut entries = self.entries.lock().unwrap();
+        let mut entries = self.entries.lock();
         let removed = match (entries.get_mut(id), variable) {
             (Some(entry), Some(v)) => entry.remove(v).map(|_| vec![v.to_string()]),
             (Some(_), None) => entries.remove(id).map(|e| e.into_keys().collect()),
@@ -93,7 +92,7 @@ impl CredentialStore for MemoryCluster {
         _namespace: Option<&str>,
         _user: Option<&str>,
     ) -> Result<Vec<Listing>, StoreError> {
-        let entries = self.entries.lock().unwrap();
+        let entries = self.entries.lock();
         Ok(entries
             .iter()
             .map(|(id, entry)| Listing {

@@ -26,8 +26,9 @@
 //!   if the file changed (device, inode, size, mtime or ctime), so a re-created key is picked up.
 //! - Nothing here logs, and no error contains a value or key material.
 
+use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use secrecy::SecretString;
 use zeroize::Zeroizing;
@@ -396,7 +397,7 @@ impl FileStore {
         if let Some(dir) = path.parent() {
             private::check_only_owner_writes(dir)?;
         }
-        let mut cached = self.cached_key.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cached = self.cached_key.lock();
         if let Some((stamp, key)) = cached.as_ref()
             && *stamp == FileStamp::of(&meta)
         {

@@ -19,8 +19,9 @@ mod exec;
 mod service;
 pub mod status;
 
+use parking_lot::RwLock;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
@@ -151,7 +152,6 @@ impl PolydevDriver {
             .inner
             .configured
             .read()
-            .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .map(|c| c.core.clone());
         if let Some(core) = core {
@@ -164,7 +164,6 @@ impl PolydevDriver {
         self.inner
             .configured
             .read()
-            .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .map(|c| c.core.clone())
             .ok_or_else(status::not_configured)
@@ -175,7 +174,6 @@ impl PolydevDriver {
         self.inner
             .configured
             .read()
-            .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .is_some_and(|c| c.msgpack == msgpack)
     }
@@ -217,11 +215,7 @@ impl PolydevDriver {
         config: PluginConfig,
         vault: Option<Arc<crate::vault::VaultStore>>,
     ) -> Result<(), tonic::Status> {
-        let mut configured = self
-            .inner
-            .configured
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut configured = self.inner.configured.write();
         if let Some(current) = configured.as_ref() {
             if current.msgpack == msgpack {
                 return Ok(());

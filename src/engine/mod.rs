@@ -16,8 +16,9 @@
 //! - News is broadcast: a slow receiver loses old news (it is told, and resyncs), never blocks
 //!   the loop.
 
+use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
@@ -120,8 +121,8 @@ impl EngineWatch {
         tokio::time::timeout(grace, lost).await.unwrap_or(false)
     }
 
-    fn outages(&self) -> std::sync::MutexGuard<'_, VecDeque<Outage>> {
-        self.outages.lock().unwrap_or_else(|p| p.into_inner())
+    fn outages(&self) -> parking_lot::MutexGuard<'_, VecDeque<Outage>> {
+        self.outages.lock()
     }
 
     fn mark_lost(&self) {

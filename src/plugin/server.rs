@@ -154,7 +154,8 @@ mod tests {
     use crate::pb::hashicorp::nomad::plugins::base::proto as base;
     use base::base_plugin_client::BasePluginClient;
     use base::base_plugin_server::{BasePlugin, BasePluginServer};
-    use std::sync::{Arc, Mutex};
+    use parking_lot::Mutex;
+    use std::sync::Arc;
     use std::time::Instant;
 
     /// A handshake sink the test can read while the server runs.
@@ -162,7 +163,7 @@ mod tests {
     struct Sink(Arc<Mutex<Vec<u8>>>);
     impl Write for Sink {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
+            self.0.lock().extend_from_slice(buf);
             Ok(buf.len())
         }
         fn flush(&mut self) -> io::Result<()> {
@@ -195,7 +196,7 @@ mod tests {
 
     async fn wait_for_line(sink: &Sink) -> HandshakeLine {
         for _ in 0..500 {
-            let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+            let text = String::from_utf8(sink.0.lock().clone()).unwrap();
             if text.ends_with('\n') {
                 assert_eq!(text.matches('\n').count(), 1, "{text:?}");
                 return HandshakeLine::parse(&text).unwrap();

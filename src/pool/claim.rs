@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{IdleContainer, ProviderPool, WarmPool, lock};
+use super::{IdleContainer, ProviderPool, WarmPool};
 use crate::pool_port::ClaimError;
 
 /// How long a claim that found the pool empty waits for a creation already under way before it
@@ -23,7 +23,7 @@ struct Promise<'a>(&'a ProviderPool);
 
 impl Drop for Promise<'_> {
     fn drop(&mut self) {
-        let mut state = lock(&self.0.state);
+        let mut state = self.0.state.lock();
         state.promised = state.promised.saturating_sub(1);
     }
 }
@@ -38,7 +38,7 @@ impl WarmPool {
     pub fn take_idle(&self, provider: &str) -> Option<IdleContainer> {
         let pool = self.pools.get(provider)?;
         let taken = loop {
-            let Some(idle) = lock(&pool.state).idle.pop_front() else {
+            let Some(idle) = pool.state.lock().idle.pop_front() else {
                 break None;
             };
             let dead = idle
@@ -50,7 +50,7 @@ impl WarmPool {
                 self.discard(idle);
                 continue;
             }
-            lock(&pool.state).in_use += 1;
+            pool.state.lock().in_use += 1;
             break Some(idle);
         };
         pool.wake.notify_one();
@@ -61,7 +61,7 @@ impl WarmPool {
     /// estimate, as one that ran the pool dry when it was cold or left no idle container.
     pub(super) fn note_claim(&self, provider: &str, warm: bool) {
         if let Some(pool) = self.pools.get(provider) {
-            let mut state = lock(&pool.state);
+            let mut state = pool.state.lock();
             let ran_dry = !warm || state.idle.is_empty();
             state.demand.record(Instant::now(), ran_dry);
             drop(state);
@@ -78,7 +78,7 @@ impl WarmPool {
     pub async fn take_creation_in_flight(&self, provider: &str) -> Option<IdleContainer> {
         let pool = self.pools.get(provider)?;
         {
-            let mut state = lock(&pool.state);
+            let mut state = pool.state.lock();
             if state.creating <= state.promised {
                 return None;
             }
@@ -95,7 +95,7 @@ impl WarmPool {
                 return Some(idle);
             }
             {
-                let state = lock(&pool.state);
+                let state = pool.state.lock();
                 // Fewer creations left than claims counting on them: this one gives up.
                 if state.creating < state.promised {
                     return None;

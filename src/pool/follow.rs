@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 
-use super::{IdleContainer, WarmPool, lock};
+use super::{IdleContainer, WarmPool};
 use crate::container_spec::{LABEL_MANAGED, LABEL_SLOT};
 use crate::engine::EngineNews;
 
@@ -46,7 +46,7 @@ impl WarmPool {
     /// Take container `id` out of its pool's idle list (waking that pool's refiller).
     fn forget_idle(&self, id: &str) -> Option<IdleContainer> {
         self.pools.values().find_map(|pool| {
-            let mut state = lock(&pool.state);
+            let mut state = pool.state.lock();
             let position = state.idle.iter().position(|idle| idle.id == id)?;
             let idle = state.idle.remove(position);
             drop(state);
@@ -64,7 +64,8 @@ impl WarmPool {
             .pools
             .values()
             .flat_map(|pool| {
-                lock(&pool.state)
+                pool.state
+                    .lock()
                     .idle
                     .iter()
                     .map(|idle| idle.id.clone())
@@ -89,7 +90,7 @@ impl WarmPool {
         let mut making_slots = BTreeSet::new();
         for pool in self.pools.values() {
             let stale: std::collections::VecDeque<IdleContainer> = {
-                let mut state = lock(&pool.state);
+                let mut state = pool.state.lock();
                 let (keep, stale) = state.idle.drain(..).partition(|idle| {
                     running.contains(idle.id.as_str()) || !idle_before_listing.contains(&idle.id)
                 });

@@ -49,8 +49,9 @@ pub mod status_file;
 
 pub use claim::CREATION_WAIT_MAX;
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use tokio::sync::Notify;
@@ -243,14 +244,11 @@ impl WarmPool {
 
     /// Turn every pool off (every task then starts cold), reporting why.
     pub fn disable(&self, reason: &str) {
-        *self.disabled.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
+        *self.disabled.lock() = Some(reason.to_string());
     }
 
     fn disabled_reason(&self) -> Option<String> {
-        self.disabled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.disabled.lock().clone()
     }
 
     /// The empty-pool policy of `provider`.
@@ -348,11 +346,6 @@ fn pool_key(fields: &[(&str, &str)]) -> String {
         }
     }
     format!("{hash:016x}")
-}
-
-fn lock(state: &Mutex<PoolState>) -> std::sync::MutexGuard<'_, PoolState> {
-    // Every critical section is a few field updates: a panic cannot leave it half-done.
-    state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A new random slot id (16 hex digits).

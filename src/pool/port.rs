@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use super::WarmPool;
 use super::slots::SlotRoot;
-use super::{WarmPool, lock};
 use crate::config::WhenEmpty;
 use crate::engine::EngineNews;
 use crate::pool_port::{ClaimError, ColdStart, PoolStatus, WarmContainer, WarmPoolPort};
@@ -104,10 +104,10 @@ impl WarmPoolPort for WarmPool {
         let Some(pool) = self.pools.get(provider).filter(|p| p.settings.target > 0) else {
             return ColdStart::untracked();
         };
-        lock(&pool.state).cold_in_flight += 1;
+        pool.state.lock().cold_in_flight += 1;
         let pool = pool.clone();
         ColdStart::new(move || {
-            let mut state = lock(&pool.state);
+            let mut state = pool.state.lock();
             state.cold_in_flight = state.cold_in_flight.saturating_sub(1);
             drop(state);
             pool.wake.notify_one();
@@ -116,13 +116,13 @@ impl WarmPoolPort for WarmPool {
 
     fn task_started(&self, provider: &str) {
         if let Some(pool) = self.pools.get(provider) {
-            lock(&pool.state).in_use += 1;
+            pool.state.lock().in_use += 1;
         }
     }
 
     fn task_released(&self, provider: &str) {
         if let Some(pool) = self.pools.get(provider) {
-            let mut state = lock(&pool.state);
+            let mut state = pool.state.lock();
             state.in_use = state.in_use.saturating_sub(1);
             drop(state);
             pool.wake.notify_one();
@@ -146,7 +146,7 @@ impl WarmPoolPort for WarmPool {
         self.pools
             .iter()
             .map(|(name, pool)| {
-                let state = lock(&pool.state);
+                let state = pool.state.lock();
                 let status = PoolStatus {
                     idle: state.idle.len(),
                     target: pool.settings.target,

@@ -12,7 +12,7 @@
 use std::collections::BTreeSet;
 use std::time::SystemTime;
 
-use super::{IdleContainer, WarmPool, lock};
+use super::{IdleContainer, WarmPool};
 use crate::container_spec::{LABEL_MANAGED, LABEL_POOL_KEY, LABEL_PROVIDER, LABEL_SLOT};
 
 /// What reconciliation did.
@@ -68,7 +68,7 @@ impl WarmPool {
                         Ok(state) => (state.cgroup_pid, state.init_pid),
                         Err(_) => (None, None),
                     };
-                    lock(&pool.state).idle.push_back(IdleContainer {
+                    pool.state.lock().idle.push_back(IdleContainer {
                         id: container.id.clone(),
                         slot,
                         created_at: container.created_at,

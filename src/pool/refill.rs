@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 use super::sizing::{self, Counts, Sizing};
 use super::slots::SlotError;
 use super::status_file;
-use super::{IdleContainer, ProviderPool, WarmPool, lock, new_slot_id};
+use super::{IdleContainer, ProviderPool, WarmPool, new_slot_id};
 use crate::runtime::RuntimeError;
 
 const PASS_PERIOD: Duration = Duration::from_secs(5);
@@ -137,7 +137,7 @@ impl WarmPool {
                         self.publish_status(&pool, &mut published);
                     }
                     Err(err) => {
-                        lock(&pool.state).last_error = Some(err.to_string());
+                        pool.state.lock().last_error = Some(err.to_string());
                         not_before = tokio::time::Instant::now() + backoff;
                         backoff = (backoff * 2).min(BACKOFF_MAX);
                     }
@@ -151,7 +151,7 @@ impl WarmPool {
                 _ = pool.wake.notified() => {}
                 _ = tokio::time::sleep(PASS_PERIOD) => {}
                 Some(done) = creations.join_next(), if !creations.is_empty() => {
-                    let mut state = lock(&pool.state);
+                    let mut state = pool.state.lock();
                     state.creating = state.creating.saturating_sub(1);
                     match done {
                         Ok(Ok(idle)) => {
@@ -197,7 +197,7 @@ impl WarmPool {
         while let Some(done) = creations.join_next().await {
             match done {
                 Ok(Ok(idle)) => {
-                    lock(&pool.state).making.remove(&idle.slot);
+                    pool.state.lock().making.remove(&idle.slot);
                     tracing::debug!(provider = %pool.provider, container_id = %idle.id, "a warm container finished at shutdown stays for the next plugin process");
                     left_idle += 1;
                 }
@@ -227,7 +227,7 @@ impl WarmPool {
                 image: pool.image.clone(),
             })?;
         let key = self.key_for(pool, &image_id);
-        lock(&pool.state).key = Some(key.clone());
+        pool.state.lock().key = Some(key.clone());
         Ok(key)
     }
 
@@ -236,7 +236,7 @@ impl WarmPool {
         let max_age = pool.settings.max_idle_age;
         let now = SystemTime::now();
         let stale: Vec<IdleContainer> = {
-            let mut state = lock(&pool.state);
+            let mut state = pool.state.lock();
             let (keep, stale): (Vec<_>, Vec<_>) = state.idle.drain(..).partition(|idle| {
                 let young = now
                     .duration_since(idle.created_at)
@@ -270,7 +270,7 @@ impl WarmPool {
             idle_memory_bytes: u64::try_from(settings.idle_memory_bytes).unwrap_or(0),
         };
         let mem_available = self.mem_available();
-        let mut state = lock(&pool.state);
+        let mut state = pool.state.lock();
         let counts = Counts {
             idle: state.idle.len(),
             creating: state.creating,
@@ -314,7 +314,7 @@ impl WarmPool {
     /// last write is [`status_file::REWRITE_EVERY`] old.
     fn publish_status(&self, pool: &ProviderPool, last: &mut Option<PublishedStatus>) {
         let (desired, growth_limit) = {
-            let state = lock(&pool.state);
+            let state = pool.state.lock();
             (state.desired, state.growth_limit.clone())
         };
         let unchanged = last.as_ref().is_some_and(|last| {
@@ -362,7 +362,7 @@ impl WarmPool {
         let now = SystemTime::now();
         let after = pool.settings.scale_down_after;
         let removed: Vec<IdleContainer> = {
-            let mut state = lock(&pool.state);
+            let mut state = pool.state.lock();
             let excess = state.idle.len().saturating_sub(keep);
             if excess == 0 {
                 return;
@@ -481,7 +481,7 @@ pub(super) struct MakingMark<'a> {
 
 impl<'a> MakingMark<'a> {
     fn new(pool: &'a ProviderPool, slot: &str) -> Self {
-        lock(&pool.state).making.insert(slot.to_string());
+        pool.state.lock().making.insert(slot.to_string());
         MakingMark {
             pool,
             slot: slot.to_string(),
@@ -498,7 +498,7 @@ impl<'a> MakingMark<'a> {
 impl Drop for MakingMark<'_> {
     fn drop(&mut self) {
         if !self.handed_over {
-            lock(&self.pool.state).making.remove(&self.slot);
+            self.pool.state.lock().making.remove(&self.slot);
         }
     }
 }

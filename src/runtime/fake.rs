@@ -18,8 +18,9 @@
 //!   of callers.
 //! - The call is recorded before fault injection is applied, so failed attempts show in the log.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -314,7 +315,7 @@ impl FakeRuntime {
 
     fn engine(&self) -> MutexGuard<'_, Engine> {
         // A panicking test thread must not hide the engine from the others.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock()
     }
 
     // ---- inspection -------------------------------------------------------------------------

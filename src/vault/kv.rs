@@ -6,8 +6,9 @@
 //! the read repeated once; a token that is fine lacks the `read` capability, which is the
 //! error.
 
+use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::{Method, StatusCode};
@@ -109,10 +110,7 @@ impl VaultStore {
     }
 
     pub fn health(&self) -> VaultHealth {
-        self.health
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.health.read().clone()
     }
 
     /// The entry of `id` (`None`: there is none), through the cache.
@@ -147,7 +145,7 @@ impl VaultStore {
     }
 
     fn cached(&self, path: &str, now: Instant, within: Duration) -> Option<Option<VaultEntry>> {
-        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let cache = self.cache.lock();
         cache
             .get(path)
             .filter(|c| now.saturating_duration_since(c.at) < within)
@@ -155,7 +153,7 @@ impl VaultStore {
     }
 
     fn remember(&self, path: String, entry: Option<VaultEntry>, at: Instant) {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.cache.lock();
         if cache.len() >= MAX_CACHED && !cache.contains_key(&path) {
             let bound = self.config.cache_ttl + self.config.stale_if_error;
             cache.retain(|_, c| at.saturating_duration_since(c.at) < bound);
@@ -172,10 +170,7 @@ impl VaultStore {
     }
 
     fn forget(&self, path: &str) {
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(path);
+        self.cache.lock().remove(path);
     }
 
     fn set_health(&self, outcome: Result<(), &VaultError>) {
@@ -183,7 +178,7 @@ impl VaultStore {
             Ok(()) => VaultHealth::Healthy,
             Err(err) => VaultHealth::Unhealthy(err.to_string()),
         };
-        *self.health.write().unwrap_or_else(|e| e.into_inner()) = health;
+        *self.health.write() = health;
     }
 
     fn spawn_health_probe(self: &Arc<Self>, shutdown: CancellationToken) {

@@ -12,7 +12,8 @@
 //!   token reached its max TTL, or was revoked) a new one is obtained the same way as the first.
 //!   A failed attempt is retried with a backoff from 1 s to 30 s, never in a tight loop.
 
-use std::sync::{Arc, RwLock};
+use parking_lot::RwLock;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
@@ -71,19 +72,11 @@ impl TokenKeeper {
 
     /// The current token, if one was obtained.
     pub fn current(&self) -> Option<SecretString> {
-        self.held
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|held| held.token.clone())
+        self.held.read().as_ref().map(|held| held.token.clone())
     }
 
     fn info(&self) -> Option<TokenInfo> {
-        self.held
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|held| held.info)
+        self.held.read().as_ref().map(|held| held.info)
     }
 
     /// Obtain a new token (file or AppRole, checked with `lookup-self`) in place of `stale`
@@ -112,7 +105,7 @@ impl TokenKeeper {
             }
         };
         let info = self.lookup(&token).await?;
-        *self.held.write().unwrap_or_else(|e| e.into_inner()) = Some(Held { token, info });
+        *self.held.write() = Some(Held { token, info });
         self.changed.notify_waiters();
         Ok(())
     }
@@ -300,7 +293,7 @@ impl TokenKeeper {
                     (Some(after), Some(before)) => after < before,
                     (Some(_), None) => false,
                 };
-                let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
+                let mut held = self.held.write();
                 if let Some(held) = held
                     .as_mut()
                     .filter(|h| h.token.expose_secret() == token.expose_secret())

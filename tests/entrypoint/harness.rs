@@ -2,11 +2,12 @@
 //! `docker run -i --rm` with collected output and a guard that removes the container.
 #![allow(dead_code)]
 
+use parking_lot::Mutex;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -70,7 +71,7 @@ pub(crate) fn provider_image(provider: &'static str) -> String {
         other => panic!("unknown provider {other}"),
     };
     let result = BUILT[slot].get_or_init(|| {
-        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = SERIAL.lock();
         run_build_script(&["--provider", provider])
     });
     if let Err(e) = result {

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 
 use futures::StreamExt;
 use polydev::pb::hashicorp::nomad::plugins::drivers::proto::{
@@ -309,7 +310,7 @@ pub fn collect_fingerprints(
             .unwrap()
             .into_inner();
         while let Some(Ok(fingerprint)) = stream.next().await {
-            sink.lock().unwrap().push(fingerprint);
+            sink.lock().push(fingerprint);
         }
     });
     seen

@@ -9,9 +9,10 @@
 //!   compress.
 #![allow(dead_code)]
 
+use parking_lot::Mutex;
 use std::convert::Infallible;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -143,7 +144,7 @@ impl Gateway {
     }
 
     pub fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
+        self.seen.lock().clone()
     }
 }
 
@@ -223,7 +224,7 @@ async fn serve(
                 async move {
                     let request = record(request).await;
                     let reply = answer(&request);
-                    seen.lock().unwrap().push(request);
+                    seen.lock().push(request);
                     Ok::<_, Infallible>(respond(reply))
                 }
             });

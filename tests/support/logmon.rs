@@ -6,12 +6,13 @@
 //! few milliseconds, for at most [`LIFETIME`], and stops when the stand-in is dropped.
 #![allow(dead_code)]
 
+use parking_lot::Mutex;
 use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -65,7 +66,7 @@ impl Logmon {
             std::thread::spawn(move || {
                 let deadline = Instant::now() + LIFETIME;
                 while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    drained.lock().unwrap().drain();
+                    drained.lock().drain();
                     std::thread::sleep(Duration::from_millis(5));
                 }
             })
@@ -79,7 +80,7 @@ impl Logmon {
 
     /// Everything written to the FIFO so far.
     pub fn received(&self) -> Vec<u8> {
-        let mut drained = self.drained.lock().unwrap();
+        let mut drained = self.drained.lock();
         drained.drain();
         drained.received.clone()
     }

@@ -1,10 +1,11 @@
 //! Helpers for tests against the real binary and a real Docker engine.
 #![allow(dead_code)]
 
+use parking_lot::Mutex;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -75,7 +76,7 @@ impl Plugin {
         let pipe = child.stderr.take().unwrap();
         let stderr_thread = std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut all = sink.lock().unwrap();
+                let mut all = sink.lock();
                 all.push_str(&line);
                 all.push('\n');
             }
@@ -123,7 +124,7 @@ impl Plugin {
 
     /// Everything the plugin wrote to stderr so far.
     pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.stderr.lock().clone()
     }
 
     /// Wait for the process to exit (after Shutdown); returns its exit status.
@@ -235,7 +236,7 @@ impl FifoReader {
                 if n == 0 {
                     return;
                 }
-                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+                sink.lock().extend_from_slice(&chunk[..n]);
             }
         });
         FifoReader {
@@ -249,7 +250,7 @@ impl FifoReader {
     pub async fn wait_for(&self, needle: &str, limit: Duration) {
         let deadline = Instant::now() + limit;
         loop {
-            let text = String::from_utf8_lossy(&self.received.lock().unwrap()).into_owned();
+            let text = String::from_utf8_lossy(&self.received.lock()).into_owned();
             if text.contains(needle) {
                 return;
             }
@@ -264,7 +265,7 @@ impl FifoReader {
     /// Wait for EOF (the writer closed) and return everything read.
     pub fn finish(mut self) -> Vec<u8> {
         self.thread.take().unwrap().join().unwrap();
-        std::mem::take(&mut *self.received.lock().unwrap())
+        std::mem::take(&mut *self.received.lock())
     }
 
     /// [`FifoReader::finish`], waiting at most `limit` for the writer to close; `None` if it did
@@ -279,7 +280,7 @@ impl FifoReader {
         let in_time = thread.is_finished();
         if in_time {
             let _ = thread.join();
-            return Some(std::mem::take(&mut *self.received.lock().unwrap()));
+            return Some(std::mem::take(&mut *self.received.lock()));
         }
         use std::os::unix::fs::OpenOptionsExt;
         let _ = std::fs::OpenOptions::new()

@@ -4,9 +4,10 @@
 //! streaming where the API streams. The providers' real APIs are unreachable from here.
 #![allow(dead_code)]
 
+use parking_lot::Mutex;
 use std::convert::Infallible;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -157,7 +158,7 @@ impl StandIn {
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
-        self.requests.lock().unwrap().clone()
+        self.requests.lock().clone()
     }
 
     /// Wait (bounded) until at least `count` requests arrived.
@@ -262,7 +263,7 @@ async fn serve(
                         async move {
                             let recorded = record(request).await;
                             let reply = answer(&recorded);
-                            requests.lock().unwrap().push(recorded);
+                            requests.lock().push(recorded);
                             Ok::<_, Infallible>(respond(reply))
                         }
                     });
