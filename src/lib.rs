@@ -56,6 +56,10 @@
 //! - [`mountinfo`]: `/proc/<pid>/mountinfo` parsed, for the pool's slots and the cgroup writer.
 //! - [`pb`]: code generated from the vendored protos (`proto/`).
 
+// This crate's docs are for the engineers of the plugin, and are built with its private items
+// (tests/run.sh: `cargo doc --document-private-items`), so the layout above links to them.
+#![allow(rustdoc::private_intra_doc_links)]
+
 pub mod broker;
 pub mod cli;
 pub mod config;
@@ -65,18 +69,18 @@ pub mod credential_model;
 pub mod credentials;
 pub mod docker;
 pub mod driver;
-pub mod engine;
+pub(crate) mod engine;
 pub mod logging;
 pub mod logs;
 pub mod mountinfo;
 pub mod plugin;
-pub mod pool;
-pub mod pool_port;
+pub(crate) mod pool;
+pub(crate) mod pool_port;
 pub(crate) mod private_file;
 pub mod runtime;
-pub mod safe_open;
-pub mod task_user;
-pub mod tls;
+pub(crate) mod safe_open;
+pub(crate) mod task_user;
+pub(crate) mod tls;
 pub mod vault;
 
 /// Generated protobuf and gRPC code (Nomad v2.0.5 and go-plugin v1.8.0 protos).

@@ -37,8 +37,9 @@ export POLYDEV_BAO="$BAO_VENV/bin/bao"
 
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
-# The module docs' intra-doc links must resolve, so they cannot rot.
-RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps
+# The module docs' intra-doc links must resolve, so they cannot rot (private items included: the
+# docs are for the plugin's engineers).
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --document-private-items
 
 # Licenses, sources and bans of the dependency tree (deny.toml says why). cargo-deny is built from
 # crates.io the first time: about 4.5 minutes on 2 cores.

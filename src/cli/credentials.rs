@@ -1,7 +1,7 @@
 //! `polydev credentials set|list|rm`: the operator's side of the encrypted credential store
 //! (`crate::credentials::FileStore`) that the plugin reads at every StartTask, or with
 //! `--backend vault` of the cluster's Vault ([`vault`]). Both are reached only through the
-//! [`CredentialStore`] trait the plugin's lookup policy uses; `--backend` picks which.
+//! [`CredentialStore`](crate::credential_model::CredentialStore) trait the plugin's lookup policy uses; `--backend` picks which.
 //!
 //! Invariants:
 //! - A value only ever enters through stdin — never argv, where `ps` and shell history see it —

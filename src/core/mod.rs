@@ -207,14 +207,6 @@ impl Core {
         &self.settings.config
     }
 
-    pub fn runtime(&self) -> &Arc<dyn ContainerRuntime> {
-        &self.runtime
-    }
-
-    pub fn events(&self) -> &EventBus {
-        &self.events
-    }
-
     /// The credential sources' own fingerprint attributes (Vault's health).
     pub fn credential_attributes(&self) -> Vec<(String, String)> {
         self.credentials.attributes()
@@ -249,10 +241,6 @@ impl Core {
             message: message.into(),
             annotations: Default::default(),
         });
-    }
-
-    pub fn pool(&self) -> Option<&Arc<dyn WarmPoolPort>> {
-        self.pool.as_ref()
     }
 
     /// Start the plugin's background work once: follow the engine's events, prepare the warm

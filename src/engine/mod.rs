@@ -85,7 +85,8 @@ impl EngineWatch {
     }
 
     /// Whether the engine is away now.
-    pub fn is_lost(&self) -> bool {
+    #[cfg(test)]
+    fn is_lost(&self) -> bool {
         self.outages().back().is_some_and(|o| o.ended.is_none())
     }
 

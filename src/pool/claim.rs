@@ -107,6 +107,7 @@ impl WarmPool {
         }
     }
 
+    #[cfg(test)]
     /// Change how long a claim waits for a creation under way (tests use a short one).
     pub fn set_creation_wait(&self, wait: Duration) {
         let millis = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);

@@ -228,6 +228,7 @@ impl WarmPool {
         })
     }
 
+    #[cfg(test)]
     pub fn slots(&self) -> &SlotRoot {
         &self.slots
     }
