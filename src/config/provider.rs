@@ -28,6 +28,7 @@ use std::path::PathBuf;
 use super::ConfigError;
 use super::cty::Obj;
 use super::hclspec::{Spec, attr, object};
+pub use super::known_cli::{ApiAuth, KnownCli, builtin_providers};
 use crate::credential_model::names::is_provider;
 
 const WHAT: &str = "plugin config";
@@ -46,8 +47,21 @@ pub struct ProviderConfig {
     /// How the CLI gets its credentials.
     pub credential_mode: CredentialMode,
     /// The built-in CLI this provider runs (`None` for providers of the operator's own), which
-    /// says what else the CLI needs at launch (see `core::cli`).
+    /// says what else the CLI needs at launch (its row of [`super::known_cli::KNOWN_CLIS`]).
     pub cli: Option<KnownCli>,
+}
+
+impl ProviderConfig {
+    /// The variable holding the provider's key: its first credential (a broker-mode provider
+    /// always has one; an env-mode provider of the operator's own may have none).
+    pub fn key_variable(&self) -> Option<&str> {
+        self.credentials.first().map(String::as_str)
+    }
+
+    /// The broker route, in broker mode.
+    pub fn route(&self) -> Option<&ApiRoute> {
+        self.credential_mode.route()
+    }
 }
 
 /// How a provider's CLI gets its credentials.
@@ -88,116 +102,6 @@ pub struct ApiRoute {
     pub base_url_path: String,
     /// Path prefixes the broker forwards (`api_paths`); empty: every path.
     pub paths: Vec<String>,
-}
-
-/// Where a provider's API expects the key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApiAuth {
-    /// `Authorization: Bearer <key>` (OpenAI).
-    Bearer,
-    /// `x-api-key: <key>` (Anthropic).
-    XApiKey,
-    /// `x-goog-api-key: <key>` (Google).
-    XGoogApiKey,
-    /// `?key=<key>` in the query string (older Google clients).
-    QueryKey,
-}
-
-impl ApiAuth {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ApiAuth::Bearer => "bearer",
-            ApiAuth::XApiKey => "x-api-key",
-            ApiAuth::XGoogApiKey => "x-goog-api-key",
-            ApiAuth::QueryKey => "query-key",
-        }
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        [
-            ApiAuth::Bearer,
-            ApiAuth::XApiKey,
-            ApiAuth::XGoogApiKey,
-            ApiAuth::QueryKey,
-        ]
-        .into_iter()
-        .find(|auth| auth.as_str() == text)
-    }
-}
-
-/// The built-in CLIs, whose broker setup polydev knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KnownCli {
-    /// OpenAI Codex (`codex`): reads its provider and base URL from `~/.codex/config.toml`.
-    Codex,
-    /// Anthropic Claude Code (`claude`): `ANTHROPIC_BASE_URL`.
-    ClaudeCode,
-    /// Google Gemini CLI (`gemini`): `GOOGLE_GEMINI_BASE_URL`, auth type from its settings.
-    GeminiCli,
-}
-
-/// The providers every node knows without configuration.
-pub fn builtin_providers() -> BTreeMap<String, ProviderConfig> {
-    let p = |image: &str,
-             command: &str,
-             creds: &[&str],
-             optional: &[&str],
-             cli: KnownCli,
-             upstream: &str,
-             auth: ApiAuth| ProviderConfig {
-        image: image.to_owned(),
-        command: command.to_owned(),
-        credentials: creds.iter().map(|c| (*c).to_owned()).collect(),
-        optional_credentials: optional.iter().map(|c| (*c).to_owned()).collect(),
-        credential_mode: CredentialMode::Broker(ApiRoute {
-            upstream_origin: upstream.to_owned(),
-            upstream_path: String::new(),
-            ca_file: None,
-            auth,
-            base_url_env: Vec::new(),
-            base_url_path: String::new(),
-            paths: Vec::new(),
-        }),
-        cli: Some(cli),
-    };
-    BTreeMap::from([
-        (
-            "openai".to_owned(),
-            p(
-                "polydev-openai-runtime:latest",
-                "codex",
-                &["OPENAI_API_KEY"],
-                &[],
-                KnownCli::Codex,
-                "https://api.openai.com",
-                ApiAuth::Bearer,
-            ),
-        ),
-        (
-            "anthropic".to_owned(),
-            p(
-                "polydev-anthropic-runtime:latest",
-                "claude",
-                &["ANTHROPIC_API_KEY"],
-                &[],
-                KnownCli::ClaudeCode,
-                "https://api.anthropic.com",
-                ApiAuth::XApiKey,
-            ),
-        ),
-        (
-            "google".to_owned(),
-            p(
-                "polydev-google-runtime:latest",
-                "gemini",
-                &["GOOGLE_API_KEY"],
-                &["GOOGLE_PROJECT_ID"],
-                KnownCli::GeminiCli,
-                "https://generativelanguage.googleapis.com",
-                ApiAuth::XGoogApiKey,
-            ),
-        ),
-    ])
 }
 
 /// The object inside a `provider "<name>" {}` block (no defaults here: a built-in's own
