@@ -34,6 +34,7 @@
 //! Pure data and text: this module names nothing outside `config`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::provider::{ApiRoute, CredentialMode, ProviderConfig};
 
@@ -258,10 +259,10 @@ impl CliFacts {
 }
 
 /// The providers every node knows without configuration, one per built-in CLI.
-pub fn builtin_providers() -> BTreeMap<String, ProviderConfig> {
+pub fn builtin_providers() -> BTreeMap<String, Arc<ProviderConfig>> {
     KNOWN_CLIS
         .iter()
-        .map(|facts| (facts.provider.to_owned(), facts.provider_config()))
+        .map(|facts| (facts.provider.to_owned(), Arc::new(facts.provider_config())))
         .collect()
 }
 

@@ -22,6 +22,7 @@ pub mod known_cli;
 pub mod plugin;
 pub mod pool;
 pub mod provider;
+mod resolved;
 pub mod task;
 pub mod vault;
 
@@ -34,5 +35,6 @@ pub use plugin::{
 };
 pub use pool::{PoolConfig, WhenEmpty};
 pub use provider::{ApiRoute, CredentialMode, ProviderConfig};
+pub use resolved::ResolvedProvider;
 pub use task::{TaskConfig, decode_task_config, task_config_schema};
 pub use vault::{VaultAuth, VaultConfig};

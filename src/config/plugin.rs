@@ -76,8 +76,9 @@ pub struct PluginConfig {
     pub docker_endpoint: DockerEndpoint,
     /// polydev's own state directory (log cursors and the like).
     pub data_dir: PathBuf,
-    /// Every provider this node can run, keyed by name; always includes the built-ins.
-    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Every provider this node can run, keyed by name; always includes the built-ins. Tasks
+    /// share these settings ([`PluginConfig::provider`]).
+    pub providers: BTreeMap<String, std::sync::Arc<ProviderConfig>>,
     /// Container hardening applied to every task container.
     pub security: SecurityConfig,
     /// Log rotation of task containers (Docker `local` log driver).

@@ -24,6 +24,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::ConfigError;
 use super::cty::Obj;
@@ -129,7 +130,9 @@ pub fn provider_schema() -> Spec {
 }
 
 /// Every provider: the built-ins, overridden and extended by the `provider` blocks.
-pub(crate) fn providers(root: &Obj<'_>) -> Result<BTreeMap<String, ProviderConfig>, ConfigError> {
+pub(crate) fn providers(
+    root: &Obj<'_>,
+) -> Result<BTreeMap<String, Arc<ProviderConfig>>, ConfigError> {
     let mut providers = builtin_providers();
     for (name, value) in root.labelled_objects("provider")? {
         let field = format!("{WHAT}: provider {name:?}");
@@ -142,8 +145,8 @@ pub(crate) fn providers(root: &Obj<'_>) -> Result<BTreeMap<String, ProviderConfi
             ));
         }
         let obj = Obj::new(value, &field, format!("{field}."))?;
-        let merged = provider(&name, providers.get(&name), &obj)?;
-        providers.insert(name, merged);
+        let merged = provider(&name, providers.get(&name).map(|p| &**p), &obj)?;
+        providers.insert(name, Arc::new(merged));
     }
     Ok(providers)
 }

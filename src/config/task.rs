@@ -10,8 +10,9 @@
 //! ```
 //!
 //! Invariants of a decoded [`TaskConfig`]:
-//! - `provider` is configured in the node's [`PluginConfig`], and `image` and the credential
-//!   names come from it (`image` only from the task when the operator allows overrides).
+//! - `provider` is a provider of the node's [`PluginConfig`], resolved once: the task carries
+//!   its shared settings ([`ResolvedProvider`]), so nothing later looks it up by name again. The
+//!   credential names come only from there; `image` too, unless the operator allows overrides.
 //! - `argv` is never empty; no element contains a NUL byte.
 //! - `user_id`, when present, matches `^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$` and has no `..`, so it
 //!   is safe as a path component and a label value.
@@ -27,6 +28,7 @@ use super::cty::{self, Obj};
 use super::hclspec::{Spec, attr, default, hcl_string, literal, object};
 use super::plugin::PluginConfig;
 use super::provider::is_single_word;
+use super::resolved::ResolvedProvider;
 use crate::credential_model::names::is_user_id;
 
 const WHAT: &str = "task config";
@@ -40,8 +42,8 @@ pub const RESERVED_LABEL_PREFIXES: [&str; 2] = ["io.polydev.", "com.hashicorp.no
 /// The decoded, validated task configuration, resolved against the node's plugin config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskConfig {
-    /// The provider name, a key of `PluginConfig::providers`.
-    pub provider: String,
+    /// The task's provider, with the node's settings for it.
+    pub provider: ResolvedProvider,
     /// The image to run: the provider's, or the task's override when allowed.
     pub image: String,
     /// What the entrypoint executes: `[command] + args`.
@@ -54,10 +56,6 @@ pub struct TaskConfig {
     pub labels: BTreeMap<String, String>,
     /// The entrypoint prints what it launches (names only, never values).
     pub debug: bool,
-    /// Credential variables the provider requires.
-    pub credentials: Vec<String>,
-    /// Credential variables the provider uses when present.
-    pub optional_credentials: Vec<String>,
 }
 
 /// The hclspec of the task `config {}` block, returned by `Driver.TaskConfigSchema`.
@@ -112,12 +110,13 @@ pub fn decode_task_config(
             format!("set provider to one of: {}", known()),
         )
     })?;
-    let Some(p) = plugin.providers.get(&provider) else {
+    let Some(resolved) = plugin.provider(&provider) else {
         return Err(ConfigError::UnknownProvider {
             name: provider,
             known: known(),
         });
     };
+    let p = resolved.settings();
 
     let user_id = root.string("user_id")?;
     if let Some(id) = &user_id {
@@ -187,15 +186,13 @@ pub fn decode_task_config(
     };
 
     Ok(TaskConfig {
-        provider: provider.clone(),
+        provider: resolved.clone(),
         image,
         argv,
         user_id,
         work_dir,
         labels: labels(&root)?,
         debug: root.bool("debug")?.unwrap_or(false),
-        credentials: p.credentials.clone(),
-        optional_credentials: p.optional_credentials.clone(),
     })
 }
 

@@ -210,7 +210,7 @@ mod tests {
     #[test]
     fn a_renamed_key_reaches_each_cli_where_it_reads_it_in_both_modes() {
         let renamed = |name: &str| {
-            let mut provider = builtin_providers()[name].clone();
+            let mut provider = (*builtin_providers()[name]).clone();
             provider.credentials[0] = "TEAM_KEY".into();
             provider
         };
@@ -242,7 +242,7 @@ mod tests {
 
     #[test]
     fn a_provider_of_the_operators_own_gets_its_variables_as_named_and_no_cli_settings() {
-        let mut provider = builtin_providers()["openai"].clone();
+        let mut provider = (*builtin_providers()["openai"]).clone();
         provider.cli = None;
         provider.credentials = vec!["AIDER_KEY".into()];
         let launch = cli_launch(&provider, at(4012), &[]);
