@@ -22,6 +22,7 @@ pub mod known_cli;
 pub mod plugin;
 pub mod pool;
 pub mod provider;
+mod provider_block;
 mod resolved;
 pub mod task;
 pub mod vault;
@@ -35,6 +36,7 @@ pub use plugin::{
 };
 pub use pool::{PoolConfig, WhenEmpty};
 pub use provider::{ApiRoute, CredentialMode, ProviderConfig};
+pub use provider_block::{RawProvider, set_provider};
 pub use resolved::ResolvedProvider;
-pub use task::{TaskConfig, decode_task_config, task_config_schema};
+pub use task::{RawTaskConfig, TaskConfig, decode_task_config, task_config_schema};
 pub use vault::{VaultAuth, VaultConfig};

@@ -34,7 +34,8 @@ use super::cty::{self, Obj};
 use super::duration;
 use super::hclspec::{Spec, attr, block, block_map, default, hcl_string, literal, object};
 use super::pool::{PoolConfig, pool_schema, pools};
-use super::provider::{ProviderConfig, builtin_providers, provider_schema, providers};
+use super::provider::{ProviderConfig, builtin_providers, provider_schema};
+use super::provider_block::providers;
 use super::vault::{VaultConfig, vault, vault_schema};
 
 const WHAT: &str = "plugin config";
@@ -114,6 +115,11 @@ pub enum DockerEndpoint {
 }
 
 impl DockerEndpoint {
+    /// `docker_endpoint` as the decoder checks it (`polydev run --docker-endpoint`).
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        docker_endpoint(text, &format!("{WHAT}: docker_endpoint"))
+    }
+
     /// The socket path of a unix endpoint.
     pub fn socket_path(&self) -> &Path {
         match self {

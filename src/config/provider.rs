@@ -22,17 +22,12 @@
 //!   Custom providers are in env mode unless they choose broker mode, and then must say how the
 //!   key is presented (`api_auth`) and where the CLI reads its base URL (`base_url_env`).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use super::ConfigError;
-use super::cty::Obj;
 use super::hclspec::{Spec, attr, object};
 pub use super::known_cli::{ApiAuth, KnownCli, builtin_providers};
-use crate::credential_model::names::is_provider;
-
-const WHAT: &str = "plugin config";
+use super::provider_block::{RawProvider, field};
 
 /// One coding CLI: which image runs it, what to launch, which credentials it needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,37 +124,16 @@ pub fn provider_schema() -> Spec {
     ])
 }
 
-/// Every provider: the built-ins, overridden and extended by the `provider` blocks.
-pub(crate) fn providers(
-    root: &Obj<'_>,
-) -> Result<BTreeMap<String, Arc<ProviderConfig>>, ConfigError> {
-    let mut providers = builtin_providers();
-    for (name, value) in root.labelled_objects("provider")? {
-        let field = format!("{WHAT}: provider {name:?}");
-        if !is_provider(&name) {
-            return Err(ConfigError::invalid(
-                &field,
-                "the provider name is not allowed",
-                "use 1 to 32 characters: a lower-case letter, then lower-case letters, digits, \
-                 '_' or '-'",
-            ));
-        }
-        let obj = Obj::new(value, &field, format!("{field}."))?;
-        let merged = provider(&name, providers.get(&name).map(|p| &**p), &obj)?;
-        providers.insert(name, Arc::new(merged));
-    }
-    Ok(providers)
-}
-
-fn provider(
+pub(super) fn provider(
     name: &str,
     builtin: Option<&ProviderConfig>,
-    obj: &Obj<'_>,
+    raw: &RawProvider,
+    at: &str,
 ) -> Result<ProviderConfig, ConfigError> {
-    let image = obj.string("image")?;
-    let command = obj.string("command")?;
-    let credentials = obj.strings("credentials")?;
-    let optional = obj.strings("optional_credentials")?;
+    let image = raw.image.clone();
+    let command = raw.command.clone();
+    let credentials = raw.credentials.clone();
+    let optional = raw.optional_credentials.clone();
     let mut merged = match builtin {
         Some(builtin) => ProviderConfig {
             image: image.unwrap_or_else(|| builtin.image.clone()),
@@ -172,7 +146,7 @@ fn provider(
             let required = |v: Option<String>, key: &str| {
                 v.ok_or_else(|| {
                     ConfigError::missing(
-                        obj.field(key),
+                        field(at, key),
                         format!(
                             "a provider that is not built in (openai, anthropic, google) must \
                              set both image and command, e.g. provider {name:?} {{ image = \
@@ -191,13 +165,17 @@ fn provider(
             }
         }
     };
-    merged.credential_mode = credential_mode(&merged, obj)?;
-    check_provider(&merged, obj)?;
+    merged.credential_mode = credential_mode(&merged, raw, at)?;
+    check_provider(&merged, at)?;
     Ok(merged)
 }
 
 /// The mode a block asks for, on top of the built-in's (or env mode for custom providers).
-fn credential_mode(current: &ProviderConfig, obj: &Obj<'_>) -> Result<CredentialMode, ConfigError> {
+fn credential_mode(
+    current: &ProviderConfig,
+    raw: &RawProvider,
+    at: &str,
+) -> Result<CredentialMode, ConfigError> {
     let broker_keys = [
         "api_upstream",
         "upstream_ca_file",
@@ -206,13 +184,13 @@ fn credential_mode(current: &ProviderConfig, obj: &Obj<'_>) -> Result<Credential
         "base_url_path",
         "api_paths",
     ];
-    let wants_broker = match obj.string("credential_mode")?.as_deref() {
+    let wants_broker = match raw.credential_mode.as_deref() {
         None => matches!(current.credential_mode, CredentialMode::Broker(_)),
         Some("broker") => true,
         Some("env") => false,
         Some(other) => {
             return Err(ConfigError::invalid(
-                obj.field("credential_mode"),
+                field(at, "credential_mode"),
                 format!("{other:?} is not a credential mode"),
                 "use \"broker\" (the key stays with polydev, the container has no network) or \
                  \"env\" (the key is in the CLI's environment; weaker)",
@@ -221,9 +199,9 @@ fn credential_mode(current: &ProviderConfig, obj: &Obj<'_>) -> Result<Credential
     };
     if !wants_broker {
         for key in broker_keys {
-            if obj.get(key)?.is_some_and(|v| !v.is_nil()) {
+            if raw.sets(key) {
                 return Err(ConfigError::invalid(
-                    obj.field(key),
+                    field(at, key),
                     "is a broker setting, and this provider is in env mode",
                     "remove it, or set credential_mode = \"broker\"",
                 ));
@@ -235,15 +213,15 @@ fn credential_mode(current: &ProviderConfig, obj: &Obj<'_>) -> Result<Credential
     let custom = inherited.is_none();
     let need = |key: &str, example: &str| {
         ConfigError::missing(
-            obj.field(key),
+            field(at, key),
             format!(
                 "a provider of your own in broker mode must say {example}; or use \
                  credential_mode = \"env\""
             ),
         )
     };
-    let (upstream_origin, upstream_path) = match obj.string("api_upstream")? {
-        Some(url) => parse_upstream(&url, &obj.field("api_upstream"))?,
+    let (upstream_origin, upstream_path) = match raw.api_upstream.clone() {
+        Some(url) => parse_upstream(&url, &field(at, "api_upstream"))?,
         None => match &inherited {
             Some(route) => (route.upstream_origin.clone(), route.upstream_path.clone()),
             None => {
@@ -254,10 +232,10 @@ fn credential_mode(current: &ProviderConfig, obj: &Obj<'_>) -> Result<Credential
             }
         },
     };
-    let auth = match obj.string("api_auth")? {
+    let auth = match raw.api_auth.clone() {
         Some(text) => ApiAuth::parse(&text).ok_or_else(|| {
             ConfigError::invalid(
-                obj.field("api_auth"),
+                field(at, "api_auth"),
                 format!("{text:?} is not a way to present a key"),
                 "use \"bearer\", \"x-api-key\", \"x-goog-api-key\" or \"query-key\"",
             )
@@ -272,7 +250,7 @@ fn credential_mode(current: &ProviderConfig, obj: &Obj<'_>) -> Result<Credential
             }
         },
     };
-    let base_url_env = match obj.strings("base_url_env")? {
+    let base_url_env = match raw.base_url_env.clone() {
         Some(names) => names,
         None => inherited
             .as_ref()
@@ -289,16 +267,16 @@ fn credential_mode(current: &ProviderConfig, obj: &Obj<'_>) -> Result<Credential
     for (i, name) in base_url_env.iter().enumerate() {
         if !is_env_name(name) {
             return Err(ConfigError::invalid(
-                format!("{}[{i}]", obj.field("base_url_env")),
+                format!("{}[{i}]", field(at, "base_url_env")),
                 format!("{name:?} is not an environment variable name"),
                 "use upper-case letters, digits and '_', e.g. \"OPENAI_BASE_URL\"",
             ));
         }
     }
-    let base_url_path = match obj.string("base_url_path")? {
+    let base_url_path = match raw.base_url_path.clone() {
         Some(path) => clean_path(&path).ok_or_else(|| {
             ConfigError::invalid(
-                obj.field("base_url_path"),
+                field(at, "base_url_path"),
                 format!("{path:?} is not a URL path"),
                 "use \"\" or a path such as \"/v1\" (letters, digits, '/', '-', '_', '.')",
             )
@@ -308,20 +286,20 @@ fn credential_mode(current: &ProviderConfig, obj: &Obj<'_>) -> Result<Credential
             .map(|r| r.base_url_path.clone())
             .unwrap_or_default(),
     };
-    let ca_file = match obj.string("upstream_ca_file")?.as_deref() {
+    let ca_file = match raw.upstream_ca_file.as_deref() {
         None => inherited.as_ref().and_then(|r| r.ca_file.clone()),
         Some("") => None,
         Some(path) if path.starts_with('/') && !path.contains('\0') => Some(PathBuf::from(path)),
         Some(path) => {
             return Err(ConfigError::invalid(
-                obj.field("upstream_ca_file"),
+                field(at, "upstream_ca_file"),
                 format!("{path:?} is not an absolute path"),
                 "name a PEM file of CA certificates by its absolute path, or \"\" for the \
                  system's roots only",
             ));
         }
     };
-    let paths = match obj.strings("api_paths")? {
+    let paths = match raw.api_paths.clone() {
         Some(paths) => paths,
         None => inherited
             .as_ref()
@@ -329,7 +307,7 @@ fn credential_mode(current: &ProviderConfig, obj: &Obj<'_>) -> Result<Credential
             .unwrap_or_default(),
     };
     for (i, path) in paths.iter().enumerate() {
-        let field = || format!("{}[{i}]", obj.field("api_paths"));
+        let field = || format!("{}[{i}]", field(at, "api_paths"));
         if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(ConfigError::invalid(
                 field(),
@@ -358,7 +336,7 @@ fn credential_mode(current: &ProviderConfig, obj: &Obj<'_>) -> Result<Credential
     }
     if current.credentials.is_empty() {
         return Err(ConfigError::missing(
-            obj.field("credentials"),
+            field(at, "credentials"),
             "a provider in broker mode needs the name of its key variable in credentials (the \
              first one is the key the broker presents), e.g. credentials = [\"OPENAI_API_KEY\"]",
         ));
@@ -428,17 +406,17 @@ pub(crate) fn is_single_word(s: &str) -> bool {
     !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
-fn check_provider(p: &ProviderConfig, obj: &Obj<'_>) -> Result<(), ConfigError> {
+fn check_provider(p: &ProviderConfig, at: &str) -> Result<(), ConfigError> {
     if !is_single_word(&p.image) {
         return Err(ConfigError::invalid(
-            obj.field("image"),
+            field(at, "image"),
             format!("{:?} is not an image reference", p.image),
             "use a reference without spaces such as \"registry.local/codex:1.2\"",
         ));
     }
     if !is_single_word(&p.command) {
         return Err(ConfigError::invalid(
-            obj.field("command"),
+            field(at, "command"),
             format!("{:?} is not a single program name or path", p.command),
             "name only the program (e.g. \"codex\" or \"/usr/local/bin/codex\"); tasks pass \
              arguments with args",
@@ -450,7 +428,7 @@ fn check_provider(p: &ProviderConfig, obj: &Obj<'_>) -> Result<(), ConfigError> 
         ("optional_credentials", &p.optional_credentials),
     ] {
         for (i, name) in names.iter().enumerate() {
-            let field = format!("{}[{i}]", obj.field(key));
+            let field = format!("{}[{i}]", field(at, key));
             if !is_env_name(name) {
                 return Err(ConfigError::invalid(
                     field,
