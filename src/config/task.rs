@@ -1,4 +1,7 @@
-//! The jobspec `config { ... }` of a `driver = "polydev"` task: its schema and its decoder.
+//! The jobspec `config { ... }` of a `driver = "polydev"` task: its schema and its decoder, in
+//! two steps — Nomad's msgpack parsed into typed options ([`RawTaskConfig`]), then checked and
+//! resolved against the node's plugin config ([`RawTaskConfig::resolve`]), which `polydev run`
+//! calls with options it builds itself.
 //!
 //! ```hcl
 //! config {
