@@ -27,7 +27,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{NetworkMode, PluginConfig, SecurityConfig};
+use crate::config::{NetworkMode, ProviderConfig, SecurityConfig};
 use crate::runtime::{ScratchMount, SecurityOptions};
 
 /// Label marking every container polydev manages.
@@ -149,18 +149,11 @@ fn scratch_mounts(security: &SecurityConfig) -> Vec<ScratchMount> {
 
 /// The Docker network mode of `provider`'s containers: none in broker mode, else the
 /// operator's `security.network_mode` (`None`: Docker's default bridge).
-pub fn network_mode_for(plugin: &PluginConfig, provider: &str) -> Option<String> {
-    let brokered = plugin
-        .providers
-        .get(provider)
-        .is_some_and(|p| p.credential_mode.route().is_some());
-    if brokered {
+pub fn network_mode_for(security: &SecurityConfig, provider: &ProviderConfig) -> Option<String> {
+    if provider.route().is_some() {
         return Some(NetworkMode::None.as_str().to_string());
     }
-    plugin
-        .security
-        .network_mode
-        .map(|mode| mode.as_str().to_string())
+    security.network_mode.map(|mode| mode.as_str().to_string())
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@
 //! - [`driver`]: Nomad's `BasePlugin` and `Driver` gRPC services; protobuf ⇄ domain, the one
 //!   error → `Status` mapping, the Fingerprint and TaskEvents streams.
 //! - [`core`]: the task lifecycle (start, supervise, stop, destroy, recover, stats, exec), and
-//!   what each CLI is given at launch (`core::cli`).
+//!   what each CLI is given at launch (`core::cli`, from the facts in `config::known_cli`).
 //! - [`broker`]: the per-task credential broker — a listener inside each broker-mode task's
 //!   network namespace that forwards the CLI's API requests with the real key, and the egress
 //!   allowlist; the key never enters the container.
@@ -30,7 +30,8 @@
 //! - [`task_user`]: the start-time check that no host account or group has the ids tasks run as.
 //! - [`pool_port`]: the warm pool as `core` sees it — the trait `pool` implements and the
 //!   driver wires in, so `core` and `pool` never name each other.
-//! - [`config`]: hclspec schemas and cty-msgpack decoding of the plugin and task configuration.
+//! - [`config`]: hclspec schemas and cty-msgpack decoding of the plugin and task configuration;
+//!   the one table of facts about the built-in CLIs (`config::known_cli`).
 //! - [`credential_model`]: the vocabulary of stored credentials — name rules, `EntryId`,
 //!   `CredentialKey`, the `CredentialStore` trait (Vault and the node's store) and `StoreError`;
 //!   a leaf that `config`, `vault` and `credentials` all use.

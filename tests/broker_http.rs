@@ -437,7 +437,7 @@ async fn bad_requests_get_clear_4xx_answers_and_never_reach_the_api() {
 async fn api_paths_limit_what_the_key_can_be_used_for_and_method_overrides_are_dropped() {
     let api = StandIn::start(|_| Reply::json("{}")).await;
     let mut config = plugin_config(&api.origin(), &api.ca_path(), vec![], &[]);
-    let provider = config.providers.get_mut("anthropic").unwrap();
+    let provider = std::sync::Arc::make_mut(config.providers.get_mut("anthropic").unwrap());
     if let polydev::config::CredentialMode::Broker(route) = &mut provider.credential_mode {
         route.paths = vec!["/v1/messages".into()];
     }

@@ -9,6 +9,9 @@
 //!   APIs are unreachable here) receives it with the real key in the provider's own header and
 //!   no placeholder, and answers in the API's documented streaming format; that answer is the
 //!   CLI's output in the stdout FIFO.
+//! - A renamed key (`provider "openai" { credentials = ["TEAM_OPENAI_KEY"] }`, and the same for
+//!   anthropic): the stock image runs, the CLI finds its placeholder where it reads its key, and
+//!   the renamed variable's value reaches the API.
 //!
 //! The provider images are built by `containers/build-images.sh` (idempotent; the entrypoint
 //! tests build them too).
@@ -48,9 +51,10 @@ fn ensure_provider_images() {
 
 /// Default provider images; a warm pool of one for `openai` only; `api` as every provider's
 /// upstream when given.
-/// The plugin config: every provider's API at `api`; with `renamed_key`, the operator has
-/// renamed openai's key variable (`provider "openai" { credentials = [...] }`).
-fn config(data_dir: &Path, api: Option<&StandIn>, renamed_key: Option<&str>) -> Vec<u8> {
+/// The plugin config: every provider's API at `api`; with `renamed_key` = (provider, variable),
+/// the operator has renamed that provider's key variable (`provider "openai" { credentials =
+/// [...] }`).
+fn config(data_dir: &Path, api: Option<&StandIn>, renamed_key: Option<(&str, &str)>) -> Vec<u8> {
     let provider = |name: &str| {
         let mut fields = match api {
             Some(api) => vec![
@@ -59,7 +63,7 @@ fn config(data_dir: &Path, api: Option<&StandIn>, renamed_key: Option<&str>) -> 
             ],
             None => vec![],
         };
-        if let (Some(key), "openai") = (renamed_key, name) {
+        if let Some((_, key)) = renamed_key.filter(|(provider, _)| *provider == name) {
             fields.insert(0, ("credentials", support::str_list(&[key])));
         }
         cty_object(fields)
@@ -133,7 +137,8 @@ async fn run_task(provider: &str, command: &str, args: &[&str], api: Option<&Sta
     run_task_with_key(provider, command, args, api, None).await
 }
 
-/// [`run_task`], the key in the agent's environment under `renamed_key` (openai only) if given.
+/// [`run_task`], the key in the agent's environment under `renamed_key` (the provider's key
+/// variable as the operator renamed it) if given.
 async fn run_task_with_key(
     provider: &str,
     command: &str,
@@ -149,7 +154,11 @@ async fn run_task_with_key(
     let (mut base, mut driver) = plugin.clients().await;
     let cleanup = Cleanup { plugin, data_dir };
     base.set_config(support::set_config_request(
-        config(cleanup.data_dir.path(), api, renamed_key),
+        config(
+            cleanup.data_dir.path(),
+            api,
+            renamed_key.map(|key| (provider, key)),
+        ),
         true,
     ))
     .await
@@ -210,7 +219,7 @@ async fn prompt(
     prompt_with_key(provider, command, args, model_path, auth, None).await
 }
 
-/// [`prompt`], with openai's key variable renamed to `renamed_key` if given.
+/// [`prompt`], with the provider's key variable renamed to `renamed_key` if given.
 async fn prompt_with_key(
     provider: &str,
     command: &str,
@@ -371,6 +380,25 @@ async fn a_renamed_key_reaches_the_api_from_the_stock_codex_image() {
         "/v1/responses",
         "authorization",
         Some("TEAM_OPENAI_KEY"),
+    )
+    .await;
+    assert!(!requests.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_key_reaches_the_api_from_the_stock_claude_image() {
+    // `provider "anthropic" { credentials = ["TEAM_ANTHROPIC_KEY"] }`: claude reads its key only
+    // from ANTHROPIC_API_KEY, so the placeholder must be there for it to send a request at all,
+    // and the broker must present the renamed variable's value.
+    let args = jobspec_args("claude.nomad.hcl", "Say hi, with a renamed key.");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let requests = prompt_with_key(
+        "anthropic",
+        "claude",
+        &args,
+        "/v1/messages",
+        "x-api-key",
+        Some("TEAM_ANTHROPIC_KEY"),
     )
     .await;
     assert!(!requests.is_empty());

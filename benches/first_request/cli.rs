@@ -91,22 +91,19 @@ impl Cli {
         env.push(format!("HOME={BASELINE_HOME}"));
         env.push(format!("NODE_EXTRA_CA_CERTS={BASELINE_CA}"));
         env.push(format!("SSL_CERT_FILE={BASELINE_CA}"));
-        match provider.cli {
-            Some(KnownCli::Codex) => {
-                // The docker-driver way: a model provider of one's own in config.toml.
-                let config = format!(
-                    "model_provider = \"bench\"\ncheck_for_update_on_startup = false\n\n\
-                     [model_providers.bench]\nname = \"stand-in\"\nbase_url = \"{origin}/v1\"\n\
-                     env_key = \"{}\"\nwire_api = \"responses\"\n\n\
-                     [analytics]\nenabled = false\n\n[features]\nplugins = false\n",
-                    self.key_variable
-                );
-                write_file(&home.join(".codex/config.toml"), &config)?;
-                env.push(format!("CODEX_CA_CERTIFICATE={BASELINE_CA}"));
-            }
-            Some(KnownCli::ClaudeCode) => env.push(format!("ANTHROPIC_BASE_URL={origin}")),
-            Some(KnownCli::GeminiCli) => env.push(format!("GOOGLE_GEMINI_BASE_URL={origin}")),
-            None => {}
+        if provider.cli == Some(KnownCli::Codex) {
+            // The docker-driver way: a model provider of one's own in config.toml.
+            let config = format!(
+                "model_provider = \"bench\"\ncheck_for_update_on_startup = false\n\n\
+                 [model_providers.bench]\nname = \"stand-in\"\nbase_url = \"{origin}/v1\"\n\
+                 env_key = \"{}\"\nwire_api = \"responses\"\n\n\
+                 [analytics]\nenabled = false\n\n[features]\nplugins = false\n",
+                self.key_variable
+            );
+            write_file(&home.join(".codex/config.toml"), &config)?;
+            env.push(format!("CODEX_CA_CERTIFICATE={BASELINE_CA}"));
+        } else if let Some(variable) = provider.cli.and_then(|cli| cli.facts().base_url_env) {
+            env.push(format!("{variable}={origin}"));
         }
         Ok(env)
     }

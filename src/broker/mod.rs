@@ -59,7 +59,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{BrokerConfig, EgressRule, PluginConfig};
+use crate::config::{BrokerConfig, EgressRule, PluginConfig, ResolvedProvider};
 use crate::credentials::{CredentialKey, CredentialSource};
 use limits::{BudgetExhausted, DescriptorBudget, Reservation};
 pub use netns::{BindError, ListenerSite};
@@ -78,6 +78,12 @@ pub enum BrokerError {
     Bind(#[from] BindError),
     #[error("provider {0:?} is not in broker mode")]
     NotBrokered(String),
+    #[error(
+        "provider {0:?} is no longer configured on this node, so its task's credential broker \
+         cannot serve; put its provider block back in the plugin config, or let Nomad restart \
+         the task"
+    )]
+    ProviderGone(String),
     #[error(transparent)]
     Budget(#[from] BudgetExhausted),
 }
@@ -90,6 +96,25 @@ pub struct BrokeredTask {
     pub key: CredentialKey,
     /// The variable holding the key (the provider's first credential).
     pub credential: String,
+}
+
+impl BrokeredTask {
+    /// What the broker of task `task_id` of `provider` serves: the key of `key`, from the
+    /// provider's key variable. Refused for a provider that is not in broker mode.
+    pub fn new(
+        task_id: &str,
+        key: CredentialKey,
+        provider: &ResolvedProvider,
+    ) -> Result<Self, BrokerError> {
+        match (provider.route(), provider.key_variable()) {
+            (Some(_), Some(variable)) => Ok(BrokeredTask {
+                task_id: task_id.to_string(),
+                key,
+                credential: variable.to_string(),
+            }),
+            _ => Err(BrokerError::NotBrokered(provider.name().to_string())),
+        }
+    }
 }
 
 /// What each connection of one task's listener needs.

@@ -155,23 +155,9 @@ async fn forward(
         .filter(|uri| upstream.is_its_origin(uri))
         .ok_or_else(|| Refusal::BadRequest("the request path is not a valid URL path".into()))?;
     let mut headers = forwardable(&parts.headers);
-    match upstream.auth {
-        ApiAuth::Bearer => insert_secret(
-            &mut headers,
-            header::AUTHORIZATION,
-            &format!("Bearer {}", key.expose_secret()),
-        )?,
-        ApiAuth::XApiKey => insert_secret(
-            &mut headers,
-            HeaderName::from_static("x-api-key"),
-            key.expose_secret(),
-        )?,
-        ApiAuth::XGoogApiKey => insert_secret(
-            &mut headers,
-            HeaderName::from_static("x-goog-api-key"),
-            key.expose_secret(),
-        )?,
-        ApiAuth::QueryKey => {}
+    if let Some((name, prefix)) = upstream.auth.header() {
+        let value = zeroize::Zeroizing::new([prefix, key.expose_secret()].concat());
+        insert_secret(&mut headers, HeaderName::from_static(name), &value)?;
     }
     headers.insert(
         header::ACCEPT_ENCODING,
@@ -432,6 +418,15 @@ mod tests {
         let kept = forwardable(&headers);
         let names: Vec<&str> = kept.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, vec!["anthropic-version", "content-type"]);
+    }
+
+    #[test]
+    fn every_header_a_key_is_presented_in_is_dropped_from_the_client() {
+        for auth in ApiAuth::ALL {
+            if let Some((name, _)) = auth.header() {
+                assert!(DROPPED_CLIENT_HEADERS.contains(&name), "{name}");
+            }
+        }
     }
 
     #[test]

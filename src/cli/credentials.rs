@@ -310,7 +310,7 @@ fn run(
 fn default_variable(provider: &str) -> Result<String, Failure> {
     let defaults = config::decode_plugin_config(&[]).map_err(|e| Failure::Failed(e.to_string()))?;
     match defaults.providers.get(provider) {
-        Some(p) => p.credentials.first().cloned().ok_or_else(|| {
+        Some(p) => p.key_variable().map(str::to_owned).ok_or_else(|| {
             Failure::Usage(format!(
                 "provider {provider:?} requires no credential; name one with --variable"
             ))
@@ -352,9 +352,12 @@ fn set(
             "polydev credentials set: note: the built-in provider {:?} does not use {variable} \
              (it uses {}); storing it anyway",
             id.provider(),
-            [provider.credentials, provider.optional_credentials]
-                .concat()
-                .join(", ")
+            [
+                &provider.credentials[..],
+                &provider.optional_credentials[..]
+            ]
+            .concat()
+            .join(", ")
         );
     }
     if stdin_is_terminal {

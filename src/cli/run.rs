@@ -16,12 +16,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rmpv::Value;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use super::args::{Command, Opt, Outcome};
-use crate::config::{self, PluginConfig};
+use crate::config::{self, DockerEndpoint, PluginConfig, RawProvider, RawTaskConfig};
 use crate::core::{Core, CorePorts, CoreSettings, EventBus, LogPaths, TaskSpec};
 use crate::credentials::{CredentialSource, EnvSource};
 use crate::docker::DockerRuntime;
@@ -175,73 +174,42 @@ impl RunOptions {
         }))
     }
 
-    /// The plugin configuration this run uses: the defaults, plus the overrides given.
+    /// The plugin configuration this run uses: the defaults, plus the overrides given, checked
+    /// as the plugin config's decoder checks them.
     fn plugin_config(&self) -> Result<PluginConfig, String> {
-        let mut fields = vec![];
+        let mut plugin = PluginConfig::default();
+        let block = RawProvider {
+            credential_mode: self.credential_mode.clone(),
+            api_upstream: self.api_upstream.clone(),
+            upstream_ca_file: self.upstream_ca_file.clone(),
+            ..RawProvider::default()
+        };
+        if block != RawProvider::default() {
+            config::set_provider(&mut plugin.providers, &self.provider, &block)
+                .map_err(|e| e.to_string())?;
+        }
         if let Some(endpoint) = &self.docker_endpoint {
-            fields.push((
-                Value::from("docker_endpoint"),
-                Value::from(endpoint.as_str()),
-            ));
+            plugin.docker_endpoint = DockerEndpoint::parse(endpoint).map_err(|e| e.to_string())?;
         }
-        let provider_fields: Vec<(Value, Value)> = [
-            ("credential_mode", &self.credential_mode),
-            ("api_upstream", &self.api_upstream),
-            ("upstream_ca_file", &self.upstream_ca_file),
-        ]
-        .into_iter()
-        .filter_map(|(key, value)| value.as_deref().map(|v| (Value::from(key), Value::from(v))))
-        .collect();
-        if !provider_fields.is_empty() {
-            fields.push((
-                Value::from("provider"),
-                Value::Map(vec![(
-                    Value::from(self.provider.as_str()),
-                    Value::Map(provider_fields),
-                )]),
-            ));
-        }
-        if self.image.is_some() {
-            fields.push((
-                Value::from("security"),
-                Value::Map(vec![(
-                    Value::from("allow_image_override"),
-                    Value::Boolean(true),
-                )]),
-            ));
-        }
-        config::decode_plugin_config(&encode(Value::Map(fields))).map_err(|e| e.to_string())
+        plugin.security.allow_image_override = self.image.is_some();
+        Ok(plugin)
     }
 
-    /// The task's `config {}` block, validated by the same decoder as a jobspec's.
+    /// The task's `config {}` block, validated by the same checks as a jobspec's.
     fn task_config(&self, plugin: &PluginConfig) -> Result<config::TaskConfig, String> {
-        let text = |v: &Option<String>| v.as_deref().map(Value::from).unwrap_or(Value::Nil);
-        let object = Value::Map(vec![
-            (
-                Value::from("args"),
-                Value::Array(
-                    self.argv[1..]
-                        .iter()
-                        .map(|a| Value::from(a.as_str()))
-                        .collect(),
-                ),
-            ),
-            (Value::from("command"), Value::from(self.argv[0].as_str())),
-            (Value::from("debug"), Value::Boolean(self.debug)),
-            (Value::from("image"), text(&self.image)),
-            (Value::from("labels"), Value::Nil),
-            (Value::from("provider"), Value::from(self.provider.as_str())),
-            (Value::from("user_id"), text(&self.user)),
-            (Value::from("work_dir"), Value::from(self.work_dir.as_str())),
-        ]);
-        config::decode_task_config(&encode(object), plugin).map_err(|e| e.to_string())
+        RawTaskConfig {
+            provider: Some(self.provider.clone()),
+            user_id: self.user.clone(),
+            command: Some(self.argv[0].clone()),
+            args: self.argv[1..].to_vec(),
+            work_dir: Some(self.work_dir.clone()),
+            image: self.image.clone(),
+            labels: Vec::new(),
+            debug: self.debug,
+        }
+        .resolve(plugin)
+        .map_err(|e| e.to_string())
     }
-}
-
-fn encode(value: Value) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    rmpv::encode::write_value(&mut bytes, &value).expect("writing to a Vec cannot fail");
-    bytes
 }
 
 /// `polydev run ARGS`; returns the exit code.
@@ -427,6 +395,98 @@ mod tests {
         assert!(err("--provider openai --memory 8796093022208 -- x").contains("16777216"));
         assert!(err("--provider openai --timeout 0s -- x").contains("--timeout"));
         assert!(err("--provider openai --bogus -- x").contains("--bogus"));
+    }
+
+    /// What `polydev run` built before it had typed constructors: the same options as the
+    /// msgpack Nomad would send, through the decoders.
+    fn decoded(options: &RunOptions) -> Result<(PluginConfig, config::TaskConfig), String> {
+        use rmpv::Value;
+        let text = |v: &Option<String>| v.as_deref().map(Value::from).unwrap_or(Value::Nil);
+        let encode = |value: Value| {
+            let mut bytes = Vec::new();
+            rmpv::encode::write_value(&mut bytes, &value).unwrap();
+            bytes
+        };
+        let mut fields = vec![];
+        if let Some(endpoint) = &options.docker_endpoint {
+            fields.push((
+                Value::from("docker_endpoint"),
+                Value::from(endpoint.as_str()),
+            ));
+        }
+        let provider_fields: Vec<(Value, Value)> = [
+            ("credential_mode", &options.credential_mode),
+            ("api_upstream", &options.api_upstream),
+            ("upstream_ca_file", &options.upstream_ca_file),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| value.as_deref().map(|v| (Value::from(key), Value::from(v))))
+        .collect();
+        if !provider_fields.is_empty() {
+            let block = Value::Map(provider_fields);
+            let blocks = Value::Map(vec![(Value::from(options.provider.as_str()), block)]);
+            fields.push((Value::from("provider"), blocks));
+        }
+        if options.image.is_some() {
+            let allow = vec![(Value::from("allow_image_override"), Value::Boolean(true))];
+            fields.push((Value::from("security"), Value::Map(allow)));
+        }
+        let plugin =
+            config::decode_plugin_config(&encode(Value::Map(fields))).map_err(|e| e.to_string())?;
+        let args = options.argv[1..].iter().map(|a| Value::from(a.as_str()));
+        let task = Value::Map(vec![
+            (Value::from("args"), Value::Array(args.collect())),
+            (
+                Value::from("command"),
+                Value::from(options.argv[0].as_str()),
+            ),
+            (Value::from("debug"), Value::Boolean(options.debug)),
+            (Value::from("image"), text(&options.image)),
+            (Value::from("labels"), Value::Nil),
+            (
+                Value::from("provider"),
+                Value::from(options.provider.as_str()),
+            ),
+            (Value::from("user_id"), text(&options.user)),
+            (
+                Value::from("work_dir"),
+                Value::from(options.work_dir.as_str()),
+            ),
+        ]);
+        let task = config::decode_task_config(&encode(task), &plugin).map_err(|e| e.to_string())?;
+        Ok((plugin, task))
+    }
+
+    fn typed(options: &RunOptions) -> Result<(PluginConfig, config::TaskConfig), String> {
+        let plugin = options.plugin_config()?;
+        let task = options.task_config(&plugin)?;
+        Ok((plugin, task))
+    }
+
+    #[test]
+    fn typed_configs_are_what_the_decoders_make_of_the_same_options() {
+        for line in [
+            "--provider openai -- codex --version",
+            "--provider anthropic --user u1 --debug --work-dir /src -- claude -p hi",
+            "--provider google --image mine:1 -- gemini",
+            "--provider openai --credential-mode env -- codex",
+            "--provider openai --api-upstream https://gw.internal/openai --upstream-ca-file /ca.pem -- codex",
+            "--provider anthropic --docker-endpoint unix:///run/docker.sock -- claude",
+            // Each refused, with the decoder's words.
+            "--provider opnai -- codex",
+            "--provider aider --credential-mode env -- aider",
+            "--provider openai --credential-mode sometimes -- codex",
+            "--provider openai --api-upstream http://api.openai.com -- codex",
+            "--provider openai --credential-mode env --api-upstream https://x -- codex",
+            "--provider openai --upstream-ca-file ca.pem -- codex",
+            "--provider openai --docker-endpoint tcp://1.2.3.4:2375 -- codex",
+            "--provider openai --work-dir relative -- codex",
+            "--provider openai --user ../x -- codex",
+            "--provider openai --image a\u{7f}b -- codex",
+        ] {
+            let options = parse(line).unwrap();
+            assert_eq!(typed(&options), decoded(&options), "{line}");
+        }
     }
 
     #[test]

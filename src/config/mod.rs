@@ -10,25 +10,33 @@
 //! - Decoders never panic on any input; every rejection is a [`ConfigError`] naming the field and
 //!   the fix.
 //! - Nothing here holds a secret: configs carry credential *names*, never values.
+//! - Every fact about a built-in CLI (command, image, key and base-URL variables, auth, headless
+//!   settings) is in one table, [`known_cli`].
 
 pub mod broker;
 mod cty;
 pub mod duration;
 mod error;
 pub mod hclspec;
+pub mod known_cli;
 pub mod plugin;
 pub mod pool;
 pub mod provider;
+mod provider_block;
+mod resolved;
 pub mod task;
 pub mod vault;
 
 pub use broker::{BrokerConfig, EgressRule};
 pub use error::ConfigError;
+pub use known_cli::{ApiAuth, CliFacts, KnownCli};
 pub use plugin::{
     ContainerLogConfig, DockerEndpoint, NetworkMode, PluginConfig, SecurityConfig,
     decode_plugin_config, plugin_config_schema,
 };
 pub use pool::{PoolConfig, WhenEmpty};
-pub use provider::{ApiAuth, ApiRoute, CredentialMode, KnownCli, ProviderConfig};
-pub use task::{TaskConfig, decode_task_config, task_config_schema};
+pub use provider::{ApiRoute, CredentialMode, ProviderConfig};
+pub use provider_block::{RawProvider, set_provider};
+pub use resolved::ResolvedProvider;
+pub use task::{RawTaskConfig, TaskConfig, decode_task_config, task_config_schema};
 pub use vault::{VaultAuth, VaultConfig};

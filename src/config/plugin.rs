@@ -34,7 +34,8 @@ use super::cty::{self, Obj};
 use super::duration;
 use super::hclspec::{Spec, attr, block, block_map, default, hcl_string, literal, object};
 use super::pool::{PoolConfig, pool_schema, pools};
-use super::provider::{ProviderConfig, builtin_providers, provider_schema, providers};
+use super::provider::{ProviderConfig, builtin_providers, provider_schema};
+use super::provider_block::providers;
 use super::vault::{VaultConfig, vault, vault_schema};
 
 const WHAT: &str = "plugin config";
@@ -76,8 +77,9 @@ pub struct PluginConfig {
     pub docker_endpoint: DockerEndpoint,
     /// polydev's own state directory (log cursors and the like).
     pub data_dir: PathBuf,
-    /// Every provider this node can run, keyed by name; always includes the built-ins.
-    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Every provider this node can run, keyed by name; always includes the built-ins. Tasks
+    /// share these settings ([`PluginConfig::provider`]).
+    pub providers: BTreeMap<String, std::sync::Arc<ProviderConfig>>,
     /// Container hardening applied to every task container.
     pub security: SecurityConfig,
     /// Log rotation of task containers (Docker `local` log driver).
@@ -113,6 +115,11 @@ pub enum DockerEndpoint {
 }
 
 impl DockerEndpoint {
+    /// `docker_endpoint` as the decoder checks it (`polydev run --docker-endpoint`).
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        docker_endpoint(text, &format!("{WHAT}: docker_endpoint"))
+    }
+
     /// The socket path of a unix endpoint.
     pub fn socket_path(&self) -> &Path {
         match self {

@@ -22,15 +22,12 @@
 //!   Custom providers are in env mode unless they choose broker mode, and then must say how the
 //!   key is presented (`api_auth`) and where the CLI reads its base URL (`base_url_env`).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::ConfigError;
-use super::cty::Obj;
 use super::hclspec::{Spec, attr, object};
-use crate::credential_model::names::is_provider;
-
-const WHAT: &str = "plugin config";
+pub use super::known_cli::{ApiAuth, KnownCli, builtin_providers};
+use super::provider_block::{RawProvider, field};
 
 /// One coding CLI: which image runs it, what to launch, which credentials it needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,8 +43,21 @@ pub struct ProviderConfig {
     /// How the CLI gets its credentials.
     pub credential_mode: CredentialMode,
     /// The built-in CLI this provider runs (`None` for providers of the operator's own), which
-    /// says what else the CLI needs at launch (see `core::cli`).
+    /// says what else the CLI needs at launch (its row of [`super::known_cli::KNOWN_CLIS`]).
     pub cli: Option<KnownCli>,
+}
+
+impl ProviderConfig {
+    /// The variable holding the provider's key: its first credential (a broker-mode provider
+    /// always has one; an env-mode provider of the operator's own may have none).
+    pub fn key_variable(&self) -> Option<&str> {
+        self.credentials.first().map(String::as_str)
+    }
+
+    /// The broker route, in broker mode.
+    pub fn route(&self) -> Option<&ApiRoute> {
+        self.credential_mode.route()
+    }
 }
 
 /// How a provider's CLI gets its credentials.
@@ -90,116 +100,6 @@ pub struct ApiRoute {
     pub paths: Vec<String>,
 }
 
-/// Where a provider's API expects the key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApiAuth {
-    /// `Authorization: Bearer <key>` (OpenAI).
-    Bearer,
-    /// `x-api-key: <key>` (Anthropic).
-    XApiKey,
-    /// `x-goog-api-key: <key>` (Google).
-    XGoogApiKey,
-    /// `?key=<key>` in the query string (older Google clients).
-    QueryKey,
-}
-
-impl ApiAuth {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ApiAuth::Bearer => "bearer",
-            ApiAuth::XApiKey => "x-api-key",
-            ApiAuth::XGoogApiKey => "x-goog-api-key",
-            ApiAuth::QueryKey => "query-key",
-        }
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        [
-            ApiAuth::Bearer,
-            ApiAuth::XApiKey,
-            ApiAuth::XGoogApiKey,
-            ApiAuth::QueryKey,
-        ]
-        .into_iter()
-        .find(|auth| auth.as_str() == text)
-    }
-}
-
-/// The built-in CLIs, whose broker setup polydev knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KnownCli {
-    /// OpenAI Codex (`codex`): reads its provider and base URL from `~/.codex/config.toml`.
-    Codex,
-    /// Anthropic Claude Code (`claude`): `ANTHROPIC_BASE_URL`.
-    ClaudeCode,
-    /// Google Gemini CLI (`gemini`): `GOOGLE_GEMINI_BASE_URL`, auth type from its settings.
-    GeminiCli,
-}
-
-/// The providers every node knows without configuration.
-pub fn builtin_providers() -> BTreeMap<String, ProviderConfig> {
-    let p = |image: &str,
-             command: &str,
-             creds: &[&str],
-             optional: &[&str],
-             cli: KnownCli,
-             upstream: &str,
-             auth: ApiAuth| ProviderConfig {
-        image: image.to_owned(),
-        command: command.to_owned(),
-        credentials: creds.iter().map(|c| (*c).to_owned()).collect(),
-        optional_credentials: optional.iter().map(|c| (*c).to_owned()).collect(),
-        credential_mode: CredentialMode::Broker(ApiRoute {
-            upstream_origin: upstream.to_owned(),
-            upstream_path: String::new(),
-            ca_file: None,
-            auth,
-            base_url_env: Vec::new(),
-            base_url_path: String::new(),
-            paths: Vec::new(),
-        }),
-        cli: Some(cli),
-    };
-    BTreeMap::from([
-        (
-            "openai".to_owned(),
-            p(
-                "polydev-openai-runtime:latest",
-                "codex",
-                &["OPENAI_API_KEY"],
-                &[],
-                KnownCli::Codex,
-                "https://api.openai.com",
-                ApiAuth::Bearer,
-            ),
-        ),
-        (
-            "anthropic".to_owned(),
-            p(
-                "polydev-anthropic-runtime:latest",
-                "claude",
-                &["ANTHROPIC_API_KEY"],
-                &[],
-                KnownCli::ClaudeCode,
-                "https://api.anthropic.com",
-                ApiAuth::XApiKey,
-            ),
-        ),
-        (
-            "google".to_owned(),
-            p(
-                "polydev-google-runtime:latest",
-                "gemini",
-                &["GOOGLE_API_KEY"],
-                &["GOOGLE_PROJECT_ID"],
-                KnownCli::GeminiCli,
-                "https://generativelanguage.googleapis.com",
-                ApiAuth::XGoogApiKey,
-            ),
-        ),
-    ])
-}
-
 /// The object inside a `provider "<name>" {}` block (no defaults here: a built-in's own
 /// values fill what a block leaves out).
 pub fn provider_schema() -> Spec {
@@ -224,35 +124,16 @@ pub fn provider_schema() -> Spec {
     ])
 }
 
-/// Every provider: the built-ins, overridden and extended by the `provider` blocks.
-pub(crate) fn providers(root: &Obj<'_>) -> Result<BTreeMap<String, ProviderConfig>, ConfigError> {
-    let mut providers = builtin_providers();
-    for (name, value) in root.labelled_objects("provider")? {
-        let field = format!("{WHAT}: provider {name:?}");
-        if !is_provider(&name) {
-            return Err(ConfigError::invalid(
-                &field,
-                "the provider name is not allowed",
-                "use 1 to 32 characters: a lower-case letter, then lower-case letters, digits, \
-                 '_' or '-'",
-            ));
-        }
-        let obj = Obj::new(value, &field, format!("{field}."))?;
-        let merged = provider(&name, providers.get(&name), &obj)?;
-        providers.insert(name, merged);
-    }
-    Ok(providers)
-}
-
-fn provider(
+pub(super) fn provider(
     name: &str,
     builtin: Option<&ProviderConfig>,
-    obj: &Obj<'_>,
+    raw: &RawProvider,
+    at: &str,
 ) -> Result<ProviderConfig, ConfigError> {
-    let image = obj.string("image")?;
-    let command = obj.string("command")?;
-    let credentials = obj.strings("credentials")?;
-    let optional = obj.strings("optional_credentials")?;
+    let image = raw.image.clone();
+    let command = raw.command.clone();
+    let credentials = raw.credentials.clone();
+    let optional = raw.optional_credentials.clone();
     let mut merged = match builtin {
         Some(builtin) => ProviderConfig {
             image: image.unwrap_or_else(|| builtin.image.clone()),
@@ -265,7 +146,7 @@ fn provider(
             let required = |v: Option<String>, key: &str| {
                 v.ok_or_else(|| {
                     ConfigError::missing(
-                        obj.field(key),
+                        field(at, key),
                         format!(
                             "a provider that is not built in (openai, anthropic, google) must \
                              set both image and command, e.g. provider {name:?} {{ image = \
@@ -284,13 +165,17 @@ fn provider(
             }
         }
     };
-    merged.credential_mode = credential_mode(&merged, obj)?;
-    check_provider(&merged, obj)?;
+    merged.credential_mode = credential_mode(&merged, raw, at)?;
+    check_provider(&merged, at)?;
     Ok(merged)
 }
 
 /// The mode a block asks for, on top of the built-in's (or env mode for custom providers).
-fn credential_mode(current: &ProviderConfig, obj: &Obj<'_>) -> Result<CredentialMode, ConfigError> {
+fn credential_mode(
+    current: &ProviderConfig,
+    raw: &RawProvider,
+    at: &str,
+) -> Result<CredentialMode, ConfigError> {
     let broker_keys = [
         "api_upstream",
         "upstream_ca_file",
@@ -299,13 +184,13 @@ fn credential_mode(current: &ProviderConfig, obj: &Obj<'_>) -> Result<Credential
         "base_url_path",
         "api_paths",
     ];
-    let wants_broker = match obj.string("credential_mode")?.as_deref() {
+    let wants_broker = match raw.credential_mode.as_deref() {
         None => matches!(current.credential_mode, CredentialMode::Broker(_)),
         Some("broker") => true,
         Some("env") => false,
         Some(other) => {
             return Err(ConfigError::invalid(
-                obj.field("credential_mode"),
+                field(at, "credential_mode"),
                 format!("{other:?} is not a credential mode"),
                 "use \"broker\" (the key stays with polydev, the container has no network) or \
                  \"env\" (the key is in the CLI's environment; weaker)",
@@ -314,9 +199,9 @@ fn credential_mode(current: &ProviderConfig, obj: &Obj<'_>) -> Result<Credential
     };
     if !wants_broker {
         for key in broker_keys {
-            if obj.get(key)?.is_some_and(|v| !v.is_nil()) {
+            if raw.sets(key) {
                 return Err(ConfigError::invalid(
-                    obj.field(key),
+                    field(at, key),
                     "is a broker setting, and this provider is in env mode",
                     "remove it, or set credential_mode = \"broker\"",
                 ));
@@ -328,15 +213,15 @@ fn credential_mode(current: &ProviderConfig, obj: &Obj<'_>) -> Result<Credential
     let custom = inherited.is_none();
     let need = |key: &str, example: &str| {
         ConfigError::missing(
-            obj.field(key),
+            field(at, key),
             format!(
                 "a provider of your own in broker mode must say {example}; or use \
                  credential_mode = \"env\""
             ),
         )
     };
-    let (upstream_origin, upstream_path) = match obj.string("api_upstream")? {
-        Some(url) => parse_upstream(&url, &obj.field("api_upstream"))?,
+    let (upstream_origin, upstream_path) = match raw.api_upstream.clone() {
+        Some(url) => parse_upstream(&url, &field(at, "api_upstream"))?,
         None => match &inherited {
             Some(route) => (route.upstream_origin.clone(), route.upstream_path.clone()),
             None => {
@@ -347,10 +232,10 @@ fn credential_mode(current: &ProviderConfig, obj: &Obj<'_>) -> Result<Credential
             }
         },
     };
-    let auth = match obj.string("api_auth")? {
+    let auth = match raw.api_auth.clone() {
         Some(text) => ApiAuth::parse(&text).ok_or_else(|| {
             ConfigError::invalid(
-                obj.field("api_auth"),
+                field(at, "api_auth"),
                 format!("{text:?} is not a way to present a key"),
                 "use \"bearer\", \"x-api-key\", \"x-goog-api-key\" or \"query-key\"",
             )
@@ -365,7 +250,7 @@ fn credential_mode(current: &ProviderConfig, obj: &Obj<'_>) -> Result<Credential
             }
         },
     };
-    let base_url_env = match obj.strings("base_url_env")? {
+    let base_url_env = match raw.base_url_env.clone() {
         Some(names) => names,
         None => inherited
             .as_ref()
@@ -382,16 +267,16 @@ fn credential_mode(current: &ProviderConfig, obj: &Obj<'_>) -> Result<Credential
     for (i, name) in base_url_env.iter().enumerate() {
         if !is_env_name(name) {
             return Err(ConfigError::invalid(
-                format!("{}[{i}]", obj.field("base_url_env")),
+                format!("{}[{i}]", field(at, "base_url_env")),
                 format!("{name:?} is not an environment variable name"),
                 "use upper-case letters, digits and '_', e.g. \"OPENAI_BASE_URL\"",
             ));
         }
     }
-    let base_url_path = match obj.string("base_url_path")? {
+    let base_url_path = match raw.base_url_path.clone() {
         Some(path) => clean_path(&path).ok_or_else(|| {
             ConfigError::invalid(
-                obj.field("base_url_path"),
+                field(at, "base_url_path"),
                 format!("{path:?} is not a URL path"),
                 "use \"\" or a path such as \"/v1\" (letters, digits, '/', '-', '_', '.')",
             )
@@ -401,20 +286,20 @@ fn credential_mode(current: &ProviderConfig, obj: &Obj<'_>) -> Result<Credential
             .map(|r| r.base_url_path.clone())
             .unwrap_or_default(),
     };
-    let ca_file = match obj.string("upstream_ca_file")?.as_deref() {
+    let ca_file = match raw.upstream_ca_file.as_deref() {
         None => inherited.as_ref().and_then(|r| r.ca_file.clone()),
         Some("") => None,
         Some(path) if path.starts_with('/') && !path.contains('\0') => Some(PathBuf::from(path)),
         Some(path) => {
             return Err(ConfigError::invalid(
-                obj.field("upstream_ca_file"),
+                field(at, "upstream_ca_file"),
                 format!("{path:?} is not an absolute path"),
                 "name a PEM file of CA certificates by its absolute path, or \"\" for the \
                  system's roots only",
             ));
         }
     };
-    let paths = match obj.strings("api_paths")? {
+    let paths = match raw.api_paths.clone() {
         Some(paths) => paths,
         None => inherited
             .as_ref()
@@ -422,7 +307,7 @@ fn credential_mode(current: &ProviderConfig, obj: &Obj<'_>) -> Result<Credential
             .unwrap_or_default(),
     };
     for (i, path) in paths.iter().enumerate() {
-        let field = || format!("{}[{i}]", obj.field("api_paths"));
+        let field = || format!("{}[{i}]", field(at, "api_paths"));
         if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(ConfigError::invalid(
                 field(),
@@ -451,7 +336,7 @@ fn credential_mode(current: &ProviderConfig, obj: &Obj<'_>) -> Result<Credential
     }
     if current.credentials.is_empty() {
         return Err(ConfigError::missing(
-            obj.field("credentials"),
+            field(at, "credentials"),
             "a provider in broker mode needs the name of its key variable in credentials (the \
              first one is the key the broker presents), e.g. credentials = [\"OPENAI_API_KEY\"]",
         ));
@@ -521,17 +406,17 @@ pub(crate) fn is_single_word(s: &str) -> bool {
     !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
-fn check_provider(p: &ProviderConfig, obj: &Obj<'_>) -> Result<(), ConfigError> {
+fn check_provider(p: &ProviderConfig, at: &str) -> Result<(), ConfigError> {
     if !is_single_word(&p.image) {
         return Err(ConfigError::invalid(
-            obj.field("image"),
+            field(at, "image"),
             format!("{:?} is not an image reference", p.image),
             "use a reference without spaces such as \"registry.local/codex:1.2\"",
         ));
     }
     if !is_single_word(&p.command) {
         return Err(ConfigError::invalid(
-            obj.field("command"),
+            field(at, "command"),
             format!("{:?} is not a single program name or path", p.command),
             "name only the program (e.g. \"codex\" or \"/usr/local/bin/codex\"); tasks pass \
              arguments with args",
@@ -543,7 +428,7 @@ fn check_provider(p: &ProviderConfig, obj: &Obj<'_>) -> Result<(), ConfigError> 
         ("optional_credentials", &p.optional_credentials),
     ] {
         for (i, name) in names.iter().enumerate() {
-            let field = format!("{}[{i}]", obj.field(key));
+            let field = format!("{}[{i}]", field(at, key));
             if !is_env_name(name) {
                 return Err(ConfigError::invalid(
                     field,

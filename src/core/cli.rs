@@ -1,41 +1,21 @@
-//! What each CLI is given at launch besides its argv: its credential (a placeholder in broker
-//! mode, the value in env mode), the broker's address as its API base URL (broker mode), and
-//! the settings the built-in CLIs need to work headless — and to skip telemetry, update checks
-//! and plugin sync, which a broker-mode container could not reach anyway.
-//!
-//! The facts per CLI (the versions pinned in `containers/versions.tsv`), each checked
-//! against a recorder in a `--network none` container:
-//! - codex ignores `OPENAI_BASE_URL`; it takes a model provider from `~/.codex/config.toml`
-//!   (`name`, `base_url` ending in `/v1`, `env_key`, `wire_api = "responses"`) and sends
-//!   `POST /v1/responses` with `Authorization: Bearer`. `supports_websockets = false` keeps it on
-//!   HTTP streaming: a provider that supports WebSockets gets `GET /v1/responses` with
-//!   `Upgrade: websocket` first, which the broker does not relay (it drops hop-by-hop headers),
-//!   and codex retries that for seconds. `[features] plugins = false` stops its calls to
-//!   api.github.com and chatgpt.com, `[analytics] enabled = false` and `[otel]` its metrics. A
-//!   refused connection is retried without end (what rides out a plugin restart).
-//! - claude takes `ANTHROPIC_BASE_URL` and sends `POST /v1/messages?beta=true` with
-//!   `x-api-key` (versions before 2.1.3xx sent a `HEAD /` first);
-//!   `CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1` stops everything else.
-//! - gemini takes `GOOGLE_GEMINI_BASE_URL` once its auth type is chosen in its settings
-//!   (`security.auth.selectedType = "gemini-api-key"`), which reads **`GEMINI_API_KEY`**: with
-//!   `GOOGLE_API_KEY` also set it warns four times per run, so the provider's `GOOGLE_API_KEY`
-//!   reaches it as `GEMINI_API_KEY` only. Headless, it wants the workspace trusted and no
-//!   relaunch (the relaunch also doubles its memory); `privacy.usageStatisticsEnabled = false`
-//!   stops its one other call.
+//! What each CLI is given at launch besides its argv: its credentials (placeholders in broker
+//! mode, the values in env mode) under the names it reads them, the broker's address as its API
+//! base URL (broker mode), and the settings the built-in CLIs need to work headless — and to
+//! skip telemetry, update checks and plugin sync, which a broker-mode container could not reach
+//! anyway. The facts about each built-in CLI come from its row of
+//! [`crate::config::known_cli::KNOWN_CLIS`]; nothing here matches on a CLI's name.
 //!
 //! A jobspec can still override these settings (its own `-c` flags, env, a workspace settings
 //! file); in broker mode that only breaks its own task, whose container reaches nothing else.
-//! Invariant: only `secret_env` holds secrets, and only in env mode.
+//! Invariants: only `secret_env` holds secrets, and only in env mode; a provider's key reaches
+//! a built-in CLI under the variable that CLI reads it from, whatever the operator named it.
 
 use secrecy::SecretString;
 
-use crate::config::{KnownCli, ProviderConfig};
+use crate::config::ProviderConfig;
 
 /// The value every credential variable holds in a broker-mode container.
 pub const PLACEHOLDER: &str = "polydev-brokered-no-key-here";
-
-/// The variable gemini-cli reads its key from.
-const GEMINI_KEY: &str = "GEMINI_API_KEY";
 
 /// Where a broker-mode CLI finds the broker: `127.0.0.1:<port>` in its container.
 #[derive(Debug, Clone, Copy)]
@@ -71,13 +51,16 @@ pub fn cli_launch(
     credentials: &[(String, SecretString)],
 ) -> CliLaunch {
     let mut launch = CliLaunch::default();
-    let gemini = provider.cli == Some(KnownCli::GeminiCli);
-    let key_variable = provider.credentials.first().map(String::as_str);
+    let facts = provider.cli.map(|cli| cli.facts());
+    let key_variable = provider.key_variable();
     // The name under which the CLI reads a credential variable.
-    let read_as = |name: &str| match (gemini, key_variable) {
-        (true, Some(key)) if key == name => GEMINI_KEY.to_string(),
-        _ => name.to_string(),
+    let read_as = |name: &str| match facts {
+        Some(facts) => facts
+            .reads_as(name, key_variable, broker.is_some())
+            .to_string(),
+        None => name.to_string(),
     };
+    launch.required = provider.credentials.iter().map(|n| read_as(n)).collect();
     match broker {
         Some(address) => {
             for name in provider
@@ -87,9 +70,8 @@ pub fn cli_launch(
             {
                 launch.set(&read_as(name), PLACEHOLDER);
             }
-            launch.required = provider.credentials.iter().map(|n| read_as(n)).collect();
             let base = format!("http://127.0.0.1:{}", address.port);
-            if let Some(route) = provider.credential_mode.route() {
+            if let Some(route) = provider.route() {
                 for name in &route.base_url_env {
                     launch.set(name, &format!("{base}{}", route.base_url_path));
                 }
@@ -108,74 +90,24 @@ pub fn cli_launch(
                 .iter()
                 .map(|(name, value)| (read_as(name), value.clone()))
                 .collect();
-            launch.required = provider.credentials.iter().map(|n| read_as(n)).collect();
         }
     }
+    let Some(facts) = facts else {
+        return launch;
+    };
     let base = broker.map(|address| format!("http://127.0.0.1:{}", address.port));
-    match provider.cli {
-        Some(KnownCli::Codex) => launch.files.push((
-            ".codex/config.toml".into(),
-            codex_config(base.as_deref(), key_variable.unwrap_or("OPENAI_API_KEY")),
-        )),
-        Some(KnownCli::ClaudeCode) => {
-            if let Some(base) = &base {
-                launch.set("ANTHROPIC_BASE_URL", base);
-            }
-            for switch in [
-                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC",
-                "DISABLE_AUTOUPDATER",
-                "DISABLE_TELEMETRY",
-                "DISABLE_ERROR_REPORTING",
-            ] {
-                launch.set(switch, "1");
-            }
-        }
-        Some(KnownCli::GeminiCli) => {
-            if let Some(base) = &base {
-                launch.set("GOOGLE_GEMINI_BASE_URL", base);
-            }
-            launch.set("GEMINI_CLI_TRUST_WORKSPACE", "true");
-            launch.set("GEMINI_CLI_NO_RELAUNCH", "true");
-            launch
-                .files
-                .push((".gemini/settings.json".into(), GEMINI_SETTINGS.into()));
-        }
-        None => {}
+    if let (Some(base), Some(variable)) = (&base, facts.base_url_env) {
+        launch.set(variable, base);
+    }
+    for (name, value) in facts.headless_env {
+        launch.set(name, value);
+    }
+    if let Some(settings) = &facts.settings {
+        let content = (settings.content)(base.as_deref(), key_variable);
+        launch.files.push((settings.path.to_string(), content));
     }
     launch
 }
-
-/// codex's settings: no plugin sync, analytics or metrics; in broker mode, a model provider
-/// pointing at the broker, over HTTP streaming (never a WebSocket, which the broker does not
-/// relay), whose failed requests are retried more patiently than by default.
-fn codex_config(broker: Option<&str>, key_variable: &str) -> String {
-    let mut config =
-        String::from("# Written by polydev at launch.\ncheck_for_update_on_startup = false\n");
-    if let Some(base) = broker {
-        config = format!(
-            "# Written by polydev: requests go to its credential broker inside this container.\n\
-             model_provider = \"polydev\"\ncheck_for_update_on_startup = false\n\n\
-             [model_providers.polydev]\nname = \"polydev credential broker\"\n\
-             base_url = \"{base}/v1\"\nenv_key = \"{key_variable}\"\nwire_api = \"responses\"\n\
-             request_max_retries = 10\nstream_max_retries = 10\nsupports_websockets = false\n"
-        );
-    }
-    config.push_str(
-        "\n[analytics]\nenabled = false\n\n[otel]\nexporter = \"none\"\n\
-         trace_exporter = \"none\"\nmetrics_exporter = \"none\"\n\n[features]\nplugins = false\n",
-    );
-    config
-}
-
-/// gemini-cli's user settings: the API-key auth type, and no usage statistics, telemetry or
-/// update checks (0.61's names; the older `disableAutoUpdate` warns).
-const GEMINI_SETTINGS: &str = r#"{
-  "security": { "auth": { "selectedType": "gemini-api-key" } },
-  "privacy": { "usageStatisticsEnabled": false },
-  "telemetry": { "enabled": false },
-  "general": { "enableAutoUpdate": false, "enableAutoUpdateNotification": false }
-}
-"#;
 
 #[cfg(test)]
 mod tests {
@@ -271,5 +203,51 @@ mod tests {
         assert!(!codex.files[0].1.contains("model_provider"));
         assert!(codex.files[0].1.contains("plugins = false"));
         assert!(codex.env.iter().all(|(_, v)| v != PLACEHOLDER));
+    }
+
+    /// `provider "<p>" { credentials = ["TEAM_KEY"] }`: each CLI still finds the key (its
+    /// placeholder in broker mode, its value in env mode) where it reads it.
+    #[test]
+    fn a_renamed_key_reaches_each_cli_where_it_reads_it_in_both_modes() {
+        let renamed = |name: &str| {
+            let mut provider = (*builtin_providers()[name]).clone();
+            provider.credentials[0] = "TEAM_KEY".into();
+            provider
+        };
+        let secret = [("TEAM_KEY".to_string(), SecretString::from("sk-team"))];
+        // (provider, where the CLI reads the key in broker mode, and in env mode)
+        let cases = [
+            ("openai", "TEAM_KEY", "OPENAI_API_KEY"),
+            ("anthropic", "ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"),
+            ("google", "GEMINI_API_KEY", "GEMINI_API_KEY"),
+        ];
+        for (name, brokered_as, env_as) in cases {
+            let provider = renamed(name);
+            let brokered = cli_launch(&provider, at(4010), &[]);
+            assert_eq!(value(&brokered, brokered_as), Some(PLACEHOLDER), "{name}");
+            assert_eq!(brokered.required, vec![brokered_as.to_string()], "{name}");
+            if brokered_as != "TEAM_KEY" {
+                assert_eq!(value(&brokered, "TEAM_KEY"), None, "{name}");
+            }
+            let env = cli_launch(&provider, None, &secret);
+            let names: Vec<&str> = env.secret_env.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(names, vec![env_as], "{name}");
+            assert_eq!(env.secret_env[0].1.expose_secret(), "sk-team");
+            assert_eq!(env.required, vec![env_as.to_string()], "{name}");
+        }
+        // codex reads the renamed variable in broker mode because its settings name it.
+        let codex = cli_launch(&renamed("openai"), at(4011), &[]);
+        assert!(codex.files[0].1.contains("env_key = \"TEAM_KEY\""));
+    }
+
+    #[test]
+    fn a_provider_of_the_operators_own_gets_its_variables_as_named_and_no_cli_settings() {
+        let mut provider = (*builtin_providers()["openai"]).clone();
+        provider.cli = None;
+        provider.credentials = vec!["AIDER_KEY".into()];
+        let launch = cli_launch(&provider, at(4012), &[]);
+        assert_eq!(value(&launch, "AIDER_KEY"), Some(PLACEHOLDER));
+        assert!(launch.files.is_empty());
+        assert_eq!(launch.required, vec!["AIDER_KEY".to_string()]);
     }
 }

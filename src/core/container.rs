@@ -51,7 +51,7 @@ fn sanitize_name(raw: &str) -> String {
 /// The labels every polydev container carries, plus the task's own extra labels.
 pub fn labels(task: &TaskSpec, node: &str, data_dir: &str) -> BTreeMap<String, String> {
     let mut labels = task.config.labels.clone();
-    labels.extend(managed_labels(&task.config.provider, node, data_dir));
+    labels.extend(managed_labels(task.config.provider.name(), node, data_dir));
     labels
 }
 
@@ -111,7 +111,7 @@ pub fn task_container(
         mounts: alloc_mounts(task),
         security: security_options(security),
         work_dir: None,
-        network_mode: network_mode_for(plugin, &task.config.provider),
+        network_mode: network_mode_for(security, task.config.provider.settings()),
         log_max_size: plugin.container_log.max_size.clone(),
         log_max_files: plugin.container_log.max_files,
     }

@@ -4,7 +4,9 @@
 //! waiter is re-armed (it returns at once if the container already ended) and the log pump resumes
 //! from its persisted cursor, so no output is lost or repeated. A running broker-mode task gets
 //! its credential broker back on the port it had (its CLI was given that address); if that
-//! fails, RecoverTask fails and Nomad restarts the task, which could not reach its API.
+//! fails — or the node's config no longer has the task's provider — RecoverTask fails and Nomad
+//! restarts the task, which could not reach its API. The provider is resolved by name once,
+//! and only for that: a task that needs no broker is recovered from its handle alone.
 //!
 //! A task still running from a release that gave it a writable `/alloc/logs` (its handle says
 //! nothing of `alloc_logs_read_only`) is not adopted: it could swap its log FIFO for a symlink
@@ -14,11 +16,10 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::start::brokered_task;
 use super::store::TaskEntry;
 use super::task::DriverState;
 use super::{Core, CoreError};
-use crate::broker::{BindError, BrokerError, ListenerSite};
+use crate::broker::{BindError, BrokerError, BrokeredTask, ListenerSite};
 use crate::credentials::CredentialKey;
 use crate::pool_port::PoolHold;
 
@@ -55,22 +56,11 @@ impl Core {
                 container: state.container_id,
             });
         }
-        let secrets = self.redaction_secrets(&state).await;
+        let key = CredentialKey::new(&state.namespace, state.user_id.as_deref(), &state.provider);
+        let secrets = self.redaction_secrets(&state, &key).await;
         let broker_at = state
             .broker_port
             .zip(container.init_pid.filter(|_| container.running));
-        let key = CredentialKey {
-            namespace: state.namespace.clone(),
-            user_id: state.user_id.clone(),
-            provider: state.provider.clone(),
-        };
-        let key_variable = self
-            .settings
-            .config
-            .providers
-            .get(&state.provider)
-            .map(|p| p.credentials.clone())
-            .unwrap_or_default();
         let started_at = UNIX_EPOCH
             + Duration::from_nanos(u64::try_from(state.started_at_unix_nanos).unwrap_or(0));
         let container_id = state.container_id.clone();
@@ -91,8 +81,15 @@ impl Core {
                         pid,
                         container_id: container_id.clone(),
                     };
-                    let brokered = brokered_task(&request.task_id, key, &key_variable);
-                    match self.broker.open(brokered, site, port).await {
+                    let brokered = match self.settings.config.provider(&provider) {
+                        Some(resolved) => BrokeredTask::new(&request.task_id, key, &resolved),
+                        None => Err(BrokerError::ProviderGone(provider.clone())),
+                    };
+                    let opened = match brokered {
+                        Ok(brokered) => self.broker.open(brokered, site, port).await,
+                        Err(err) => Err(err),
+                    };
+                    match opened {
                         Ok(lease) => entry.set_broker(lease),
                         // It exited meanwhile: it needs no broker, its supervisor reports the exit.
                         Err(BrokerError::Bind(BindError::NotTheContainer { .. })) => {}
@@ -122,18 +119,17 @@ impl Core {
 
     /// The values to redact from a recovered task's output: looked up again from the credential
     /// source, since no secret is ever persisted. A lookup failure only loses redaction.
-    async fn redaction_secrets(&self, state: &DriverState) -> Vec<secrecy::SecretString> {
+    async fn redaction_secrets(
+        &self,
+        state: &DriverState,
+        key: &CredentialKey,
+    ) -> Vec<secrecy::SecretString> {
         if state.redacted_variables.is_empty() {
             return Vec::new();
         }
-        let key = CredentialKey {
-            namespace: state.namespace.clone(),
-            user_id: state.user_id.clone(),
-            provider: state.provider.clone(),
-        };
         match self
             .credentials
-            .resolve(&key, &[], &state.redacted_variables)
+            .resolve(key, &[], &state.redacted_variables)
             .await
         {
             Ok(found) => found.into_iter().map(|(_, value)| value).collect(),

@@ -17,7 +17,6 @@ use super::store::TaskEntry;
 use super::task::{DriverState, TaskSpec};
 use super::{Core, CoreError};
 use crate::broker::{BrokerLease, BrokeredTask, ListenerSite};
-use crate::config::ProviderConfig;
 use crate::credentials::CredentialKey;
 use crate::pool_port::PoolHold;
 use crate::runtime::RuntimeError;
@@ -68,26 +67,17 @@ impl Core {
         }
         let began = Instant::now();
         let mut timings = StartTimings::default();
-        let key = CredentialKey {
-            namespace: task.namespace.clone(),
-            user_id: task.config.user_id.clone(),
-            provider: task.config.provider.clone(),
-        };
+        let provider = &task.config.provider;
+        let key = provider.credential_key(&task.namespace, task.config.user_id.as_deref());
         let credentials = self
             .credentials
             .resolve(
                 &key,
-                &task.config.credentials,
-                &task.config.optional_credentials,
+                provider.credentials(),
+                provider.optional_credentials(),
             )
             .await?;
         timings.credentials = began.elapsed();
-        let brokered = self
-            .settings
-            .config
-            .providers
-            .get(&task.config.provider)
-            .filter(|provider| provider.credential_mode.route().is_some());
 
         let mut attempts_left = CLAIM_ATTEMPTS;
         let (container_id, warm, lease) = loop {
@@ -97,7 +87,7 @@ impl Core {
                     &task,
                     &container_id,
                     warm.as_ref(),
-                    brokered,
+                    &key,
                     &credentials,
                     &mut timings,
                 )
@@ -127,7 +117,7 @@ impl Core {
         let started_at = SystemTime::now();
         let driver_state = DriverState {
             container_id: container_id.clone(),
-            provider: task.config.provider.clone(),
+            provider: task.config.provider.name().to_string(),
             namespace: task.namespace.clone(),
             user_id: task.config.user_id.clone(),
             started_at_unix_nanos: unix_nanos(started_at),
@@ -163,7 +153,12 @@ impl Core {
         let hold = match warm {
             Some(claim) => Some(claim.hold),
             None => self.pool.clone().map(|pool| {
-                PoolHold::of_task(pool, &task.config.provider, None, self.shutdown.clone())
+                PoolHold::of_task(
+                    pool,
+                    task.config.provider.name(),
+                    None,
+                    self.shutdown.clone(),
+                )
             }),
         };
         entry.set_pool_hold(hold);
@@ -182,32 +177,34 @@ impl Core {
             spec_ms = millis(timings.spec),
             "start timings"
         );
-        tracing::info!(task_id = %task.id, container_id = %container_id, provider = %task.config.provider, "task started");
+        tracing::info!(task_id = %task.id, container_id = %container_id, provider = %task.config.provider.name(), "task started");
         Ok(StartedTask {
             container_id,
             driver_state,
         })
     }
 
-    /// Open the task's broker (broker mode), then send the launch spec — raising a warm
-    /// container's idle limits meanwhile. Returns the broker's lease.
+    /// Open the task's broker (broker mode) serving the key of `key`, then send the launch
+    /// spec — raising a warm container's idle limits meanwhile. Returns the broker's lease.
     async fn hand_over(
         &self,
         task: &TaskSpec,
         container_id: &str,
         warm: Option<&WarmClaim>,
-        brokered: Option<&ProviderConfig>,
+        key: &CredentialKey,
         credentials: &[(String, SecretString)],
         timings: &mut StartTimings,
     ) -> Result<Option<BrokerLease>, CoreError> {
         let handed_at = SystemTime::now();
         let broker_began = Instant::now();
-        let lease = match brokered {
-            Some(_) => Some(
-                self.open_broker(task, container_id, warm.and_then(|w| w.init_pid))
+        let lease = if task.config.provider.is_brokered() {
+            let init_pid = warm.and_then(|w| w.init_pid);
+            Some(
+                self.open_broker(task, key.clone(), container_id, init_pid)
                     .await?,
-            ),
-            None => None,
+            )
+        } else {
+            None
         };
         timings.broker = broker_began.elapsed();
         let spec_began = Instant::now();
@@ -215,8 +212,7 @@ impl Core {
             port: lease.port(),
             egress: self.broker.egress_enabled(),
         });
-        let provider = self.settings.config.providers.get(&task.config.provider);
-        let launch = launch_spec(task, provider, credentials, address).encode();
+        let launch = launch_spec(task, credentials, address).encode();
         let handed = match warm {
             // A warm container still has its idle limits: raise them while the spec goes in
             // (both finish before StartTask returns; the CLI cannot outgrow idle limits in the
@@ -247,6 +243,7 @@ impl Core {
     async fn open_broker(
         &self,
         task: &TaskSpec,
+        key: CredentialKey,
         container_id: &str,
         init_pid: Option<u32>,
     ) -> Result<BrokerLease, CoreError> {
@@ -263,12 +260,7 @@ impl Core {
             pid,
             container_id: container_id.to_string(),
         };
-        let key = CredentialKey {
-            namespace: task.namespace.clone(),
-            user_id: task.config.user_id.clone(),
-            provider: task.config.provider.clone(),
-        };
-        let brokered = brokered_task(&task.id, key, &task.config.credentials);
+        let brokered = BrokeredTask::new(&task.id, key, &task.config.provider)?;
         let lease = self.broker.open(brokered, site, 0).await?;
         tracing::debug!(task_id = %task.id, port = lease.port(), "credential broker listening in the container");
         Ok(lease)
@@ -282,7 +274,7 @@ impl Core {
         task: &TaskSpec,
         timings: &mut StartTimings,
     ) -> Result<(String, Option<WarmClaim>), CoreError> {
-        let provider = &task.config.provider;
+        let provider = task.config.provider.name();
         let Some(pool) = self
             .pool
             .as_ref()
@@ -341,13 +333,7 @@ impl Core {
 
     /// Tasks that set their own labels or image need a container made for them.
     fn warm_eligible(&self, task: &TaskSpec) -> bool {
-        let provider_image = self
-            .settings
-            .config
-            .providers
-            .get(&task.config.provider)
-            .map(|p| p.image.as_str());
-        task.config.labels.is_empty() && provider_image == Some(task.config.image.as_str())
+        task.config.labels.is_empty() && task.config.provider.image() == task.config.image
     }
 
     /// Create and start the task's container (cold start).
@@ -378,7 +364,7 @@ impl Core {
         let container_id = self.runtime.create(&spec).await.map_err(|err| match err {
             RuntimeError::NotFound { kind: "image", .. } => CoreError::ImageMissing {
                 image: spec.image.clone(),
-                provider: task.config.provider.clone(),
+                provider: task.config.provider.name().to_string(),
             },
             other => other.into(),
         })?;
@@ -402,25 +388,11 @@ impl Core {
     }
 }
 
-/// Who a task's broker serves: its namespace, user and provider, and the variable of its key.
-pub(super) fn brokered_task(
-    task_id: &str,
-    key: CredentialKey,
-    credentials: &[String],
-) -> BrokeredTask {
-    BrokeredTask {
-        task_id: task_id.to_string(),
-        key,
-        credential: credentials.first().cloned().unwrap_or_default(),
-    }
-}
-
 /// The launch spec of `task`: Nomad's env, polydev's own variables, then what its CLI needs
 /// (see [`super::cli`]): in broker mode placeholders and the broker's address, in env mode the
 /// credentials.
 fn launch_spec(
     task: &TaskSpec,
-    provider: Option<&ProviderConfig>,
     credentials: &[(String, SecretString)],
     broker: Option<BrokerAddress>,
 ) -> LaunchSpec {
@@ -430,21 +402,14 @@ fn launch_spec(
         .filter(|(name, _)| super::launch::is_valid_env_name(name))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    env.push(("PROVIDER".into(), task.config.provider.clone()));
+    env.push(("PROVIDER".into(), task.config.provider.name().to_string()));
     if let Some(user) = &task.config.user_id {
         env.push(("USER_ID".into(), user.clone()));
     }
     if task.config.debug {
         env.push(("DEBUG".into(), "true".into()));
     }
-    let cli = match provider {
-        Some(provider) => cli_launch(provider, broker, credentials),
-        None => super::cli::CliLaunch {
-            secret_env: credentials.to_vec(),
-            required: task.config.credentials.clone(),
-            ..Default::default()
-        },
-    };
+    let cli = cli_launch(task.config.provider.settings(), broker, credentials);
     env.extend(cli.env);
     LaunchSpec {
         argv: task.config.argv.clone(),

@@ -34,6 +34,18 @@ pub struct CredentialKey {
     pub provider: String,
 }
 
+impl CredentialKey {
+    /// The key of a task in Nomad namespace `namespace`, for `user_id` (none: the node's shared
+    /// key), of provider `provider`.
+    pub fn new(namespace: &str, user_id: Option<&str>, provider: &str) -> Self {
+        CredentialKey {
+            namespace: namespace.to_string(),
+            user_id: user_id.map(str::to_string),
+            provider: provider.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for CredentialKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

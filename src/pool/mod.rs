@@ -199,7 +199,7 @@ impl WarmPool {
                     provider: name.clone(),
                     image: provider.image.clone(),
                     settings,
-                    network_mode: network_mode_for(config, name),
+                    network_mode: network_mode_for(&config.security, provider),
                     state,
                     idle_added: Notify::new(),
                     wake: Notify::new(),

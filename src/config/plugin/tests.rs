@@ -518,11 +518,17 @@ fn builtin_provider_block_overrides_only_what_it_sets() {
     ]))
     .unwrap();
     let mut want = builtin_providers();
-    want.get_mut("openai").unwrap().image = "registry.local/codex:1.2".into();
-    let google = want.get_mut("google").unwrap();
+    fn edit<'a>(
+        want: &'a mut BTreeMap<String, std::sync::Arc<ProviderConfig>>,
+        name: &str,
+    ) -> &'a mut ProviderConfig {
+        std::sync::Arc::make_mut(want.get_mut(name).unwrap())
+    }
+    edit(&mut want, "openai").image = "registry.local/codex:1.2".into();
+    let google = edit(&mut want, "google");
     google.command = "/usr/local/bin/gemini".into();
     google.optional_credentials = vec![];
-    want.get_mut("anthropic").unwrap().credentials = vec!["ANTHROPIC_API_KEY".into(), "X_1".into()];
+    edit(&mut want, "anthropic").credentials = vec!["ANTHROPIC_API_KEY".into(), "X_1".into()];
     assert_eq!(c.providers, want);
 }
 
@@ -540,7 +546,7 @@ fn custom_provider_is_added_next_to_the_builtins() {
     .unwrap();
     assert_eq!(c.providers.len(), 4);
     assert_eq!(
-        c.providers["aider-2"],
+        *c.providers["aider-2"],
         ProviderConfig {
             image: "aider:latest".into(),
             command: "aider".into(),

@@ -88,19 +88,19 @@ fn minimal_task_takes_everything_from_the_provider() {
         ),
     ] {
         let t = decode(vec![("provider", s(name))]).unwrap();
-        let owned = |v: Vec<&str>| v.into_iter().map(String::from).collect::<Vec<_>>();
+        let provider = plugin().provider(name).unwrap();
+        assert_eq!(provider.credentials(), creds);
+        assert_eq!(provider.optional_credentials(), optional);
         assert_eq!(
             t,
             TaskConfig {
-                provider: name.into(),
+                provider,
                 image: image.into(),
                 argv: vec![command.into()],
                 user_id: None,
                 work_dir: "/local".into(),
                 labels: BTreeMap::new(),
                 debug: false,
-                credentials: owned(creds),
-                optional_credentials: owned(optional),
             }
         );
     }
@@ -138,7 +138,7 @@ fn every_option_overrides() {
         &overridable(),
     )
     .unwrap();
-    assert_eq!(t.provider, "anthropic");
+    assert_eq!(t.provider.name(), "anthropic");
     assert_eq!(t.user_id.as_deref(), Some("user_123@example.com"));
     assert_eq!(
         t.argv,
@@ -159,7 +159,7 @@ fn every_option_overrides() {
         ])
     );
     assert!(t.debug);
-    assert_eq!(t.credentials, ["ANTHROPIC_API_KEY"]);
+    assert_eq!(t.provider.credentials(), ["ANTHROPIC_API_KEY"]);
 }
 
 #[test]
@@ -167,21 +167,22 @@ fn a_custom_provider_from_the_plugin_config_resolves() {
     let mut p = PluginConfig::default();
     p.providers.insert(
         "aider".into(),
-        ProviderConfig {
+        std::sync::Arc::new(ProviderConfig {
             image: "aider:1".into(),
             command: "aider".into(),
             credentials: vec!["OPENAI_API_KEY".into()],
             optional_credentials: vec!["AIDER_X".into()],
             credential_mode: CredentialMode::Env,
             cli: None,
-        },
+        }),
     );
     let t = decode_task_config(&payload(vec![("provider", s("aider"))]), &p).unwrap();
     assert_eq!(
         (t.image.as_str(), t.argv.as_slice()),
         ("aider:1", &["aider".to_owned()][..])
     );
-    assert_eq!(t.optional_credentials, ["AIDER_X"]);
+    assert_eq!(t.provider.optional_credentials(), ["AIDER_X"]);
+    assert!(!t.provider.is_brokered());
 }
 
 #[test]
