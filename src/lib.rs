@@ -56,6 +56,7 @@
 //! - [`mountinfo`]: `/proc/<pid>/mountinfo` parsed, for the pool's slots and the cgroup writer.
 //! - [`pb`]: code generated from the vendored protos (`proto/`).
 
+pub mod assembly;
 pub mod broker;
 pub mod cli;
 pub mod config;
