@@ -4,16 +4,27 @@
 //!
 //! # Layout
 //!
-//! Dependencies point inward: `plugin → driver → core ← docker`; `core`, `logs`, `broker` and
-//! `credentials` never name tonic or bollard types, and `core` never names HTTP types.
+//! Dependencies point inward: `plugin → driver → core ← docker`, and `assembly` (the composition
+//! root) plugs `docker` into `core`; `core`, `logs`, `broker` and `credentials` never name tonic
+//! or bollard types, and `core` never names HTTP types.
 //! `core` and `pool` never name each other: both build containers from `container_spec`, and
-//! `core` reaches the pool only through the `pool_port` trait, which `driver` wires in.
+//! `core` reaches the pool only through the `pool_port` trait, which `assembly` wires in.
+//! `assembly` is the composition root: the only module that names `docker`, `vault`, the
+//! forwarder process (`logs::forward::ProcessForwarder`) and the credential policy
+//! (`credentials::source_for`). SetConfig (`driver`), `polydev run` (`cli`) and the
+//! `forward-logs` process get their parts from it, so `driver` names none of `broker`,
+//! `credentials`, `docker`, `logs`, `pool`, `task_user` or `vault`, and `logs` never names
+//! `docker`.
 //! `config` and `vault` never name `credentials`, and `config` never names `vault`: what they
 //! share with it — the credential name rules, `EntryId`, `CredentialKey`, the `CredentialStore`
 //! trait and its `StoreError` — is the leaf `credential_model`, which names nothing else of the
-//! crate. `credentials` builds its lookup policy from `config` and `vault`, and asks every
-//! store (Vault, the node's store) only through that trait, as the operator CLI does.
+//! crate. `credentials` builds its lookup policy from `config` and the stores it is handed (the
+//! root hands it Vault's), never naming `vault`, and asks every store (Vault, the node's store)
+//! only through that trait, as the operator CLI does. These rules are tests (`layout_rules`).
 //!
+//! - [`assembly`]: the composition root — builds the engine, credential source, log forwarder,
+//!   broker and warm pool the core runs with, for the plugin, `polydev run` and the tests, and
+//!   starts the `forward-logs` process over Docker.
 //! - [`plugin`]: the go-plugin server side — magic cookie, unix socket, handshake line,
 //!   `GRPCController/Shutdown`, health `plugin`, signals.
 //! - [`driver`]: Nomad's `BasePlugin` and `Driver` gRPC services; protobuf ⇄ domain, the one
@@ -28,8 +39,8 @@
 //! - [`container_spec`]: what every polydev container is made with, task or warm — labels, the
 //!   task user and its home, hardening, network mode; a leaf that `core` and `pool` both use.
 //! - [`task_user`]: the start-time check that no host account or group has the ids tasks run as.
-//! - [`pool_port`]: the warm pool as `core` sees it — the trait `pool` implements and the
-//!   driver wires in, so `core` and `pool` never name each other.
+//! - [`pool_port`]: the warm pool as `core` sees it — the trait `pool` implements and
+//!   `assembly` wires in, so `core` and `pool` never name each other.
 //! - [`config`]: hclspec schemas and cty-msgpack decoding of the plugin and task configuration;
 //!   the one table of facts about the built-in CLIs (`config::known_cli`).
 //! - [`credential_model`]: the vocabulary of stored credentials — name rules, `EntryId`,
@@ -46,7 +57,8 @@
 //!   `fake-runtime` feature only).
 //! - [`engine`]: follows the engine — its event stream for polydev's containers, its outages —
 //!   for the pool and the task supervisors.
-//! - [`docker`]: the port implemented with bollard against a real Docker engine.
+//! - [`docker`]: the port implemented with bollard against a real Docker engine; named by
+//!   `assembly` alone.
 //! - [`cli`]: the operator CLI (`polydev run`, `polydev credentials set|list|rm` on the local
 //!   store or `--backend vault`, `polydev pool status|drain`, `polydev version`, `polydev help`).
 //! - `private_file`: files only this uid may read or write (0700/0600, owner, no symlinks, atomic
@@ -61,6 +73,7 @@
 // (tests/run.sh: `cargo doc --document-private-items`), so the layout above links to them.
 #![allow(rustdoc::private_intra_doc_links)]
 
+pub mod assembly;
 pub mod broker;
 pub mod cli;
 pub mod config;
@@ -83,6 +96,9 @@ pub(crate) mod safe_open;
 pub(crate) mod task_user;
 pub(crate) mod tls;
 pub mod vault;
+
+#[cfg(test)]
+mod layout_rules;
 
 /// Generated protobuf and gRPC code (Nomad v2.0.5 and go-plugin v1.8.0 protos).
 #[allow(clippy::all, clippy::pedantic, missing_docs, dead_code)]

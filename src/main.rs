@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use polydev::driver::{PolydevDriver, Wiring};
+use polydev::assembly::Wiring;
+use polydev::driver::PolydevDriver;
 use polydev::logs::forward::FORWARD_SUBCOMMAND;
 use polydev::plugin::handshake::MAGIC_COOKIE_KEY;
 use tokio_util::sync::CancellationToken;
@@ -91,7 +92,7 @@ fn run_cli() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = if args.first().map(String::as_str) == Some(FORWARD_SUBCOMMAND) {
         polydev::logging::init_plugin_logging();
-        polydev::logs::forward::forwarder_main(&args[1..])
+        polydev::assembly::forward_logs_main(&args[1..])
     } else {
         polydev::logging::init_cli_logging(std::env::var_os("POLYDEV_VERBOSE").is_some());
         polydev::cli::main(args)

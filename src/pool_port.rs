@@ -1,6 +1,6 @@
 //! The warm pool as the task lifecycle sees it: the port [`crate::core`] reaches the pool
 //! through, implemented by [`crate::pool::WarmPool`] and wired in where the `Core` is built
-//! (`driver`; the operator CLI has no pool).
+//! (`assembly`; the operator CLI has no pool).
 //!
 //! `core` names only this trait and its types, never the pool's, and the pool never names
 //! `core`: the pool is free to keep, refill and reconcile its containers as it likes.

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use polydev::driver::{PolydevDriver, Wiring, status::recoverable_detail};
+use polydev::assembly::Wiring;
+use polydev::driver::{PolydevDriver, status::recoverable_detail};
 use polydev::pb::hashicorp::nomad::plugins::base::proto::{
     ConfigSchemaRequest, PluginInfoRequest, PluginType, base_plugin_client::BasePluginClient,
 };

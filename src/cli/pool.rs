@@ -15,7 +15,6 @@ use std::time::SystemTime;
 
 use super::args::{Command, Opt, Outcome};
 use crate::container_spec::{LABEL_DATA_DIR, LABEL_MANAGED, LABEL_PROVIDER, LABEL_SLOT};
-use crate::docker::DockerRuntime;
 use crate::pool::slots::SlotRoot;
 use crate::pool::status_file;
 use crate::runtime::{ContainerRuntime, ContainerSummary};
@@ -125,7 +124,7 @@ pub fn main(args: &[String]) -> i32 {
 
 /// The pool containers of `data_dir` and whether each is idle (running, slot not claimed).
 async fn pool_containers(
-    docker: &DockerRuntime,
+    docker: &dyn ContainerRuntime,
     data_dir: &str,
     slots: &SlotRoot,
 ) -> Result<Vec<(ContainerSummary, Option<String>, bool)>, String> {
@@ -147,11 +146,11 @@ async fn pool_containers(
 }
 
 async fn drain(data_dir: &str, endpoint: &str) -> Result<String, String> {
-    let docker = DockerRuntime::connect(endpoint).map_err(|e| e.to_string())?;
+    let docker = crate::assembly::connect_docker(endpoint).map_err(|e| e.to_string())?;
     let slots = SlotRoot::new(std::path::Path::new(data_dir));
     let (mut removed, mut tasks) = (0, 0);
     let mut report = String::new();
-    for (container, slot, idle) in pool_containers(&docker, data_dir, &slots).await? {
+    for (container, slot, idle) in pool_containers(docker.as_ref(), data_dir, &slots).await? {
         let unclaimed_stopped = slot
             .as_ref()
             .is_some_and(|slot| !slots.is_claimed(slot) && container.state != "running");
@@ -180,10 +179,10 @@ async fn drain(data_dir: &str, endpoint: &str) -> Result<String, String> {
 }
 
 async fn status(data_dir: &str, endpoint: &str) -> Result<String, String> {
-    let docker = DockerRuntime::connect(endpoint).map_err(|e| e.to_string())?;
+    let docker = crate::assembly::connect_docker(endpoint).map_err(|e| e.to_string())?;
     let slots = SlotRoot::new(std::path::Path::new(data_dir));
     let mut by_provider: BTreeMap<String, Counts> = BTreeMap::new();
-    for (container, _, idle) in pool_containers(&docker, data_dir, &slots).await? {
+    for (container, _, idle) in pool_containers(docker.as_ref(), data_dir, &slots).await? {
         let provider = container
             .labels
             .get(LABEL_PROVIDER)

@@ -13,19 +13,16 @@
 //!   remove it once that has passed.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use super::args::{Command, Opt, Outcome};
+use crate::assembly::Wiring;
 use crate::config::{self, DockerEndpoint, PluginConfig, RawProvider, RawTaskConfig};
-use crate::core::{Core, CorePorts, CoreSettings, EventBus, LogPaths, TaskSpec};
-use crate::credentials::{CredentialSource, EnvSource};
-use crate::docker::DockerRuntime;
-use crate::logs::forward::InProcessForwarder;
-use crate::runtime::{ContainerRuntime, ResourceLimits};
+use crate::core::{Core, LogPaths, TaskSpec};
+use crate::runtime::ResourceLimits;
 
 /// Largest `--memory`, in MB (16 TiB, as for Nomad's tasks).
 const MAX_MEMORY_MB: i64 = 1 << 24;
@@ -245,10 +242,9 @@ enum Ending {
 async fn run_task(options: RunOptions) -> Result<i32, String> {
     let plugin = options.plugin_config()?;
     let task_config = options.task_config(&plugin)?;
-    let docker: Arc<dyn ContainerRuntime> = Arc::new(
-        DockerRuntime::connect(&plugin.docker_endpoint.to_string()).map_err(|e| e.to_string())?,
-    );
-    if let Some(note) = crate::task_user::check_on_host(&plugin.security, docker.as_ref())
+    let wiring = Wiring::operator_run();
+    if let Some(note) = wiring
+        .check_task_user(&plugin)
         .await
         .map_err(|e| e.to_string())?
     {
@@ -256,30 +252,9 @@ async fn run_task(options: RunOptions) -> Result<i32, String> {
     }
     let state_dir = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
     let shutdown = CancellationToken::new();
-    let credentials: Arc<dyn CredentialSource> = Arc::new(EnvSource::from_process_env());
-    let broker = crate::broker::Broker::new(&plugin, credentials.clone(), shutdown.child_token())
+    let core = wiring
+        .operator_core(plugin, state_dir.path(), options.timeout, &shutdown)
         .map_err(|e| e.to_string())?;
-    let ports = CorePorts {
-        runtime: docker.clone(),
-        credentials,
-        forwarder: Arc::new(InProcessForwarder::new(
-            docker,
-            state_dir.path().to_path_buf(),
-        )),
-        broker: Arc::new(broker),
-    };
-    let core = Core::new(
-        ports,
-        CoreSettings {
-            config: plugin,
-            node: crate::driver::host_name(),
-            orphan_grace: Duration::from_secs(600),
-            expires_after: Some(options.timeout),
-        },
-        None,
-        EventBus::default(),
-        shutdown.clone(),
-    );
     // Containers of earlier runs that were killed and are past their expiry.
     core.sweep_expired().await;
     let suffix: String = format!("{:08x}", std::process::id());

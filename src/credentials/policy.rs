@@ -33,15 +33,15 @@ use super::store::FileStore;
 use super::{CredentialError, CredentialKey, CredentialSource, Credentials, EnvSource};
 use crate::config::PluginConfig;
 use crate::credential_model::{CredentialStore, EntryId, StoreError, StoreErrorKind, StoreScope};
-use crate::vault::VaultStore;
 
 /// The credential source of a plugin configuration. `environment` is the agent's (the plugin's)
 /// environment; only the variables some configured provider declares are kept from it.
-/// `vault` is the connected Vault store when the config has a `vault {}` block.
+/// `cluster_store` is the store every node reads (the connected Vault), asked first, when the
+/// config has a `vault {}` block.
 pub fn source_for(
     config: &PluginConfig,
     environment: Vec<(String, String)>,
-    vault: Option<Arc<VaultStore>>,
+    cluster_store: Option<Arc<dyn CredentialStore>>,
 ) -> Arc<dyn CredentialSource> {
     let declared = |name: &str| {
         config.providers.values().any(|p| {
@@ -50,8 +50,8 @@ pub fn source_for(
         })
     };
     let mut stores: Vec<Arc<dyn CredentialStore>> = Vec::new();
-    if let Some(vault) = vault {
-        stores.push(vault);
+    if let Some(cluster_store) = cluster_store {
+        stores.push(cluster_store);
     }
     if config.credentials_from_store {
         stores.push(Arc::new(FileStore::new(

@@ -1,8 +1,10 @@
 //! The gRPC adapter: Nomad's `BasePlugin` and `Driver` services over the core.
 //!
 //! This layer only translates — protobuf in, domain call, protobuf out — plus the plugin-level
-//! state Nomad drives: the configuration set by `SetConfig` (which creates the [`Core`]) and the
-//! long-lived `Fingerprint` and `TaskEvents` streams.
+//! state Nomad drives: the configuration set by `SetConfig` (which asks the composition root,
+//! [`crate::assembly`], for the [`Core`]) and the long-lived `Fingerprint` and `TaskEvents`
+//! streams. It never builds a part itself: which engine, credential stores, log forwarder and
+//! broker the core gets is decided by the [`Wiring`] it is given.
 //!
 //! Invariants:
 //! - `SetConfig` is idempotent: the same bytes again change nothing. Different bytes while tasks
@@ -20,93 +22,18 @@ mod service;
 pub mod status;
 
 use parking_lot::RwLock;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::Broker;
+use crate::assembly::{VaultConnection, Wiring};
 use crate::config::PluginConfig;
-use crate::core::{Core, CorePorts, CoreSettings, EventBus};
-use crate::logs::forward::{InProcessForwarder, LogForwarder, ProcessForwarder};
+use crate::core::{Core, EventBus};
 use crate::pb::hashicorp::nomad::plugins::base::proto::base_plugin_server::BasePluginServer;
 use crate::pb::hashicorp::nomad::plugins::drivers::proto::driver_server::DriverServer;
-use crate::pool::WarmPool;
-use crate::runtime::ContainerRuntime;
 
 /// The name Nomad knows this driver by (`driver = "polydev"`); equals the binary's file name.
 pub const PLUGIN_NAME: &str = "polydev";
-
-/// Makes the container runtime for a configuration (Docker in production, a fake in tests).
-pub type RuntimeFactory =
-    Box<dyn Fn(&PluginConfig) -> Result<Arc<dyn ContainerRuntime>, String> + Send + Sync>;
-
-/// Makes the log forwarder for a configuration and its runtime.
-pub type ForwarderFactory =
-    Box<dyn Fn(&PluginConfig, Arc<dyn ContainerRuntime>) -> Arc<dyn LogForwarder> + Send + Sync>;
-
-/// How the driver reaches the outside world.
-pub struct Wiring {
-    pub runtime: RuntimeFactory,
-    pub forwarder: ForwarderFactory,
-    /// Environment the env credential source reads (the plugin's own, captured at startup).
-    pub environment: Vec<(String, String)>,
-    /// Node name for container labels.
-    pub node: String,
-    /// Bind brokers on the host's loopback (the fake runtime has no network namespaces).
-    pub broker_on_host_loopback: bool,
-}
-
-impl Wiring {
-    /// Production wiring: Docker at the configured endpoint, the process environment.
-    pub fn production() -> Self {
-        Wiring {
-            runtime: Box::new(|config: &PluginConfig| {
-                crate::docker::DockerRuntime::connect(&config.docker_endpoint.to_string())
-                    .map(|docker| Arc::new(docker) as Arc<dyn ContainerRuntime>)
-                    .map_err(|e| e.to_string())
-            }),
-            forwarder: Box::new(
-                |config: &PluginConfig, runtime| match std::env::current_exe() {
-                    Ok(executable) => Arc::new(ProcessForwarder::new(
-                        executable,
-                        config.docker_endpoint.to_string(),
-                        log_state_dir(config),
-                    )) as Arc<dyn LogForwarder>,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "cannot find this binary; log forwarding runs in the plugin and will not survive a plugin crash");
-                        Arc::new(InProcessForwarder::new(runtime, log_state_dir(config)))
-                    }
-                },
-            ),
-            environment: std::env::vars().collect(),
-            node: host_name(),
-            broker_on_host_loopback: false,
-        }
-    }
-
-    /// Wiring for tests: the given runtime, log pumps inside this process.
-    pub fn in_process(
-        runtime: Arc<dyn ContainerRuntime>,
-        environment: Vec<(String, String)>,
-    ) -> Self {
-        let for_runtime = runtime.clone();
-        Wiring {
-            runtime: Box::new(move |_| Ok(for_runtime.clone())),
-            forwarder: Box::new(|config: &PluginConfig, runtime| {
-                Arc::new(InProcessForwarder::new(runtime, log_state_dir(config)))
-            }),
-            environment,
-            node: host_name(),
-            broker_on_host_loopback: true,
-        }
-    }
-}
-
-/// Where log cursors and forwarder files live: `<data_dir>/logs`.
-pub fn log_state_dir(config: &PluginConfig) -> PathBuf {
-    PathBuf::from(&config.data_dir).join("logs")
-}
 
 /// The BasePlugin + Driver service implementation. Cheap to clone.
 #[derive(Clone)]
@@ -179,18 +106,18 @@ impl PolydevDriver {
     }
 
     /// Refuse a `security.task_uid`/`task_gid` that a host account or group has (see
-    /// [`crate::task_user`]); the engine is asked only if one has.
+    /// [`Wiring::check_task_user`]); a harmless overlap is logged.
     async fn check_task_user(&self, config: &PluginConfig) -> Result<(), tonic::Status> {
-        let runtime =
-            (self.inner.wiring.runtime)(config).map_err(tonic::Status::invalid_argument)?;
-        match crate::task_user::check_on_host(&config.security, runtime.as_ref()).await {
-            Ok(None) => Ok(()),
-            Ok(Some(note)) => {
-                tracing::warn!(%note, "task user shares its ids with a host account");
-                Ok(())
-            }
-            Err(err) => Err(tonic::Status::invalid_argument(err.to_string())),
+        let note = self
+            .inner
+            .wiring
+            .check_task_user(config)
+            .await
+            .map_err(|e| status::from_assembly(&e))?;
+        if let Some(note) = note {
+            tracing::warn!(%note, "task user shares its ids with a host account");
         }
+        Ok(())
     }
 
     /// Connect to the config's Vault, if it has a `vault {}` block: the token is obtained and
@@ -198,14 +125,12 @@ impl PolydevDriver {
     async fn connect_vault(
         &self,
         config: &PluginConfig,
-    ) -> Result<Option<Arc<crate::vault::VaultStore>>, tonic::Status> {
-        let Some(settings) = &config.vault else {
-            return Ok(None);
-        };
-        crate::vault::VaultStore::connect(settings, self.inner.shutdown.child_token())
+    ) -> Result<Option<VaultConnection>, tonic::Status> {
+        self.inner
+            .wiring
+            .connect_vault(config, self.inner.shutdown.child_token())
             .await
-            .map(Some)
-            .map_err(|e| tonic::Status::invalid_argument(format!("plugin config: vault: {e}")))
+            .map_err(|e| status::from_assembly(&e))
     }
 
     /// Apply a plugin configuration (SetConfig).
@@ -213,7 +138,7 @@ impl PolydevDriver {
         &self,
         msgpack: &[u8],
         config: PluginConfig,
-        vault: Option<Arc<crate::vault::VaultStore>>,
+        vault: Option<VaultConnection>,
     ) -> Result<(), tonic::Status> {
         let mut configured = self.inner.configured.write();
         if let Some(current) = configured.as_ref() {
@@ -226,55 +151,20 @@ impl PolydevDriver {
                 ));
             }
         }
-        let runtime =
-            (self.inner.wiring.runtime)(&config).map_err(tonic::Status::invalid_argument)?;
-        let credentials =
-            crate::credentials::source_for(&config, self.inner.wiring.environment.clone(), vault);
-        let forwarder = (self.inner.wiring.forwarder)(&config, runtime.clone());
-        let broker = Broker::new(
-            &config,
-            credentials.clone(),
-            self.inner.shutdown.child_token(),
-        )
-        .map_err(|e| tonic::Status::invalid_argument(format!("plugin config: {e}")))?;
-        let broker = Arc::new(if self.inner.wiring.broker_on_host_loopback {
-            broker.binding_on_host_loopback()
-        } else {
-            broker
-        });
-        let pool = WarmPool::new(runtime.clone(), &config, &self.inner.wiring.node);
-        let settings = CoreSettings {
-            node: self.inner.wiring.node.clone(),
-            orphan_grace: config.orphan_grace,
-            expires_after: None,
-            config,
-        };
-        let ports = CorePorts {
-            runtime,
-            credentials,
-            forwarder,
-            broker,
-        };
-        let core = Core::new(
-            ports,
-            settings,
-            Some(pool),
-            self.inner.events.clone(),
-            self.inner.shutdown.clone(),
-        );
+        let core = self
+            .inner
+            .wiring
+            .plugin_core(
+                config,
+                vault,
+                self.inner.events.clone(),
+                &self.inner.shutdown,
+            )
+            .map_err(|e| status::from_assembly(&e))?;
         *configured = Some(Configured {
             msgpack: msgpack.to_vec(),
             core,
         });
         Ok(())
     }
-}
-
-/// This machine's host name (for container labels), `unknown` if unreadable.
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_string())
-        .ok()
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "unknown".to_string())
 }

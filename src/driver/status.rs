@@ -10,6 +10,7 @@
 use prost::Message;
 use tonic::{Code, Status};
 
+use crate::assembly::AssemblyError;
 use crate::config::ConfigError;
 use crate::core::CoreError;
 use crate::pb::hashicorp::nomad::plugins::shared::structs::RecoverableError;
@@ -69,6 +70,17 @@ pub fn from_core(err: CoreError) -> Status {
 /// Bad configuration is never worth retrying.
 pub fn from_config(err: ConfigError) -> Status {
     Status::invalid_argument(err.to_string())
+}
+
+/// SetConfig could not build the parts: every cause is the operator's to fix, in the plugin
+/// config or on the host, so never retried. Vault's and the broker's errors get the `plugin
+/// config: ` context here; the task user's carries it already, and the engine's keeps its own
+/// words.
+pub fn from_assembly(err: &AssemblyError) -> Status {
+    Status::invalid_argument(match err {
+        AssemblyError::Vault(_) | AssemblyError::Broker(_) => format!("plugin config: {err}"),
+        AssemblyError::Engine(_) | AssemblyError::TaskUser(_) => err.to_string(),
+    })
 }
 
 /// RPCs that need SetConfig first.

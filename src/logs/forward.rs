@@ -174,15 +174,17 @@ async fn pump_once(
 /// Runs each task's pump in a `polydev forward-logs` process that outlives the plugin.
 pub struct ProcessForwarder {
     executable: PathBuf,
-    docker_endpoint: String,
+    engine_endpoint: String,
     state_dir: PathBuf,
 }
 
 impl ProcessForwarder {
-    pub fn new(executable: PathBuf, docker_endpoint: String, state_dir: PathBuf) -> Self {
+    /// Forwarders run `executable forward-logs …`, reading from the engine at `engine_endpoint`
+    /// (handed to the process as its argument) and keeping their files in `state_dir`.
+    pub fn new(executable: PathBuf, engine_endpoint: String, state_dir: PathBuf) -> Self {
         ProcessForwarder {
             executable,
-            docker_endpoint,
+            engine_endpoint,
             state_dir,
         }
     }
@@ -230,7 +232,7 @@ impl ProcessForwarder {
             .arg(&job.stdout)
             .arg(&job.stderr)
             .arg(&self.state_dir)
-            .arg(&self.docker_endpoint)
+            .arg(&self.engine_endpoint)
             .env_clear()
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
@@ -383,8 +385,13 @@ fn terminate(pid: u32, container_id: &str) {
 }
 
 /// The `forward-logs` process: `forward-logs <container> <stdout> <stderr> <state-dir>
-/// <docker-endpoint>`, redaction values (base64, one per line) on stdin. Returns the exit code.
-pub fn forwarder_main(args: &[String]) -> i32 {
+/// <docker-endpoint>`, redaction values (base64, one per line) on stdin. `connect` makes the
+/// engine the container's output is read from, given that endpoint (the composition root
+/// passes Docker's; `logs` never names an engine). Returns the exit code.
+pub fn forwarder_main(
+    args: &[String],
+    connect: impl FnOnce(&str) -> Result<Arc<dyn ContainerRuntime>, crate::runtime::RuntimeError>,
+) -> i32 {
     let [container_id, stdout, stderr, state_dir, endpoint] = args else {
         eprintln_safe(
             "usage: polydev forward-logs <container> <stdout> <stderr> <state-dir> <docker-endpoint> (internal: started by the plugin)",
@@ -405,7 +412,7 @@ pub fn forwarder_main(args: &[String]) -> i32 {
     let state_dir = PathBuf::from(state_dir);
     let done_path = state_dir.join(format!("{container_id}.done"));
     let result = runtime.block_on(async {
-        let docker = crate::docker::DockerRuntime::connect(endpoint)?;
+        let engine = connect(endpoint)?;
         let cancel = CancellationToken::new();
         let on_term = cancel.clone();
         tokio::spawn(async move {
@@ -422,15 +429,9 @@ pub fn forwarder_main(args: &[String]) -> i32 {
             stderr: stderr.into(),
             secrets,
         };
-        pump_once(
-            Arc::new(docker),
-            &state_dir,
-            &SinkOptions::default(),
-            job,
-            cancel,
-        )
-        .await
-        .map_err(ForwardError::from)
+        pump_once(engine, &state_dir, &SinkOptions::default(), job, cancel)
+            .await
+            .map_err(ForwardError::from)
     });
     match result {
         Ok(ForwardEnd::Completed) => {

@@ -1,10 +1,10 @@
 //! The port between polydev's core and a container engine.
 //!
 //! `core`, `pool`, `logs`, `engine` and the operator CLI only ever talk to a
-//! [`ContainerRuntime`]; the Docker adapter (`crate::docker`) implements it against a real
-//! engine, and `runtime::fake` implements it in memory for fast, deterministic tests (only in test
-//! builds and with the `fake-runtime` cargo feature, never in the shipped binary). No tonic or
-//! bollard type crosses this boundary.
+//! [`ContainerRuntime`]; the Docker adapter (module `docker`, which only the composition root
+//! names) implements it against a real engine, and `runtime::fake` implements it in memory for
+//! fast, deterministic tests (only in test builds and with the `fake-runtime` cargo feature,
+//! never in the shipped binary). No tonic or bollard type crosses this boundary.
 //!
 //! Invariants every implementation keeps:
 //! - A container is identified by the engine's full id string. Operations on an id the engine does

@@ -18,7 +18,6 @@ use super::{Failure, Options};
 use crate::config::VaultConfig;
 use crate::config::vault::{DEFAULT_MOUNT, DEFAULT_PATH_PREFIX};
 use crate::credential_model::{CredentialStore, EntryId};
-use crate::vault::VaultStore;
 
 pub const BACKEND: Opt = Opt::Value {
     name: "backend",
@@ -126,7 +125,7 @@ pub(super) fn with_store<T>(
         .map_err(|e| Failure::Failed(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async {
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let store = VaultStore::connect(&config, shutdown.clone())
+        let store = crate::assembly::connect_cluster_store(&config, shutdown.clone())
             .await
             .map_err(|e| Failure::Failed(e.to_string()))?;
         let outcome = work(&*store).await;
