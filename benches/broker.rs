@@ -100,7 +100,7 @@ async fn bench() {
             user_id: None,
             provider: "anthropic".into(),
         },
-        credential: "ANTHROPIC_API_KEY".into(),
+        key_variable: "ANTHROPIC_API_KEY".into(),
     };
     let lease = broker
         .open(task, ListenerSite::HostLoopback, 0)

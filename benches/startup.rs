@@ -13,7 +13,7 @@
 //! `benches/startup.svg`. It measures and reports; it never asserts on a timing.
 //!
 //! What it measures, in order:
-//! 1. Raw floors, through the library's Docker adapter ([`polydev::docker::DockerRuntime`]) or bollard:
+//! 1. Raw floors, through the library's Docker adapter ([`polydev::docker::DockerEngine`]) or bollard:
 //!    `create`+`start` of the provider image, `exec` into a running container of it (to first
 //!    output and to exit), and the claim floor through Docker (the engine's `update` of the
 //!    limits + `send_launch_spec`) on an idle, already started `WARM_POOL=true` container — next
@@ -65,14 +65,14 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use polydev::config::SecurityConfig;
-use polydev::container_spec::{security_options, task_user};
+use polydev::container_parts::{security_options, task_user};
 use polydev::core::{DriverState, LaunchSpec};
-use polydev::docker::DockerRuntime;
+use polydev::docker::DockerEngine;
+use polydev::engine::{ContainerEngine, ContainerSpec, ExecOutput, ResourceLimits};
 use polydev::pb::hashicorp::nomad::plugins::drivers::proto::{
     self as nomad, driver_client::DriverClient,
 };
 use polydev::pb::hashicorp::nomad::plugins::shared::structs::attribute::Value as AttrValue;
-use polydev::runtime::{ContainerRuntime, ContainerSpec, ExecOutput, ResourceLimits};
 use rmpv::Value;
 use secrecy::SecretString;
 use stats::{Summary, ms};
@@ -516,7 +516,7 @@ struct Session {
     plugin: Option<Plugin>,
     pid: u32,
     driver: DriverClient<Channel>,
-    docker: DockerRuntime,
+    docker: DockerEngine,
     bollard: bollard::Docker,
     image: String,
     data_dir: PathBuf,

@@ -7,7 +7,7 @@
 //! Dependencies point inward: `plugin → driver → core ← docker`, and `assembly` (the composition
 //! root) plugs `docker` into `core`; `core`, `logs`, `broker` and `credentials` never name tonic
 //! or bollard types, and `core` never names HTTP types.
-//! `core` and `pool` never name each other: both build containers from `container_spec`, and
+//! `core` and `pool` never name each other: both build containers from `container_parts`, and
 //! `core` reaches the pool only through the `pool_port` trait, which `assembly` wires in.
 //! `assembly` is the composition root: the only module that names `docker`, `vault`, the
 //! forwarder process (`logs::forward::ProcessForwarder`) and the credential policy
@@ -30,13 +30,13 @@
 //! - [`driver`]: Nomad's `BasePlugin` and `Driver` gRPC services; protobuf ⇄ domain, the one
 //!   error → `Status` mapping, the Fingerprint and TaskEvents streams.
 //! - [`core`]: the task lifecycle (start, supervise, stop, destroy, recover, stats, exec), and
-//!   what each CLI is given at launch (`core::cli`, from the facts in `config::known_cli`).
+//!   what each CLI is given at launch (`core::cli_launch`, from the facts in `config::known_cli`).
 //! - [`broker`]: the per-task credential broker — a listener inside each broker-mode task's
 //!   network namespace that forwards the CLI's API requests with the real key, and the egress
 //!   allowlist; the key never enters the container.
 //! - [`pool`]: the warm pool — idle containers per provider, claimed by StartTask, refilled and
 //!   reconciled in the background.
-//! - [`container_spec`]: what every polydev container is made with, task or warm — labels, the
+//! - [`container_parts`]: what every polydev container is made with, task or warm — labels, the
 //!   task user and its home, hardening, network mode; a leaf that `core` and `pool` both use.
 //! - [`task_user`]: the start-time check that no host account or group has the ids tasks run as.
 //! - [`pool_port`]: the warm pool as `core` sees it — the trait `pool` implements and
@@ -53,12 +53,11 @@
 //!   health for the fingerprint.
 //! - [`logs`]: the log pump — container output → Nomad's FIFOs, resumable, redacted — and the
 //!   forwarder process that keeps it running across plugin restarts.
-//! - [`runtime`]: the container-engine port (trait) and its in-memory fake (tests and the
-//!   `fake-runtime` feature only).
-//! - [`engine`]: follows the engine — its event stream for polydev's containers, its outages —
-//!   for the pool and the task supervisors.
-//! - [`docker`]: the port implemented with bollard against a real Docker engine; named by
-//!   `assembly` alone.
+//! - [`engine`]: the container-engine port (`ContainerEngine`), `engine::watch` that follows
+//!   the engine's events and outages for the pool and the task supervisors, and the in-memory
+//!   `engine::fake` (tests and the `fake-engine` feature only).
+//! - [`docker`]: the port implemented with bollard against a real Docker engine
+//!   (`DockerEngine`); named by `assembly` alone.
 //! - [`cli`]: the operator CLI (`polydev run`, `polydev credentials set|list|rm` on the local
 //!   store or `--backend vault`, `polydev pool status|drain`, `polydev version`, `polydev help`).
 //! - `private_file`: files only this uid may read or write (0700/0600, owner, no symlinks, atomic
@@ -77,13 +76,13 @@ pub mod assembly;
 pub mod broker;
 pub mod cli;
 pub mod config;
-pub mod container_spec;
+pub mod container_parts;
 pub mod core;
 pub mod credential_model;
 pub mod credentials;
 pub mod docker;
 pub mod driver;
-pub(crate) mod engine;
+pub mod engine;
 pub mod logging;
 pub mod logs;
 pub mod mountinfo;
@@ -91,7 +90,6 @@ pub mod plugin;
 pub(crate) mod pool;
 pub(crate) mod pool_port;
 pub(crate) mod private_file;
-pub mod runtime;
 pub(crate) mod safe_open;
 pub(crate) mod task_user;
 pub(crate) mod tls;

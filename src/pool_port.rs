@@ -28,7 +28,7 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::EngineNews;
+use crate::engine::watch::EngineNews;
 
 /// What the task lifecycle needs from the warm pool.
 #[async_trait]
@@ -198,7 +198,7 @@ pub struct WarmContainer {
     pub id: String,
     /// The slot holding the task's directories.
     pub slot: String,
-    /// Where its limits live on the host (see [`crate::runtime::ContainerState::cgroup_pid`]),
+    /// Where its limits live on the host (see [`crate::engine::ContainerState::cgroup_pid`]),
     /// when the pool knows it.
     pub cgroup_pid: Option<u32>,
     /// Its init process on the host (the credential broker binds in its network namespace).

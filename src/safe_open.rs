@@ -22,7 +22,7 @@
 //!
 //! Only the last component is protected this way: the directories above it (Nomad's alloc dir,
 //! owned by root) are the caller's to trust, and those the task can write are made read-only or
-//! mount points in its container (`container_spec::task_dirs`), which it cannot rename.
+//! mount points in its container (`container_parts::task_dirs`), which it cannot rename.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use crate::config::SecurityConfig;
 use crate::config::plugin::DEFAULT_TASK_ID;
-use crate::runtime::ContainerRuntime;
+use crate::engine::ContainerEngine;
 
 /// How long the engine may take to say whether it remaps users.
 const ENGINE_QUESTION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -227,16 +227,16 @@ pub fn host_owners(
     })
 }
 
-/// Accept `owners` if nobody on the host has the ids, or if `runtime` runs containers in user
+/// Accept `owners` if nobody on the host has the ids, or if `engine` runs containers in user
 /// namespaces of their own. `Ok(Some(note))`: accepted only thanks to the user namespace (log it).
 pub async fn clear(
     owners: HostOwners,
-    runtime: &dyn ContainerRuntime,
+    engine: &dyn ContainerEngine,
 ) -> Result<Option<String>, TaskUserError> {
     if owners.is_empty() {
         return Ok(None);
     }
-    let engine = match tokio::time::timeout(ENGINE_QUESTION_TIMEOUT, runtime.remaps_users()).await {
+    let engine = match tokio::time::timeout(ENGINE_QUESTION_TIMEOUT, engine.remaps_users()).await {
         Ok(Ok(true)) => {
             return Ok(Some(format!(
                 "{}, but the container engine runs every container in a user namespace of its \
@@ -259,10 +259,10 @@ pub async fn clear(
     })
 }
 
-/// The whole check against this host's account database and `runtime`.
+/// The whole check against this host's account database and `engine`.
 pub async fn check_on_host(
     security: &SecurityConfig,
-    runtime: &dyn ContainerRuntime,
+    engine: &dyn ContainerEngine,
 ) -> Result<Option<String>, TaskUserError> {
     let for_lookup = security.clone();
     // getpwuid_r may wait on a network NSS source (LDAP, SSSD): not on the async workers.
@@ -277,7 +277,7 @@ pub async fn check_on_host(
                 reason: format!("the lookup thread failed: {join}"),
             })
         })?;
-    clear(owners, runtime).await
+    clear(owners, engine).await
 }
 
 #[cfg(test)]

@@ -219,7 +219,11 @@ async fn a_broker_mode_task_reaches_only_its_api_and_the_key_is_nowhere_in_its_r
     let requests = api.wait_for_requests(1, Duration::from_secs(10)).await;
     assert_eq!(requests[0].path, "/v1/messages");
     assert_eq!(requests[0].header("x-api-key"), Some(s.key.as_str()));
-    assert!(!requests[0].text().contains(polydev::core::cli::PLACEHOLDER));
+    assert!(
+        !requests[0]
+            .text()
+            .contains(polydev::core::cli_launch::PLACEHOLDER)
+    );
 
     destroy(&mut s.driver, &task.id, &task.container).await;
     let stdout = String::from_utf8_lossy(&finish(task.stdout).await).into_owned();
@@ -569,6 +573,9 @@ async fn polydev_run_uses_the_same_broker() {
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("canned-from-the-api"), "{stdout}\n{stderr}");
     assert!(!stdout.contains(&key) && !stderr.contains(&key));
-    assert!(stdout.contains(&format!("env-key={}", polydev::core::cli::PLACEHOLDER)));
+    assert!(stdout.contains(&format!(
+        "env-key={}",
+        polydev::core::cli_launch::PLACEHOLDER
+    )));
     assert_eq!(api.requests()[0].header("x-api-key"), Some(key.as_str()));
 }

@@ -79,7 +79,7 @@ impl Fixture {
                 user_id: None,
                 provider: provider.into(),
             },
-            credential: variable.into(),
+            key_variable: variable.into(),
         };
         self.broker
             .open(task, ListenerSite::HostLoopback, 0)

@@ -149,7 +149,7 @@ impl Fixture {
                 user_id: user.map(str::to_string),
                 provider: provider.into(),
             },
-            credential: variable.into(),
+            key_variable: variable.into(),
         };
         self.broker
             .open(task, ListenerSite::HostLoopback, 0)

@@ -9,14 +9,14 @@ use std::time::Duration;
 use futures::StreamExt;
 use polydev::assembly::Wiring;
 use polydev::driver::{PolydevDriver, status::recoverable_detail};
+use polydev::engine::fake::{FakeCall, FakeEngine, FakeExecResult, FakeOp, SignalTarget};
+use polydev::engine::{EngineError, LogStream, StatsSample};
 use polydev::pb::hashicorp::nomad::plugins::base::proto::{
     ConfigSchemaRequest, PluginInfoRequest, PluginType, base_plugin_client::BasePluginClient,
 };
 use polydev::pb::hashicorp::nomad::plugins::drivers::proto::{
     self as nomad, driver_client::DriverClient,
 };
-use polydev::runtime::fake::{FakeCall, FakeExecResult, FakeOp, FakeRuntime, SignalTarget};
-use polydev::runtime::{LogStream, RuntimeError, StatsSample};
 use support::logmon::Logmon;
 use support::{TaskOptions, connect, duration, plugin_config, task_config};
 use tokio_util::sync::CancellationToken;
@@ -28,7 +28,7 @@ const KEY: &str = "sk-fake-0123456789abcdef";
 const SENTINEL: &str = "polydev-entrypoint: launch\n";
 
 struct Harness {
-    fake: FakeRuntime,
+    fake: FakeEngine,
     base: BasePluginClient<Channel>,
     driver: DriverClient<Channel>,
     dir: tempfile::TempDir,
@@ -44,7 +44,7 @@ impl Drop for Harness {
 }
 
 async fn serve(
-    fake: &FakeRuntime,
+    fake: &FakeEngine,
     dir: &std::path::Path,
     name: &str,
 ) -> (
@@ -81,7 +81,7 @@ async fn harness() -> Harness {
 
 /// A harness configured with the plugin config `config(data_dir)`.
 async fn harness_with(config: impl FnOnce(&std::path::Path) -> Vec<u8>) -> Harness {
-    let fake = FakeRuntime::new();
+    let fake = FakeEngine::new();
     fake.add_image(IMAGE);
     fake.set_version("20.10.24-fake");
     let dir = tempfile::tempdir().unwrap();
@@ -217,7 +217,7 @@ async fn plugin_info_schemas_and_capabilities() {
 
 #[tokio::test]
 async fn task_rpcs_before_set_config_fail_clearly_and_set_config_is_idempotent() {
-    let fake = FakeRuntime::new();
+    let fake = FakeEngine::new();
     let dir = tempfile::tempdir().unwrap();
     let (mut base, mut driver, shutdown) = serve(&fake, dir.path(), "p.sock").await;
     let err = driver
@@ -287,7 +287,7 @@ async fn a_broker_mode_task_gets_a_placeholder_no_network_and_a_broker_until_it_
         .filter_map(|l| l.strip_prefix("env "))
         .map(|b| String::from_utf8(base64_decode(b)).unwrap())
         .collect();
-    let placeholder = polydev::core::cli::PLACEHOLDER;
+    let placeholder = polydev::core::cli_launch::PLACEHOLDER;
     assert!(
         env.contains(&format!("OPENAI_API_KEY={placeholder}")),
         "{env:?}"
@@ -519,7 +519,7 @@ async fn engine_outage_is_retryable_and_leaks_nothing() {
     let mut h = harness().await;
     h.fake.fail_next(
         FakeOp::Create,
-        RuntimeError::Unavailable("daemon down".into()),
+        EngineError::Unavailable("daemon down".into()),
     );
     let err = h.start("o/t/1", &sh(&[])).await.unwrap_err();
     assert_eq!(recoverable_detail(&err), Some(true));
@@ -527,7 +527,7 @@ async fn engine_outage_is_retryable_and_leaks_nothing() {
 
     h.fake.fail_next(
         FakeOp::SendLaunchSpec,
-        RuntimeError::Unavailable("attach broke".into()),
+        EngineError::Unavailable("attach broke".into()),
     );
     let err = h.start("o/t/2", &sh(&[])).await.unwrap_err();
     assert_eq!(recoverable_detail(&err), Some(true));
@@ -538,7 +538,7 @@ async fn engine_outage_is_retryable_and_leaks_nothing() {
 
     h.fake.fail_next(
         FakeOp::Start,
-        RuntimeError::Unavailable("start failed".into()),
+        EngineError::Unavailable("start failed".into()),
     );
     h.start("o/t/3", &sh(&[])).await.unwrap_err();
     assert!(h.fake.container_ids().is_empty());

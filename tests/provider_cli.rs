@@ -253,7 +253,9 @@ async fn prompt_with_key(
             "{request:?}"
         );
         assert!(
-            !request.text().contains(polydev::core::cli::PLACEHOLDER),
+            !request
+                .text()
+                .contains(polydev::core::cli_launch::PLACEHOLDER),
             "the placeholder reached the API: {request:?}"
         );
         // A WebSocket handshake (the broker drops its hop-by-hop `Upgrade`, not the rest) means

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use polydev::config::KnownCli;
 use polydev::config::provider::builtin_providers;
-use polydev::core::cli::cli_launch;
+use polydev::core::cli_launch::cli_launch;
 use secrecy::SecretString;
 
 pub struct Cli {

@@ -62,7 +62,7 @@ fn floor_spec(run: &Run, name: &str, warm: bool, limits: ResourceLimits) -> Cont
 }
 
 pub(super) async fn measure(run: &Run, n: usize) -> Result<Floors> {
-    let docker = DockerRuntime::connect(DOCKER_ENDPOINT)?;
+    let docker = DockerEngine::connect(DOCKER_ENDPOINT)?;
     docker.version().await?;
 
     // create + start; the first sample warms caches and is discarded.

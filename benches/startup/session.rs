@@ -65,7 +65,7 @@ impl Session {
             plugin: Some(plugin),
             pid,
             driver,
-            docker: DockerRuntime::connect(DOCKER_ENDPOINT)?,
+            docker: DockerEngine::connect(DOCKER_ENDPOINT)?,
             bollard,
             image: image.to_string(),
             data_dir,

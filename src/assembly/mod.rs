@@ -34,10 +34,10 @@ use crate::config::{PluginConfig, VaultConfig};
 use crate::core::{Core, CorePorts, CoreSettings, EventBus};
 use crate::credential_model::CredentialStore;
 use crate::credentials::{CredentialSource, EnvSource};
-use crate::docker::DockerRuntime;
+use crate::docker::DockerEngine;
+use crate::engine::{ContainerEngine, EngineError};
 use crate::logs::forward::{InProcessForwarder, LogForwarder, ProcessForwarder};
 use crate::pool::WarmPool;
-use crate::runtime::{ContainerRuntime, RuntimeError};
 use crate::task_user::TaskUserError;
 use crate::vault::{VaultError, VaultStore};
 
@@ -51,7 +51,7 @@ const OPERATOR_ORPHAN_GRACE: Duration = Duration::from_secs(600);
 pub enum AssemblyError {
     /// The container engine at the configured endpoint cannot be used.
     #[error(transparent)]
-    Engine(#[from] RuntimeError),
+    Engine(#[from] EngineError),
     /// The task user's ids are a host account's, or cannot be checked.
     #[error(transparent)]
     TaskUser(#[from] TaskUserError),
@@ -68,7 +68,7 @@ enum EngineSource {
     /// Docker at the configuration's `docker_endpoint`.
     Docker,
     /// The given engine whatever the configuration says (the fake in tests).
-    Given(Arc<dyn ContainerRuntime>),
+    Given(Arc<dyn ContainerEngine>),
 }
 
 /// Who runs each task's log pump.
@@ -119,11 +119,11 @@ impl Wiring {
     /// Tests: the given engine, log pumps inside this process, the configured credential policy
     /// over `environment`, brokers on the host's loopback.
     pub fn in_process(
-        runtime: Arc<dyn ContainerRuntime>,
+        engine: Arc<dyn ContainerEngine>,
         environment: Vec<(String, String)>,
     ) -> Self {
         Wiring {
-            engine: EngineSource::Given(runtime),
+            engine: EngineSource::Given(engine),
             log_forwarding: LogForwarding::InProcess,
             credentials: CredentialOrigin::Policy { environment },
             node: host_name(),
@@ -144,10 +144,10 @@ impl Wiring {
     }
 
     /// The container engine for `config`.
-    fn engine(&self, config: &PluginConfig) -> Result<Arc<dyn ContainerRuntime>, AssemblyError> {
+    fn engine(&self, config: &PluginConfig) -> Result<Arc<dyn ContainerEngine>, AssemblyError> {
         match &self.engine {
             EngineSource::Docker => Ok(connect_docker(&config.docker_endpoint.to_string())?),
-            EngineSource::Given(runtime) => Ok(runtime.clone()),
+            EngineSource::Given(engine) => Ok(engine.clone()),
         }
     }
 
@@ -158,8 +158,8 @@ impl Wiring {
         &self,
         config: &PluginConfig,
     ) -> Result<Option<String>, AssemblyError> {
-        let runtime = self.engine(config)?;
-        Ok(crate::task_user::check_on_host(&config.security, runtime.as_ref()).await?)
+        let engine = self.engine(config)?;
+        Ok(crate::task_user::check_on_host(&config.security, engine.as_ref()).await?)
     }
 
     /// Connect to the config's Vault, if it has a `vault {}` block: the token is obtained and
@@ -188,7 +188,7 @@ impl Wiring {
     ) -> Result<Arc<Core>, AssemblyError> {
         let cluster_store = vault.map(|v| v.0 as Arc<dyn CredentialStore>);
         let ports = self.ports(&config, cluster_store, &log_state_dir(&config), shutdown)?;
-        let pool = WarmPool::new(ports.runtime.clone(), &config, &self.node);
+        let pool = WarmPool::new(ports.engine.clone(), &config, &self.node);
         let settings = CoreSettings {
             node: self.node.clone(),
             orphan_grace: config.orphan_grace,
@@ -238,14 +238,14 @@ impl Wiring {
         log_state_dir: &Path,
         shutdown: &CancellationToken,
     ) -> Result<CorePorts, AssemblyError> {
-        let runtime = self.engine(config)?;
+        let engine = self.engine(config)?;
         let credentials: Arc<dyn CredentialSource> = match &self.credentials {
             CredentialOrigin::Policy { environment } => {
                 crate::credentials::source_for(config, environment.clone(), cluster_store)
             }
             CredentialOrigin::ShellEnvironment => Arc::new(EnvSource::from_process_env()),
         };
-        let forwarder = self.forwarder(config, runtime.clone(), log_state_dir);
+        let forwarder = self.forwarder(config, engine.clone(), log_state_dir);
         let broker = Broker::new(config, credentials.clone(), shutdown.child_token())?;
         let broker = if self.broker_on_host_loopback {
             broker.binding_on_host_loopback()
@@ -253,7 +253,7 @@ impl Wiring {
             broker
         };
         Ok(CorePorts {
-            runtime,
+            engine,
             credentials,
             forwarder,
             broker: Arc::new(broker),
@@ -265,7 +265,7 @@ impl Wiring {
     fn forwarder(
         &self,
         config: &PluginConfig,
-        runtime: Arc<dyn ContainerRuntime>,
+        engine: Arc<dyn ContainerEngine>,
         state_dir: &Path,
     ) -> Arc<dyn LogForwarder> {
         if self.log_forwarding == LogForwarding::OwnProcess {
@@ -282,7 +282,7 @@ impl Wiring {
                 }
             }
         }
-        Arc::new(InProcessForwarder::new(runtime, state_dir.to_path_buf()))
+        Arc::new(InProcessForwarder::new(engine, state_dir.to_path_buf()))
     }
 }
 
@@ -292,8 +292,8 @@ pub struct VaultConnection(Arc<VaultStore>);
 
 /// Docker at `endpoint` (`unix://…`, `tcp://…`), as the container engine. Connecting asks
 /// nothing of Docker yet: the first call does.
-pub fn connect_docker(endpoint: &str) -> Result<Arc<dyn ContainerRuntime>, RuntimeError> {
-    Ok(Arc::new(DockerRuntime::connect(endpoint)?))
+pub fn connect_docker(endpoint: &str) -> Result<Arc<dyn ContainerEngine>, EngineError> {
+    Ok(Arc::new(DockerEngine::connect(endpoint)?))
 }
 
 /// The cluster's Vault or OpenBao at `config`, as a credential store (`polydev credentials

@@ -4,7 +4,7 @@ use rmpv::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::runtime::fake::FakeRuntime;
+use crate::engine::fake::FakeEngine;
 
 /// The plugin config of `fields` (msgpack, as Nomad sends it), with its data dir in `data_dir`.
 fn plugin_config(data_dir: &Path, mut fields: Vec<(Value, Value)>) -> PluginConfig {
@@ -31,7 +31,7 @@ fn openai_ca_file(path: &str) -> Vec<(Value, Value)> {
 #[tokio::test]
 async fn the_plugin_core_is_built_over_the_given_engine_without_calling_it() {
     let dir = tempfile::tempdir().unwrap();
-    let fake = FakeRuntime::new();
+    let fake = FakeEngine::new();
     let wiring = Wiring::in_process(Arc::new(fake.clone()), vec![]);
     let shutdown = CancellationToken::new();
     let config = plugin_config(dir.path(), vec![]);
@@ -49,7 +49,7 @@ async fn a_broker_that_cannot_read_its_ca_file_fails_in_its_own_words() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.pem");
     let config = plugin_config(dir.path(), openai_ca_file(missing.to_str().unwrap()));
-    let wiring = Wiring::in_process(Arc::new(FakeRuntime::new()), vec![]);
+    let wiring = Wiring::in_process(Arc::new(FakeEngine::new()), vec![]);
     let shutdown = CancellationToken::new();
     let err = wiring
         .plugin_core(config.clone(), None, EventBus::default(), &shutdown)
@@ -76,7 +76,7 @@ async fn a_broker_that_cannot_read_its_ca_file_fails_in_its_own_words() {
 async fn without_a_vault_block_no_vault_is_connected() {
     let dir = tempfile::tempdir().unwrap();
     let config = plugin_config(dir.path(), vec![]);
-    let wiring = Wiring::in_process(Arc::new(FakeRuntime::new()), vec![]);
+    let wiring = Wiring::in_process(Arc::new(FakeEngine::new()), vec![]);
     let vault = wiring
         .connect_vault(&config, CancellationToken::new())
         .await

@@ -95,7 +95,7 @@ pub struct BrokeredTask {
     /// Whose key is presented.
     pub key: CredentialKey,
     /// The variable holding the key (the provider's first credential).
-    pub credential: String,
+    pub key_variable: String,
 }
 
 impl BrokeredTask {
@@ -110,7 +110,7 @@ impl BrokeredTask {
             (Some(_), Some(variable)) => Ok(BrokeredTask {
                 task_id: task_id.to_string(),
                 key,
-                credential: variable.to_string(),
+                key_variable: variable.to_string(),
             }),
             _ => Err(BrokerError::NotBrokered(provider.name().to_string())),
         }
@@ -121,7 +121,7 @@ impl BrokeredTask {
 struct TaskContext {
     task_id: String,
     key: CredentialKey,
-    credential: String,
+    key_variable: String,
     /// The provider's API, with a connection pool of this task's own.
     upstream: Arc<Upstream>,
     credentials: Arc<dyn CredentialSource>,
@@ -238,7 +238,7 @@ impl Broker {
         let context = Arc::new(TaskContext {
             task_id: task.task_id,
             key: task.key,
-            credential: task.credential,
+            key_variable: task.key_variable,
             upstream,
             credentials: self.credentials.clone(),
             limits: self.limits.clone(),

@@ -233,14 +233,14 @@ fn compressed(headers: &HeaderMap) -> Option<String> {
 impl TaskContext {
     /// The task's key as the credential source has it now.
     async fn current_key(&self) -> Result<secrecy::SecretString, Refusal> {
-        let wanted = std::slice::from_ref(&self.credential);
+        let wanted = std::slice::from_ref(&self.key_variable);
         match self.credentials.resolve(&self.key, wanted, &[]).await {
             Ok(found) => found
                 .into_iter()
-                .find(|(name, _)| *name == self.credential)
+                .find(|(name, _)| *name == self.key_variable)
                 .map(|(_, value)| value)
                 .ok_or_else(|| {
-                    Refusal::NoCredential(format!("no {} for {}", self.credential, self.key))
+                    Refusal::NoCredential(format!("no {} for {}", self.key_variable, self.key))
                 }),
             Err(CredentialError::Unavailable(why)) => Err(Refusal::CredentialsUnavailable(
                 format!("the credential source cannot answer now ({why}); retry"),

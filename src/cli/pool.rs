@@ -14,10 +14,10 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use super::args::{Command, Opt, Outcome};
-use crate::container_spec::{LABEL_DATA_DIR, LABEL_MANAGED, LABEL_PROVIDER, LABEL_SLOT};
+use crate::container_parts::{LABEL_DATA_DIR, LABEL_MANAGED, LABEL_PROVIDER, LABEL_SLOT};
+use crate::engine::{ContainerEngine, ContainerSummary};
 use crate::pool::slots::SlotRoot;
 use crate::pool::status_file;
-use crate::runtime::{ContainerRuntime, ContainerSummary};
 
 const OPTIONS: &[Opt] = &[
     Opt::Value {
@@ -124,7 +124,7 @@ pub fn main(args: &[String]) -> i32 {
 
 /// The pool containers of `data_dir` and whether each is idle (running, slot not claimed).
 async fn pool_containers(
-    docker: &dyn ContainerRuntime,
+    docker: &dyn ContainerEngine,
     data_dir: &str,
     slots: &SlotRoot,
 ) -> Result<Vec<(ContainerSummary, Option<String>, bool)>, String> {

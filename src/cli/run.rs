@@ -22,7 +22,7 @@ use super::args::{Command, Opt, Outcome};
 use crate::assembly::Wiring;
 use crate::config::{self, DockerEndpoint, PluginConfig, RawProvider, RawTaskConfig};
 use crate::core::{Core, LogPaths, TaskSpec};
-use crate::runtime::ResourceLimits;
+use crate::engine::ResourceLimits;
 
 /// Largest `--memory`, in MB (16 TiB, as for Nomad's tasks).
 const MAX_MEMORY_MB: i64 = 1 << 24;

@@ -3,7 +3,7 @@
 //! variable it reads its key from, where it reads its API's base URL, how its API takes the key
 //! ([`ApiAuth`]), the upstream, and what it needs to run headless (switches in its environment,
 //! a settings file under `$HOME`). The provider defaults ([`builtin_providers`]) and what each
-//! CLI gets at launch (`core::cli`) are both read from here; nothing else matches on a CLI.
+//! CLI gets at launch (`core::cli_launch`) are both read from here; nothing else matches on a CLI.
 //!
 //! The facts per CLI (the versions pinned in `containers/versions.tsv`), each checked against
 //! a recorder in a `--network none` container:

@@ -1,22 +1,22 @@
 //! Turning a task into a container: names, labels, mounts, limits, and the launch spec.
 //!
 //! What every polydev container shares with the warm pool's (labels, user, hardening, network
-//! mode) comes from [`crate::container_spec`]; this file adds what only a task has.
+//! mode) comes from [`crate::container_parts`]; this file adds what only a task has.
 //!
 //! Invariants:
-//! - A task's own labels never override polydev's ([`crate::container_spec::managed_labels`]).
+//! - A task's own labels never override polydev's ([`crate::container_parts::managed_labels`]).
 //! - Nomad's alloc layout is bound at the container paths Nomad's env advertises under
 //!   IMAGE isolation: `/alloc`, `/local`, `/secrets`, with `/alloc/logs` read-only
-//!   ([`crate::container_spec::task_dirs`]); a bind's source is checked not to be a symlink
+//!   ([`crate::container_parts::task_dirs`]); a bind's source is checked not to be a symlink
 //!   before the container is created ([`check_alloc_dirs`]).
 
 use std::collections::BTreeMap;
 
 use crate::config::PluginConfig;
-use crate::container_spec::{
+use crate::container_parts::{
     LABEL_EXPIRES_AT, managed_labels, network_mode_for, security_options, task_dirs, task_user,
 };
-use crate::runtime::{BindMount, ContainerSpec};
+use crate::engine::{BindMount, ContainerSpec};
 
 use super::task::TaskSpec;
 
@@ -56,7 +56,7 @@ pub fn labels(task: &TaskSpec, node: &str, data_dir: &str) -> BTreeMap<String, S
 }
 
 /// Bind mounts of Nomad's alloc layout (none outside Nomad), from
-/// [`crate::container_spec::task_dirs`]: `/alloc/logs` is read-only.
+/// [`crate::container_parts::task_dirs`]: `/alloc/logs` is read-only.
 pub fn alloc_mounts(task: &TaskSpec) -> Vec<BindMount> {
     let Some(alloc_dir) = task.alloc_dir.as_deref() else {
         return Vec::new();

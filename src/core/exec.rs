@@ -9,8 +9,8 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use super::{Core, CoreError};
-use crate::container_spec::task_user;
-use crate::runtime::{ExecOutput, ExecSession};
+use crate::container_parts::task_user;
+use crate::engine::{ExecOutput, ExecSession};
 
 /// Output of a command run to completion.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +33,7 @@ impl Core {
             return Err(CoreError::NotRunning(id.to_string()));
         }
         Ok(self
-            .runtime
+            .engine
             .exec(
                 task.container_id(),
                 &task_user(&self.settings.config.security),
@@ -53,7 +53,7 @@ impl Core {
         let session = self.exec_streaming(id, argv, false).await?;
         let _ = session
             .input
-            .send(crate::runtime::ExecInput::CloseStdin)
+            .send(crate::engine::ExecInput::CloseStdin)
             .await;
         let run = async move {
             let mut output = session.output;
@@ -73,11 +73,9 @@ impl Core {
         };
         match tokio::time::timeout(timeout, run).await {
             Ok(result) => result,
-            Err(_) => Err(CoreError::Runtime(
-                crate::runtime::RuntimeError::Unavailable(format!(
-                    "command did not finish within {timeout:?}"
-                )),
-            )),
+            Err(_) => Err(CoreError::Runtime(crate::engine::EngineError::Unavailable(
+                format!("command did not finish within {timeout:?}"),
+            ))),
         }
     }
 }

@@ -33,7 +33,7 @@ pub struct Health {
 impl Core {
     /// Probe the engine.
     pub async fn probe_health(&self) -> Health {
-        let version = match self.runtime.version().await {
+        let version = match self.engine.version().await {
             Ok(version) => version,
             Err(err) => {
                 let endpoint = &self.settings.config.docker_endpoint;
@@ -52,7 +52,7 @@ impl Core {
         };
         let mut images_present = BTreeMap::new();
         for (provider, settings) in &self.settings.config.providers {
-            let present = matches!(self.runtime.image_id(&settings.image).await, Ok(Some(_)));
+            let present = matches!(self.engine.image_id(&settings.image).await, Ok(Some(_)));
             images_present.insert(provider.clone(), present);
         }
         Health {

@@ -5,8 +5,8 @@
 //! `start` (create, start, hand over the launch spec), `supervise` (wait for the exit, pump the
 //! logs), `stop` (signal, escalate to SIGKILL; also SignalTask and DestroyTask), `recover`,
 //! `orphans` (task containers no task claimed back), `stats`, `exec`, and `health` (fingerprint
-//! probe). Beside them: `task` and `store` (the tasks this process knows), `launch` (the launch
-//! spec's wire format), `cli` (what each CLI is given at launch), `container` (a task's
+//! probe). Beside them: `task` and `registry` (the tasks this process knows), `launch` (the launch
+//! spec's wire format), `cli_launch` (what each CLI is given at launch), `container` (a task's
 //! container spec) and `events` (TaskEvents).
 //!
 //! Guarantees:
@@ -21,7 +21,7 @@
 //! - No credential is kept after the launch spec is sent, except as redaction patterns for the
 //!   task's log pump.
 
-pub mod cli;
+pub mod cli_launch;
 mod container;
 mod events;
 mod exec;
@@ -29,10 +29,10 @@ mod health;
 mod launch;
 mod orphans;
 mod recover;
+mod registry;
 mod start;
 mod stats;
 mod stop;
-mod store;
 mod supervise;
 mod task;
 
@@ -41,9 +41,9 @@ pub use exec::ExecResult;
 pub use health::{Health, HealthState};
 pub use launch::{LaunchSpec, is_valid_env_name};
 pub use recover::RecoverRequest;
+pub use registry::{TaskEntry, TaskRegistry};
 pub use start::StartedTask;
 pub use stats::{CpuUsage, MemoryUsage, TaskUsage};
-pub use store::{TaskEntry, TaskStore};
 pub use task::{DriverState, ExitOutcome, HANDLE_VERSION, LogPaths, TaskSpec};
 
 use std::sync::Arc;
@@ -53,12 +53,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{BindError, Broker, BrokerError};
 use crate::config::PluginConfig;
-use crate::container_spec::LABEL_DATA_DIR;
+use crate::container_parts::LABEL_DATA_DIR;
 use crate::credentials::{CredentialError, CredentialSource};
-use crate::engine::EngineWatch;
+use crate::engine::watch::EngineWatch;
+use crate::engine::{ContainerEngine, EngineError};
 use crate::logs::forward::LogForwarder;
 use crate::pool_port::{ClaimError, WarmPoolPort};
-use crate::runtime::{ContainerRuntime, RuntimeError};
 
 /// What can go wrong in a lifecycle verb. Messages say what was wrong and how to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +93,7 @@ pub enum CoreError {
     #[error("the task's directories cannot be given to its container: {0}")]
     TaskDirs(#[from] crate::safe_open::UnsafePath),
     #[error("container engine: {0}")]
-    Runtime(#[from] RuntimeError),
+    Runtime(#[from] EngineError),
     #[error(transparent)]
     Pool(#[from] ClaimError),
     #[error("credential broker: {0}")]
@@ -121,7 +121,7 @@ impl CoreError {
     fn is_container_gone(&self) -> bool {
         match self {
             CoreError::Runtime(err) => {
-                err.is_not_found() || matches!(err, RuntimeError::NotRunning(_))
+                err.is_not_found() || matches!(err, EngineError::NotRunning(_))
             }
             CoreError::Broker(BrokerError::Bind(BindError::NotTheContainer { .. })) => true,
             _ => false,
@@ -136,7 +136,7 @@ pub struct CoreSettings {
     pub node: String,
     /// Tasks' containers that no task claims back for this long are removed.
     pub orphan_grace: std::time::Duration,
-    /// Give task containers an expiry ([`crate::container_spec::LABEL_EXPIRES_AT`]) this long after their creation,
+    /// Give task containers an expiry ([`crate::container_parts::LABEL_EXPIRES_AT`]) this long after their creation,
     /// after which any polydev sweep removes them (`polydev run`: a bound that survives its
     /// `kill -9`); `None` for Nomad's tasks, whose life Nomad decides.
     pub expires_after: Option<std::time::Duration>,
@@ -144,7 +144,7 @@ pub struct CoreSettings {
 
 /// What the core reaches the outside world through.
 pub struct CorePorts {
-    pub runtime: Arc<dyn ContainerRuntime>,
+    pub engine: Arc<dyn ContainerEngine>,
     pub credentials: Arc<dyn CredentialSource>,
     pub forwarder: Arc<dyn LogForwarder>,
     /// Serves broker-mode tasks' API requests with their keys.
@@ -153,7 +153,7 @@ pub struct CorePorts {
 
 /// The lifecycle engine behind the Driver service and the operator CLI.
 pub struct Core {
-    runtime: Arc<dyn ContainerRuntime>,
+    engine: Arc<dyn ContainerEngine>,
     credentials: Arc<dyn CredentialSource>,
     forwarder: Arc<dyn LogForwarder>,
     /// Serves broker-mode tasks' API requests with their keys.
@@ -163,8 +163,8 @@ pub struct Core {
     pool: Option<Arc<dyn WarmPoolPort>>,
     background_started: std::sync::atomic::AtomicBool,
     /// Follows the engine once the background work started (plugin only).
-    engine: std::sync::OnceLock<Arc<EngineWatch>>,
-    tasks: TaskStore,
+    engine_watch: std::sync::OnceLock<Arc<EngineWatch>>,
+    tasks: TaskRegistry,
     events: EventBus,
     shutdown: CancellationToken,
     /// Cold starts creating and starting their containers now, at most
@@ -181,7 +181,7 @@ impl Core {
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         let CorePorts {
-            runtime,
+            engine,
             credentials,
             forwarder,
             broker,
@@ -189,15 +189,15 @@ impl Core {
         let cold_starts = tokio::sync::Semaphore::new(settings.config.cold_starts_at_once());
         Arc::new(Core {
             cold_starts,
-            runtime,
+            engine,
             credentials,
             forwarder,
             broker,
             settings,
             pool,
             background_started: std::sync::atomic::AtomicBool::new(false),
-            engine: std::sync::OnceLock::new(),
-            tasks: TaskStore::default(),
+            engine_watch: std::sync::OnceLock::new(),
+            tasks: TaskRegistry::default(),
             events,
             shutdown,
         })
@@ -212,7 +212,7 @@ impl Core {
         self.credentials.attributes()
     }
 
-    pub fn tasks(&self) -> &TaskStore {
+    pub fn tasks(&self) -> &TaskRegistry {
         &self.tasks
     }
 
@@ -254,12 +254,12 @@ impl Core {
         }
         let data_dir = self.settings.config.data_dir.to_string_lossy().into_owned();
         let watch = EngineWatch::spawn(
-            self.runtime.clone(),
+            self.engine.clone(),
             LABEL_DATA_DIR,
             &data_dir,
             self.shutdown.clone(),
         );
-        let _ = self.engine.set(watch.clone());
+        let _ = self.engine_watch.set(watch.clone());
         if let Some(pool) = self.pool.clone() {
             // Subscribed before the pool's reconcile, so no death after it goes unseen.
             pool.spawn_background(watch.subscribe(), self.shutdown.clone());

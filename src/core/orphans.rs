@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Core;
-use crate::container_spec::{LABEL_EXPIRES_AT, LABEL_MANAGED, LABEL_NODE, LABEL_SLOT, belongs_to};
+use crate::container_parts::{LABEL_EXPIRES_AT, LABEL_MANAGED, LABEL_NODE, LABEL_SLOT, belongs_to};
 
 /// How often the sweep looks (more often when the grace period is shorter).
 const SWEEP_PERIOD: Duration = Duration::from_secs(30);
@@ -47,7 +47,7 @@ impl Core {
 
     /// One pass of the sweep; `first_seen` remembers when each orphan was first noticed.
     pub(super) async fn sweep_orphans(&self, first_seen: &mut HashMap<String, Instant>) {
-        let Ok(containers) = self.runtime.list(LABEL_MANAGED, "true").await else {
+        let Ok(containers) = self.engine.list(LABEL_MANAGED, "true").await else {
             return;
         };
         let known: std::collections::HashSet<String> =
@@ -66,7 +66,7 @@ impl Core {
                     .is_some_and(|at| at <= now_secs);
             if expired && !known.contains(&container.id) {
                 tracing::warn!(container_id = %container.id, "removing a container past its expiry (a polydev run that was killed)");
-                let _ = self.runtime.remove(&container.id).await;
+                let _ = self.engine.remove(&container.id).await;
                 continue;
             }
             let ours = belongs_to(
@@ -95,7 +95,7 @@ impl Core {
                 continue;
             }
             tracing::warn!(container_id = %id, "removing a task container no task claimed back");
-            if let Err(err) = self.runtime.remove(&id).await
+            if let Err(err) = self.engine.remove(&id).await
                 && !err.is_not_found()
             {
                 tracing::warn!(container_id = %id, error = %err, "cannot remove an orphaned container");

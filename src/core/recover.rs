@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::store::TaskEntry;
+use super::registry::TaskEntry;
 use super::task::DriverState;
 use super::{Core, CoreError};
 use crate::broker::{BindError, BrokerError, BrokeredTask, ListenerSite};
@@ -39,7 +39,7 @@ impl Core {
         }
         let state = DriverState::decode(&request.driver_state)
             .map_err(|e| CoreError::BadDriverState(e.to_string()))?;
-        let container = match self.runtime.inspect(&state.container_id).await {
+        let container = match self.engine.inspect(&state.container_id).await {
             Ok(container) => container,
             Err(err) if err.is_not_found() => {
                 return Err(CoreError::ContainerGone {

@@ -10,16 +10,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use secrecy::SecretString;
 
-use super::cli::{BrokerAddress, cli_launch};
+use super::cli_launch::{BrokerAddress, cli_launch};
 use super::container::{check_alloc_dirs, task_container};
 use super::launch::LaunchSpec;
-use super::store::TaskEntry;
+use super::registry::TaskEntry;
 use super::task::{DriverState, TaskSpec};
 use super::{Core, CoreError};
 use crate::broker::{BrokerLease, BrokeredTask, ListenerSite};
 use crate::credentials::CredentialKey;
+use crate::engine::EngineError;
 use crate::pool_port::PoolHold;
-use crate::runtime::RuntimeError;
 
 /// What StartTask hands back to Nomad.
 #[derive(Debug, Clone)]
@@ -219,8 +219,8 @@ impl Core {
             // few ms in between). A task quick enough to have exited before the update landed
             // needs no limits any more.
             Some(claim) => match tokio::join!(
-                self.runtime.send_launch_spec(container_id, &launch),
-                self.runtime
+                self.engine.send_launch_spec(container_id, &launch),
+                self.engine
                     .update_limits(container_id, claim.cgroup_pid, &task.limits),
             ) {
                 (Err(err), _) => Err(err.into()),
@@ -231,7 +231,7 @@ impl Core {
                     .map(|()| lease)?),
             },
             None => {
-                self.runtime.send_launch_spec(container_id, &launch).await?;
+                self.engine.send_launch_spec(container_id, &launch).await?;
                 Ok(lease)
             }
         };
@@ -250,11 +250,11 @@ impl Core {
         let pid = match init_pid {
             Some(pid) => pid,
             None => self
-                .runtime
+                .engine
                 .inspect(container_id)
                 .await?
                 .init_pid
-                .ok_or_else(|| RuntimeError::NotRunning(container_id.to_string()))?,
+                .ok_or_else(|| EngineError::NotRunning(container_id.to_string()))?,
         };
         let site = ListenerSite::Container {
             pid,
@@ -319,12 +319,12 @@ impl Core {
         &self,
         container_id: &str,
         handed_at: SystemTime,
-        err: RuntimeError,
-    ) -> Result<(), RuntimeError> {
-        match self.runtime.inspect(container_id).await {
+        err: EngineError,
+    ) -> Result<(), EngineError> {
+        match self.engine.inspect(container_id).await {
             // It stopped before the spec went in: it was dead when claimed, not the task.
             Ok(state) if state.finished_at.is_some_and(|at| at < handed_at) => {
-                Err(RuntimeError::NotRunning(container_id.to_string()))
+                Err(EngineError::NotRunning(container_id.to_string()))
             }
             Ok(state) if !state.running => Ok(()),
             _ => Err(err),
@@ -361,8 +361,8 @@ impl Core {
             &self.settings.node,
             self.settings.expires_after,
         );
-        let container_id = self.runtime.create(&spec).await.map_err(|err| match err {
-            RuntimeError::NotFound { kind: "image", .. } => CoreError::ImageMissing {
+        let container_id = self.engine.create(&spec).await.map_err(|err| match err {
+            EngineError::NotFound { kind: "image", .. } => CoreError::ImageMissing {
                 image: spec.image.clone(),
                 provider: task.config.provider.name().to_string(),
             },
@@ -370,7 +370,7 @@ impl Core {
         })?;
         timings.create = create_began.elapsed();
         let start_began = Instant::now();
-        if let Err(err) = self.runtime.start(&container_id).await {
+        if let Err(err) = self.engine.start(&container_id).await {
             self.discard_container(&container_id).await;
             return Err(err.into());
         }
@@ -380,7 +380,7 @@ impl Core {
 
     /// Best-effort removal of a container that will never run a task.
     pub(super) async fn discard_container(&self, container_id: &str) {
-        if let Err(err) = self.runtime.remove(container_id).await
+        if let Err(err) = self.engine.remove(container_id).await
             && !err.is_not_found()
         {
             tracing::warn!(container_id, error = %err, "could not remove container");
@@ -389,7 +389,7 @@ impl Core {
 }
 
 /// The launch spec of `task`: Nomad's env, polydev's own variables, then what its CLI needs
-/// (see [`super::cli`]): in broker mode placeholders and the broker's address, in env mode the
+/// (see [`super::cli_launch`]): in broker mode placeholders and the broker's address, in env mode the
 /// credentials.
 fn launch_spec(
     task: &TaskSpec,

@@ -12,9 +12,9 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
-use super::store::TaskEntry;
+use super::registry::TaskEntry;
 use super::{Core, CoreError};
-use crate::runtime::{RuntimeError, StatsSample};
+use crate::engine::{EngineError, StatsSample};
 
 /// CPU usage between two samples.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -156,9 +156,9 @@ impl Core {
             if task.container_has_stopped() {
                 return None;
             }
-            match self.runtime.stats(task.container_id()).await {
+            match self.engine.stats(task.container_id()).await {
                 Ok(sample) => return Some(sample),
-                Err(RuntimeError::NotRunning(_)) | Err(RuntimeError::NotFound { .. }) => {
+                Err(EngineError::NotRunning(_)) | Err(EngineError::NotFound { .. }) => {
                     return None;
                 }
                 Err(err) => {

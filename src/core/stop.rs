@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use super::{Core, CoreError};
-use crate::runtime::RuntimeError;
+use crate::engine::EngineError;
 
 /// How long Stop waits for the exit to be recorded after SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(15);
@@ -64,9 +64,9 @@ pub fn normalize_signal(name: &str) -> Result<String, CoreError> {
 }
 
 /// Signalling a container that has just ended or vanished is not an error for stop/destroy.
-fn ignore_gone(result: Result<(), RuntimeError>) -> Result<(), CoreError> {
+fn ignore_gone(result: Result<(), EngineError>) -> Result<(), CoreError> {
     match result {
-        Ok(()) | Err(RuntimeError::NotRunning(_)) | Err(RuntimeError::NotFound { .. }) => Ok(()),
+        Ok(()) | Err(EngineError::NotRunning(_)) | Err(EngineError::NotFound { .. }) => Ok(()),
         Err(err) => Err(err.into()),
     }
 }
@@ -93,7 +93,7 @@ impl Core {
         } else {
             normalize_signal(signal)?
         };
-        ignore_gone(self.runtime.kill(task.container_id(), &signal).await)?;
+        ignore_gone(self.engine.kill(task.container_id(), &signal).await)?;
         if tokio::time::timeout(timeout, task.wait_container_stopped())
             .await
             .is_ok()
@@ -105,7 +105,7 @@ impl Core {
             &task,
             format!("task did not exit within {timeout:?} of {signal}; sent SIGKILL"),
         );
-        ignore_gone(self.runtime.kill(task.container_id(), "SIGKILL").await)?;
+        ignore_gone(self.engine.kill(task.container_id(), "SIGKILL").await)?;
         let _ = tokio::time::timeout(KILL_GRACE, task.wait_container_stopped()).await;
         Ok(())
     }
@@ -115,9 +115,9 @@ impl Core {
         let task = self.task(id)?;
         let signal = normalize_signal(signal)?;
         task.mark_stop_requested();
-        match self.runtime.kill(task.container_id(), &signal).await {
+        match self.engine.kill(task.container_id(), &signal).await {
             Ok(()) => Ok(()),
-            Err(RuntimeError::NotRunning(_)) | Err(RuntimeError::NotFound { .. }) => {
+            Err(EngineError::NotRunning(_)) | Err(EngineError::NotFound { .. }) => {
                 Err(CoreError::NotRunning(id.to_string()))
             }
             Err(err) => Err(err.into()),
@@ -130,7 +130,7 @@ impl Core {
             return Ok(());
         };
         if task.exit().is_none() {
-            let running = match self.runtime.inspect(task.container_id()).await {
+            let running = match self.engine.inspect(task.container_id()).await {
                 Ok(state) => state.running,
                 Err(err) if err.is_not_found() => false,
                 Err(err) => return Err(err.into()),
@@ -140,7 +140,7 @@ impl Core {
             }
             task.mark_stop_requested();
             if running {
-                ignore_gone(self.runtime.kill(task.container_id(), "SIGKILL").await)?;
+                ignore_gone(self.engine.kill(task.container_id(), "SIGKILL").await)?;
                 let _ =
                     tokio::time::timeout(DESTROY_EXIT_GRACE, task.wait_container_stopped()).await;
             }
@@ -151,7 +151,7 @@ impl Core {
         task.publish_exit(super::ExitOutcome::failed(
             "task was destroyed before it exited",
         ));
-        match self.runtime.remove(task.container_id()).await {
+        match self.engine.remove(task.container_id()).await {
             Ok(()) => {}
             Err(err) if err.is_not_found() => {}
             Err(err) => return Err(err.into()),

@@ -14,7 +14,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use tokio::task::JoinHandle;
 
-use super::store::TaskEntry;
+use super::registry::TaskEntry;
 use super::task::{ExitOutcome, LogPaths};
 use super::{Core, CoreError};
 use crate::logs::forward::{ForwardEnd, ForwardError, ForwardJob};
@@ -108,13 +108,13 @@ impl Core {
     /// death may come first; allow a few seconds for the outage to show).
     async fn blame_the_engine(&self, task: &TaskEntry, outcome: ExitOutcome) -> ExitOutcome {
         let killed = outcome.exit_code > 128 && outcome.exit_code <= 128 + 64;
-        let Some(watch) = self.engine.get() else {
+        let Some(watch) = self.engine_watch.get() else {
             return outcome;
         };
         if !killed || outcome.oom_killed || task.stop_requested() {
             return outcome;
         }
-        let finished_at = match self.runtime.inspect(task.container_id()).await {
+        let finished_at = match self.engine.inspect(task.container_id()).await {
             Ok(state) => state.finished_at,
             Err(_) => None,
         };
@@ -133,7 +133,7 @@ impl Core {
     async fn wait_for_container(&self, task: &TaskEntry) -> ExitOutcome {
         let mut backoff = WAIT_RETRY_MIN;
         loop {
-            match self.runtime.wait(task.container_id()).await {
+            match self.engine.wait(task.container_id()).await {
                 Ok(exit) => return ExitOutcome::from_container(exit.exit_code, exit.oom_killed),
                 Err(err) if err.is_not_found() => {
                     let err = CoreError::ContainerGone {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::TaskConfig;
-use crate::runtime::ResourceLimits;
+use crate::engine::ResourceLimits;
 
 /// Everything the core needs to start one task, already validated.
 #[derive(Debug, Clone)]

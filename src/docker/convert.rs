@@ -12,7 +12,7 @@ use bollard::models::{
 };
 use bytes::Bytes;
 
-use crate::runtime::{
+use crate::engine::{
     ContainerEvent, ContainerEventKind, ContainerSpec, ResourceLimits, ScratchMount, StatsSample,
 };
 
@@ -228,7 +228,7 @@ pub fn stats_sample(stats: &ContainerStatsResponse) -> StatsSample {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::{BindMount, SecurityOptions};
+    use crate::engine::{BindMount, SecurityOptions};
 
     fn spec() -> ContainerSpec {
         ContainerSpec {

@@ -1,4 +1,4 @@
-//! The Docker Engine adapter: implements [`ContainerRuntime`] with bollard over the unix socket.
+//! The Docker Engine adapter: implements [`ContainerEngine`] with bollard over the unix socket.
 //!
 //! Invariants:
 //! - The API version is negotiated lazily on first use and again after a failed negotiation, so a
@@ -34,17 +34,17 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{OnceCell, mpsc};
 
-use crate::runtime::{
-    ContainerEvent, ContainerExit, ContainerRuntime, ContainerSpec, ContainerState,
-    ContainerSummary, ExecInput, ExecOutput, ExecSession, LogRecord, LogStream, ResourceLimits,
-    RuntimeError, RuntimeResult, StatsSample,
+use crate::engine::{
+    ContainerEngine, ContainerEvent, ContainerExit, ContainerSpec, ContainerState,
+    ContainerSummary, EngineError, EngineResult, ExecInput, ExecOutput, ExecSession, LogRecord,
+    LogStream, ResourceLimits, StatsSample,
 };
 
 /// Seconds bollard waits for response headers. Streaming bodies (logs, wait, attach) are not cut.
 const REQUEST_TIMEOUT_SECS: u64 = 120;
 
 /// A Docker engine reached over a unix socket.
-pub struct DockerRuntime {
+pub struct DockerEngine {
     endpoint: String,
     /// The client, made and version-negotiated on first use (see [`negotiated`]).
     negotiated: Arc<OnceCell<Docker>>,
@@ -54,12 +54,12 @@ pub struct DockerRuntime {
     cgroup_fallback_logged: AtomicBool,
 }
 
-impl DockerRuntime {
+impl DockerEngine {
     /// Prepare a client for `endpoint` (`unix:///var/run/docker.sock`). Touches neither the
     /// daemon nor its socket, which may not exist yet: a plugin whose SetConfig failed would
     /// keep the Nomad agent from starting.
-    pub fn connect(endpoint: &str) -> RuntimeResult<Self> {
-        Ok(DockerRuntime {
+    pub fn connect(endpoint: &str) -> EngineResult<Self> {
+        Ok(DockerEngine {
             endpoint: endpoint.to_string(),
             negotiated: Arc::new(OnceCell::new()),
             records: OnceCell::new(),
@@ -67,7 +67,7 @@ impl DockerRuntime {
         })
     }
 
-    async fn client(&self) -> RuntimeResult<&Docker> {
+    async fn client(&self) -> EngineResult<&Docker> {
         negotiated(&self.endpoint, &self.negotiated).await
     }
 
@@ -103,7 +103,7 @@ impl DockerRuntime {
 
 /// The client of `endpoint`, made and version-negotiated once it works (tried again at every
 /// call until then), so a plugin started before the engine recovers by itself.
-async fn negotiated<'a>(endpoint: &str, cache: &'a OnceCell<Docker>) -> RuntimeResult<&'a Docker> {
+async fn negotiated<'a>(endpoint: &str, cache: &'a OnceCell<Docker>) -> EngineResult<&'a Docker> {
     cache
         .get_or_try_init(|| async {
             let base = Docker::connect_with_unix(
@@ -111,7 +111,7 @@ async fn negotiated<'a>(endpoint: &str, cache: &'a OnceCell<Docker>) -> RuntimeR
                 REQUEST_TIMEOUT_SECS,
                 bollard::API_DEFAULT_VERSION,
             )
-            .map_err(|e| RuntimeError::Unavailable(format!("{endpoint}: {e}")))?;
+            .map_err(|e| EngineError::Unavailable(format!("{endpoint}: {e}")))?;
             base.negotiate_version()
                 .await
                 .map_err(|e| classify(e, "docker", ""))
@@ -146,33 +146,33 @@ fn is_runc(runtime: Option<&str>) -> bool {
 }
 
 /// Map a bollard error to the port's error, naming the object it concerned.
-fn classify(err: BollardError, kind: &'static str, id: &str) -> RuntimeError {
+fn classify(err: BollardError, kind: &'static str, id: &str) -> EngineError {
     match err {
         BollardError::DockerResponseServerError {
             status_code,
             message,
         } => match status_code {
-            404 => RuntimeError::NotFound {
+            404 => EngineError::NotFound {
                 kind,
                 id: id.to_string(),
             },
-            409 if message.contains("is not running") => RuntimeError::NotRunning(id.to_string()),
+            409 if message.contains("is not running") => EngineError::NotRunning(id.to_string()),
             // `docker update` racing the container's exit answers 500 in either of these words.
             _ if message.contains("cannot update a stopped container")
                 || message.contains("container not running") =>
             {
-                RuntimeError::NotRunning(id.to_string())
+                EngineError::NotRunning(id.to_string())
             }
-            400..=499 => RuntimeError::Rejected(message),
-            _ => RuntimeError::Unavailable(format!("{status_code}: {message}")),
+            400..=499 => EngineError::Rejected(message),
+            _ => EngineError::Unavailable(format!("{status_code}: {message}")),
         },
-        other => RuntimeError::Unavailable(other.to_string()),
+        other => EngineError::Unavailable(other.to_string()),
     }
 }
 
 #[async_trait]
-impl ContainerRuntime for DockerRuntime {
-    async fn version(&self) -> RuntimeResult<String> {
+impl ContainerEngine for DockerEngine {
+    async fn version(&self) -> EngineResult<String> {
         let version = self
             .client()
             .await?
@@ -182,7 +182,7 @@ impl ContainerRuntime for DockerRuntime {
         Ok(version.version.unwrap_or_else(|| "unknown".to_string()))
     }
 
-    async fn remaps_users(&self) -> RuntimeResult<bool> {
+    async fn remaps_users(&self) -> EngineResult<bool> {
         let info = self
             .client()
             .await?
@@ -194,17 +194,17 @@ impl ContainerRuntime for DockerRuntime {
         ))
     }
 
-    async fn image_id(&self, image: &str) -> RuntimeResult<Option<String>> {
+    async fn image_id(&self, image: &str) -> EngineResult<Option<String>> {
         match self.client().await?.inspect_image(image).await {
             Ok(inspected) => Ok(Some(inspected.id.unwrap_or_else(|| image.to_string()))),
             Err(e) => match classify(e, "image", image) {
-                RuntimeError::NotFound { .. } => Ok(None),
+                EngineError::NotFound { .. } => Ok(None),
                 other => Err(other),
             },
         }
     }
 
-    async fn create(&self, spec: &ContainerSpec) -> RuntimeResult<String> {
+    async fn create(&self, spec: &ContainerSpec) -> EngineResult<String> {
         let options = CreateContainerOptionsBuilder::default()
             .name(&spec.name)
             .build();
@@ -217,7 +217,7 @@ impl ContainerRuntime for DockerRuntime {
         Ok(created.id)
     }
 
-    async fn start(&self, id: &str) -> RuntimeResult<()> {
+    async fn start(&self, id: &str) -> EngineResult<()> {
         self.client()
             .await?
             .start_container(id, None)
@@ -233,7 +233,7 @@ impl ContainerRuntime for DockerRuntime {
         id: &str,
         cgroup_pid: Option<u32>,
         limits: &ResourceLimits,
-    ) -> RuntimeResult<()> {
+    ) -> EngineResult<()> {
         let client = self.client().await?;
         let body = convert::update_body(limits, host_cpus());
         match cgroup_pid {
@@ -258,7 +258,7 @@ impl ContainerRuntime for DockerRuntime {
             .map_err(|e| classify(e, "container", id))
     }
 
-    async fn send_launch_spec(&self, id: &str, spec: &[u8]) -> RuntimeResult<()> {
+    async fn send_launch_spec(&self, id: &str, spec: &[u8]) -> EngineResult<()> {
         let options = AttachContainerOptionsBuilder::default()
             .stdin(true)
             .stream(true)
@@ -273,7 +273,7 @@ impl ContainerRuntime for DockerRuntime {
             .map_err(|e| classify(e, "container", id))?;
         let mut input = attached.input;
         let io_error = |e: std::io::Error| {
-            RuntimeError::Unavailable(format!("writing the launch spec to {id}: {e}"))
+            EngineError::Unavailable(format!("writing the launch spec to {id}: {e}"))
         };
         input.write_all(spec).await.map_err(io_error)?;
         input.flush().await.map_err(io_error)?;
@@ -283,7 +283,7 @@ impl ContainerRuntime for DockerRuntime {
         Ok(())
     }
 
-    async fn wait(&self, id: &str) -> RuntimeResult<ContainerExit> {
+    async fn wait(&self, id: &str) -> EngineResult<ContainerExit> {
         let options = WaitContainerOptionsBuilder::default()
             .condition("not-running")
             .build();
@@ -294,11 +294,11 @@ impl ContainerRuntime for DockerRuntime {
         }
         let state = self.inspect(id).await?;
         state.exit.ok_or_else(|| {
-            RuntimeError::Unavailable(format!("container {id} reported stopped but is running"))
+            EngineError::Unavailable(format!("container {id} reported stopped but is running"))
         })
     }
 
-    async fn inspect(&self, id: &str) -> RuntimeResult<ContainerState> {
+    async fn inspect(&self, id: &str) -> EngineResult<ContainerState> {
         let inspected = self
             .client()
             .await?
@@ -344,7 +344,7 @@ impl ContainerRuntime for DockerRuntime {
         Some(cgroups.is_some_and(|text| text.contains(id)))
     }
 
-    async fn kill(&self, id: &str, signal: &str) -> RuntimeResult<()> {
+    async fn kill(&self, id: &str, signal: &str) -> EngineResult<()> {
         let options = KillContainerOptionsBuilder::default()
             .signal(signal)
             .build();
@@ -355,7 +355,7 @@ impl ContainerRuntime for DockerRuntime {
             .map_err(|e| classify(e, "container", id))
     }
 
-    async fn remove(&self, id: &str) -> RuntimeResult<()> {
+    async fn remove(&self, id: &str) -> EngineResult<()> {
         let options = RemoveContainerOptionsBuilder::default()
             .force(true)
             .v(true)
@@ -375,7 +375,7 @@ impl ContainerRuntime for DockerRuntime {
         }
     }
 
-    fn logs(&self, id: &str, since_unix_secs: i64) -> BoxStream<'static, RuntimeResult<LogRecord>> {
+    fn logs(&self, id: &str, since_unix_secs: i64) -> BoxStream<'static, EngineResult<LogRecord>> {
         let id = id.to_string();
         let since = i32::try_from(since_unix_secs.max(0)).unwrap_or(i32::MAX);
         let options = LogsOptionsBuilder::default()
@@ -401,7 +401,7 @@ impl ContainerRuntime for DockerRuntime {
         log_records(client, id, options)
     }
 
-    async fn stats(&self, id: &str) -> RuntimeResult<StatsSample> {
+    async fn stats(&self, id: &str) -> EngineResult<StatsSample> {
         let options = StatsOptionsBuilder::default()
             .stream(false)
             .one_shot(true)
@@ -410,7 +410,7 @@ impl ContainerRuntime for DockerRuntime {
         match stats.next().await {
             Some(Ok(response)) => Ok(convert::stats_sample(&response)),
             Some(Err(e)) => Err(classify(e, "container", id)),
-            None => Err(RuntimeError::NotRunning(id.to_string())),
+            None => Err(EngineError::NotRunning(id.to_string())),
         }
     }
 
@@ -418,7 +418,7 @@ impl ContainerRuntime for DockerRuntime {
         &self,
         label_key: &str,
         label_value: &str,
-    ) -> BoxStream<'static, RuntimeResult<ContainerEvent>> {
+    ) -> BoxStream<'static, EngineResult<ContainerEvent>> {
         let filters = HashMap::from([
             ("type".to_string(), vec!["container".to_string()]),
             (
@@ -448,7 +448,7 @@ impl ContainerRuntime for DockerRuntime {
         &self,
         label_key: &str,
         label_value: &str,
-    ) -> RuntimeResult<Vec<ContainerSummary>> {
+    ) -> EngineResult<Vec<ContainerSummary>> {
         let filters = HashMap::from([("label", vec![format!("{label_key}={label_value}")])]);
         let options = ListContainersOptionsBuilder::default()
             .all(true)
@@ -484,7 +484,7 @@ impl ContainerRuntime for DockerRuntime {
         user: &str,
         argv: Vec<String>,
         tty: bool,
-    ) -> RuntimeResult<ExecSession> {
+    ) -> EngineResult<ExecSession> {
         let client = self.client().await?.clone();
         let config = ExecConfig {
             cmd: Some(argv),
@@ -512,7 +512,7 @@ impl ContainerRuntime for DockerRuntime {
             .await
             .map_err(|e| classify(e, "exec", &exec_id))?;
         let StartExecResults::Attached { output, mut input } = started else {
-            return Err(RuntimeError::Rejected("exec started detached".to_string()));
+            return Err(EngineError::Rejected("exec started detached".to_string()));
         };
         let (input_tx, mut input_rx) = tokio::sync::mpsc::channel::<ExecInput>(16);
         let resize_client = client.clone();
@@ -576,7 +576,7 @@ fn log_records(
     client: Docker,
     id: String,
     options: bollard::query_parameters::LogsOptions,
-) -> BoxStream<'static, RuntimeResult<LogRecord>> {
+) -> BoxStream<'static, EngineResult<LogRecord>> {
     let id_for_errors = id.clone();
     client
         .logs(&id, Some(options))
@@ -595,7 +595,7 @@ fn log_records(
                         timestamp_nanos,
                         bytes,
                     }),
-                    None => Err(RuntimeError::Rejected(format!(
+                    None => Err(EngineError::Rejected(format!(
                         "container {id}: log frame without a timestamp"
                     ))),
                 })

@@ -9,10 +9,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::{PluginConfig, TaskConfig as PolydevTaskConfig};
 use crate::core::{ExitOutcome, Health, HealthState, LogPaths, TaskEvent, TaskSpec, TaskUsage};
+use crate::engine::ResourceLimits;
 use crate::pb::hashicorp::nomad::plugins::drivers::proto as nomad;
 use crate::pb::hashicorp::nomad::plugins::shared::structs::{Attribute, attribute};
 use crate::pool_port::PoolStatus;
-use crate::runtime::ResourceLimits;
 
 /// Go's zero time, which Nomad's client accepts where a timestamp is "unset".
 const GO_ZERO_TIME_SECS: i64 = -62_135_596_800;

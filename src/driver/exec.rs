@@ -14,11 +14,11 @@ use tonic::{Status, Streaming};
 
 use super::status;
 use crate::core::Core;
+use crate::engine::{ExecInput, ExecOutput};
 use crate::pb::hashicorp::nomad::plugins::drivers::proto::{
     ExecTaskStreamingIoOperation as IoOperation, ExecTaskStreamingRequest,
     ExecTaskStreamingResponse, ExitResult,
 };
-use crate::runtime::{ExecInput, ExecOutput};
 
 fn output(stdout: Option<IoOperation>, stderr: Option<IoOperation>) -> ExecTaskStreamingResponse {
     ExecTaskStreamingResponse {

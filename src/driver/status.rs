@@ -104,11 +104,11 @@ pub fn recoverable_detail(status: &Status) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::RuntimeError;
+    use crate::engine::EngineError;
 
     #[test]
     fn retryable_errors_carry_the_detail_with_a_matching_code() {
-        let status = from_core(CoreError::Runtime(RuntimeError::Unavailable("down".into())));
+        let status = from_core(CoreError::Runtime(EngineError::Unavailable("down".into())));
         assert_eq!(status.code(), Code::FailedPrecondition);
         assert_eq!(recoverable_detail(&status), Some(true));
         let envelope = RpcStatus::decode(status.details()).unwrap();
@@ -120,7 +120,7 @@ mod tests {
         let status = from_core(CoreError::InvalidSignal("SIGNOPE".into()));
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(recoverable_detail(&status), None);
-        let status = from_core(CoreError::Runtime(RuntimeError::Rejected("bad".into())));
+        let status = from_core(CoreError::Runtime(EngineError::Rejected("bad".into())));
         assert_ne!(status.code(), Code::Unavailable);
     }
 }

@@ -20,7 +20,7 @@ use std::io::{ErrorKind, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::runtime::LogStream;
+use crate::engine::LogStream;
 
 use super::LogError;
 

@@ -33,7 +33,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
 use tokio::time::Instant;
 
-use crate::runtime::LogStream;
+use crate::engine::LogStream;
 use crate::safe_open;
 
 use super::LogError;

@@ -27,7 +27,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{CursorFile, LogError, LogSinks, PumpEnd, Redactor, SinkOptions, run_pump};
-use crate::runtime::ContainerRuntime;
+use crate::engine::ContainerEngine;
 
 /// The subcommand a forwarder process runs.
 pub const FORWARD_SUBCOMMAND: &str = "forward-logs";
@@ -59,7 +59,7 @@ pub enum ForwardError {
     #[error(transparent)]
     Pump(#[from] LogError),
     #[error(transparent)]
-    Engine(#[from] crate::runtime::RuntimeError),
+    Engine(#[from] crate::engine::EngineError),
     /// A forwarder process failed, in its own words (its `.done` file).
     #[error("{0}")]
     ForwarderFailed(String),
@@ -104,15 +104,15 @@ pub trait LogForwarder: Send + Sync + 'static {
 
 /// Runs the pump as a task of this process (tests, the operator CLI).
 pub struct InProcessForwarder {
-    runtime: Arc<dyn ContainerRuntime>,
+    engine: Arc<dyn ContainerEngine>,
     state_dir: PathBuf,
     sink_options: SinkOptions,
 }
 
 impl InProcessForwarder {
-    pub fn new(runtime: Arc<dyn ContainerRuntime>, state_dir: PathBuf) -> Self {
+    pub fn new(engine: Arc<dyn ContainerEngine>, state_dir: PathBuf) -> Self {
         InProcessForwarder {
-            runtime,
+            engine,
             state_dir,
             sink_options: SinkOptions::default(),
         }
@@ -127,7 +127,7 @@ impl LogForwarder for InProcessForwarder {
         cancel: CancellationToken,
     ) -> Result<ForwardEnd, ForwardError> {
         Ok(pump_once(
-            self.runtime.clone(),
+            self.engine.clone(),
             &self.state_dir,
             &self.sink_options,
             job,
@@ -145,7 +145,7 @@ impl LogForwarder for InProcessForwarder {
 
 /// Open the sinks and run the pump, unless the cursor says it already completed.
 async fn pump_once(
-    runtime: Arc<dyn ContainerRuntime>,
+    engine: Arc<dyn ContainerEngine>,
     state_dir: &Path,
     sink_options: &SinkOptions,
     job: ForwardJob,
@@ -164,7 +164,7 @@ async fn pump_once(
             .iter()
             .map(|s| s.expose_secret().as_bytes().to_vec()),
     );
-    let end = run_pump(runtime, job.container_id, sinks, cursor, redactor, cancel).await?;
+    let end = run_pump(engine, job.container_id, sinks, cursor, redactor, cancel).await?;
     Ok(match end {
         PumpEnd::Completed => ForwardEnd::Completed,
         PumpEnd::Cancelled => ForwardEnd::Detached,
@@ -390,7 +390,7 @@ fn terminate(pid: u32, container_id: &str) {
 /// passes Docker's; `logs` never names an engine). Returns the exit code.
 pub fn forwarder_main(
     args: &[String],
-    connect: impl FnOnce(&str) -> Result<Arc<dyn ContainerRuntime>, crate::runtime::RuntimeError>,
+    connect: impl FnOnce(&str) -> Result<Arc<dyn ContainerEngine>, crate::engine::EngineError>,
 ) -> i32 {
     let [container_id, stdout, stderr, state_dir, endpoint] = args else {
         eprintln_safe(

@@ -28,7 +28,7 @@ pub mod redact;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::runtime::RuntimeError;
+use crate::engine::EngineError;
 
 pub use cursor::{Cursor, CursorFile, StreamCursor};
 pub use fifo::{LogSinks, Sink, SinkOptions};
@@ -74,7 +74,7 @@ pub enum LogError {
     InvalidContainerId(String),
     /// The engine refused to give the logs (e.g. a logging driver that cannot be read).
     #[error("reading container logs failed: {0}")]
-    Runtime(#[from] RuntimeError),
+    Runtime(#[from] EngineError),
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::{ContainerRuntime, LogRecord, LogStream, RuntimeError};
+use crate::engine::{ContainerEngine, EngineError, LogRecord, LogStream};
 
 use super::LogError;
 use super::cursor::{Cursor, CursorFile, StreamCursor};
@@ -64,14 +64,14 @@ pub enum PumpEnd {
 /// Forwards the output of `container_id` to `sinks` until the container has stopped and all
 /// output is written, or `cancel` fires. See the module docs for the guarantees.
 pub async fn run_pump(
-    runtime: Arc<dyn ContainerRuntime>,
+    engine: Arc<dyn ContainerEngine>,
     container_id: String,
     sinks: LogSinks,
     cursor: CursorFile,
     redactor: Redactor,
     cancel: CancellationToken,
 ) -> Result<PumpEnd, LogError> {
-    let mut pump = Pump::new(runtime, container_id, sinks, cursor, &redactor);
+    let mut pump = Pump::new(engine, container_id, sinks, cursor, &redactor);
     tokio::select! {
         biased;
         () = cancel.cancelled() => Ok(PumpEnd::Cancelled),
@@ -168,7 +168,7 @@ impl StreamState {
 }
 
 struct Pump {
-    runtime: Arc<dyn ContainerRuntime>,
+    engine: Arc<dyn ContainerEngine>,
     id: String,
     sinks: Option<LogSinks>,
     cursor_file: CursorFile,
@@ -185,7 +185,7 @@ struct Pump {
 
 impl Pump {
     fn new(
-        runtime: Arc<dyn ContainerRuntime>,
+        engine: Arc<dyn ContainerEngine>,
         id: String,
         sinks: LogSinks,
         cursor_file: CursorFile,
@@ -193,7 +193,7 @@ impl Pump {
     ) -> Self {
         let cursor = *cursor_file.cursor();
         Pump {
-            runtime,
+            engine,
             id,
             sinks: Some(sinks),
             cursor_file,
@@ -244,7 +244,7 @@ impl Pump {
             tracing::debug!(container = %self.id, since, "following container logs");
             self.stdout.seen = (i128::MIN, 0);
             self.stderr.seen = (i128::MIN, 0);
-            let mut stream = self.runtime.logs(&self.id, since);
+            let mut stream = self.engine.logs(&self.id, since);
             let ended = loop {
                 match stream.next().await {
                     Some(Ok(record)) => {
@@ -257,7 +257,7 @@ impl Pump {
             };
             drop(stream);
             let stopped = match ended {
-                Ok(()) => match self.runtime.inspect(&self.id).await {
+                Ok(()) => match self.engine.inspect(&self.id).await {
                     Ok(state) => !state.running,
                     Err(err) => self.classify(err)?,
                 },
@@ -279,14 +279,14 @@ impl Pump {
     }
 
     /// `Ok(true)`: the container is gone, finish; `Ok(false)`: retry; `Err`: give up.
-    fn classify(&self, err: RuntimeError) -> Result<bool, LogError> {
+    fn classify(&self, err: EngineError) -> Result<bool, LogError> {
         match err {
-            RuntimeError::NotFound { .. } => {
+            EngineError::NotFound { .. } => {
                 tracing::warn!(container = %self.id, "container vanished; finishing its logs");
                 Ok(true)
             }
-            RuntimeError::Rejected(_) => Err(err.into()),
-            RuntimeError::Unavailable(_) | RuntimeError::NotRunning(_) => Ok(false),
+            EngineError::Rejected(_) => Err(err.into()),
+            EngineError::Unavailable(_) | EngineError::NotRunning(_) => Ok(false),
         }
     }
 

@@ -43,7 +43,7 @@ impl WarmPool {
             };
             let dead = idle
                 .init_pid
-                .and_then(|pid| self.runtime.still_running(&idle.id, pid))
+                .and_then(|pid| self.engine.still_running(&idle.id, pid))
                 == Some(false);
             if dead {
                 tracing::info!(container_id = %idle.id, "an idle warm container had stopped; taking another");

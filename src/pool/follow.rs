@@ -14,8 +14,8 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 
 use super::{IdleContainer, WarmPool};
-use crate::container_spec::{LABEL_MANAGED, LABEL_SLOT};
-use crate::engine::EngineNews;
+use crate::container_parts::{LABEL_MANAGED, LABEL_SLOT};
+use crate::engine::watch::EngineNews;
 
 impl WarmPool {
     /// Act on the engine's news until `shutdown`.
@@ -72,7 +72,7 @@ impl WarmPool {
                     .collect::<Vec<_>>()
             })
             .collect();
-        let containers = match self.runtime.list(LABEL_MANAGED, "true").await {
+        let containers = match self.engine.list(LABEL_MANAGED, "true").await {
             Ok(containers) => containers,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot resync the warm pool with the engine yet");

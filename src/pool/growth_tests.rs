@@ -1,4 +1,4 @@
-//! The pool growing under a burst of claims and shrinking back, over the fake runtime: the
+//! The pool growing under a burst of claims and shrinking back, over the fake engine: the
 //! refiller, the demand estimate, `max`, the memory check and the claim path together.
 
 use std::sync::Arc;
@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{MeminfoSource, WarmPool};
 use crate::config::{PluginConfig, PoolConfig};
+use crate::engine::fake::{FakeCall, FakeEngine};
+use crate::engine::*;
 use crate::pool_port::{PoolStatus, WarmPoolPort};
-use crate::runtime::fake::{FakeCall, FakeRuntime};
-use crate::runtime::*;
 
 pub(super) const PROVIDER: &str = "openai";
 pub(super) const GIB_KB: u64 = 1 << 20;
@@ -21,7 +21,7 @@ pub(super) const GIB_KB: u64 = 1 << 20;
 pub(super) struct Harness {
     pub(super) pool: Arc<WarmPool>,
     /// Creations go through it: closed, they hang until it opens.
-    pub(super) runtime: Arc<GatedCreates>,
+    pub(super) engine: Arc<GatedCreates>,
     pub(super) data_dir: tempfile::TempDir,
     pub(super) shutdown: CancellationToken,
 }
@@ -35,7 +35,7 @@ impl Drop for Harness {
 /// A pool of `openai` alone over `fake` (behind a gate, open), its memory read from
 /// `available_kb`.
 fn harness_over(
-    fake: Arc<FakeRuntime>,
+    fake: Arc<FakeEngine>,
     settings: PoolConfig,
     available_kb: Arc<AtomicU64>,
 ) -> Harness {
@@ -63,13 +63,13 @@ pub(super) fn pool_config(data_dir: &std::path::Path, settings: PoolConfig) -> P
     config
 }
 
-/// A pool of `openai` alone whose creations go through `runtime`, its refillers started.
+/// A pool of `openai` alone whose creations go through `engine`, its refillers started.
 pub(super) fn harness_behind(
-    runtime: GatedCreates,
+    engine: GatedCreates,
     settings: PoolConfig,
     available_kb: Arc<AtomicU64>,
 ) -> Harness {
-    let runtime = Arc::new(runtime);
+    let engine = Arc::new(engine);
     let data_dir = tempfile::tempdir().unwrap();
     let config = pool_config(data_dir.path(), settings);
     let meminfo: MeminfoSource = Arc::new(move || {
@@ -79,14 +79,14 @@ pub(super) fn harness_behind(
             available_kb.load(Ordering::SeqCst)
         ))
     });
-    let pool = WarmPool::with_meminfo(runtime.clone(), &config, "node-1", meminfo);
+    let pool = WarmPool::with_meminfo(engine.clone(), &config, "node-1", meminfo);
     // Claims give creations held at the gate a moment, not the default seconds.
     pool.set_creation_wait(Duration::from_millis(100));
     let shutdown = CancellationToken::new();
     pool.spawn_refillers(&shutdown);
     Harness {
         pool,
-        runtime,
+        engine,
         data_dir,
         shutdown,
     }
@@ -95,8 +95,8 @@ pub(super) fn harness_behind(
 /// Permits of an open gate (far more than any test creates).
 const OPEN: usize = 4096;
 
-pub(super) fn fake_with_image() -> Arc<FakeRuntime> {
-    let fake = Arc::new(FakeRuntime::new());
+pub(super) fn fake_with_image() -> Arc<FakeEngine> {
+    let fake = Arc::new(FakeEngine::new());
     fake.add_image(&PluginConfig::default().providers[PROVIDER].image);
     fake
 }
@@ -176,13 +176,13 @@ async fn a_burst_grows_the_pool_and_the_next_one_is_served_warm() {
     // The burst comes faster than the pool refills: creations hang while it runs (with an open
     // gate, a fast refill could keep up with some of the claims, and the pool would never run
     // dry for them, so how much of the burst counts would depend on the scheduler).
-    h.runtime.close();
+    h.engine.close();
     let first_warm = burst(&h.pool, 8).await;
     assert_eq!(
         first_warm, 2,
         "the two idle containers served the burst first"
     );
-    h.runtime.open();
+    h.engine.open();
     // The burst asks for 8, and max 16 leaves room for 8 beside its 8 tasks.
     let grown = until(&h.pool, "grown to the burst", |s| s.idle == 8).await;
     assert_eq!(grown.desired, 8);
@@ -207,9 +207,9 @@ async fn without_claims_for_scale_down_after_the_pool_shrinks_back_to_the_target
         Arc::new(AtomicU64::new(64 * GIB_KB)),
     );
     until(&h.pool, "filled to target", |s| s.idle == 2).await;
-    h.runtime.close();
+    h.engine.close();
     let first_warm = burst(&h.pool, 8).await;
-    h.runtime.open();
+    h.engine.open();
     release(&h.pool, 8);
     // The pool grows while the burst is remembered (how far depends on the machine's speed),
     // then, 2 s without claims later, goes back to the target: the extra containers removed (the
@@ -248,9 +248,9 @@ async fn growth_stops_at_max_and_says_so() {
         Arc::new(AtomicU64::new(64 * GIB_KB)),
     );
     until(&h.pool, "filled to target", |s| s.idle == 2).await;
-    h.runtime.close();
+    h.engine.close();
     burst(&h.pool, 10).await;
-    h.runtime.open();
+    h.engine.open();
     release(&h.pool, 10);
     let held = until(&h.pool, "grown to max", |s| s.idle == 6).await;
     assert_eq!((held.desired, held.max), (6, 6));
@@ -294,10 +294,10 @@ async fn short_memory_holds_the_pool_back_and_claims_go_cold() {
     assert_eq!(filled.desired, 3, "the burst of three is remembered");
 }
 
-/// The fake runtime whose `create` waits while the test keeps the gate closed: creations in
+/// The fake engine whose `create` waits while the test keeps the gate closed: creations in
 /// flight for as long as the test likes.
 pub(super) struct GatedCreates {
-    pub(super) inner: Arc<FakeRuntime>,
+    pub(super) inner: Arc<FakeEngine>,
     gate: tokio::sync::Semaphore,
     /// Where a creation waits: before the engine makes the container (the default), or after,
     /// as a create call whose answer is slow to come back.
@@ -311,7 +311,7 @@ pub(super) enum GateAt {
 }
 
 impl GatedCreates {
-    fn open_before_create(inner: Arc<FakeRuntime>) -> Self {
+    fn open_before_create(inner: Arc<FakeEngine>) -> Self {
         GatedCreates {
             inner,
             gate: tokio::sync::Semaphore::new(OPEN),
@@ -320,7 +320,7 @@ impl GatedCreates {
     }
 
     /// A closed gate that holds each creation at `at`.
-    pub(super) fn closed(inner: Arc<FakeRuntime>, at: GateAt) -> Self {
+    pub(super) fn closed(inner: Arc<FakeEngine>, at: GateAt) -> Self {
         GatedCreates {
             inner,
             gate: tokio::sync::Semaphore::new(0),
@@ -345,17 +345,17 @@ impl GatedCreates {
 }
 
 #[async_trait]
-impl ContainerRuntime for GatedCreates {
-    async fn version(&self) -> RuntimeResult<String> {
+impl ContainerEngine for GatedCreates {
+    async fn version(&self) -> EngineResult<String> {
         self.inner.version().await
     }
-    async fn remaps_users(&self) -> RuntimeResult<bool> {
+    async fn remaps_users(&self) -> EngineResult<bool> {
         self.inner.remaps_users().await
     }
-    async fn image_id(&self, image: &str) -> RuntimeResult<Option<String>> {
+    async fn image_id(&self, image: &str) -> EngineResult<Option<String>> {
         self.inner.image_id(image).await
     }
-    async fn create(&self, spec: &ContainerSpec) -> RuntimeResult<String> {
+    async fn create(&self, spec: &ContainerSpec) -> EngineResult<String> {
         if self.at == GateAt::BeforeCreate {
             self.pass().await;
         }
@@ -365,7 +365,7 @@ impl ContainerRuntime for GatedCreates {
         }
         created
     }
-    async fn start(&self, id: &str) -> RuntimeResult<()> {
+    async fn start(&self, id: &str) -> EngineResult<()> {
         self.inner.start(id).await
     }
     async fn update_limits(
@@ -373,37 +373,37 @@ impl ContainerRuntime for GatedCreates {
         id: &str,
         cgroup_pid: Option<u32>,
         limits: &ResourceLimits,
-    ) -> RuntimeResult<()> {
+    ) -> EngineResult<()> {
         self.inner.update_limits(id, cgroup_pid, limits).await
     }
-    async fn send_launch_spec(&self, id: &str, spec: &[u8]) -> RuntimeResult<()> {
+    async fn send_launch_spec(&self, id: &str, spec: &[u8]) -> EngineResult<()> {
         self.inner.send_launch_spec(id, spec).await
     }
-    async fn wait(&self, id: &str) -> RuntimeResult<ContainerExit> {
+    async fn wait(&self, id: &str) -> EngineResult<ContainerExit> {
         self.inner.wait(id).await
     }
-    async fn inspect(&self, id: &str) -> RuntimeResult<ContainerState> {
+    async fn inspect(&self, id: &str) -> EngineResult<ContainerState> {
         self.inner.inspect(id).await
     }
     fn still_running(&self, id: &str, init_pid: u32) -> Option<bool> {
         self.inner.still_running(id, init_pid)
     }
-    async fn kill(&self, id: &str, signal: &str) -> RuntimeResult<()> {
+    async fn kill(&self, id: &str, signal: &str) -> EngineResult<()> {
         self.inner.kill(id, signal).await
     }
-    async fn remove(&self, id: &str) -> RuntimeResult<()> {
+    async fn remove(&self, id: &str) -> EngineResult<()> {
         self.inner.remove(id).await
     }
-    fn logs(&self, id: &str, since: i64) -> BoxStream<'static, RuntimeResult<LogRecord>> {
+    fn logs(&self, id: &str, since: i64) -> BoxStream<'static, EngineResult<LogRecord>> {
         self.inner.logs(id, since)
     }
-    async fn stats(&self, id: &str) -> RuntimeResult<StatsSample> {
+    async fn stats(&self, id: &str) -> EngineResult<StatsSample> {
         self.inner.stats(id).await
     }
-    fn events(&self, key: &str, value: &str) -> BoxStream<'static, RuntimeResult<ContainerEvent>> {
+    fn events(&self, key: &str, value: &str) -> BoxStream<'static, EngineResult<ContainerEvent>> {
         self.inner.events(key, value)
     }
-    async fn list(&self, key: &str, value: &str) -> RuntimeResult<Vec<ContainerSummary>> {
+    async fn list(&self, key: &str, value: &str) -> EngineResult<Vec<ContainerSummary>> {
         self.inner.list(key, value).await
     }
     async fn exec(
@@ -412,7 +412,7 @@ impl ContainerRuntime for GatedCreates {
         user: &str,
         argv: Vec<String>,
         tty: bool,
-    ) -> RuntimeResult<ExecSession> {
+    ) -> EngineResult<ExecSession> {
         self.inner.exec(id, user, argv, tty).await
     }
 }
@@ -426,7 +426,7 @@ async fn claims_never_fail_and_wait_for_growth_at_most_the_creation_wait() {
     );
     until(&h.pool, "filled to target", |s| s.idle == 2).await;
     // From here on every creation hangs until the gate opens.
-    h.runtime.close();
+    h.engine.close();
     let warm = burst(&h.pool, 12).await;
     assert_eq!(warm, 2);
     // max 32 leaves room beside 12 tasks (a refiller pass that ran in the middle of the burst
@@ -437,7 +437,7 @@ async fn claims_never_fail_and_wait_for_growth_at_most_the_creation_wait() {
     .await;
     // More claims while the growth is stuck: each answers (cold) once the creation wait is up.
     assert_eq!(burst(&h.pool, 5).await, 0);
-    h.runtime.open();
+    h.engine.open();
     release(&h.pool, 17);
     until(&h.pool, "grown after the gate opened", |s| s.idle == 17).await;
 }
@@ -451,7 +451,7 @@ async fn a_claim_that_finds_the_pool_empty_takes_a_creation_under_way() {
     );
     h.pool.set_creation_wait(Duration::from_secs(30));
     until(&h.pool, "filled to target", |s| s.idle == 2).await;
-    h.runtime.close();
+    h.engine.close();
     assert_eq!(burst(&h.pool, 2).await, 2);
     until(&h.pool, "refilling", |s| s.creating == 2).await;
     // The third claim finds none idle and waits for one of the two creations under way.
@@ -459,7 +459,7 @@ async fn a_claim_that_finds_the_pool_empty_takes_a_creation_under_way() {
     let third = tokio::spawn(async move { pool.claim(PROVIDER, None, "third").await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!third.is_finished(), "it waits instead of starting cold");
-    h.runtime.open();
+    h.engine.open();
     let claimed = tokio::time::timeout(Duration::from_secs(5), third)
         .await
         .expect("answers once the creation is done")

@@ -36,7 +36,7 @@ pub mod demand;
 mod follow;
 #[cfg(test)]
 mod growth_tests;
-mod port;
+mod port_impl;
 pub mod reconcile;
 mod refill;
 #[cfg(test)]
@@ -58,11 +58,11 @@ use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{PluginConfig, PoolConfig, WhenEmpty};
-use crate::container_spec::{
+use crate::container_parts::{
     LABEL_POOL_KEY, LABEL_SLOT, belongs_to, managed_labels, network_mode_for, security_options,
     task_user,
 };
-use crate::runtime::{ContainerRuntime, ContainerSpec, ResourceLimits, SecurityOptions};
+use crate::engine::{ContainerEngine, ContainerSpec, ResourceLimits, SecurityOptions};
 use demand::DemandWindow;
 use slots::SlotRoot;
 
@@ -83,7 +83,7 @@ pub struct IdleContainer {
     pub created_at: SystemTime,
     /// The pool key it was made for (`None`: unknown, replace it).
     pub pool_key: Option<String>,
-    /// Where its limits live on the host (see [`crate::runtime::ContainerState::cgroup_pid`]),
+    /// Where its limits live on the host (see [`crate::engine::ContainerState::cgroup_pid`]),
     /// so a claim can raise them without the engine's slower path.
     pub cgroup_pid: Option<u32>,
     /// Its init process on the host (the credential broker binds in its network namespace).
@@ -156,7 +156,7 @@ impl PoolState {
 
 /// All providers' pools.
 pub struct WarmPool {
-    runtime: Arc<dyn ContainerRuntime>,
+    engine: Arc<dyn ContainerEngine>,
     slots: SlotRoot,
     node: String,
     data_dir: String,
@@ -178,13 +178,13 @@ pub struct WarmPool {
 }
 
 impl WarmPool {
-    pub fn new(runtime: Arc<dyn ContainerRuntime>, config: &PluginConfig, node: &str) -> Arc<Self> {
-        Self::with_meminfo(runtime, config, node, proc_meminfo())
+    pub fn new(engine: Arc<dyn ContainerEngine>, config: &PluginConfig, node: &str) -> Arc<Self> {
+        Self::with_meminfo(engine, config, node, proc_meminfo())
     }
 
     /// [`WarmPool::new`] reading the node's memory from `meminfo`.
     pub fn with_meminfo(
-        runtime: Arc<dyn ContainerRuntime>,
+        engine: Arc<dyn ContainerEngine>,
         config: &PluginConfig,
         node: &str,
         meminfo: MeminfoSource,
@@ -210,7 +210,7 @@ impl WarmPool {
             .collect();
         let security = &config.security;
         Arc::new(WarmPool {
-            runtime,
+            engine,
             slots: SlotRoot::new(&config.data_dir),
             node: node.to_string(),
             data_dir: config.data_dir.to_string_lossy().into_owned(),
@@ -389,12 +389,12 @@ mod tests {
 
     #[test]
     fn idle_containers_made_for_another_task_user_are_not_adopted() {
-        let runtime: Arc<dyn ContainerRuntime> = Arc::new(crate::runtime::fake::FakeRuntime::new());
+        let engine: Arc<dyn ContainerEngine> = Arc::new(crate::engine::fake::FakeEngine::new());
         let key = |uid: u32, gid: u32| {
             let mut config = PluginConfig::default();
             config.security.task_uid = uid;
             config.security.task_gid = gid;
-            let pool = WarmPool::new(runtime.clone(), &config, "node-1");
+            let pool = WarmPool::new(engine.clone(), &config, "node-1");
             pool.key_for(&pool.pools["openai"], "sha256:abc")
         };
         let default = key(2_100_000_000, 2_100_000_000);

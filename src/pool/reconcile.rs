@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::time::SystemTime;
 
 use super::{IdleContainer, WarmPool};
-use crate::container_spec::{LABEL_MANAGED, LABEL_POOL_KEY, LABEL_PROVIDER, LABEL_SLOT};
+use crate::container_parts::{LABEL_MANAGED, LABEL_POOL_KEY, LABEL_PROVIDER, LABEL_SLOT};
 
 /// What reconciliation did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -25,8 +25,8 @@ pub struct ReconcileReport {
 
 impl WarmPool {
     /// Adopt, remove or leave every polydev container of this node (see the module docs).
-    pub async fn reconcile(&self) -> Result<ReconcileReport, crate::runtime::RuntimeError> {
-        let containers = self.runtime.list(LABEL_MANAGED, "true").await?;
+    pub async fn reconcile(&self) -> Result<ReconcileReport, crate::engine::EngineError> {
+        let containers = self.engine.list(LABEL_MANAGED, "true").await?;
         let mut report = ReconcileReport::default();
         let mut slots_in_use = BTreeSet::new();
         for container in containers {
@@ -64,7 +64,7 @@ impl WarmPool {
                 Some(pool) if fresh => {
                     slots_in_use.insert(slot.clone());
                     // Where its limits live (a failed lookup only makes its claim slower).
-                    let (cgroup_pid, init_pid) = match self.runtime.inspect(&container.id).await {
+                    let (cgroup_pid, init_pid) = match self.engine.inspect(&container.id).await {
                         Ok(state) => (state.cgroup_pid, state.init_pid),
                         Err(_) => (None, None),
                     };
@@ -79,7 +79,7 @@ impl WarmPool {
                     report.adopted += 1;
                 }
                 _ => {
-                    if let Err(err) = self.runtime.remove(&container.id).await
+                    if let Err(err) = self.engine.remove(&container.id).await
                         && !err.is_not_found()
                     {
                         tracing::warn!(container_id = %container.id, error = %err, "cannot remove a stale warm container");

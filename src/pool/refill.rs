@@ -47,7 +47,7 @@ use super::sizing::{self, Counts, Sizing};
 use super::slots::SlotError;
 use super::status_file;
 use super::{IdleContainer, ProviderPool, WarmPool, new_slot_id};
-use crate::runtime::RuntimeError;
+use crate::engine::EngineError;
 
 const PASS_PERIOD: Duration = Duration::from_secs(5);
 /// Longest the refiller holds new creations back for cold starts in a row: under a load that
@@ -67,17 +67,17 @@ struct PublishedStatus {
 #[derive(Debug, thiserror::Error)]
 enum RefillError {
     #[error("cannot inspect image {image}: {source}")]
-    InspectImage { image: String, source: RuntimeError },
+    InspectImage { image: String, source: EngineError },
     #[error("image {image} is not present on this node: build it with containers/build-images.sh")]
     ImageMissing { image: String },
     #[error(transparent)]
     Slot(#[from] SlotError),
     #[error("creating a warm container: {0}")]
-    Create(#[source] RuntimeError),
+    Create(#[source] EngineError),
     #[error("starting a warm container: {0}")]
-    Start(#[source] RuntimeError),
+    Start(#[source] EngineError),
     #[error("a warm container did not stay up: {0}")]
-    InspectAfterStart(#[source] RuntimeError),
+    InspectAfterStart(#[source] EngineError),
     #[error("a warm container did not stay up: it exited")]
     Exited,
     #[error("the plugin is shutting down: the warm container was not made")]
@@ -216,7 +216,7 @@ impl WarmPool {
     /// The pool key for the image as it is now; stores it in the pool state.
     async fn refresh_key(&self, pool: &ProviderPool) -> Result<String, RefillError> {
         let image_id = self
-            .runtime
+            .engine
             .image_id(&pool.image)
             .await
             .map_err(|source| RefillError::InspectImage {
@@ -407,7 +407,7 @@ impl WarmPool {
         let slot = new_slot_id();
         let mark = MakingMark::new(pool, &slot);
         let spec = self.idle_spec(pool, key, &slot)?;
-        let id = match self.runtime.create(&spec).await {
+        let id = match self.engine.create(&spec).await {
             Ok(id) => id,
             Err(err) => {
                 self.slots.release(&slot);
@@ -415,7 +415,7 @@ impl WarmPool {
             }
         };
         if shutdown.is_cancelled() {
-            if let Err(err) = self.runtime.remove(&id).await
+            if let Err(err) = self.engine.remove(&id).await
                 && !err.is_not_found()
             {
                 tracing::warn!(container_id = %id, error = %err, "cannot remove a warm container created at shutdown; the next plugin process removes it");
@@ -423,17 +423,17 @@ impl WarmPool {
             self.slots.release(&slot);
             return Err(RefillError::ShuttingDown);
         }
-        if let Err(err) = self.runtime.start(&id).await {
-            let _ = self.runtime.remove(&id).await;
+        if let Err(err) = self.engine.start(&id).await {
+            let _ = self.engine.remove(&id).await;
             self.slots.release(&slot);
             return Err(RefillError::Start(err));
         }
         // Learn where its limits live now, off the claim's path (a container that died at
         // once is treated like a failed start).
-        let (cgroup_pid, init_pid) = match self.runtime.inspect(&id).await {
+        let (cgroup_pid, init_pid) = match self.engine.inspect(&id).await {
             Ok(state) if state.running => (state.cgroup_pid, state.init_pid),
             outcome => {
-                let _ = self.runtime.remove(&id).await;
+                let _ = self.engine.remove(&id).await;
                 self.slots.release(&slot);
                 return Err(
                     outcome.map_or_else(RefillError::InspectAfterStart, |_| RefillError::Exited)
@@ -454,10 +454,10 @@ impl WarmPool {
 
     /// Remove an idle container that will never run a task (in the background).
     pub fn discard(&self, idle: IdleContainer) {
-        let runtime = self.runtime.clone();
+        let engine = self.engine.clone();
         let slots = self.slots.clone();
         self.background.spawn(async move {
-            if let Err(err) = runtime.remove(&idle.id).await
+            if let Err(err) = engine.remove(&idle.id).await
                 && !err.is_not_found()
             {
                 tracing::warn!(container_id = %idle.id, error = %err, "cannot remove a warm container");
@@ -517,7 +517,7 @@ mod tests {
             "image polydev/openai:1 is not present on this node: build it with \
              containers/build-images.sh"
         );
-        let create = RefillError::Create(RuntimeError::Unavailable("socket gone".into()));
+        let create = RefillError::Create(EngineError::Unavailable("socket gone".into()));
         assert!(
             create
                 .to_string()

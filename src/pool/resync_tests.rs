@@ -1,4 +1,4 @@
-//! The resync after an engine outage, over the fake runtime: it removes what is left of the
+//! The resync after an engine outage, over the fake engine: it removes what is left of the
 //! pool's containers, and never the pool's own creations under way (a container between its
 //! create and its start is `created`, which is what a leftover looks like too).
 
@@ -10,7 +10,7 @@ use super::growth_tests::{
     GIB_KB, GateAt, GatedCreates, fake_with_image, harness_behind, settings, until,
 };
 use crate::config::PoolConfig;
-use crate::runtime::ContainerRuntime;
+use crate::engine::ContainerEngine;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resync_leaves_the_creations_under_way_alone() {
@@ -48,7 +48,7 @@ async fn a_resync_leaves_the_creations_under_way_alone() {
         "the resync removed creations under way"
     );
 
-    h.runtime.open();
+    h.engine.open();
     let ready = until(&h.pool, "the three creations become idle", |s| s.idle == 3).await;
     assert_eq!(ready.last_error, None, "no creation failed");
     assert_eq!(
@@ -66,7 +66,7 @@ async fn a_resync_removes_a_stopped_pool_container_nobody_makes_or_claimed() {
         settings(1, 4, Duration::from_secs(300)),
         Arc::new(AtomicU64::new(64 * GIB_KB)),
     );
-    h.runtime.open();
+    h.engine.open();
     until(&h.pool, "the pool fills", |s| s.idle == 1).await;
     let idle = fake.container_ids();
     // The engine lost it during an outage: it is stopped now, and still listed.

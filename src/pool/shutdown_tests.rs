@@ -1,4 +1,4 @@
-//! The pool at shutdown, over the fake runtime: creations under way when the shutdown token is
+//! The pool at shutdown, over the fake engine: creations under way when the shutdown token is
 //! cancelled remove the containers they created and did not start (with their slots), starts
 //! already sent are finished, and idle containers that are ready stay for the next plugin
 //! process, which adopts them.
@@ -13,9 +13,9 @@ use super::growth_tests::{
     settings, until,
 };
 use crate::config::PoolConfig;
+use crate::engine::ContainerEngine;
+use crate::engine::fake::FakeEngine;
 use crate::pool_port::WarmPoolPort;
-use crate::runtime::ContainerRuntime;
-use crate::runtime::fake::FakeRuntime;
 
 /// A pool of three, all made at once.
 fn three_at_once() -> PoolConfig {
@@ -25,9 +25,9 @@ fn three_at_once() -> PoolConfig {
     }
 }
 
-fn harness(runtime: GatedCreates) -> Harness {
+fn harness(engine: GatedCreates) -> Harness {
     harness_behind(
-        runtime,
+        engine,
         three_at_once(),
         Arc::new(AtomicU64::new(64 * GIB_KB)),
     )
@@ -42,7 +42,7 @@ async fn shut_down(h: &Harness) {
 }
 
 /// Wait (bounded) until the fake engine holds `count` containers.
-async fn until_engine_holds(fake: &FakeRuntime, count: usize) {
+async fn until_engine_holds(fake: &FakeEngine, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while fake.container_ids().len() != count {
         assert!(
@@ -65,7 +65,7 @@ async fn containers_created_but_not_started_at_shutdown_are_removed() {
 
     h.shutdown.cancel();
     // The answers come back after the stop.
-    h.runtime.open();
+    h.engine.open();
     shut_down(&h).await;
     assert_eq!(
         fake.container_ids(),
@@ -80,7 +80,7 @@ async fn containers_created_but_not_started_at_shutdown_are_removed() {
     assert!(
         fake.calls()
             .iter()
-            .all(|call| !matches!(call, crate::runtime::fake::FakeCall::Start { .. })),
+            .all(|call| !matches!(call, crate::engine::fake::FakeCall::Start { .. })),
         "nothing was started after the stop"
     );
 }
@@ -90,7 +90,7 @@ async fn a_start_under_way_at_shutdown_is_finished_and_its_container_kept() {
     let fake = fake_with_image();
     fake.set_start_delay(Duration::from_millis(300));
     let h = harness(GatedCreates::closed(fake.clone(), GateAt::BeforeCreate));
-    h.runtime.open();
+    h.engine.open();
     until_engine_holds(&fake, 3).await;
     // Give the creations time to send their starts (each start then takes 300 ms).
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -111,15 +111,15 @@ async fn a_start_under_way_at_shutdown_is_finished_and_its_container_kept() {
 async fn idle_containers_ready_at_shutdown_stay_and_the_next_plugin_adopts_them() {
     let fake = fake_with_image();
     let h = harness(GatedCreates::closed(fake.clone(), GateAt::BeforeCreate));
-    h.runtime.open();
+    h.engine.open();
     until(&h.pool, "filled", |s| s.idle == 3).await;
     shut_down(&h).await;
     assert_eq!(fake.container_ids().len(), 3, "the idle containers stay");
 
     // The next plugin process, on the same data dir and engine.
-    let runtime: Arc<dyn ContainerRuntime> = fake.clone();
+    let engine: Arc<dyn ContainerEngine> = fake.clone();
     let next = WarmPool::new(
-        runtime,
+        engine,
         &pool_config(h.data_dir.path(), three_at_once()),
         "node-1",
     );

@@ -15,7 +15,7 @@
 //! (`bind_through_staging`), never by a bind of the host directory straight into the slot: on a
 //! host whose mounts are shared such a bind would be a peer of the host's own alloc dir, and what
 //! polydev mounts or unmounts in the slot would happen there too. The staging copy is also where
-//! `/alloc/logs` is made read-only ([`crate::container_spec::task_dirs`]), since a read-only flag
+//! `/alloc/logs` is made read-only ([`crate::container_parts::task_dirs`]), since a read-only flag
 //! set by a remount does not reach the copies a mount propagates to: the copy that reaches the
 //! container is cloned from a mount that is already read-only.
 //!
@@ -34,8 +34,8 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
-use crate::container_spec::task_dirs;
-use crate::runtime::BindMount;
+use crate::container_parts::task_dirs;
+use crate::engine::BindMount;
 use crate::safe_open::{DirHandle, UnsafePath};
 
 /// The directories a slot binds into its container, as (slot subdir, container path); what

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::runtime::RuntimeError;
-use crate::runtime::fake::{FakeCall, FakeOp, FakeRuntime};
+use crate::engine::EngineError;
+use crate::engine::fake::{FakeCall, FakeEngine, FakeOp};
 
 /// An account database holding exactly these entries; `broken` makes every lookup fail.
 #[derive(Default)]
@@ -47,7 +47,7 @@ fn ids(uid: u32, gid: u32) -> SecurityConfig {
     }
 }
 
-async fn check(security: &SecurityConfig, accounts: &Accounts, engine: &FakeRuntime) -> String {
+async fn check(security: &SecurityConfig, accounts: &Accounts, engine: &FakeEngine) -> String {
     let owners = match host_owners(security, accounts) {
         Ok(owners) => owners,
         Err(err) => return err.to_string(),
@@ -59,13 +59,13 @@ async fn check(security: &SecurityConfig, accounts: &Accounts, engine: &FakeRunt
     }
 }
 
-fn engine_was_asked(engine: &FakeRuntime) -> bool {
+fn engine_was_asked(engine: &FakeEngine) -> bool {
     engine.calls().contains(&FakeCall::RemapsUsers)
 }
 
 #[tokio::test]
 async fn ids_no_host_account_has_are_accepted_without_asking_the_engine() {
-    let engine = FakeRuntime::new();
+    let engine = FakeEngine::new();
     let verdict = check(&SecurityConfig::default(), &alice_at_1000(), &engine).await;
     assert_eq!(verdict, "accepted");
     assert!(!engine_was_asked(&engine));
@@ -76,7 +76,7 @@ async fn ids_no_host_account_has_are_accepted_without_asking_the_engine() {
 
 #[tokio::test]
 async fn a_uid_a_host_account_has_is_refused_naming_the_account_and_the_fix() {
-    let engine = FakeRuntime::new();
+    let engine = FakeEngine::new();
     let verdict = check(&ids(1000, 2_100_000_000), &alice_at_1000(), &engine).await;
     assert!(engine_was_asked(&engine));
     assert!(
@@ -98,7 +98,7 @@ async fn a_uid_a_host_account_has_is_refused_naming_the_account_and_the_fix() {
 
 #[tokio::test]
 async fn a_gid_a_host_group_has_is_refused_and_both_owners_are_named() {
-    let engine = FakeRuntime::new();
+    let engine = FakeEngine::new();
     let verdict = check(&ids(2_100_000_000, 1001), &alice_at_1000(), &engine).await;
     assert!(
         verdict
@@ -117,7 +117,7 @@ async fn a_gid_a_host_group_has_is_refused_and_both_owners_are_named() {
 
 #[tokio::test]
 async fn host_ids_are_accepted_when_the_engine_remaps_container_users() {
-    let engine = FakeRuntime::new();
+    let engine = FakeEngine::new();
     engine.set_remaps_users(true);
     let verdict = check(&ids(1000, 1000), &alice_at_1000(), &engine).await;
     assert!(
@@ -132,11 +132,11 @@ async fn host_ids_are_accepted_when_the_engine_remaps_container_users() {
 
 #[tokio::test]
 async fn an_engine_that_cannot_answer_does_not_clear_host_ids() {
-    let engine = FakeRuntime::new();
+    let engine = FakeEngine::new();
     engine.set_remaps_users(true);
     engine.fail_next(
         FakeOp::RemapsUsers,
-        RuntimeError::Unavailable("connection refused".into()),
+        EngineError::Unavailable("connection refused".into()),
     );
     let verdict = check(&ids(1000, 2_100_000_000), &alice_at_1000(), &engine).await;
     assert!(
@@ -151,7 +151,7 @@ async fn an_engine_that_cannot_answer_does_not_clear_host_ids() {
 
 #[tokio::test]
 async fn a_failed_lookup_refuses_the_ids() {
-    let engine = FakeRuntime::new();
+    let engine = FakeEngine::new();
     let broken = Accounts {
         broken: true,
         ..Accounts::default()
@@ -223,7 +223,7 @@ impl AccountDatabase for Subordinates {
 async fn an_id_in_a_users_subordinate_range_is_refused_naming_the_file() {
     let security = SecurityConfig::default();
     let owners = host_owners(&security, &Subordinates { owner: "mallory" }).unwrap();
-    let fake = FakeRuntime::new();
+    let fake = FakeEngine::new();
     let err = clear(owners, &fake).await.unwrap_err().to_string();
     assert!(
         err.contains("is in \"mallory\"'s subordinate uids (/etc/subuid)"),

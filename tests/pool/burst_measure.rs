@@ -147,9 +147,9 @@ fn docker_run_burst(image: &str, count: usize, label: &str) -> Vec<f64> {
 /// `count` concurrent create + start through the engine's API (what Nomad's docker driver does,
 /// without a CLI process per container), each timed; removed afterwards.
 async fn api_burst(image: &str, count: usize, label: &str) -> Vec<f64> {
-    use polydev::runtime::{ContainerRuntime, ContainerSpec, ResourceLimits, SecurityOptions};
+    use polydev::engine::{ContainerEngine, ContainerSpec, ResourceLimits, SecurityOptions};
     let docker = std::sync::Arc::new(
-        polydev::docker::DockerRuntime::connect("unix:///var/run/docker.sock").unwrap(),
+        polydev::docker::DockerEngine::connect("unix:///var/run/docker.sock").unwrap(),
     );
     let (key, value) = label.split_once('=').unwrap();
     let runs = (0..count).map(|i| {

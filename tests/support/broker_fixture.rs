@@ -92,7 +92,7 @@ impl BrokerFixture {
                 user_id: None,
                 provider: "anthropic".into(),
             },
-            credential: "ANTHROPIC_API_KEY".into(),
+            key_variable: "ANTHROPIC_API_KEY".into(),
         };
         self.broker.open(task, ListenerSite::HostLoopback, 0).await
     }

@@ -4,10 +4,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::engine::fake::{FAKE_EPOCH_NANOS, FakeEngine, FakeOp};
+use crate::engine::{ContainerSpec, LogStream::Stderr, LogStream::Stdout};
 use crate::logs::fifo::{Sink, SinkOptions};
 use crate::logs::test_support::{mkfifo, spawn_reader, spawn_reader_limited};
-use crate::runtime::fake::{FAKE_EPOCH_NANOS, FakeOp, FakeRuntime};
-use crate::runtime::{ContainerSpec, LogStream::Stderr, LogStream::Stdout};
 
 const LAUNCH: &[u8] = ENTRYPOINT_LAUNCH_SENTINEL;
 
@@ -28,8 +28,8 @@ fn spec() -> ContainerSpec {
     }
 }
 
-async fn started() -> (FakeRuntime, String) {
-    let fake = FakeRuntime::new();
+async fn started() -> (FakeEngine, String) {
+    let fake = FakeEngine::new();
     fake.add_image(&spec().image);
     let id = fake.create(&spec()).await.unwrap();
     fake.start(&id).await.unwrap();
@@ -69,16 +69,16 @@ impl Files {
 
     fn spawn(
         &self,
-        fake: &FakeRuntime,
+        fake: &FakeEngine,
         id: &str,
         sinks: LogSinks,
         redactor: Redactor,
         cancel: &CancellationToken,
     ) -> tokio::task::JoinHandle<Result<PumpEnd, LogError>> {
         let cursor = CursorFile::open(&self.state(), id).unwrap();
-        let runtime: Arc<dyn ContainerRuntime> = Arc::new(fake.clone());
+        let engine: Arc<dyn ContainerEngine> = Arc::new(fake.clone());
         tokio::spawn(run_pump(
-            runtime,
+            engine,
             id.to_string(),
             sinks,
             cursor,
@@ -90,7 +90,7 @@ impl Files {
     /// Runs a pump to completion over what the (already exited) container produced.
     async fn pump_to_end(
         &self,
-        fake: &FakeRuntime,
+        fake: &FakeEngine,
         id: &str,
         redactor: Redactor,
     ) -> (Vec<u8>, Vec<u8>) {
@@ -297,7 +297,7 @@ async fn restarts_resume_with_no_loss_and_no_duplicate() {
         .calls()
         .iter()
         .filter_map(|c| match c {
-            crate::runtime::fake::FakeCall::Logs {
+            crate::engine::fake::FakeCall::Logs {
                 since_unix_secs, ..
             } => Some(*since_unix_secs),
             _ => None,
@@ -318,7 +318,7 @@ async fn the_pump_follows_again_after_the_stream_fails() {
     let files = Files::new();
     fake.fail_next(
         FakeOp::Logs,
-        RuntimeError::Unavailable("engine restarting".to_string()),
+        EngineError::Unavailable("engine restarting".to_string()),
     );
     let pump = files.spawn(
         &fake,
@@ -339,7 +339,7 @@ async fn the_pump_follows_again_after_the_stream_fails() {
     let follows = fake
         .calls()
         .iter()
-        .filter(|c| matches!(c, crate::runtime::fake::FakeCall::Logs { .. }))
+        .filter(|c| matches!(c, crate::engine::fake::FakeCall::Logs { .. }))
         .count();
     assert!(
         follows >= 3,

@@ -1,18 +1,18 @@
-//! A scriptable, in-memory [`ContainerRuntime`] for fast, deterministic tests of the whole core.
+//! A scriptable, in-memory [`ContainerEngine`] for fast, deterministic tests of the whole core.
 //!
-//! The test plays the container's workload: it decides what a container prints ([`FakeRuntime::emit`]),
-//! when it ends ([`FakeRuntime::exit`]) and how it reacts to signals ([`FakeRuntime::exit_on_signal`]).
-//! Every call made through the trait is appended to a call log ([`FakeRuntime::calls`]), and any
-//! operation can be made to fail once ([`FakeRuntime::fail_next`]) or always
-//! ([`FakeRuntime::set_unavailable`]).
+//! The test plays the container's workload: it decides what a container prints ([`FakeEngine::emit`]),
+//! when it ends ([`FakeEngine::exit`]) and how it reacts to signals ([`FakeEngine::exit_on_signal`]).
+//! Every call made through the trait is appended to a call log ([`FakeEngine::calls`]), and any
+//! operation can be made to fail once ([`FakeEngine::fail_next`]) or always
+//! ([`FakeEngine::set_unavailable`]).
 //!
 //! Invariants, mirroring the Docker engine closely enough for the core's logic:
-//! - Ids are `fake-<n>`, never reused. An unknown or removed id gives [`RuntimeError::NotFound`].
-//! - Log timestamps handed out by [`FakeRuntime::emit`] strictly increase across all containers;
-//!   [`FakeRuntime::emit_at`] forces one (the clock then continues after it).
+//! - Ids are `fake-<n>`, never reused. An unknown or removed id gives [`EngineError::NotFound`].
+//! - Log timestamps handed out by [`FakeEngine::emit`] strictly increase across all containers;
+//!   [`FakeEngine::emit_at`] forces one (the clock then continues after it).
 //! - `logs(id, since)` replays stored records with `timestamp >= since * 1e9`, then follows live
 //!   ones, and ends only once the container is no longer running and every record was delivered
-//!   (like `docker logs --follow --timestamps`). [`FakeRuntime::interrupt_logs`] makes the log
+//!   (like `docker logs --follow --timestamps`). [`FakeEngine::interrupt_logs`] makes the log
 //!   streams open at that moment fail, as a dropped engine connection would.
 //! - `wait` resolves once the container has exited, whether called before or after, by any number
 //!   of callers.
@@ -30,9 +30,9 @@ use futures::stream::BoxStream;
 use tokio::sync::watch;
 
 use super::{
-    ContainerEvent, ContainerEventKind, ContainerExit, ContainerRuntime, ContainerSpec,
-    ContainerState, ContainerSummary, ExecInput, ExecOutput, ExecSession, LogRecord, LogStream,
-    ResourceLimits, RuntimeError, RuntimeResult, StatsSample,
+    ContainerEngine, ContainerEvent, ContainerEventKind, ContainerExit, ContainerSpec,
+    ContainerState, ContainerSummary, EngineError, EngineResult, ExecInput, ExecOutput,
+    ExecSession, LogRecord, LogStream, ResourceLimits, StatsSample,
 };
 
 /// The first timestamp the fake clock hands out: 2023-11-14T22:13:20Z, in nanoseconds.
@@ -40,7 +40,7 @@ use super::{
 pub const FAKE_INIT_PID: u32 = 4242;
 pub const FAKE_EPOCH_NANOS: i128 = 1_700_000_000 * 1_000_000_000;
 
-/// One call made through the [`ContainerRuntime`] trait, with the arguments that matter.
+/// One call made through the [`ContainerEngine`] trait, with the arguments that matter.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FakeCall {
     Version,
@@ -58,7 +58,7 @@ pub enum FakeCall {
         id: String,
         limits: ResourceLimits,
     },
-    /// Only the length of the spec is logged; the bytes are in [`FakeRuntime::launch_spec`].
+    /// Only the length of the spec is logged; the bytes are in [`FakeEngine::launch_spec`].
     SendLaunchSpec {
         id: String,
         len: usize,
@@ -95,7 +95,7 @@ pub enum FakeCall {
     },
 }
 
-/// Names of the trait's operations, for [`FakeRuntime::fail_next`].
+/// Names of the trait's operations, for [`FakeEngine::fail_next`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FakeOp {
     Version,
@@ -123,10 +123,10 @@ pub struct FakeExecResult {
     pub exit_code: i64,
 }
 
-/// Answers `exec(id, user, argv, tty)` calls; see [`FakeRuntime::set_exec_handler`].
+/// Answers `exec(id, user, argv, tty)` calls; see [`FakeEngine::set_exec_handler`].
 pub type ExecHandler = Arc<dyn Fn(&str, &[String]) -> FakeExecResult + Send + Sync>;
 
-/// Which containers an [`FakeRuntime::exit_on_signal`] rule applies to.
+/// Which containers an [`FakeEngine::exit_on_signal`] rule applies to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SignalTarget {
     All,
@@ -135,22 +135,22 @@ pub enum SignalTarget {
 
 /// The scriptable fake engine. Cloning is cheap and shares the engine.
 #[derive(Clone, Default)]
-pub struct FakeRuntime {
-    inner: Arc<Mutex<Engine>>,
+pub struct FakeEngine {
+    inner: Arc<Mutex<FakeState>>,
 }
 
-struct Engine {
+struct FakeState {
     next_id: u64,
     /// Last timestamp handed out, in nanoseconds since the epoch.
     clock_nanos: i128,
     clock_step_nanos: i128,
     containers: BTreeMap<String, FakeContainer>,
     calls: Vec<FakeCall>,
-    failures: HashMap<FakeOp, VecDeque<RuntimeError>>,
+    failures: HashMap<FakeOp, VecDeque<EngineError>>,
     unavailable: bool,
     images: BTreeSet<String>,
     version: String,
-    /// What `remaps_users` answers ([`FakeRuntime::set_remaps_users`]).
+    /// What `remaps_users` answers ([`FakeEngine::set_remaps_users`]).
     remaps_users: bool,
     stats: StatsSample,
     /// `(target, normalised signal) -> exit code`.
@@ -158,7 +158,7 @@ struct Engine {
     exec_handler: Option<ExecHandler>,
     /// Every container's events, for `events` streams (and the engine going away).
     events: tokio::sync::broadcast::Sender<FakeEvent>,
-    /// How long each `start` takes ([`FakeRuntime::set_start_delay`]).
+    /// How long each `start` takes ([`FakeEngine::set_start_delay`]).
     start_delay: Duration,
     /// `start` calls under way now, and the most there ever were at once.
     starts_in_flight: usize,
@@ -172,13 +172,13 @@ enum FakeEvent {
         labels: BTreeMap<String, String>,
         event: ContainerEvent,
     },
-    /// [`FakeRuntime::set_unavailable`]: open event streams fail, as a lost engine's would.
+    /// [`FakeEngine::set_unavailable`]: open event streams fail, as a lost engine's would.
     EngineGone,
 }
 
-impl Default for Engine {
+impl Default for FakeState {
     fn default() -> Self {
-        Engine {
+        FakeState {
             next_id: 0,
             clock_nanos: FAKE_EPOCH_NANOS,
             clock_step_nanos: 1_000,
@@ -210,7 +210,7 @@ struct FakeContainer {
     exit: Option<ContainerExit>,
     launch_spec: Option<Vec<u8>>,
     records: Vec<LogRecord>,
-    /// Bumped by [`FakeRuntime::interrupt_logs`]; a log stream from an older generation fails.
+    /// Bumped by [`FakeEngine::interrupt_logs`]; a log stream from an older generation fails.
     log_generation: u64,
     /// Bumped on every change a waiter or log follower may care about.
     changed: watch::Sender<u64>,
@@ -255,8 +255,8 @@ impl FakeContainer {
     }
 }
 
-fn not_found(id: &str) -> RuntimeError {
-    RuntimeError::NotFound {
+fn not_found(id: &str) -> EngineError {
+    EngineError::NotFound {
         kind: "container",
         id: id.to_string(),
     }
@@ -279,12 +279,12 @@ fn nanos_to_system_time(nanos: i128) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(u64::try_from(nanos.max(0)).unwrap_or(u64::MAX))
 }
 
-impl Engine {
+impl FakeState {
     /// Records `call`, then applies fault injection for `op`.
-    fn enter(&mut self, op: FakeOp, call: FakeCall) -> RuntimeResult<()> {
+    fn enter(&mut self, op: FakeOp, call: FakeCall) -> EngineResult<()> {
         self.calls.push(call);
         if self.unavailable {
-            return Err(RuntimeError::Unavailable(
+            return Err(EngineError::Unavailable(
                 "fake engine set unavailable".to_string(),
             ));
         }
@@ -294,11 +294,11 @@ impl Engine {
         }
     }
 
-    fn container(&self, id: &str) -> RuntimeResult<&FakeContainer> {
+    fn container(&self, id: &str) -> EngineResult<&FakeContainer> {
         self.containers.get(id).ok_or_else(|| not_found(id))
     }
 
-    fn container_mut(&mut self, id: &str) -> RuntimeResult<&mut FakeContainer> {
+    fn container_mut(&mut self, id: &str) -> EngineResult<&mut FakeContainer> {
         self.containers.get_mut(id).ok_or_else(|| not_found(id))
     }
 
@@ -308,12 +308,12 @@ impl Engine {
     }
 }
 
-impl FakeRuntime {
+impl FakeEngine {
     pub fn new() -> Self {
         Self::default()
     }
 
-    fn engine(&self) -> MutexGuard<'_, Engine> {
+    fn state(&self) -> MutexGuard<'_, FakeState> {
         // A panicking test thread must not hide the engine from the others.
         self.inner.lock()
     }
@@ -322,17 +322,17 @@ impl FakeRuntime {
 
     /// Every call made through the trait so far, oldest first.
     pub fn calls(&self) -> Vec<FakeCall> {
-        self.engine().calls.clone()
+        self.state().calls.clone()
     }
 
     /// Forget the call log.
     pub fn clear_calls(&self) {
-        self.engine().calls.clear();
+        self.state().calls.clear();
     }
 
     /// The launch spec written to the container's stdin, if any.
     pub fn launch_spec(&self, id: &str) -> Option<Vec<u8>> {
-        self.engine()
+        self.state()
             .containers
             .get(id)
             .and_then(|c| c.launch_spec.clone())
@@ -340,22 +340,22 @@ impl FakeRuntime {
 
     /// The spec the container was created from.
     pub fn spec(&self, id: &str) -> Option<ContainerSpec> {
-        self.engine().containers.get(id).map(|c| c.spec.clone())
+        self.state().containers.get(id).map(|c| c.spec.clone())
     }
 
     /// The container's current limits (as created, then as updated).
     pub fn limits(&self, id: &str) -> Option<ResourceLimits> {
-        self.engine().containers.get(id).map(|c| c.limits.clone())
+        self.state().containers.get(id).map(|c| c.limits.clone())
     }
 
     /// Ids of all containers the fake still holds.
     pub fn container_ids(&self) -> Vec<String> {
-        self.engine().containers.keys().cloned().collect()
+        self.state().containers.keys().cloned().collect()
     }
 
     /// All log records the container has produced so far.
     pub fn records(&self, id: &str) -> Vec<LogRecord> {
-        self.engine()
+        self.state()
             .containers
             .get(id)
             .map(|c| c.records.clone())
@@ -365,50 +365,50 @@ impl FakeRuntime {
     // ---- configuration ----------------------------------------------------------------------
 
     pub fn set_version(&self, version: &str) {
-        self.engine().version = version.to_string();
+        self.state().version = version.to_string();
     }
 
     /// Whether the fake engine claims to run containers in user namespaces of their own.
     pub fn set_remaps_users(&self, remaps: bool) {
-        self.engine().remaps_users = remaps;
+        self.state().remaps_users = remaps;
     }
 
     pub fn add_image(&self, image: &str) {
-        self.engine().images.insert(image.to_string());
+        self.state().images.insert(image.to_string());
     }
 
     pub fn remove_image(&self, image: &str) {
-        self.engine().images.remove(image);
+        self.state().images.remove(image);
     }
 
     /// The sample every `stats` call returns.
     pub fn set_stats(&self, sample: StatsSample) {
-        self.engine().stats = sample;
+        self.state().stats = sample;
     }
 
     /// Make every `start` take `delay` (as a real engine's does), so concurrent starts overlap.
     pub fn set_start_delay(&self, delay: Duration) {
-        self.engine().start_delay = delay;
+        self.state().start_delay = delay;
     }
 
     /// The most `start` calls that were ever under way at once.
     pub fn peak_concurrent_starts(&self) -> usize {
-        self.engine().peak_concurrent_starts
+        self.state().peak_concurrent_starts
     }
 
     /// Advance of the fake clock per emitted record (default 1 µs).
     pub fn set_clock_step(&self, step: Duration) {
-        self.engine().clock_step_nanos = step.as_nanos().max(1) as i128;
+        self.state().clock_step_nanos = step.as_nanos().max(1) as i128;
     }
 
     /// Make the next call of `op` fail with `err` (errors queue up, one per call).
-    pub fn fail_next(&self, op: FakeOp, err: RuntimeError) {
-        self.engine().failures.entry(op).or_default().push_back(err);
+    pub fn fail_next(&self, op: FakeOp, err: EngineError) {
+        self.state().failures.entry(op).or_default().push_back(err);
     }
 
-    /// While `true`, every call fails with [`RuntimeError::Unavailable`].
+    /// While `true`, every call fails with [`EngineError::Unavailable`].
     pub fn set_unavailable(&self, unavailable: bool) {
-        let mut engine = self.engine();
+        let mut engine = self.state();
         engine.unavailable = unavailable;
         if unavailable {
             let _ = engine.events.send(FakeEvent::EngineGone);
@@ -418,50 +418,45 @@ impl FakeRuntime {
     /// When `signal` reaches a matching running container, it exits with `exit_code`.
     /// A container-specific rule wins over an `All` rule. `SIGKILL` always exits with 137.
     pub fn exit_on_signal(&self, target: SignalTarget, signal: &str, exit_code: i64) {
-        self.engine()
+        self.state()
             .signal_exits
             .insert((target, normalise_signal(signal)), exit_code);
     }
 
     /// Answer `exec` calls with `handler` instead of rejecting them.
     pub fn set_exec_handler(&self, handler: ExecHandler) {
-        self.engine().exec_handler = Some(handler);
+        self.state().exec_handler = Some(handler);
     }
 
     // ---- the workload -----------------------------------------------------------------------
 
     /// The running container prints `bytes` on `stream`; returns the record's timestamp.
-    pub fn emit(
-        &self,
-        id: &str,
-        stream: LogStream,
-        bytes: impl Into<Bytes>,
-    ) -> RuntimeResult<i128> {
-        let mut engine = self.engine();
+    pub fn emit(&self, id: &str, stream: LogStream, bytes: impl Into<Bytes>) -> EngineResult<i128> {
+        let mut engine = self.state();
         engine.container(id)?;
         let ts = engine.tick();
         push_record(&mut engine, id, stream, bytes.into(), ts)
     }
 
-    /// Like [`FakeRuntime::emit`] with a forced timestamp (several records may share one).
+    /// Like [`FakeEngine::emit`] with a forced timestamp (several records may share one).
     pub fn emit_at(
         &self,
         id: &str,
         stream: LogStream,
         bytes: impl Into<Bytes>,
         timestamp_nanos: i128,
-    ) -> RuntimeResult<i128> {
-        let mut engine = self.engine();
+    ) -> EngineResult<i128> {
+        let mut engine = self.state();
         engine.clock_nanos = engine.clock_nanos.max(timestamp_nanos);
         push_record(&mut engine, id, stream, bytes.into(), timestamp_nanos)
     }
 
     /// The running container ends with `exit_code`.
-    pub fn exit(&self, id: &str, exit_code: i64, oom_killed: bool) -> RuntimeResult<()> {
-        let mut engine = self.engine();
+    pub fn exit(&self, id: &str, exit_code: i64, oom_killed: bool) -> EngineResult<()> {
+        let mut engine = self.state();
         let c = engine.container_mut(id)?;
         if !c.running {
-            return Err(RuntimeError::NotRunning(id.to_string()));
+            return Err(EngineError::NotRunning(id.to_string()));
         }
         c.end(ContainerExit {
             exit_code,
@@ -470,10 +465,10 @@ impl FakeRuntime {
         Ok(())
     }
 
-    /// Log streams of `id` that are open now fail with [`RuntimeError::Unavailable`] after
+    /// Log streams of `id` that are open now fail with [`EngineError::Unavailable`] after
     /// delivering what they already had in hand; later `logs` calls work normally.
-    pub fn interrupt_logs(&self, id: &str) -> RuntimeResult<()> {
-        let mut engine = self.engine();
+    pub fn interrupt_logs(&self, id: &str) -> EngineResult<()> {
+        let mut engine = self.state();
         let c = engine.container_mut(id)?;
         c.log_generation += 1;
         c.notify();
@@ -482,15 +477,15 @@ impl FakeRuntime {
 }
 
 fn push_record(
-    engine: &mut Engine,
+    state: &mut FakeState,
     id: &str,
     stream: LogStream,
     bytes: Bytes,
     ts: i128,
-) -> RuntimeResult<i128> {
-    let c = engine.container_mut(id)?;
+) -> EngineResult<i128> {
+    let c = state.container_mut(id)?;
     if !c.running {
-        return Err(RuntimeError::NotRunning(id.to_string()));
+        return Err(EngineError::NotRunning(id.to_string()));
     }
     c.records.push(LogRecord {
         stream,
@@ -503,7 +498,7 @@ fn push_record(
 
 /// Where one `logs` follower has got to.
 struct LogFollower {
-    fake: FakeRuntime,
+    fake: FakeEngine,
     id: String,
     since_nanos: i128,
     next_index: usize,
@@ -512,14 +507,14 @@ struct LogFollower {
 }
 
 impl LogFollower {
-    async fn next(mut self) -> Option<(RuntimeResult<LogRecord>, Self)> {
+    async fn next(mut self) -> Option<(EngineResult<LogRecord>, Self)> {
         if self.done {
             return None;
         }
         loop {
             let fake = self.fake.clone();
             let mut changed = {
-                let engine = fake.engine();
+                let engine = fake.state();
                 let Some(c) = engine.containers.get(&self.id) else {
                     self.done = true;
                     return Some((Err(not_found(&self.id)), self));
@@ -532,7 +527,7 @@ impl LogFollower {
                 }
                 if c.log_generation != self.generation {
                     self.done = true;
-                    let err = RuntimeError::Unavailable("log stream interrupted".to_string());
+                    let err = EngineError::Unavailable("log stream interrupted".to_string());
                     return Some((Err(err), self));
                 }
                 if !c.running {
@@ -548,21 +543,21 @@ impl LogFollower {
 }
 
 #[async_trait]
-impl ContainerRuntime for FakeRuntime {
-    async fn version(&self) -> RuntimeResult<String> {
-        let mut engine = self.engine();
+impl ContainerEngine for FakeEngine {
+    async fn version(&self) -> EngineResult<String> {
+        let mut engine = self.state();
         engine.enter(FakeOp::Version, FakeCall::Version)?;
         Ok(engine.version.clone())
     }
 
-    async fn remaps_users(&self) -> RuntimeResult<bool> {
-        let mut engine = self.engine();
+    async fn remaps_users(&self) -> EngineResult<bool> {
+        let mut engine = self.state();
         engine.enter(FakeOp::RemapsUsers, FakeCall::RemapsUsers)?;
         Ok(engine.remaps_users)
     }
 
-    async fn image_id(&self, image: &str) -> RuntimeResult<Option<String>> {
-        let mut engine = self.engine();
+    async fn image_id(&self, image: &str) -> EngineResult<Option<String>> {
+        let mut engine = self.state();
         engine.enter(
             FakeOp::ImageExists,
             FakeCall::ImageExists {
@@ -575,8 +570,8 @@ impl ContainerRuntime for FakeRuntime {
             .then(|| format!("sha256:fake-{image}")))
     }
 
-    async fn create(&self, spec: &ContainerSpec) -> RuntimeResult<String> {
-        let mut engine = self.engine();
+    async fn create(&self, spec: &ContainerSpec) -> EngineResult<String> {
+        let mut engine = self.state();
         engine.enter(
             FakeOp::Create,
             FakeCall::Create {
@@ -585,13 +580,13 @@ impl ContainerRuntime for FakeRuntime {
         )?;
         if !engine.images.contains(&spec.image) {
             // Docker answers 404 "No such image" for a create with a missing image.
-            return Err(RuntimeError::NotFound {
+            return Err(EngineError::NotFound {
                 kind: "image",
                 id: spec.image.clone(),
             });
         }
         if engine.containers.values().any(|c| c.spec.name == spec.name) {
-            return Err(RuntimeError::Rejected(format!(
+            return Err(EngineError::Rejected(format!(
                 "container name {} already in use",
                 spec.name
             )));
@@ -617,9 +612,9 @@ impl ContainerRuntime for FakeRuntime {
         Ok(id)
     }
 
-    async fn start(&self, id: &str) -> RuntimeResult<()> {
+    async fn start(&self, id: &str) -> EngineResult<()> {
         let delay = {
-            let mut engine = self.engine();
+            let mut engine = self.state();
             engine.starts_in_flight += 1;
             engine.peak_concurrent_starts =
                 engine.peak_concurrent_starts.max(engine.starts_in_flight);
@@ -628,12 +623,12 @@ impl ContainerRuntime for FakeRuntime {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let mut engine = self.engine();
+        let mut engine = self.state();
         engine.starts_in_flight -= 1;
         engine.enter(FakeOp::Start, FakeCall::Start { id: id.to_string() })?;
         let c = engine.container_mut(id)?;
         if c.exit.is_some() {
-            return Err(RuntimeError::Rejected(format!(
+            return Err(EngineError::Rejected(format!(
                 "container {id} has already run (one-shot)"
             )));
         }
@@ -651,8 +646,8 @@ impl ContainerRuntime for FakeRuntime {
         id: &str,
         _cgroup_pid: Option<u32>,
         limits: &ResourceLimits,
-    ) -> RuntimeResult<()> {
-        let mut engine = self.engine();
+    ) -> EngineResult<()> {
+        let mut engine = self.state();
         let call = FakeCall::UpdateLimits {
             id: id.to_string(),
             limits: limits.clone(),
@@ -662,8 +657,8 @@ impl ContainerRuntime for FakeRuntime {
         Ok(())
     }
 
-    async fn send_launch_spec(&self, id: &str, spec: &[u8]) -> RuntimeResult<()> {
-        let mut engine = self.engine();
+    async fn send_launch_spec(&self, id: &str, spec: &[u8]) -> EngineResult<()> {
+        let mut engine = self.state();
         let call = FakeCall::SendLaunchSpec {
             id: id.to_string(),
             len: spec.len(),
@@ -671,10 +666,10 @@ impl ContainerRuntime for FakeRuntime {
         engine.enter(FakeOp::SendLaunchSpec, call)?;
         let c = engine.container_mut(id)?;
         if !c.running {
-            return Err(RuntimeError::NotRunning(id.to_string()));
+            return Err(EngineError::NotRunning(id.to_string()));
         }
         if c.launch_spec.is_some() {
-            return Err(RuntimeError::Rejected(format!(
+            return Err(EngineError::Rejected(format!(
                 "stdin of container {id} is already closed"
             )));
         }
@@ -682,15 +677,15 @@ impl ContainerRuntime for FakeRuntime {
         Ok(())
     }
 
-    async fn wait(&self, id: &str) -> RuntimeResult<ContainerExit> {
+    async fn wait(&self, id: &str) -> EngineResult<ContainerExit> {
         let mut changed = {
-            let mut engine = self.engine();
+            let mut engine = self.state();
             engine.enter(FakeOp::Wait, FakeCall::Wait { id: id.to_string() })?;
             engine.container(id)?.changed.subscribe()
         };
         loop {
             {
-                let engine = self.engine();
+                let engine = self.state();
                 if let Some(exit) = engine.container(id)?.exit {
                     return Ok(exit);
                 }
@@ -702,8 +697,8 @@ impl ContainerRuntime for FakeRuntime {
         }
     }
 
-    async fn inspect(&self, id: &str) -> RuntimeResult<ContainerState> {
-        let mut engine = self.engine();
+    async fn inspect(&self, id: &str) -> EngineResult<ContainerState> {
+        let mut engine = self.state();
         engine.enter(FakeOp::Inspect, FakeCall::Inspect { id: id.to_string() })?;
         let c = engine.container(id)?;
         Ok(ContainerState {
@@ -718,8 +713,8 @@ impl ContainerRuntime for FakeRuntime {
         })
     }
 
-    async fn kill(&self, id: &str, signal: &str) -> RuntimeResult<()> {
-        let mut engine = self.engine();
+    async fn kill(&self, id: &str, signal: &str) -> EngineResult<()> {
+        let mut engine = self.state();
         engine.enter(
             FakeOp::Kill,
             FakeCall::Kill {
@@ -736,7 +731,7 @@ impl ContainerRuntime for FakeRuntime {
         };
         let c = engine.container_mut(id)?;
         if !c.running {
-            return Err(RuntimeError::NotRunning(id.to_string()));
+            return Err(EngineError::NotRunning(id.to_string()));
         }
         if let Some(exit_code) = code {
             c.end(ContainerExit {
@@ -747,8 +742,8 @@ impl ContainerRuntime for FakeRuntime {
         Ok(())
     }
 
-    async fn remove(&self, id: &str) -> RuntimeResult<()> {
-        let mut engine = self.engine();
+    async fn remove(&self, id: &str) -> EngineResult<()> {
+        let mut engine = self.state();
         engine.enter(FakeOp::Remove, FakeCall::Remove { id: id.to_string() })?;
         let mut c = engine.containers.remove(id).ok_or_else(|| not_found(id))?;
         if c.running {
@@ -762,9 +757,9 @@ impl ContainerRuntime for FakeRuntime {
         Ok(())
     }
 
-    fn logs(&self, id: &str, since_unix_secs: i64) -> BoxStream<'static, RuntimeResult<LogRecord>> {
+    fn logs(&self, id: &str, since_unix_secs: i64) -> BoxStream<'static, EngineResult<LogRecord>> {
         let generation = {
-            let mut engine = self.engine();
+            let mut engine = self.state();
             let call = FakeCall::Logs {
                 id: id.to_string(),
                 since_unix_secs,
@@ -788,8 +783,8 @@ impl ContainerRuntime for FakeRuntime {
         futures::stream::unfold(follower, LogFollower::next).boxed()
     }
 
-    async fn stats(&self, id: &str) -> RuntimeResult<StatsSample> {
-        let mut engine = self.engine();
+    async fn stats(&self, id: &str) -> EngineResult<StatsSample> {
+        let mut engine = self.state();
         engine.enter(FakeOp::Stats, FakeCall::Stats { id: id.to_string() })?;
         engine.container(id)?;
         let mut sample = engine.stats.clone();
@@ -800,17 +795,17 @@ impl ContainerRuntime for FakeRuntime {
     }
 
     fn still_running(&self, id: &str, _init_pid: u32) -> Option<bool> {
-        Some(self.engine().containers.get(id).is_some_and(|c| c.running))
+        Some(self.state().containers.get(id).is_some_and(|c| c.running))
     }
 
     fn events(
         &self,
         label_key: &str,
         label_value: &str,
-    ) -> BoxStream<'static, RuntimeResult<ContainerEvent>> {
-        let engine = self.engine();
+    ) -> BoxStream<'static, EngineResult<ContainerEvent>> {
+        let engine = self.state();
         if engine.unavailable {
-            let err = RuntimeError::Unavailable("fake engine unavailable".into());
+            let err = EngineError::Unavailable("fake engine unavailable".into());
             return futures::stream::once(async move { Err(err) }).boxed();
         }
         let (key, value) = (label_key.to_string(), label_value.to_string());
@@ -820,7 +815,7 @@ impl ContainerRuntime for FakeRuntime {
                     Ok(FakeEvent::Container { labels, event }) => {
                         (labels.get(&key) == Some(&value)).then_some(Ok(event))
                     }
-                    Ok(FakeEvent::EngineGone) => Some(Err(RuntimeError::Unavailable(
+                    Ok(FakeEvent::EngineGone) => Some(Err(EngineError::Unavailable(
                         "fake engine went away".into(),
                     ))),
                     // A lagging test reader: skip, like a reconnecting client would.
@@ -843,8 +838,8 @@ impl ContainerRuntime for FakeRuntime {
         &self,
         label_key: &str,
         label_value: &str,
-    ) -> RuntimeResult<Vec<ContainerSummary>> {
-        let mut engine = self.engine();
+    ) -> EngineResult<Vec<ContainerSummary>> {
+        let mut engine = self.state();
         let call = FakeCall::List {
             label_key: label_key.to_string(),
             label_value: label_value.to_string(),
@@ -871,9 +866,9 @@ impl ContainerRuntime for FakeRuntime {
         user: &str,
         argv: Vec<String>,
         tty: bool,
-    ) -> RuntimeResult<ExecSession> {
+    ) -> EngineResult<ExecSession> {
         let handler = {
-            let mut engine = self.engine();
+            let mut engine = self.state();
             let call = FakeCall::Exec {
                 id: id.to_string(),
                 user: user.to_string(),
@@ -882,12 +877,12 @@ impl ContainerRuntime for FakeRuntime {
             };
             engine.enter(FakeOp::Exec, call)?;
             if !engine.container(id)?.running {
-                return Err(RuntimeError::NotRunning(id.to_string()));
+                return Err(EngineError::NotRunning(id.to_string()));
             }
             engine.exec_handler.clone()
         };
         let Some(handler) = handler else {
-            return Err(RuntimeError::Rejected(
+            return Err(EngineError::Rejected(
                 "exec not supported by the fake".to_string(),
             ));
         };

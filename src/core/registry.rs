@@ -151,11 +151,11 @@ impl TaskEntry {
 
 /// Thread-safe map of task id → entry.
 #[derive(Default, Clone)]
-pub struct TaskStore {
+pub struct TaskRegistry {
     inner: Arc<Mutex<HashMap<String, Arc<TaskEntry>>>>,
 }
 
-impl TaskStore {
+impl TaskRegistry {
     /// Insert a new entry; returns the existing one instead if the id is already known.
     pub fn insert(&self, entry: TaskEntry) -> Result<Arc<TaskEntry>, Arc<TaskEntry>> {
         let mut map = self.inner.lock();
@@ -226,9 +226,9 @@ mod tests {
     #[tokio::test]
     async fn waiters_before_and_after_exit_see_the_first_outcome() {
         let root = CancellationToken::new();
-        let store = TaskStore::default();
-        let task = store.insert(entry("a/t/1", &root)).ok().unwrap();
-        assert!(store.insert(entry("a/t/1", &root)).is_err());
+        let registry = TaskRegistry::default();
+        let task = registry.insert(entry("a/t/1", &root)).ok().unwrap();
+        assert!(registry.insert(entry("a/t/1", &root)).is_err());
         let early = {
             let task = task.clone();
             tokio::spawn(async move { task.wait_exit().await.0 })
@@ -237,8 +237,8 @@ mod tests {
         task.publish_exit(ExitOutcome::from_container(0, false));
         assert_eq!(early.await.unwrap().exit_code, 3);
         assert_eq!(task.wait_exit().await.0.exit_code, 3);
-        assert_eq!(store.container_ids(), vec!["c-a/t/1".to_string()]);
-        assert!(store.remove("a/t/1").is_some());
-        assert!(store.is_empty());
+        assert_eq!(registry.container_ids(), vec!["c-a/t/1".to_string()]);
+        assert!(registry.remove("a/t/1").is_some());
+        assert!(registry.is_empty());
     }
 }

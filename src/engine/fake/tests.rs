@@ -7,8 +7,8 @@ use futures::StreamExt;
 use super::*;
 
 /// An engine that has the image `spec()` uses.
-fn fake_with_image() -> FakeRuntime {
-    let fake = FakeRuntime::new();
+fn fake_with_image() -> FakeEngine {
+    let fake = FakeEngine::new();
     fake.add_image("polydev/test:1");
     fake
 }
@@ -33,7 +33,7 @@ fn spec(name: &str) -> ContainerSpec {
     }
 }
 
-async fn started(fake: &FakeRuntime, name: &str) -> String {
+async fn started(fake: &FakeEngine, name: &str) -> String {
     let id = fake.create(&spec(name)).await.unwrap();
     fake.start(&id).await.unwrap();
     id
@@ -61,7 +61,7 @@ async fn create_start_inspect_and_call_log() {
     // Names are unique, as in Docker.
     assert!(matches!(
         fake.create(&spec("a")).await,
-        Err(RuntimeError::Rejected(_))
+        Err(EngineError::Rejected(_))
     ));
 }
 
@@ -71,7 +71,7 @@ async fn launch_spec_is_stored_once_and_logged_by_length_only() {
     let id = fake.create(&spec("a")).await.unwrap();
     let err = fake.send_launch_spec(&id, b"x").await.unwrap_err();
     assert!(
-        matches!(err, RuntimeError::NotRunning(_)),
+        matches!(err, EngineError::NotRunning(_)),
         "stdin needs a started container"
     );
     fake.start(&id).await.unwrap();
@@ -137,7 +137,7 @@ async fn sigkill_exits_137_other_signals_only_when_scripted() {
     );
     assert!(matches!(
         fake.kill(&a, "SIGKILL").await,
-        Err(RuntimeError::NotRunning(_))
+        Err(EngineError::NotRunning(_))
     ));
 
     let c = started(&fake, "c").await;
@@ -226,7 +226,7 @@ async fn emit_needs_a_running_container() {
     let id = fake.create(&spec("a")).await.unwrap();
     assert!(matches!(
         fake.emit(&id, LogStream::Stdout, "x"),
-        Err(RuntimeError::NotRunning(_))
+        Err(EngineError::NotRunning(_))
     ));
     assert!(
         fake.emit("fake-99", LogStream::Stdout, "x")
@@ -326,27 +326,24 @@ async fn images_version_stats_and_limits_are_configurable() {
 #[tokio::test]
 async fn fault_injection_once_per_queued_error_and_global_outage() {
     let fake = fake_with_image();
-    fake.fail_next(
-        FakeOp::Create,
-        RuntimeError::Unavailable("boom".to_string()),
-    );
-    fake.fail_next(FakeOp::Create, RuntimeError::Rejected("bad".to_string()));
+    fake.fail_next(FakeOp::Create, EngineError::Unavailable("boom".to_string()));
+    fake.fail_next(FakeOp::Create, EngineError::Rejected("bad".to_string()));
     assert!(fake.create(&spec("a")).await.unwrap_err().is_retryable());
     assert!(matches!(
         fake.create(&spec("a")).await,
-        Err(RuntimeError::Rejected(_))
+        Err(EngineError::Rejected(_))
     ));
     let id = fake.create(&spec("a")).await.unwrap();
     assert_eq!(fake.calls().len(), 3, "failed attempts are logged too");
 
     fake.fail_next(
         FakeOp::Logs,
-        RuntimeError::Unavailable("conn reset".to_string()),
+        EngineError::Unavailable("conn reset".to_string()),
     );
     let first: Vec<_> = fake.logs(&id, 0).collect().await;
     assert!(matches!(
         first.as_slice(),
-        [Err(RuntimeError::Unavailable(_))]
+        [Err(EngineError::Unavailable(_))]
     ));
 
     fake.set_unavailable(true);
@@ -366,7 +363,7 @@ async fn exec_is_rejected_unless_scripted() {
         .await
         .err()
         .unwrap();
-    assert!(matches!(err, RuntimeError::Rejected(_)));
+    assert!(matches!(err, EngineError::Rejected(_)));
     fake.set_exec_handler(Arc::new(|_, argv: &[String]| FakeExecResult {
         stdout: argv.join(" ").into_bytes(),
         stderr: b"warn".to_vec(),

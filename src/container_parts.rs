@@ -28,7 +28,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::{NetworkMode, ProviderConfig, SecurityConfig};
-use crate::runtime::{ScratchMount, SecurityOptions};
+use crate::engine::{ScratchMount, SecurityOptions};
 
 /// Label marking every container polydev manages.
 pub const LABEL_MANAGED: &str = "io.polydev.managed";

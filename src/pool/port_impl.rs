@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::WarmPool;
 use super::slots::SlotRoot;
 use crate::config::WhenEmpty;
-use crate::engine::EngineNews;
+use crate::engine::watch::EngineNews;
 use crate::pool_port::{ClaimError, ColdStart, PoolStatus, WarmContainer, WarmPoolPort};
 
 #[async_trait]
