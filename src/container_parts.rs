@@ -1,8 +1,8 @@
 //! What every polydev container is made with, task or warm: its labels, the user it runs as, its
 //! hardening and its network mode.
 //!
-//! The task lifecycle ([`crate::core`]) builds task containers and the warm pool
-//! ([`crate::pool`]) builds idle ones from these same parts, so an idle container is exactly what
+//! The task lifecycle (`core`) builds task containers and the warm pool
+//! (`pool`) builds idle ones from these same parts, so an idle container is exactly what
 //! a cold start creates, minus the task. This module names neither of them: it depends only on
 //! the configuration and the container-engine port.
 //!

@@ -225,3 +225,41 @@ fn identifiers_are_matched_as_whole_words() {
     assert!(!names_identifier("fn source_for_tests()", "source_for"));
     assert!(!names_identifier("my_source_for", "source_for"));
 }
+
+/// The configuration is decoded below every part that runs: `config` names only itself, the
+/// leaves it shares with the others and the generated protos (its hclspec schemas).
+#[test]
+fn config_names_only_leaves() {
+    const CONFIG_MAY_NAME: [&str; 4] = ["config", "credential_model", "pb", "request_path"];
+    for (path, text) in sources("config") {
+        for module in crate_modules_named(&text) {
+            assert!(
+                CONFIG_MAY_NAME.contains(&module.as_str()),
+                "src/{} names {module}: config may name only {CONFIG_MAY_NAME:?}",
+                path_in_src(&path)
+            );
+        }
+    }
+}
+
+/// `core` and `pool` never name each other (the core reaches the pool through `pool_port`), and
+/// `container_parts`, which both build containers from, names neither.
+#[test]
+fn core_and_pool_never_name_each_other() {
+    for (dir, forbidden) in [
+        ("core", &["pool"][..]),
+        ("pool", &["core"][..]),
+        ("container_parts.rs", &["core", "pool"][..]),
+    ] {
+        for (path, text) in sources(dir) {
+            let named = crate_modules_named(&text);
+            for module in forbidden {
+                assert!(
+                    !named.iter().any(|m| m == module),
+                    "src/{} names {module}",
+                    path_in_src(&path)
+                );
+            }
+        }
+    }
+}

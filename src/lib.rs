@@ -62,6 +62,8 @@
 //!   store or `--backend vault`, `polydev pool status|drain`, `polydev version`, `polydev help`).
 //! - `private_file`: files only this uid may read or write (0700/0600, owner, no symlinks, atomic
 //!   writes), for the credential store and the Vault token files.
+//! - [`request_path`]: the one plain form of a request path that the broker checks and
+//!   forwards, and `api_paths` matching; a leaf that `config` (to check `api_paths`) and `broker` use.
 //! - [`safe_open`]: opening paths a task can write (its log FIFOs, the directories bound into its
 //!   container) as root without following what the task planted there.
 //! - [`logging`]: hclog-shaped JSON on stderr, which Nomad's agent understands.
@@ -90,6 +92,7 @@ pub mod plugin;
 pub(crate) mod pool;
 pub(crate) mod pool_port;
 pub(crate) mod private_file;
+pub(crate) mod request_path;
 pub(crate) mod safe_open;
 pub(crate) mod task_user;
 pub(crate) mod tls;

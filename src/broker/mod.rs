@@ -18,7 +18,7 @@
 //! - A lease serves one task; a second task's container cannot reach it (another namespace).
 //!   Closing the lease (stop, exit, destroy) or the plugin's shutdown stops the listener and
 //!   every connection of it.
-//! - No path leaves the provider's `api_paths` or upstream prefix ([`path`]), and no answer
+//! - No path leaves the provider's `api_paths` or upstream prefix ([`crate::request_path`]), and no answer
 //!   carries the key back to the container ([`scrub`]).
 //! - Each task holds at most `max_connections` connections, CONNECT tunnels included for as
 //!   long as they last (`tunnel`); a tunnel idle for `tunnel_idle_timeout` is closed.
@@ -39,7 +39,6 @@ mod client_body;
 mod egress;
 pub mod limits;
 pub mod netns;
-pub mod path;
 mod proxy;
 mod reply;
 pub mod scrub;

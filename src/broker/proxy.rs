@@ -6,7 +6,7 @@
 //!   `api-key`, `Proxy-Authorization`, cookies, request trailers, a `key=` query parameter
 //!   however its name is percent-encoded or cased) is dropped; the real key is looked up for
 //!   this task at every request and put where the provider expects it.
-//! - The path is checked and forwarded in one plain form ([`super::path`]): dot segments and
+//! - The path is checked and forwarded in one plain form ([`crate::request_path`]): dot segments and
 //!   ambiguous encodings are refused with 403 before anything is sent, and `api_paths` match
 //!   on segment boundaries, so no path reaches another API path or leaves the upstream prefix.
 //! - No answer carries the key ([`super::scrub`]): the upstream's reason phrase is dropped,
@@ -33,12 +33,12 @@ use secrecy::ExposeSecret;
 use super::TaskContext;
 use super::body::{Guarded, ProxyBody, boxed};
 use super::client_body::WaitLimited;
-use super::path;
 use super::reply::Refusal;
 use super::scrub::{KeyForms, ScrubbedBody};
 use super::trailers::WithoutTrailers;
 use crate::config::ApiAuth;
 use crate::credentials::CredentialError;
+use crate::request_path as path;
 
 /// Headers never forwarded from the client: those that carry a credential, those that ask a
 /// server to treat a request as another method (which could turn it into a `TRACE`), and those

@@ -69,7 +69,7 @@ pub enum Refusal {
     )]
     UnsafePath {
         path: String,
-        why: super::path::UnsafePath,
+        why: crate::request_path::UnsafePath,
     },
     #[error("{0}")]
     EgressRefused(String),

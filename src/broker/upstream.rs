@@ -84,14 +84,14 @@ impl Upstream {
         format!("{}{}{}", self.origin, self.path, path_and_query).parse()
     }
 
-    /// Whether a request for `path` (in [`super::path::normalise`]d form) may be forwarded:
+    /// Whether a request for `path` (in [`crate::request_path::normalise`]d form) may be forwarded:
     /// `api_paths` is empty, or `path` lies within one of its prefixes on a segment boundary.
     pub fn allows_path(&self, path: &str) -> bool {
         self.paths.is_empty()
             || self
                 .paths
                 .iter()
-                .any(|prefix| super::path::within(path, prefix))
+                .any(|prefix| crate::request_path::within(path, prefix))
     }
 
     /// Whether `uri` goes to this upstream's own scheme, host and port (checked on every

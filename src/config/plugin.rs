@@ -21,7 +21,7 @@
 //!   in either the required or the optional list.
 //! - Paths are absolute; `pids_limit` and `max_files` are at least 1; `max_size` is a Docker size.
 //! - `task_uid` and `task_gid` are from 1 to 2^31 - 1 (never root). Whether a host account has
-//!   them is not a decoding question: [`crate::task_user`] checks that when the plugin starts.
+//!   them is not a decoding question: the `task_user` module checks that when the plugin starts.
 //! - Empty bytes decode to [`PluginConfig::default`], as does a payload holding only defaults.
 
 use std::collections::BTreeMap;

@@ -316,7 +316,7 @@ fn credential_mode(
             ));
         }
         // Requests are matched in their plain form, so a prefix in any other form never matches.
-        match crate::broker::path::normalise(path) {
+        match crate::request_path::normalise(path) {
             Ok(plain) if plain == *path => {}
             Ok(plain) => {
                 return Err(ConfigError::invalid(
