@@ -48,6 +48,8 @@
 //!   a leaf that `config`, `vault` and `credentials` all use.
 //! - [`credentials`]: where a task's provider credentials come from, and in which order (Vault,
 //!   the node's encrypted store, the agent's environment): an ordered list of stores.
+//! - [`usage_model`]: what one model request through the broker used, and whose task made it;
+//!   a leaf for the broker's metering, the usage ledger and the metrics (issue 16).
 //! - [`tls`]: the TLS client settings of every HTTPS client (broker upstreams, Vault).
 //! - [`vault`]: users' keys from Vault or OpenBao (KV v2) — token lifecycle, a per-entry cache,
 //!   health for the fingerprint.
@@ -96,6 +98,7 @@ pub(crate) mod request_path;
 pub(crate) mod safe_open;
 pub(crate) mod task_user;
 pub(crate) mod tls;
+pub mod usage_model;
 pub mod vault;
 
 #[cfg(test)]
