@@ -137,6 +137,14 @@ pub struct UsageRecord {
     pub certainty: UsageCertainty,
 }
 
+/// Where the broker hands each finished request's record: the ledger, the metrics. Called on
+/// the request's own task when its answer ends, so an implementation must return at once (queue
+/// the record, never wait on a disk or a lock held for long) and must never fail the request:
+/// metering never takes a task down.
+pub trait UsageSink: Send + Sync {
+    fn record(&self, record: UsageRecord);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
